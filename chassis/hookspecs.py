@@ -1,0 +1,95 @@
+"""The plugin author's reference: every hook the chassis calls, in the order it calls them.
+
+A plugin is a module (or object) registered under the entry-point group
+``chassis.plugins``; the entry point's name is what ``--plugins`` selects::
+
+    [project.entry-points."chassis.plugins"]
+    echo = "chassis_echo"
+
+Implement hooks with the :data:`chassis.hookimpl` marker. Every hook is optional.
+
+Life of a plugin, per process:
+
+1. ``chassis_add_options`` (in every process, also for ``--help`` of plugins that are
+   found but not selected).
+2. The chassis parses the command line and the defaults-file, daemonizes, forks the
+   angel and the workers (``--keepalive``, ``--event-threads``). The rest runs in
+   **each worker process**, inside its asyncio event loop:
+3. ``chassis_apply_config``: validate, bind listening sockets. Runs as root when the
+   chassis was started as root: privileges are dropped (``--user``) right after it.
+4. ``chassis_serve``: start serving. The worker reports ready (pid file, ``--daemon``
+   launcher, ``READY=1`` to systemd) once every plugin's ``chassis_serve`` has returned.
+5. ``chassis_stop``: SIGTERM/SIGINT arrived; stop accepting, let running work finish
+   until ``deadline``.
+6. ``chassis_shutdown``: last chance to release resources; the loop is about to close.
+
+A failure in 3 or 4 (raise :class:`chassis.errors.StartupError`, or any exception) stops
+start-up: the message is logged, reported to the launching shell, and the angel does not
+restart the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
+
+import click
+import pluggy
+
+if TYPE_CHECKING:
+    from chassis.config import Config
+    from chassis.runtime import Runtime
+
+hookspec = pluggy.HookspecMarker("chassis")
+
+
+@hookspec
+def chassis_add_options() -> Sequence[click.Option]:
+    """Return the command-line options this plugin adds.
+
+    Name them after the plugin (``--proxy-address``, ``--echo-address``) so they cannot
+    collide; the chassis refuses two plugins that add the same name. They appear in
+    ``chassis --help`` under the plugin's name and may be set in the defaults-file under
+    ``[mysql-proxy]`` without the leading dashes. Use ``multiple=True`` for options that
+    may repeat: in the defaults-file such a value is a comma-separated list. Values are
+    read back from :class:`chassis.config.Config` by their Python name
+    (``config.proxy_address``).
+    """
+    raise NotImplementedError
+
+
+@hookspec
+def chassis_apply_config(config: Config, runtime: Runtime) -> None:
+    """Check the configuration and prepare to serve: bind listening sockets here.
+
+    Called in every worker, before privileges are dropped, so ports below 1024 can be
+    bound. With several workers (``--event-threads``) each binds its own socket with
+    ``SO_REUSEPORT``: :func:`chassis.listen.bind_listener` does that. Raise
+    :class:`chassis.errors.StartupError` with a message that tells the user what to do.
+    """
+
+
+@hookspec
+def chassis_serve(runtime: Runtime) -> Awaitable[None] | None:
+    """Start serving inside the running event loop (``runtime.loop``).
+
+    Return a coroutine (or None). The chassis awaits all of them before it reports the
+    process ready; keep them short: start servers and background tasks, do not run
+    them to completion.
+    """
+
+
+@hookspec
+def chassis_stop(runtime: Runtime, deadline: float) -> Awaitable[None] | None:
+    """Graceful stop: stop accepting new work and let running work finish.
+
+    ``deadline`` is on the ``runtime.loop.time()`` clock (``--shutdown-timeout`` from
+    the moment the stop was requested). Return a coroutine that completes when
+    everything is drained; the chassis cancels it at the deadline and closes what is
+    left.
+    """
+
+
+@hookspec
+def chassis_shutdown(runtime: Runtime) -> None:
+    """Release everything: called once per worker after the stop, even after a failed start."""
