@@ -68,7 +68,7 @@ def options_by_plugin(pm: pluggy.PluginManager) -> dict[str, list[click.Option]]
     """Call each plugin's ``chassis_add_options`` separately, so help can group them."""
     grouped: dict[str, list[click.Option]] = {}
     for impl in pm.hook.chassis_add_options.get_hookimpls():
-        opts: Iterable[click.Option] = impl.function() or ()
+        opts: Iterable[click.Option] = impl.function() or ()  # type: ignore[assignment]
         grouped.setdefault(impl.plugin_name, []).extend(opts)
     return grouped
 
