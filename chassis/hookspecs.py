@@ -31,7 +31,7 @@ restart the worker.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import pluggy
@@ -87,6 +87,17 @@ def chassis_stop(runtime: Runtime, deadline: float) -> Awaitable[None] | None:
     the moment the stop was requested). Return a coroutine that completes when
     everything is drained; the chassis cancels it at the deadline and closes what is
     left.
+    """
+
+
+@hookspec
+def chassis_control(runtime: Runtime, request: dict[str, Any]) -> Any:
+    """Answer a request another worker sent with ``runtime.control.broadcast(request)``.
+
+    Requests are JSON objects; by convention ``request["plugin"]`` names the plugin that
+    should answer and the others return None. The result must be JSON-serializable;
+    every non-None result is sent back (a list, one entry per answering plugin).
+    Runs inside the event loop: keep it quick.
     """
 
 

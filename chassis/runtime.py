@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chassis.config import Config
+from chassis.control import ControlChannel
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Runtime:
     worker_count: int = 1
     loop: asyncio.AbstractEventLoop | None = None
     stopping: bool = False
+    #: Requests to every worker of this chassis (set by the worker loop once it serves).
+    control: ControlChannel | None = None
     _on_shutdown: Callable[[str], None] | None = field(default=None, repr=False)
 
     def request_shutdown(self, reason: str = "requested by a plugin") -> None:
