@@ -1,0 +1,137 @@
+"""Packet framing: split/join of 16 MiB payloads, chunked feeding, and the relay scan."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from chassis_mysql.constants import MAX_PAYLOAD
+from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import Packet, PacketReader, frame, frame_next_seq, header, scan
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def test_small_payload_gets_one_header() -> None:
+    assert frame(b"\x03select 1", 0) == b"\x09\x00\x00\x00\x03select 1"
+    assert header(9, 257) == b"\x09\x00\x00\x01"
+
+
+def test_header_rejects_oversized_length() -> None:
+    with pytest.raises(ProtocolError):
+        header(MAX_PAYLOAD + 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("size", "lengths"),
+    [
+        (MAX_PAYLOAD - 1, [MAX_PAYLOAD - 1]),
+        (MAX_PAYLOAD, [MAX_PAYLOAD, 0]),
+        (MAX_PAYLOAD + 1, [MAX_PAYLOAD, 1]),
+        (2 * MAX_PAYLOAD, [MAX_PAYLOAD, MAX_PAYLOAD, 0]),
+    ],
+)
+def test_large_payloads_split_at_boundaries(size: int, lengths: list[int]) -> None:
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    wire = frame(payload, 254)
+    seen = []
+    pos = 0
+    while pos < len(wire):
+        length = int.from_bytes(wire[pos : pos + 3], "little")
+        seen.append((length, wire[pos + 3]))
+        pos += 4 + length
+    assert [length for length, _ in seen] == lengths
+    assert [seq for _, seq in seen] == [(254 + i) & 0xFF for i in range(len(lengths))]
+    reader = PacketReader()
+    reader.feed(wire)
+    packets = list(reader)
+    assert packets == [Packet(seen[-1][1], payload)]
+    assert packets[0].first_seq == 254
+    assert frame_next_seq(size, 254) == (seen[-1][1] + 1) & 0xFF
+    assert reader.buffered == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=6),
+    st.integers(0, 255),
+    st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
+def test_chunked_feeding_yields_the_same_packets(
+    payloads: list[bytes], seq: int, cuts: list[int]
+) -> None:
+    wire = b"".join(frame(p, seq + i) for i, p in enumerate(payloads))
+    reader = PacketReader()
+    got: list[Packet] = []
+    pos = 0
+    i = 0
+    while pos < len(wire):
+        step = cuts[i % len(cuts)]
+        reader.feed(wire[pos : pos + step])
+        pos += step
+        i += 1
+        got.extend(reader)
+    assert [p.payload for p in got] == payloads
+    assert [p.seq for p in got] == [(seq + i) & 0xFF for i in range(len(payloads))]
+
+
+_BOUNDARY = MAX_PAYLOAD + 4  # end of the first physical chunk on the wire
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    st.sampled_from([MAX_PAYLOAD - 1, MAX_PAYLOAD, MAX_PAYLOAD + 1, MAX_PAYLOAD + 1000]),
+    st.lists(
+        st.one_of(st.integers(0, 2 * _BOUNDARY), st.integers(_BOUNDARY - 5, _BOUNDARY + 5)),
+        max_size=6,
+    ),
+)
+def test_split_payloads_survive_arbitrary_feed_points(size: int, cuts: list[int]) -> None:
+    payload = b"\xab" * size
+    wire = frame(payload, 0) + frame(b"next", 9)
+    reader = PacketReader()
+    got: list[Packet] = []
+    offsets = [0, *sorted(c for c in cuts if c < len(wire)), len(wire)]
+    for a, b in itertools.pairwise(offsets):
+        reader.feed(wire[a:b])
+        got.extend(reader)
+    assert len(got) == 2
+    assert got[0].payload == payload
+    assert got[1] == Packet(9, b"next")
+
+
+def test_max_payload_is_enforced_from_the_header() -> None:
+    reader = PacketReader(max_payload=10)
+    reader.feed(header(11, 0))  # no payload bytes yet: the header alone is enough
+    with pytest.raises(ProtocolError, match="exceeds the limit of 10"):
+        reader.next_packet()
+    ok = PacketReader(max_payload=10)
+    ok.feed(frame(b"x" * 10, 0))
+    assert ok.next_packet() == Packet(0, b"x" * 10)
+
+
+def test_max_payload_counts_every_chunk_of_a_split_payload() -> None:
+    reader = PacketReader(max_payload=MAX_PAYLOAD + 5)
+    reader.feed(header(MAX_PAYLOAD, 0) + b"\x00" * MAX_PAYLOAD + header(6, 1))
+    with pytest.raises(ProtocolError):
+        reader.next_packet()
+
+
+def test_drain_returns_raw_unreturned_bytes() -> None:
+    reader = PacketReader()
+    wire = frame(b"one", 0) + frame(b"two", 1)
+    reader.feed(wire + wire[:3])
+    assert reader.next_packet() == Packet(0, b"one")
+    assert reader.drain() == frame(b"two", 1) + wire[:3]
+    assert reader.buffered == 0
+    assert reader.next_packet() is None
+
+
+@given(st.lists(st.binary(max_size=100), max_size=5), st.binary(max_size=8))
+def test_scan_stops_before_the_partial_tail(payloads: list[bytes], tail: bytes) -> None:
+    whole = b"".join(frame(p, i) for i, p in enumerate(payloads))
+    partial = frame(b"0123456789", 7)[: len(tail) % 14]
+    data = whole + partial
+    assert scan(data) == len(whole)
+    assert scan(memoryview(bytearray(data))) == len(whole)
+    assert scan(data, len(whole)) == len(whole)
