@@ -1,11 +1,115 @@
-"""Placeholder: replaced by the process core (daemon, angel, workers)."""
+"""From parsed options to running processes: checks, logging, daemon, angel or worker.
+
+Everything that can fail because of the options fails here, in the launching process,
+before anything forks, so the user sees the error on the terminal: ``--user`` (root
+only, known user), ``--max-open-files``, the log file, a pid file locked by a running
+chassis. Then ``--daemon`` detaches, and either an angel supervises the workers or,
+with one worker and nothing to supervise, the process itself becomes the worker.
+
+An angel runs with ``--keepalive``, with ``--event-threads`` above 1 (someone must
+supervise N workers), and with ``--user`` together with ``--pid-file`` (the pid file
+must be written and removed by a process that keeps root).
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+
 import pluggy
 
+from chassis import __version__, angel, daemon, limits, logs, privileges, signals, worker
 from chassis.config import Config
+from chassis.pidfile import PidFile
+from chassis.readiness import Reporter
+from chassis.sdnotify import Notifier
+
+log = logging.getLogger("chassis")
+
+
+def needs_angel(config: Config) -> bool:
+    return bool(
+        config.get("keepalive")
+        or int(config.get("event_threads") or 1) > 1
+        or (config.get("user") and config.get("pid_file"))
+    )
+
+
+def export_lua_paths(config: Config) -> None:
+    """MySQL Proxy exports ``--lua-path``/``--lua-cpath`` for Lua's ``package`` to read."""
+    if config.get("lua_path"):
+        os.environ["LUA_PATH"] = str(config.lua_path)
+    if config.get("lua_cpath"):
+        os.environ["LUA_CPATH"] = str(config.lua_cpath)
 
 
 def run(config: Config, pm: pluggy.PluginManager) -> int:
-    raise NotImplementedError
+    """Run chassis with ``config``; returns the exit code of this process."""
+    user = privileges.lookup(config.user) if config.get("user") else None
+    owner = user.owner if user is not None else None
+    export_lua_paths(config)
+    if config.get("max_open_files"):
+        limits.set_max_open_files(int(config.max_open_files))
+    umask = config.get("umask")
+    if umask is None and config.get("daemon"):
+        umask = daemon.DEFAULT_UMASK
+    if umask is not None:
+        os.umask(umask)
+    chassis_logs = logs.Logs()
+    chassis_logs.setup(
+        level=config.get("log_level") or "critical",
+        path=config.path(config.get("log_file")),
+        use_syslog=bool(config.get("log_use_syslog")),
+        owner=owner,
+        backtrace_on_crash=bool(config.get("log_backtrace_on_crash")),
+    )
+    pid_path = config.path(config.get("pid_file"))
+    pidfile = PidFile(pid_path, owner) if pid_path is not None else None
+    if pidfile is not None:
+        pidfile.acquire()
+    signals.block()
+    launcher = Reporter(None)
+    if config.get("daemon"):
+        result = daemon.daemonize(umask)
+        if isinstance(result, int):
+            return result  # the launching shell's process: the daemon reported
+        launcher = result
+    notifier = Notifier.from_environment()
+    os.environ.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
+    log.log(logs.MESSAGE, "chassis %s started (plugins: %s)", __version__,
+            ", ".join(config.plugins) or "none")
+    try:
+        if needs_angel(config):
+            return angel.Angel(config, pm, chassis_logs, user=user, pidfile=pidfile,
+                               notifier=notifier, launcher=launcher).run()
+        return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher)
+    except BaseException as e:
+        launcher.failed(f"{type(e).__name__}: {e}", 1)
+        raise
+    finally:
+        if pidfile is not None:
+            pidfile.release()
+        chassis_logs.flush()
+
+
+def _run_single(
+    config: Config,
+    pm: pluggy.PluginManager,
+    chassis_logs: logs.Logs,
+    user: privileges.TargetUser | None,
+    pidfile: PidFile | None,
+    notifier: Notifier,
+    launcher: Reporter,
+) -> int:
+    """No angel: this process is the worker and does the main process's duties."""
+    logs.set_role("worker")
+
+    def on_ready() -> None:
+        if pidfile is not None:
+            pidfile.write(os.getpid())
+        notifier.ready("serving")
+
+    return worker.run(worker.WorkerSetup(
+        config=config, pm=pm, logs=chassis_logs, reporter=launcher, user=user,
+        on_ready=on_ready, on_stopping=notifier.stopping,
+    ))

@@ -1,0 +1,281 @@
+"""One worker process: an asyncio event loop (uvloop when installed) running the hooks.
+
+Order inside the running loop: every plugin's ``chassis_apply_config`` (binds ports,
+may run as root), the privilege drop (``--user``), the parent-death signal and a check
+that the angel is still there, signal handlers, every plugin's ``chassis_serve``, and
+then "ready" to whoever waits (angel, ``--daemon`` launcher, systemd). SIGTERM/SIGINT
+or :meth:`Runtime.request_shutdown` run ``chassis_stop`` with a deadline, then
+``chassis_shutdown``, and the worker exits 0. A start-up failure exits with
+:attr:`StartupError.exit_code`, which the angel never restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from chassis import logs, privileges, signals
+from chassis.config import Config
+from chassis.control import ControlChannel
+from chassis.errors import ChassisError, StartupError
+from chassis.readiness import Reporter
+from chassis.runtime import Runtime
+
+log = logging.getLogger("chassis.worker")
+
+#: How often a worker checks that its angel is still its parent (PDEATHSIG is the
+#: fast path; this catches the rest, such as an angel that died before prctl).
+PARENT_CHECK_INTERVAL = 1.0
+
+
+class StartupFailure(Exception):
+    """Start-up stopped; the message is for the user (already attributed to a plugin)."""
+
+
+@dataclass
+class WorkerSetup:
+    config: Config
+    pm: pluggy.PluginManager
+    logs: logs.Logs
+    worker_id: int = 0
+    worker_count: int = 1
+    reporter: Reporter = field(default_factory=lambda: Reporter(None))
+    angel_pid: int | None = None
+    user: privileges.TargetUser | None = None
+    #: Main-process duties when there is no angel: pid file, systemd, launcher.
+    on_ready: Callable[[], None] | None = None
+    on_stopping: Callable[[], None] | None = None
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+def run(setup: WorkerSetup) -> int:
+    """Run the worker to the end; returns its exit code."""
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
+    worker = Worker(setup)
+    try:
+        return loop.run_until_complete(worker.main())
+    finally:
+        try:
+            _cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
+    return impl.function(*(kwargs[name] for name in impl.argnames))
+
+
+class Worker:
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.config = setup.config
+        self.stop_reason: str | None = None
+        self.stop_requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+        self.runtime = Runtime(
+            config=setup.config,
+            worker_id=setup.worker_id,
+            worker_count=setup.worker_count,
+            _on_shutdown=self.request_stop,
+        )
+
+    def request_stop(self, reason: str) -> None:
+        """SIGTERM, SIGINT, a plugin or a dead angel: begin the graceful stop once."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.runtime.stopping = True
+            self.stop_requested.set()
+        else:  # asked twice: do not wait for running work any longer
+            self.hurry.set()
+
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """Hook implementations in pluggy's calling order (last registered first)."""
+        return list(reversed(getattr(self.setup.pm.hook, hook).get_hookimpls()))
+
+    async def main(self) -> int:
+        self.runtime.loop = asyncio.get_running_loop()
+        try:
+            await self._start()
+            if self.setup.on_ready is not None:
+                self.setup.on_ready()
+        except (StartupFailure, ChassisError) as e:
+            message = str(e)
+            log.log(logs.CRITICAL, "start-up failed: %s", message)
+            self.setup.reporter.failed(message, StartupError.exit_code)
+            await self._stop_hooks(deadline=self.runtime.loop.time())
+            self._shutdown_hooks()
+            self._log_exit(StartupError.exit_code)
+            return StartupError.exit_code
+        self.setup.reporter.ready()
+        log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
+                self.setup.worker_count)
+        await self.stop_requested.wait()
+        log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
+        if self.setup.on_stopping is not None:
+            self.setup.on_stopping()
+        deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
+        await self._stop_hooks(deadline)
+        if self.runtime.control is not None:
+            await self.runtime.control.close()
+        self._shutdown_hooks()
+        self._log_exit(0)
+        return 0
+
+    def _log_exit(self, code: int) -> None:
+        level = logs.CRITICAL if self.config.get("verbose_shutdown") else logs.MESSAGE
+        log.log(level, "shutting down normally, exit code is: %d", code)
+
+    async def _start(self) -> None:
+        setup = self.setup
+        for impl in self._impls("chassis_apply_config"):
+            await self._start_hook(impl, "chassis_apply_config",
+                                   config=self.config, runtime=self.runtime)
+        if setup.user is not None:
+            privileges.drop(setup.user)
+            log.log(logs.MESSAGE, "now running as user: %s (%d/%d)", setup.user.name,
+                    setup.user.uid, setup.user.gid)
+        if setup.angel_pid is not None:
+            self._watch_angel(setup.angel_pid)
+        self._install_signal_handlers()
+        control = ControlChannel(setup.angel_pid or os.getpid(), setup.worker_id,
+                                 setup.worker_count, self._answer_control)
+        await control.start()
+        self.runtime.control = control
+        for impl in self._impls("chassis_serve"):
+            await self._start_hook(impl, "chassis_serve", runtime=self.runtime)
+
+    async def _start_hook(self, impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> None:
+        try:
+            result = _call(impl, **kwargs)
+            if inspect.isawaitable(result):
+                await result
+        except StartupError as e:
+            raise StartupFailure(f"plugin {impl.plugin_name!r}: {e}") from e
+        except Exception as e:
+            log.log(logs.CRITICAL, "plugin %r raised in %s", impl.plugin_name, hook,
+                    exc_info=True)
+            raise StartupFailure(
+                f"plugin {impl.plugin_name!r} failed in {hook}: {type(e).__name__}: {e}"
+            ) from e
+
+    def _answer_control(self, request: dict[str, Any]) -> list[Any]:
+        results: list[Any] = self.setup.pm.hook.chassis_control(runtime=self.runtime,
+                                                                request=request)
+        return results
+
+    def _watch_angel(self, angel_pid: int) -> None:
+        # After the privilege drop: a credential change clears PR_SET_PDEATHSIG.
+        try:
+            privileges.set_parent_death_signal(signal.SIGTERM)
+        except OSError as e:
+            log.warning("cannot set PR_SET_PDEATHSIG (%s); relying on the parent check",
+                        e.strerror)
+        if os.getppid() != angel_pid:
+            self.request_stop(f"the angel (pid {angel_pid}) died during start-up")
+        asyncio.get_running_loop().create_task(self._check_parent(angel_pid),
+                                               name="chassis-parent-check")
+
+    async def _check_parent(self, angel_pid: int) -> None:
+        while not self.stop_requested.is_set():
+            await asyncio.sleep(PARENT_CHECK_INTERVAL)
+            if os.getppid() != angel_pid:
+                self.request_stop(f"the angel (pid {angel_pid}) is gone")
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, self.setup.logs.reopen_after_sighup)
+        for signum in (signal.SIGUSR1, signal.SIGUSR2):
+            loop.add_signal_handler(signum, self._on_user_signal, signum)
+        signals.unblock()  # what arrived during start-up is delivered now
+
+    def _on_stop_signal(self, signum: int) -> None:
+        if self.stop_reason is not None:
+            log.log(logs.MESSAGE, "received %s again: not waiting for running work",
+                    signals.name(signum))
+        self.request_stop(f"received {signals.name(signum)}")
+
+    def _on_user_signal(self, signum: int) -> None:
+        log.log(logs.INFO, "received %s: nothing to do", signals.name(signum))
+
+    async def _stop_hooks(self, deadline: float) -> None:
+        """``chassis_stop`` of every plugin, awaited together until ``deadline``."""
+        loop = asyncio.get_running_loop()
+        tasks: dict[asyncio.Future[Any], str] = {}
+        for impl in reversed(self._impls("chassis_stop")):
+            try:
+                result = _call(impl, runtime=self.runtime, deadline=deadline)
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_stop", impl.plugin_name,
+                        exc_info=True)
+                continue
+            if inspect.isawaitable(result):
+                tasks[asyncio.ensure_future(result)] = impl.plugin_name
+        if not tasks:
+            return
+        hurry = asyncio.ensure_future(self.hurry.wait())
+        timeout = max(0.0, deadline - loop.time())
+        await asyncio.wait([*tasks, hurry], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        while not hurry.done() and not all(t.done() for t in tasks):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait([*(t for t in tasks if not t.done()), hurry],
+                               timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        for task, name in tasks.items():
+            if not task.done():
+                log.warning("plugin %r did not finish stopping within "
+                            "--shutdown-timeout; cancelling it", name)
+                task.cancel()
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        for task, name in tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.log(logs.CRITICAL, "plugin %r failed in chassis_stop: %s", name,
+                        task.exception(), exc_info=task.exception())
+
+    def _shutdown_hooks(self) -> None:
+        for impl in reversed(self._impls("chassis_shutdown")):
+            try:
+                result = _call(impl, runtime=self.runtime)
+                if inspect.iscoroutine(result):
+                    result.close()
+                    log.warning("plugin %r: chassis_shutdown must not be async",
+                                impl.plugin_name)
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_shutdown",
+                        impl.plugin_name, exc_info=True)
+        with contextlib.suppress(Exception):
+            self.setup.logs.flush()
