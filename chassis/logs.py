@@ -128,6 +128,10 @@ class Logs:
     def file(self) -> LogFile | None:
         return self.handler if isinstance(self.handler, LogFile) else None
 
+    @property
+    def on_stderr(self) -> bool:
+        return self.file is None and not isinstance(self.handler, _SysLog)
+
     def setup(
         self,
         *,

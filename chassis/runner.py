@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import pluggy
 
@@ -68,7 +69,7 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
     if pidfile is not None:
         pidfile.acquire()
     signals.block()
-    launcher = Reporter(None)
+    launcher: Reporter = _Terminal(echo=not chassis_logs.on_stderr)
     if config.get("daemon"):
         result = daemon.daemonize(umask)
         if isinstance(result, int):
@@ -90,6 +91,19 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
         if pidfile is not None:
             pidfile.release()
         chassis_logs.flush()
+
+
+class _Terminal(Reporter):
+    """In the foreground, a start-up error also reaches the terminal when logs go elsewhere."""
+
+    def __init__(self, echo: bool) -> None:
+        super().__init__(None)
+        self.echo = echo
+
+    def failed(self, message: str, exit_code: int) -> None:
+        if self.echo:
+            print(f"chassis: {message}", file=sys.stderr, flush=True)
+            self.echo = False
 
 
 def _run_single(

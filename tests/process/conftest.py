@@ -6,6 +6,44 @@ the same way, by importing it into its own conftest.py.
 
 from __future__ import annotations
 
-from tests.support.chassis_proc import chassis_factory
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["chassis_factory"]
+import pytest
+
+from tests.support.chassis_proc import chassis_factory, free_port
+
+__all__ = ["EchoSetup", "chassis_factory", "echo", "workdir"]
+
+#: Restart quickly in tests that do not measure the delay itself.
+FAST_RESTART = {"CHASSIS_RESTART_DELAY_MIN": "0.1"}
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch directory that ``nobody`` can enter (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="chassis-proc-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class EchoSetup:
+    """The echo plugin on a free port, logging at ``message`` level to ``log``."""
+
+    port: int
+    log: Path
+    dir: Path
+
+    def args(self, *extra: str) -> list[str]:
+        return ["--plugins=echo", f"--echo-address=127.0.0.1:{self.port}",
+                f"--log-file={self.log}", "--log-level=message", *extra]
+
+
+@pytest.fixture
+def echo(workdir: Path) -> EchoSetup:
+    return EchoSetup(port=free_port(), log=workdir / "chassis.log", dir=workdir)

@@ -106,6 +106,7 @@ class ChassisProcess:
         full_env = dict(os.environ)
         full_env.update(env or {})
         full_env["NOTIFY_SOCKET"] = self.notify_path
+        self._stderr: str | None = None
         self.main_pid: int | None = None
         self.returncode: int | None = None
         with open(self.stderr_path, "wb") as err:
@@ -127,6 +128,8 @@ class ChassisProcess:
         return None
 
     def stderr_text(self) -> str:
+        if self._stderr is not None:  # killed: the scratch directory is gone
+            return self._stderr
         return self.stderr_path.read_text(errors="replace")
 
     def log_text(self) -> str:
@@ -239,6 +242,8 @@ class ChassisProcess:
                 and self.pid == self.proc.pid:
             self.returncode = self.proc.returncode
         self.notify.close()
+        if self._stderr is None:
+            self._stderr = self.stderr_text()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> ChassisProcess:

@@ -1,16 +1,36 @@
 """A third-party chassis plugin for the tests: a TCP echo server that knows nothing of MySQL.
 
-Lines are echoed back, except ``whoami``, answered with the worker's credentials as JSON,
-so the tests can check a privilege drop from the outside.
+It uses every hook, so it doubles as the example in docs/plugins.md. Lines are echoed
+back, except a few commands the process tests need:
+
+* ``whoami``: the worker's credentials, pid, umask, cwd, limits... as JSON, so the
+  tests can check a privilege drop or a daemon from the outside;
+* ``peers``: every worker's answer to a ``chassis_control`` request, as JSON;
+* ``exit``: ``runtime.request_shutdown()`` (the worker stops on its own, exit 0);
+* ``die N``: ``os._exit(N)`` (a crash with an exit code);
+* ``crash``: a segmentation fault (for ``--log-backtrace-on-crash``; no core file).
+
+Options that make it misbehave on purpose: ``--echo-fail-startup`` (StartupError in
+apply_config), ``--echo-fail-serve`` (an unexpected exception in serve),
+``--echo-crash-at-start=N`` with ``--echo-counter-file`` (SIGKILL itself in serve
+for the first N starts, counted across processes in the file),
+``--echo-stop-hang`` (chassis_stop never finishes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import fcntl
 import json
+import logging
 import os
+import resource
+import signal
 import socket
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -20,7 +40,9 @@ from chassis.errors import StartupError
 from chassis.listen import bind_listener, parse_address
 from chassis.runtime import Runtime
 
-_state: dict[str, object] = {}
+log = logging.getLogger("chassis.echo")
+
+_state: dict[str, Any] = {}
 
 
 @chassis.hookimpl
@@ -30,6 +52,15 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Where the echo server listens."),
         click.Option(["--echo-fail-startup"], is_flag=True,
                      help="Fail in apply_config (tests a start-up failure)."),
+        click.Option(["--echo-fail-serve"], is_flag=True,
+                     help="Raise an unexpected exception in serve (tests a start-up failure)."),
+        click.Option(["--echo-crash-at-start"], type=int, default=0,
+                     help="SIGKILL the worker in serve for the first N starts "
+                          "(needs --echo-counter-file)."),
+        click.Option(["--echo-counter-file"], metavar="FILE",
+                     help="Counts worker starts across processes (for --echo-crash-at-start)."),
+        click.Option(["--echo-stop-hang"], is_flag=True,
+                     help="Never finish chassis_stop (tests --shutdown-timeout)."),
     ]
 
 
@@ -42,23 +73,48 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     except ValueError as e:
         raise StartupError(f"--echo-address: {e}") from None
     _state["sock"] = bind_listener(address)
+    _state["config"] = config
+    log.log(25, "echo listening on %s", address)
 
 
-def _credentials() -> dict[str, object]:
+def _count_start(path: str) -> int:
+    """Append this start's time to ``path``; returns how many starts it holds.
+
+    Locked, because workers start at the same time; the tests read the times to check
+    that restart delays grow.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{time.time():.6f}\n".encode())
+        return os.pread(fd, 1 << 20, 0).count(b"\n")
+    finally:
+        os.close(fd)
+
+
+def _proc_status() -> dict[str, list[str]]:
     status = {}
     with open("/proc/self/status") as f:
         for line in f:
             key, _, value = line.partition(":")
             if key in ("Uid", "Gid", "Groups", "NoNewPrivs", "CapEff"):
                 status[key] = value.split()
+    return status
+
+
+def _credentials(runtime: Runtime) -> dict[str, object]:
+    status = _proc_status()
     try:
         os.setuid(0)
         regained = True
     except PermissionError:
         regained = False
+    with open("/proc/self/stat") as f:
+        stat_fields = f.read().rsplit(")", 1)[1].split()
     return {
         "pid": os.getpid(),
         "ppid": os.getppid(),
+        "worker_id": runtime.worker_id,
         "resuid": list(os.getresuid()),
         "resgid": list(os.getresgid()),
         "groups": os.getgroups(),
@@ -67,7 +123,20 @@ def _credentials() -> dict[str, object]:
         "umask": _umask(),
         "cwd": os.getcwd(),
         "sid": os.getsid(0),
+        "pgid": os.getpgid(0),
+        "tty_nr": int(stat_fields[4]),
+        "stdio": [os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)],
+        "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)),
+        "pdeathsig": _pdeathsig(),
+        "env": {k: os.environ.get(k) for k in ("LUA_PATH", "LUA_CPATH", "NOTIFY_SOCKET")},
     }
+
+
+def _pdeathsig() -> int:
+    value = ctypes.c_int(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(2, ctypes.byref(value), 0, 0, 0)  # PR_GET_PDEATHSIG
+    return value.value
 
 
 def _umask() -> int:
@@ -76,11 +145,29 @@ def _umask() -> int:
     return mask
 
 
+def _segfault() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the test directory
+    ctypes.string_at(0)
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    runtime: Runtime = _state["runtime"]
     try:
         while line := await reader.readline():
-            if line.strip() == b"whoami":
-                writer.write(json.dumps(_credentials()).encode() + b"\n")
+            command = line.strip()
+            if command == b"whoami":
+                writer.write(json.dumps(_credentials(runtime)).encode() + b"\n")
+            elif command == b"peers":
+                assert runtime.control is not None
+                replies = await runtime.control.broadcast({"plugin": "echo"})
+                writer.write(json.dumps(replies).encode() + b"\n")
+            elif command == b"exit":
+                writer.write(b"bye\n")
+                runtime.request_shutdown("echo: a client sent 'exit'")
+            elif command.startswith(b"die "):
+                os._exit(int(command.split()[1]))
+            elif command == b"crash":
+                _segfault()
             else:
                 writer.write(line)
             await writer.drain()
@@ -92,6 +179,15 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 @chassis.hookimpl
 async def chassis_serve(runtime: Runtime) -> None:
+    config: Config = _state["config"]
+    _state["runtime"] = runtime
+    if config.echo_crash_at_start:
+        if not config.echo_counter_file:
+            raise StartupError("--echo-crash-at-start needs --echo-counter-file")
+        if _count_start(config.echo_counter_file) <= config.echo_crash_at_start:
+            os.kill(os.getpid(), signal.SIGKILL)
+    if config.echo_fail_serve:
+        raise RuntimeError("echo: serve failing on purpose (--echo-fail-serve)")
     sock = _state["sock"]
     assert isinstance(sock, socket.socket)
     _state["server"] = await asyncio.start_server(_handle, sock=sock)
@@ -102,4 +198,22 @@ async def chassis_stop(runtime: Runtime, deadline: float) -> None:
     server = _state.get("server")
     if isinstance(server, asyncio.Server):
         server.close()
-        await server.wait_closed()
+    config: Config | None = _state.get("config")
+    if config is not None and config.echo_stop_hang:
+        log.log(25, "echo: hanging in chassis_stop on purpose")
+        await asyncio.Event().wait()
+
+
+@chassis.hookimpl
+def chassis_control(runtime: Runtime, request: dict[str, Any]) -> Any:
+    if request.get("plugin") == "echo":
+        return {"pid": os.getpid(), "worker_id": runtime.worker_id}
+    return None
+
+
+@chassis.hookimpl
+def chassis_shutdown(runtime: Runtime) -> None:
+    sock = _state.pop("sock", None)
+    if isinstance(sock, socket.socket):
+        sock.close()
+    log.log(25, "echo: shut down")
