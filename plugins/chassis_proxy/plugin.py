@@ -6,11 +6,20 @@ lists its options.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 import chassis
+
+if TYPE_CHECKING:
+    from chassis.config import Config
+    from chassis.runtime import Runtime
+    from chassis_proxy.hooks import ScriptHost
+    from chassis_proxy.service import ProxyService
+    from chassis_proxy.settings import ProxySettings
 
 
 @chassis.hookimpl
@@ -46,3 +55,73 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--proxy-backend-ssl-ca"], metavar="FILE",
                      help="CA to verify backends with (verification is on when given)."),
     ]
+
+
+# The worker's proxy; one per process (each --event-threads worker has its own).
+_service: ProxyService | None = None
+
+
+@chassis.hookimpl
+def chassis_apply_config(config: Config, runtime: Runtime) -> None:
+    """Check the options, build the TLS contexts and bind the listener (before --user)."""
+    global _service
+    from chassis.listen import bind_listener
+    from chassis_proxy import settings as proxy_settings
+    from chassis_proxy.service import ProxyService
+
+    settings = proxy_settings.load(config)
+    sock = bind_listener(settings.listen) if settings.listen is not None else None
+    try:
+        host = _script_host(config, runtime, settings)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
+    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
+    logging.getLogger("chassis.proxy").info("%s", proxy_settings.describe(settings))
+
+
+def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:
+    """The Lua bridge, when --proxy-lua-script is given (imported only then)."""
+    if settings.lua_script is None:
+        return None
+    from chassis.errors import StartupError
+
+    try:
+        from chassis_proxy import lua
+    except ImportError as e:
+        raise StartupError(
+            f"--proxy-lua-script needs the Lua bridge (chassis_proxy.lua): {e}"
+        ) from None
+    factory = getattr(lua, "create_script_host", None)
+    if factory is None:
+        raise StartupError("--proxy-lua-script: the Lua bridge has no create_script_host()")
+    host: ScriptHost = factory(config=config, runtime=runtime, settings=settings)
+    return host
+
+
+@chassis.hookimpl
+def chassis_serve(runtime: Runtime) -> Awaitable[None] | None:
+    if _service is None:
+        return None
+    return _service.serve()
+
+
+@chassis.hookimpl
+def chassis_stop(runtime: Runtime, deadline: float) -> Awaitable[None] | None:
+    if _service is None:
+        return None
+    return _service.stop(deadline)
+
+
+@chassis.hookimpl
+def chassis_shutdown(runtime: Runtime) -> None:
+    global _service
+    if _service is not None:
+        _service.shutdown()
+        _service = None
+
+
+def service() -> ProxyService | None:
+    """This worker's proxy service (for other plugins such as admin), or None."""
+    return _service

@@ -1,0 +1,140 @@
+"""The backends of one worker: their state, their type and which one a new client gets.
+
+Selection (no script, or a script that does not set ``backend_ndx``): the **first**
+read/write backend, in the order given on the command line, that is not DOWN. This is
+a fail-over order (primary first, then stand-bys), the behaviour issue 4 asks for.
+MySQL Proxy 0.8.5 instead picks the RW backend with the fewest connected clients; a
+script that wants balancing can do that itself through ``proxy.global.backends``.
+Read-only backends are only used when a script picks them, as in MySQL Proxy.
+
+A backend that refuses a connection or times out is marked DOWN; after
+:data:`DOWN_RETRY_SECONDS` it is reset to UNKNOWN (checked when a client connects, as
+in MySQL Proxy: there is no active health check) and gets clients again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+
+from chassis.listen import Address
+from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
+from chassis_proxy.settings import BackendAddress
+
+log = logging.getLogger("chassis.proxy.backends")
+
+#: Seconds a DOWN backend waits before it is tried again (MySQL Proxy: 4 s).
+DOWN_RETRY_SECONDS = 4.0
+
+
+def address_info(address: Address) -> AddressInfo:
+    """The Lua-visible address object of a configured address."""
+    if address.path is not None:
+        return AddressInfo(name=address.path, address=address.path, port=None, family=socket.AF_UNIX)
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    return AddressInfo(name=str(address), address=address.host, port=address.port, family=family)
+
+
+class Backend:
+    """One backend server (``proxy.global.backends[i]``); implements hooks.BackendView."""
+
+    __slots__ = (
+        "_state",
+        "_type",
+        "addr",
+        "address",
+        "connected_clients",
+        "down_reason",
+        "down_since",
+        "index",
+        "uuid",
+    )
+
+    def __init__(self, config: BackendAddress, index: int) -> None:
+        self.addr = config.address
+        self.address = address_info(config.address)
+        self._type = BackendType.RO if config.read_only else BackendType.RW
+        self._state = BackendState.UNKNOWN
+        self.connected_clients = 0
+        self.uuid: str | None = None
+        self.index = index  # 1-based, as scripts see it
+        self.down_since = 0.0
+        self.down_reason = ""
+
+    @property
+    def type(self) -> BackendType:
+        return self._type
+
+    @property
+    def state(self) -> BackendState:
+        return self._state
+
+    @state.setter
+    def state(self, value: BackendState) -> None:
+        """Scripts (and the admin plugin) may set the state; the change is logged."""
+        self.set_state(BackendState(value), "set by a script")
+
+    def set_state(self, state: BackendState, reason: str) -> None:
+        if state == self._state:
+            if state == BackendState.DOWN:
+                self.down_since = time.monotonic()
+                self.down_reason = reason
+            return
+        level = logging.WARNING if state == BackendState.DOWN else logging.INFO
+        log.log(level, "backend %s: %s -> %s (%s)", self.addr, self._state.name, state.name, reason)
+        self._state = state
+        if state == BackendState.DOWN:
+            self.down_since = time.monotonic()
+            self.down_reason = reason
+
+    def mark_up(self) -> None:
+        self.set_state(BackendState.UP, "connected")
+
+    def mark_down(self, reason: str) -> None:
+        self.set_state(BackendState.DOWN, reason)
+
+    def __repr__(self) -> str:
+        return f"Backend({self.addr}, {self._type.name}, {self._state.name})"
+
+
+class Backends:
+    """The ordered backend list of a worker, with the default selection rule."""
+
+    def __init__(self, configured: list[BackendAddress]) -> None:
+        self.items = [Backend(c, i + 1) for i, c in enumerate(configured)]
+        self._last_check = 0.0
+
+    def __iter__(self) -> Iterator[Backend]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def revive(self) -> None:
+        """Reset DOWN backends whose retry delay has passed to UNKNOWN (at most once a second)."""
+        now = time.monotonic()
+        if now - self._last_check < 1.0:
+            return
+        self._last_check = now
+        for b in self.items:
+            if b.state == BackendState.DOWN and now - b.down_since > DOWN_RETRY_SECONDS:
+                b.set_state(BackendState.UNKNOWN, f"down for more than {DOWN_RETRY_SECONDS:g} s, will retry")
+
+    def candidates(self, exclude: set[int]) -> Iterator[Backend]:
+        """Read/write backends that are not DOWN (or OFFLINE), in order, minus ``exclude``."""
+        for b in self.items:
+            if b.index in exclude or b.type != BackendType.RW:
+                continue
+            if b.state in (BackendState.UP, BackendState.UNKNOWN):
+                yield b
+
+    def pick(self, exclude: set[int]) -> Backend | None:
+        return next(self.candidates(exclude), None)
+
+    def by_index(self, ndx: int) -> Backend | None:
+        if 1 <= ndx <= len(self.items):
+            return self.items[ndx - 1]
+        return None
+

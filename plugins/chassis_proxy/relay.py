@@ -1,0 +1,77 @@
+"""The hot path: after the login, bytes go from one socket to the other untouched.
+
+Each leg's transport gets a :class:`RelayLeg` protocol whose ``data_received`` writes the
+buffer to the other leg's transport as it is, without framing or copying. Flow control
+is per direction: when a destination's write buffer passes its high-water mark, its
+leg's ``pause_writing`` pauses reading on the source, and ``resume_writing`` resumes it,
+so memory stays flat however big a result is.
+
+``last`` (the most recent buffer received) serves two cheap purposes: the idle sweeper
+of the service sees activity by its identity changing, and at close time the client's
+last buffer tells a polite COM_QUIT from a client that vanished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chassis_proxy.connection import ProxyConnection
+
+#: A client's COM_QUIT, as it ends its last buffer (length 1, sequence 0, command 0x01).
+COM_QUIT_PACKET = b"\x01\x00\x00\x00\x01"
+
+
+class RelayLeg(asyncio.Protocol):
+    """One direction's reader: forwards what it reads to ``peer``."""
+
+    __slots__ = ("conn", "is_client", "last", "paused", "peer", "transport")
+
+    def __init__(self, conn: ProxyConnection, transport: asyncio.Transport,
+                 peer: asyncio.Transport, is_client: bool) -> None:
+        self.conn = conn
+        self.transport = transport
+        self.peer = peer
+        self.is_client = is_client
+        self.last: bytes = b""
+        self.paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.peer.write(data)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        # Our own transport is full: stop reading the side that fills it.
+        self.paused = True
+        try:
+            self.peer.pause_reading()
+        except (RuntimeError, AttributeError):
+            pass
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        try:
+            self.peer.resume_reading()
+        except (RuntimeError, AttributeError):
+            pass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.conn.relay_lost(self, exc)
+
+
+def start(conn: ProxyConnection, client: asyncio.Transport, server: asyncio.Transport,
+          client_pending: bytes, server_pending: bytes) -> tuple[RelayLeg, RelayLeg]:
+    """Switch both transports to relaying; forward bytes the packet readers still held."""
+    client_leg = RelayLeg(conn, client, server, True)
+    server_leg = RelayLeg(conn, server, client, False)
+    client.set_protocol(client_leg)
+    server.set_protocol(server_leg)
+    if client_pending:
+        client_leg.data_received(client_pending)
+    if server_pending:
+        server_leg.data_received(server_pending)
+    return client_leg, server_leg

@@ -1,0 +1,139 @@
+"""One worker's proxy: the listener, the live connections, the idle sweeper and the stop.
+
+Created by the plugin's ``chassis_apply_config`` hook (which binds the socket, as root if
+need be), started by ``chassis_serve`` and drained by ``chassis_stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from chassis_proxy.backends import Backends
+from chassis_proxy.hooks import ScriptHost
+from chassis_proxy.settings import ProxySettings
+
+if TYPE_CHECKING:
+    from chassis_proxy.connection import ProxyConnection
+
+log = logging.getLogger("chassis.proxy")
+
+
+class ProxyService:
+    """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
+
+    def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
+                 script_host: ScriptHost | None = None, worker_id: int = 0) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.script_host = script_host
+        self.worker_id = worker_id
+        self.backends = Backends(settings.backends)
+        self.connections: set[ProxyConnection] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._next_id = 0
+        self._idle: asyncio.Event | None = None
+        self.accepting = False
+
+    # life cycle ---------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Start accepting on the bound socket (no-op with ``--no-proxy``)."""
+        self.loop = asyncio.get_running_loop()
+        if self.sock is None:
+            return
+        from chassis_proxy.connection import accept  # the hot modules load here, not at --help
+
+        self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock)
+        self.accepting = True
+        self._sweeper = self.loop.create_task(self._sweep())
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port actually listened on (useful with port 0)."""
+        if self.sock is None or self.sock.family == socket.AF_UNIX:
+            return None
+        return int(self.sock.getsockname()[1])
+
+    async def stop(self, deadline: float) -> None:
+        """Stop accepting; wait for clients to finish until ``deadline``, then close them."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        if self.connections:
+            log.info("waiting for %d client connection(s) to finish", len(self.connections))
+        self._idle = asyncio.Event()
+        if not self.connections:
+            self._idle.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            log.warning("closing %d client connection(s) still open at the shutdown deadline",
+                        len(self.connections))
+        self.close_all()
+
+    def close_all(self) -> None:
+        for conn in list(self.connections):
+            conn.close("proxy is shutting down")
+
+    def shutdown(self) -> None:
+        """Release everything (also after a failed start)."""
+        self.accepting = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        self.close_all()
+        if self.sock is not None:
+            path = None
+            if self.sock.family == socket.AF_UNIX:
+                with contextlib.suppress(OSError):
+                    path = self.sock.getsockname()
+            self.sock.close()
+            if path and self.worker_id == 0:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        if self.script_host is not None:
+            try:
+                self.script_host.close()
+            except Exception:
+                log.exception("closing the script host failed")
+
+    # connections --------------------------------------------------------------------
+
+    def next_connection_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def register(self, conn: ProxyConnection) -> None:
+        self.connections.add(conn)
+
+    def unregister(self, conn: ProxyConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._idle is not None:
+            self._idle.set()
+
+    def over_limit(self) -> bool:
+        limit = self.settings.max_connections
+        return limit > 0 and len(self.connections) >= limit
+
+    async def _sweep(self) -> None:
+        """Close connections idle past --proxy-read-timeout or stuck past --proxy-write-timeout.
+
+        One task per worker instead of a timer per connection: the relay only stores the
+        last buffer it saw, and this loop notices whether it changed.
+        """
+        s = self.settings
+        interval = min(max(min(s.read_timeout, s.write_timeout) / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            now = asyncio.get_running_loop().time()
+            for conn in list(self.connections):
+                conn.check_timeouts(now)

@@ -1,0 +1,187 @@
+"""The proxy's configuration, checked once per worker: addresses, timeouts and TLS.
+
+Built from :class:`chassis.config.Config` by :func:`load`; every problem becomes a
+:class:`chassis.errors.StartupError` whose message names the option to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from chassis.config import Config
+from chassis.errors import StartupError
+from chassis.listen import Address, parse_address
+
+DEFAULT_BACKEND = "127.0.0.1:3306"
+MYSQL_PORT = 3306
+
+# MySQL Proxy's built-in defaults; negative values given by the user are ignored.
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_READ_TIMEOUT = 28800.0
+DEFAULT_WRITE_TIMEOUT = 28800.0
+
+
+@dataclass(frozen=True)
+class BackendAddress:
+    """One configured backend: where it is and whether it takes writes."""
+
+    address: Address
+    read_only: bool
+
+
+@dataclass
+class ProxySettings:
+    """Everything a worker's proxy needs to know before it serves."""
+
+    listen: Address | None  # None with --no-proxy
+    backends: list[BackendAddress]
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    max_connections: int = 0
+    lua_script: Path | None = None
+    client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
+    backend_tls: ssl.SSLContext | None = None  # used towards every backend
+    pool_no_change_user: bool = False
+
+
+def _timeout(config: Config, name: str, default: float) -> float:
+    value = config.get(name)
+    if value is None or value < 0:  # MySQL Proxy ignores negative values
+        return default
+    return float(value)
+
+
+def parse_backends(rw: tuple[str, ...] | list[str], ro: tuple[str, ...] | list[str]) -> list[BackendAddress]:
+    """The backend list in the order given: read/write ones first, then read-only ones.
+
+    A duplicate address is an error, as in MySQL Proxy ("backend X is already known").
+    """
+    result: list[BackendAddress] = []
+    seen: dict[Address, str] = {}
+    items = [(text, False) for text in (rw or (DEFAULT_BACKEND,))] + [(text, True) for text in ro]
+    for text, read_only in items:
+        option = "--proxy-read-only-backend-addresses" if read_only else "--proxy-backend-addresses"
+        try:
+            address = parse_address(text, default_port=MYSQL_PORT)
+        except ValueError as e:
+            raise StartupError(f"{option}: {e}") from None
+        if address.path is None and not address.host:
+            address = Address(host="127.0.0.1", port=address.port)
+        if address in seen:
+            raise StartupError(
+                f"{option}: backend {address} is already known (given as {seen[address]!r}); "
+                "list each backend once"
+            )
+        seen[address] = text
+        result.append(BackendAddress(address, read_only))
+    return result
+
+
+def _readable(path: Path, option: str) -> Path:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise StartupError(f"{option}: cannot read {path}: {e.strerror}") from None
+    return path
+
+
+def client_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The context offered to clients that send an SSLRequest."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as e:
+        raise StartupError(
+            f"--proxy-ssl-cert/--proxy-ssl-key: cannot use {cert} with {key}: {e} "
+            "(both must be PEM files, and the key must match the certificate)"
+        ) from None
+    return ctx
+
+
+def backend_tls_context(ca: Path | None) -> ssl.SSLContext:
+    """The context for backend connections: verified against ``ca`` when given.
+
+    Without a CA the backend's certificate is not checked (encryption only), which is
+    what MySQL clients do with ``--ssl`` alone; give ``--proxy-backend-ssl-ca`` to verify.
+    Host names are not checked: backends are usually addressed by IP.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    if ca is None:
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+    except (ssl.SSLError, OSError) as e:
+        raise StartupError(f"--proxy-backend-ssl-ca: cannot load {ca}: {e}") from None
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def load(config: Config) -> ProxySettings:
+    """Check the proxy options and turn them into :class:`ProxySettings`."""
+    listen: Address | None = None
+    if not config.get("no_proxy"):
+        try:
+            listen = parse_address(config.get("proxy_address") or ":4040", default_port=4040)
+        except ValueError as e:
+            raise StartupError(f"--proxy-address: {e}") from None
+    backends = parse_backends(
+        tuple(config.get("proxy_backend_addresses") or ()),
+        tuple(config.get("proxy_read_only_backend_addresses") or ()),
+    )
+
+    cert_opt, key_opt = config.get("proxy_ssl_cert"), config.get("proxy_ssl_key")
+    client_tls = None
+    if bool(cert_opt) != bool(key_opt):
+        raise StartupError(
+            "--proxy-ssl-cert and --proxy-ssl-key go together: give both (or neither)"
+        )
+    if cert_opt and key_opt:
+        cert = _readable(config.path(cert_opt) or Path(cert_opt), "--proxy-ssl-cert")
+        key = _readable(config.path(key_opt) or Path(key_opt), "--proxy-ssl-key")
+        client_tls = client_tls_context(cert, key)
+
+    backend_tls = None
+    ca_opt = config.get("proxy_backend_ssl_ca")
+    if ca_opt and not config.get("proxy_backend_ssl"):
+        raise StartupError("--proxy-backend-ssl-ca needs --proxy-backend-ssl")
+    if config.get("proxy_backend_ssl"):
+        ca = _readable(config.path(ca_opt) or Path(ca_opt), "--proxy-backend-ssl-ca") if ca_opt else None
+        backend_tls = backend_tls_context(ca)
+
+    script = config.get("proxy_lua_script")
+    return ProxySettings(
+        listen=listen,
+        backends=backends,
+        connect_timeout=_timeout(config, "proxy_connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        read_timeout=_timeout(config, "proxy_read_timeout", DEFAULT_READ_TIMEOUT),
+        write_timeout=_timeout(config, "proxy_write_timeout", DEFAULT_WRITE_TIMEOUT),
+        max_connections=int(config.get("proxy_max_connections") or 0),
+        lua_script=config.path(script) if script else None,
+        client_tls=client_tls,
+        backend_tls=backend_tls,
+        pool_no_change_user=bool(config.get("proxy_pool_no_change_user")),
+    )
+
+
+def describe(settings: ProxySettings) -> str:
+    """One log line summarising what this worker will do."""
+    backends = ", ".join(f"{b.address}{' (ro)' if b.read_only else ''}" for b in settings.backends)
+    tls = []
+    if settings.client_tls is not None:
+        tls.append("TLS for clients")
+    if settings.backend_tls is not None:
+        tls.append("TLS to backends")
+    return (
+        f"proxy listening on {settings.listen}, backends: {backends}"
+        + (f"; {', '.join(tls)}" if tls else "")
+        + f"; pid {os.getpid()}"
+    )
