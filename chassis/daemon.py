@@ -27,9 +27,15 @@ def daemonize(umask: int | None) -> Reporter | int:
     _flush()
     r, w = os.pipe()
     pid = os.fork()
-    if pid > 0:  # the launching process
+    if pid > 0:  # the launching process: Ctrl-C must work while it waits
         os.close(w)
-        return _wait_for_daemon(Listener(r), pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            return _wait_for_daemon(Listener(r), pid)
+        except KeyboardInterrupt:
+            print("chassis: interrupted; the daemon may still be starting (see its log file)",
+                  file=sys.stderr)
+            return 130
     os.close(r)
     try:
         os.setsid()

@@ -18,7 +18,6 @@ import faulthandler
 import logging
 import logging.handlers
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -53,6 +52,8 @@ _SYSLOG_PRIORITY = {
 
 LINE_FORMAT = "%(asctime)s: (%(levelname)s) [%(role)s %(process)d] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: syslog adds the time itself; the tag and pid come first, as syslog(3) writes them.
+SYSLOG_FORMAT = "chassis[%(process)d]: (%(levelname)s) [%(role)s] %(message)s"
 
 _role = "chassis"
 
@@ -149,8 +150,7 @@ class Logs:
         else:
             handler = logging.StreamHandler(sys.stderr)
         if isinstance(handler, _SysLog):
-            handler.setFormatter(logging.Formatter("chassis[%(process)d]: (%(levelname)s) "
-                                                   "[%(role)s] %(message)s"))
+            handler.setFormatter(logging.Formatter(SYSLOG_FORMAT))
         else:
             handler.setFormatter(logging.Formatter(LINE_FORMAT, DATE_FORMAT))
         handler.addFilter(_RoleFilter())
@@ -188,14 +188,19 @@ class Logs:
             self.handler.flush()
 
 
+#: Where syslog listens; ``CHASSIS_SYSLOG_SOCKET`` overrides it (tests, odd systems).
+SYSLOG_SOCKETS = ("/dev/log", "/var/run/syslog")
+
+
 def _syslog_handler() -> logging.Handler:
-    for address in ("/dev/log", "/var/run/syslog"):
+    override = os.environ.get("CHASSIS_SYSLOG_SOCKET")
+    candidates = (override,) if override else SYSLOG_SOCKETS
+    for address in candidates:
         if os.path.exists(address):
             try:
                 return _SysLog(address=address, facility=_SysLog.LOG_DAEMON)
             except OSError as e:
-                raise ChassisError(f"--log-use-syslog: cannot connect to {address}: {e}") from None
-    try:
-        return _SysLog(address=("localhost", 514), socktype=socket.SOCK_DGRAM)
-    except OSError as e:
-        raise ChassisError(f"--log-use-syslog: no /dev/log and no syslog on udp/514: {e}") from None
+                raise ChassisError(f"--log-use-syslog: cannot connect to {address}: "
+                                   f"{e.strerror}") from None
+    raise ChassisError(f"--log-use-syslog: no syslog socket ({', '.join(candidates)}); is a "
+                       "syslog daemon or journald running? Else use --log-file")

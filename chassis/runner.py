@@ -21,6 +21,7 @@ import pluggy
 
 from chassis import __version__, angel, daemon, limits, logs, privileges, signals, worker
 from chassis.config import Config
+from chassis.errors import ChassisError
 from chassis.pidfile import PidFile
 from chassis.readiness import Reporter
 from chassis.sdnotify import Notifier
@@ -84,13 +85,25 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
             return angel.Angel(config, pm, chassis_logs, user=user, pidfile=pidfile,
                                notifier=notifier, launcher=launcher).run()
         return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher)
-    except BaseException as e:
-        launcher.failed(f"{type(e).__name__}: {e}", 1)
+    except ChassisError as e:
+        _report_late_failure(launcher, str(e), e.exit_code)
+        raise
+    except Exception as e:
+        log.log(logs.ERROR, "internal error: %s", e, exc_info=True)
+        _report_late_failure(launcher, f"internal error: {type(e).__name__}: {e}", 1)
         raise
     finally:
         if pidfile is not None:
             pidfile.release()
         chassis_logs.flush()
+
+
+def _report_late_failure(launcher: Reporter, message: str, exit_code: int) -> None:
+    """A failure after daemonizing: the daemon's stderr is /dev/null, so log and tell."""
+    if isinstance(launcher, _Terminal):
+        return  # cli.main prints it on the terminal
+    log.log(logs.CRITICAL, "%s", message)
+    launcher.failed(message, exit_code)
 
 
 class _Terminal(Reporter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -166,3 +167,34 @@ def test_backtrace_on_crash_dumps_python_tracebacks_to_the_log(
     log = echo.log.read_text()
     assert "Fatal Python error: Segmentation fault" in log
     assert "_segfault" in log  # the crashing frame is named
+
+
+def test_log_use_syslog_sends_mysql_proxy_priorities(echo: EchoSetup) -> None:
+    path = echo.dir / "syslog"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path))
+        server.settimeout(10)
+        chassis = start_chassis(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}",
+                                 "--log-use-syslog", "--log-level=message"],
+                                env={"CHASSIS_SYSLOG_SOCKET": str(path)})
+        try:
+            ready = b""
+            while b"ready" not in ready:
+                ready = server.recv(4096)
+            assert chassis.stop() == 0
+            # daemon facility (3), MySQL Proxy's mapping: message -> notice (5)
+            assert ready.startswith(f"<29>chassis[{chassis.pid}]: (message) [worker]".encode())
+        finally:
+            chassis.kill()
+
+
+def test_log_use_syslog_without_a_syslog_is_a_clear_error(echo: EchoSetup) -> None:
+    missing = echo.dir / "no-syslog-here"
+    chassis = start_chassis(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}",
+                             "--log-use-syslog"], env={"CHASSIS_SYSLOG_SOCKET": str(missing)},
+                            wait_ready=False)
+    try:
+        assert chassis.wait() == 1
+        assert f"--log-use-syslog: no syslog socket ({missing})" in chassis.stderr_text()
+    finally:
+        chassis.kill()
