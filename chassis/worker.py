@@ -123,31 +123,56 @@ class Worker:
     async def main(self) -> int:
         self.runtime.loop = asyncio.get_running_loop()
         try:
-            await self._start()
-            if self.setup.on_ready is not None:
+            ready = await self._start_unless_stopped()
+            if ready and self.setup.on_ready is not None:
                 self.setup.on_ready()
         except (StartupFailure, ChassisError) as e:
             message = str(e)
             log.log(logs.CRITICAL, "start-up failed: %s", message)
             self.setup.reporter.failed(message, StartupError.exit_code)
             await self._stop_hooks(deadline=self.runtime.loop.time())
+            await self._close_control()
             self._shutdown_hooks()
             self._log_exit(StartupError.exit_code)
             return StartupError.exit_code
-        self.setup.reporter.ready()
-        log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
-                self.setup.worker_count)
+        if ready:
+            self.setup.reporter.ready()
+            log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
+                    self.setup.worker_count)
         await self.stop_requested.wait()
         log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
         if self.setup.on_stopping is not None:
             self.setup.on_stopping()
         deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
         await self._stop_hooks(deadline)
-        if self.runtime.control is not None:
-            await self.runtime.control.close()
+        await self._close_control()
         self._shutdown_hooks()
         self._log_exit(0)
         return 0
+
+    async def _start_unless_stopped(self) -> bool:
+        """Run start-up; a stop requested meanwhile (a serve that hangs) cancels it.
+
+        Returns whether start-up completed (False: stopped before it was ready).
+        """
+        start = asyncio.ensure_future(self._start())
+        stopped = asyncio.ensure_future(self.stop_requested.wait())
+        try:
+            await asyncio.wait([start, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if start.done():
+            start.result()  # raises a start-up failure
+            return True
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        log.log(logs.MESSAGE, "start-up interrupted: %s", self.stop_reason)
+        return False
+
+    async def _close_control(self) -> None:
+        if self.runtime.control is not None:
+            await self.runtime.control.close()
 
     def _log_exit(self, code: int) -> None:
         level = logs.CRITICAL if self.config.get("verbose_shutdown") else logs.MESSAGE

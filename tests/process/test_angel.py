@@ -87,6 +87,19 @@ def test_sighup_to_either_reopens_the_log_file_and_nothing_exits(
     assert ask(echo.port, "alive") == "alive"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["USR1", "USR2"])
+def test_sigusr_to_the_angel_reaches_the_worker_and_stops_nothing(
+        chassis_factory: Factory, echo: EchoSetup, signum: int) -> None:
+    chassis = chassis_factory(echo.args("--keepalive", "--log-level=info"))
+    worker = only_worker(chassis)
+    name = signal.Signals(signum).name
+    for count in (1, 2):
+        chassis.signal(signum)
+        chassis.wait_for_log(f"[worker {worker}] received {name}: nothing to do", count=count)
+    assert children_of(chassis.pid) == [worker]
+    assert ask(echo.port, "fine") == "fine"
+
+
 def test_sigkill_of_the_worker_is_logged_and_a_new_worker_listens(
         chassis_factory: Factory, echo: EchoSetup) -> None:
     chassis = chassis_factory(echo.args("--keepalive"))

@@ -198,3 +198,17 @@ def test_log_use_syslog_without_a_syslog_is_a_clear_error(echo: EchoSetup) -> No
         assert f"--log-use-syslog: no syslog socket ({missing})" in chassis.stderr_text()
     finally:
         chassis.kill()
+
+
+def test_sigterm_during_a_serve_that_hangs_stops_the_worker(echo: EchoSetup) -> None:
+    chassis = start_chassis(echo.args("--echo-serve-hang"), wait_ready=False)
+    try:
+        chassis.wait_for_log("hanging in chassis_serve on purpose")
+        chassis.signal(signal.SIGTERM)
+        assert chassis.wait() == 0
+        log = echo.log.read_text()
+        assert "start-up interrupted: received SIGTERM" in log
+        assert "echo: shut down" in log  # chassis_shutdown still ran
+        assert "READY=1" not in chassis.messages
+    finally:
+        chassis.kill()

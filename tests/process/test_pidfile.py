@@ -52,7 +52,9 @@ def test_with_an_angel_the_pid_file_holds_the_angels_pid_across_restarts(
 
 def test_a_stale_pid_file_is_replaced(chassis_factory: Factory, echo: EchoSetup) -> None:
     pid_file = echo.dir / "c.pid"
-    pid_file.write_text("999999\n")  # a crashed chassis: nobody holds the lock
+    # A crashed chassis' pid, now reused by a live process (this test): only the lock,
+    # which nobody holds, tells that the file is stale.
+    pid_file.write_text(f"{os.getpid()}\n")
     chassis = chassis_factory(echo.args(f"--pid-file={pid_file}"))
     assert pid_file.read_text() == f"{chassis.pid}\n"
 

@@ -14,7 +14,7 @@ Options that make it misbehave on purpose: ``--echo-fail-startup`` (StartupError
 apply_config), ``--echo-fail-serve`` (an unexpected exception in serve),
 ``--echo-crash-at-start=N`` with ``--echo-counter-file`` (SIGKILL itself in serve
 for the first N starts, counted across processes in the file),
-``--echo-stop-hang`` (chassis_stop never finishes).
+``--echo-serve-hang``/``--echo-stop-hang`` (chassis_serve/chassis_stop never finish).
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "(needs --echo-counter-file)."),
         click.Option(["--echo-counter-file"], metavar="FILE",
                      help="Counts worker starts across processes (for --echo-crash-at-start)."),
+        click.Option(["--echo-serve-hang"], is_flag=True,
+                     help="Never finish chassis_serve (tests a stop during start-up)."),
         click.Option(["--echo-stop-hang"], is_flag=True,
                      help="Never finish chassis_stop (tests --shutdown-timeout)."),
     ]
@@ -186,6 +188,9 @@ async def chassis_serve(runtime: Runtime) -> None:
             raise StartupError("--echo-crash-at-start needs --echo-counter-file")
         if _count_start(config.echo_counter_file) <= config.echo_crash_at_start:
             os.kill(os.getpid(), signal.SIGKILL)
+    if config.echo_serve_hang:
+        log.log(25, "echo: hanging in chassis_serve on purpose")
+        await asyncio.Event().wait()
     if config.echo_fail_serve:
         raise RuntimeError("echo: serve failing on purpose (--echo-fail-serve)")
     sock = _state["sock"]
