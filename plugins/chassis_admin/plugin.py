@@ -1,0 +1,110 @@
+"""Entry point of the ``admin`` plugin: options and chassis hooks.
+
+Kept light: the server modules are imported when the plugin starts, not for ``--help``.
+"""
+
+from __future__ import annotations
+
+import socket
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+import chassis
+from chassis.config import Config
+from chassis.errors import StartupError
+from chassis.runtime import Runtime
+
+if TYPE_CHECKING:
+    from chassis_admin.server import AdminServer
+
+_state: dict[str, Any] = {}
+
+
+@chassis.hookimpl
+def chassis_add_options() -> Sequence[click.Option]:
+    return [
+        click.Option(["--admin-address"], default=":4041", show_default=True,
+                     help="Listen address host:port, or a unix socket path."),
+        click.Option(["--admin-username"], metavar="NAME", help="The admin login name (required)."),
+        click.Option(["--admin-password"], metavar="PASSWORD",
+                     help="The admin password (visible in ps: prefer --admin-password-file)."),
+        click.Option(["--admin-password-file"], metavar="FILE",
+                     help="Read the admin password from the first line of FILE (mode 0600 or stricter)."),
+        click.Option(["--admin-lua-script"], metavar="FILE",
+                     help="Lua script answering admin queries (MySQL Proxy admin scripts run unchanged)."),
+    ]
+
+
+def read_password(config: Config) -> str:
+    """The admin password, from the option or its file; refuse empty or exposed ones."""
+    if config.admin_password and config.admin_password_file:
+        raise StartupError("--admin-password and --admin-password-file: give only one")
+    if config.admin_password_file:
+        path = config.path(config.admin_password_file)
+        assert path is not None
+        try:
+            mode = path.stat().st_mode
+            if mode & 0o077 & ~0o040:  # group may read, nobody may write, others nothing
+                raise StartupError(
+                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read or "
+                    f"write it; run: chmod 0600 {path}"
+                )
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise StartupError(f"--admin-password-file {path}: {e.strerror}") from None
+        password = lines[0] if lines else ""
+    else:
+        password = config.admin_password or ""
+    if not password:
+        raise StartupError(
+            "the admin plugin needs a password: --admin-password-file=FILE (or --admin-password)"
+        )
+    return password
+
+
+@chassis.hookimpl
+def chassis_apply_config(config: Config, runtime: Runtime) -> None:
+    from chassis.listen import bind_listener, parse_address
+
+    if not config.admin_username:
+        raise StartupError("the admin plugin needs --admin-username")
+    password = read_password(config)
+    script: Path | None = config.path(config.admin_lua_script)
+    if script is not None and not script.is_file():
+        raise StartupError(f"--admin-lua-script {script}: no such file")
+    try:
+        address = parse_address(config.admin_address, default_port=4041)
+    except ValueError as e:
+        raise StartupError(f"--admin-address: {e}") from None
+    sock: socket.socket = bind_listener(address)
+    _state.update(sock=sock, username=config.admin_username, password=password, script=script,
+                  address=address)
+
+
+@chassis.hookimpl
+async def chassis_serve(runtime: Runtime) -> None:
+    from chassis_admin.server import AdminServer
+
+    server = AdminServer(runtime, _state["username"], _state["password"], _state["script"])
+    await server.start(_state["sock"])
+    _state["server"] = server
+    runtime.logger("admin").log(25, "admin listening on %s", _state["address"])
+
+
+@chassis.hookimpl
+async def chassis_stop(runtime: Runtime, deadline: float) -> None:
+    server: AdminServer | None = _state.get("server")
+    if server is not None:
+        await server.stop()
+
+
+@chassis.hookimpl
+def chassis_shutdown(runtime: Runtime) -> None:
+    sock = _state.pop("sock", None)
+    if sock is not None:
+        sock.close()
+    _state.clear()

@@ -1,0 +1,300 @@
+"""The admin console's MySQL server side: login with mysql_native_password, then SQL.
+
+Built-in statements (see :mod:`chassis_admin.sql`) answer from every worker of the
+chassis through the control channel, so the console shows the whole proxy whichever
+worker accepted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
+import logging
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command, FieldType
+from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import frame
+from chassis_mysql.handshake import (
+    AuthSwitchRequest,
+    HandshakeResponse41,
+    HandshakeV10,
+    is_ssl_request,
+)
+from chassis_mysql.packets import err_packet, ok_packet
+
+from chassis.logs import MESSAGE
+from chassis.runtime import Runtime
+from chassis_admin import sql
+from chassis_admin.results import text_resultset
+
+log = logging.getLogger("chassis.admin")
+
+SERVER_VERSION = "5.7.99-chassis-admin"
+NATIVE = "mysql_native_password"
+CAPABILITIES = (
+    Capability.LONG_PASSWORD | Capability.LONG_FLAG | Capability.PROTOCOL_41
+    | Capability.TRANSACTIONS | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH
+    | Capability.MULTI_RESULTS
+)
+#: Admin commands are short: anything larger is refused.
+MAX_COMMAND = 1024 * 1024
+_ids = itertools.count(1)
+
+
+def make_challenge() -> bytes:
+    """20 random printable bytes (no NUL, as clients expect), from :mod:`secrets`."""
+    alphabet = bytes(range(0x21, 0x7F))
+    return bytes(secrets.choice(alphabet) for _ in range(20))
+
+
+def native_scramble(password: str, challenge: bytes) -> bytes:
+    """What a client answers for ``password``: SHA1(pw) XOR SHA1(challenge + SHA1(SHA1(pw)))."""
+    stage1 = hashlib.sha1(password.encode()).digest()
+    stage2 = hashlib.sha1(stage1).digest()
+    mask = hashlib.sha1(challenge + stage2).digest()
+    return bytes(a ^ b for a, b in zip(stage1, mask, strict=True))
+
+
+class AdminServer:
+    def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None):
+        self.runtime = runtime
+        self.username = username.encode()
+        self.password = password
+        self.script = script
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await asyncio.start_server(self._accept, sock=sock)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = AdminConnection(self, reader, writer, next(_ids))
+        try:
+            await conn.run()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except ProtocolError as e:
+            log.warning("admin connection %d: bad packet from the client: %s", conn.id, e)
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+
+class AdminConnection:
+    def __init__(self, server: AdminServer, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, conn_id: int):
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        self.id = conn_id
+        self.seq = 0
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
+
+    async def read_packet(self, limit: int = MAX_COMMAND) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            header = await self.reader.readexactly(4)
+            length = int.from_bytes(header[:3], "little")
+            self.seq = (header[3] + 1) & 0xFF
+            total += length
+            if total > limit:
+                raise ProtocolError(f"packet of more than {limit} bytes")
+            chunks.append(await self.reader.readexactly(length))
+            if length < MAX_PAYLOAD:
+                return b"".join(chunks)
+
+    async def send(self, *payloads: bytes) -> None:
+        for payload in payloads:
+            data = frame(payload, self.seq)
+            self.seq = (self.seq + max(1, len(payload) // MAX_PAYLOAD + 1)) & 0xFF
+            self.writer.write(data)
+        await self.writer.drain()
+
+    async def run(self) -> None:
+        if not await self.login():
+            return
+        while True:
+            packet = await self.read_packet()
+            if not packet:
+                raise ProtocolError("empty command packet")
+            command = packet[0]
+            if command == Command.QUIT:
+                return
+            if command == Command.PING:
+                await self.send(ok_packet())
+            elif command == Command.QUERY:
+                await self.query(packet[1:].decode("utf-8", "replace"))
+            else:
+                await self.send(err_packet(1105, "[admin] we only handle text-based queries (COM_QUERY)"))
+
+    async def login(self) -> bool:
+        challenge = make_challenge()
+        hello = HandshakeV10(
+            server_version=SERVER_VERSION, connection_id=self.id, auth_plugin_data=challenge,
+            capabilities=CAPABILITIES, charset=33, auth_plugin_name=NATIVE,
+        )
+        self.seq = 0
+        await self.send(hello.encode())
+        payload = await self.read_packet(64 * 1024)
+        if is_ssl_request(payload):
+            await self.send(err_packet(1045, "the admin port does not offer TLS", "08004"))
+            return False
+        response = HandshakeResponse41.parse(payload)
+        auth = response.auth_response
+        if response.auth_plugin_name not in (None, "", NATIVE):
+            await self.send(AuthSwitchRequest(NATIVE, challenge + b"\x00").encode())
+            auth = await self.read_packet(64 * 1024)
+        expected = native_scramble(self.server.password, challenge)
+        user_ok = hmac.compare_digest(response.username, self.server.username)
+        password_ok = hmac.compare_digest(auth, expected)
+        if user_ok and password_ok:
+            log.log(MESSAGE, "admin connection %d: %s logged in from %s", self.id,
+                    self.server.username.decode(), self.peer)
+            await self.send(ok_packet())
+            return True
+        log.warning("admin connection %d: login refused for user %r from %s", self.id,
+                    response.username.decode("utf-8", "replace"), self.peer)
+        user = response.username.decode("utf-8", "replace")
+        await self.send(err_packet(1045, f"Access denied for user '{user}' (admin)", "28000"))
+        return False
+
+    async def query(self, text: str) -> None:
+        statement = sql.parse(text)
+        try:
+            packets = await self.answer(statement)
+        except AdminError as e:
+            packets = [err_packet(1105, str(e))]
+        await self.send(*packets)
+
+    async def ask_proxy(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        control = self.server.runtime.control
+        if control is None:
+            raise AdminError("the control channel between workers is not running")
+        replies = await control.broadcast({"plugin": "proxy", **request})
+        answers = []
+        for reply in replies:
+            if "error" in reply:
+                raise AdminError(f"worker {reply.get('worker')}: {reply['error']}")
+            results = reply.get("results") or []
+            if not results:
+                raise AdminError("the proxy plugin is not loaded (--plugins=proxy,admin)")
+            answers.append({"worker": reply["worker"], "pid": reply.get("pid"), **results[0]})
+        return answers
+
+    async def answer(self, statement: sql.Statement | None) -> list[bytes]:
+        if isinstance(statement, sql.VersionComment):
+            return text_resultset([("@@version_comment", FieldType.VAR_STRING)], [["chassis admin"]])
+        if isinstance(statement, sql.Select):
+            table = statement.table
+            if table == "help":
+                return text_resultset(
+                    [("command", FieldType.VAR_STRING), ("description", FieldType.VAR_STRING)], sql.HELP
+                )
+            if table == "backends":
+                return backends_table(await self.ask_proxy({"op": "backends"}))
+            if table == "backend_stats":
+                return backend_stats_table(await self.ask_proxy({"op": "backends"}))
+            if table == "stats":
+                return stats_table(await self.ask_proxy({"op": "stats"}))
+        if isinstance(statement, sql.SetState):
+            replies = await self.ask_proxy(
+                {"op": "set_backend_state", "ndx": statement.backend_ndx, "state": statement.state}
+            )
+            if any(not r.get("ok") for r in replies):
+                raise AdminError(next(r.get("message", "refused") for r in replies if not r.get("ok")))
+            log.log(MESSAGE, "admin connection %d: backend %d set %s", self.id,
+                    statement.backend_ndx, statement.state)
+            return [ok_packet(affected_rows=1)]
+        return [err_packet(1105, "use 'SELECT * FROM help' to see the supported commands")]
+
+
+class AdminError(Exception):
+    """A statement that cannot be answered: sent to the admin client as ERR 1105."""
+
+
+_STATE_ORDER = ("up", "unknown", "offline", "down")
+
+
+def _merge_backends(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per backend over all workers: counters summed, the most hopeful state
+    (``offline`` wins: an operator asked for it)."""
+    merged: dict[int, dict[str, Any]] = {}
+    states: dict[int, list[str]] = {}
+    for reply in replies:
+        for b in reply["backends"]:
+            ndx = b["ndx"]
+            states.setdefault(ndx, []).append(b["state"])
+            row = merged.get(ndx)
+            if row is None:
+                merged[ndx] = dict(b)
+                continue
+            for key, value in b.items():
+                if key != "ndx" and isinstance(value, int) and not isinstance(value, bool):
+                    row[key] = row.get(key, 0) + value
+    for ndx, row in merged.items():
+        seen = states[ndx]
+        row["state"] = "offline" if "offline" in seen else min(seen, key=_STATE_ORDER.index)
+    return [merged[k] for k in sorted(merged)]
+
+
+def backends_table(replies: list[dict[str, Any]]) -> list[bytes]:
+    rows = [
+        [b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"]]
+        for b in _merge_backends(replies)
+    ]
+    return text_resultset(
+        [("backend_ndx", FieldType.LONG), ("address", FieldType.VAR_STRING),
+         ("state", FieldType.VAR_STRING), ("type", FieldType.VAR_STRING),
+         ("uuid", FieldType.VAR_STRING), ("connected_clients", FieldType.LONG)],
+        rows,
+    )
+
+
+_STAT_COLUMNS = ("connections", "queries", "errors", "bytes_in", "bytes_out", "pool_idle")
+
+
+def backend_stats_table(replies: list[dict[str, Any]]) -> list[bytes]:
+    rows = [[b["ndx"], b["address"], *(b.get(c, 0) for c in _STAT_COLUMNS)]
+            for b in _merge_backends(replies)]
+    return text_resultset(
+        [("backend_ndx", FieldType.LONG), ("address", FieldType.VAR_STRING),
+         *((c, FieldType.LONGLONG) for c in _STAT_COLUMNS)],
+        rows,
+    )
+
+
+def stats_table(replies: list[dict[str, Any]]) -> list[bytes]:
+    names = sorted({k for r in replies for k, v in r.get("stats", {}).items() if isinstance(v, int)})
+    rows: list[list[str | int | float | None]] = []
+    totals = dict.fromkeys(names, 0)
+    for r in replies:
+        stats = r.get("stats", {})
+        rows.append([str(r["worker"]), r.get("pid"), *(stats.get(n, 0) for n in names)])
+        for n in names:
+            totals[n] += stats.get(n, 0)
+    rows.append(["total", None, *(totals[n] for n in names)])
+    return text_resultset(
+        [("worker", FieldType.VAR_STRING), ("pid", FieldType.LONG),
+         *((n, FieldType.LONGLONG) for n in names)],
+        rows,
+    )
