@@ -1,0 +1,379 @@
+"""sysbench directly against a throwaway MariaDB and through chassis, side by side.
+
+Run through ``scripts/bench`` (it installs sysbench and the venv first). For each
+workload and thread count the direct run and the proxied run(s) follow each other, so
+they see the same machine; the table shows QPS, p95 latency and proxied/direct ratios,
+and the figures go to ``bench-results/<timestamp>.json``.
+
+sysbench keeps its defaults (reported in the JSON and the header): notably
+``--db-ps-mode=auto``, i.e. server-side prepared statements, and ``--rand-type=special``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pymysql  # noqa: E402
+
+from tests.support.mariadb import MariaDB, MariaDBError, free_port  # noqa: E402
+
+WORKLOADS = ("oltp_point_select", "oltp_read_only")
+THREADS = (1, 8, 32)
+#: The issue's target: proxied/direct QPS for point selects at 32 threads.
+TARGET = ("oltp_point_select", 32, 0.55)
+READY_TIMEOUT = 30.0
+#: sysbench defaults worth stating next to the figures (parsed from its help).
+REPORTED_DEFAULTS = ("db-ps-mode", "rand-type", "percentile", "point_selects",
+                     "range_selects", "skip_trx", "mysql-ssl")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says why."""
+
+
+@dataclass
+class Run:
+    """One sysbench run's figures (``error`` set and figures zero if it failed)."""
+
+    workload: str
+    threads: int
+    target: str
+    qps: float = 0.0
+    tps: float = 0.0
+    p95_ms: float = 0.0
+    errors: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    command: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Target:
+    """Where sysbench connects: the server itself or a chassis in front of it."""
+
+    name: str
+    port: int
+
+
+# -- sysbench ----------------------------------------------------------------------------
+
+def sysbench_base(workload: str, port: int, args: argparse.Namespace) -> list[str]:
+    return [
+        args.sysbench, workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+        f"--mysql-port={port}", "--mysql-user=root", "--mysql-password=",
+        "--mysql-db=sbtest", f"--tables={args.tables}", f"--table-size={args.table_size}",
+    ]
+
+
+def sysbench_defaults(sysbench: str) -> dict[str, str]:
+    """The defaults sysbench prints in ``--help`` and ``oltp_read_only help``."""
+    found: dict[str, str] = {}
+    for cmd in ([sysbench, "--help"], [sysbench, "oltp_read_only", "help"],
+                [sysbench, "--db-driver=mysql", "oltp_read_only", "help"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        for name, default in re.findall(r"^\s+--([\w-]+)(?:\[?=[^\s\]]*\]?)?\s.*\[([^\]]*)\]\s*$",
+                                        out, re.MULTILINE):
+            found.setdefault(name, default)
+    return {k: found[k] for k in REPORTED_DEFAULTS if k in found}
+
+
+def parse_sysbench(out: str) -> dict[str, float]:
+    """QPS, TPS, p95 and error counts from sysbench 1.0's report."""
+    def number(pattern: str) -> float:
+        match = re.search(pattern, out)
+        if match is None:
+            raise BenchError(f"sysbench report has no {pattern!r}:\n{out[-1500:]}")
+        return float(match.group(1))
+    return {
+        "qps": number(r"queries:\s+\d+\s+\(([\d.]+) per sec"),
+        "tps": number(r"transactions:\s+\d+\s+\(([\d.]+) per sec"),
+        "p95_ms": number(r"95th percentile:\s+([\d.]+)"),
+        "errors": number(r"ignored errors:\s+(\d+)"),
+        "reconnects": number(r"reconnects:\s+(\d+)"),
+        "seconds": number(r"total time:\s+([\d.]+)s"),
+    }
+
+
+def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
+                 args: argparse.Namespace) -> Run:
+    cmd = [*sysbench_base(workload, target.port, args), f"--threads={threads}",
+           f"--time={seconds}", "--report-interval=0", "run"]
+    run = Run(workload=workload, threads=threads, target=target.name, command=cmd)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                              timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        run.error = f"sysbench did not finish within {seconds + 60} s"
+        return run
+    if done.returncode != 0:
+        run.error = (done.stderr.strip() or done.stdout.strip())[-500:] or \
+            f"sysbench exited {done.returncode}"
+        return run
+    try:
+        figures = parse_sysbench(done.stdout)
+    except BenchError as exc:
+        run.error = str(exc)
+        return run
+    run.qps, run.tps, run.p95_ms = figures["qps"], figures["tps"], figures["p95_ms"]
+    run.errors, run.reconnects = int(figures["errors"]), int(figures["reconnects"])
+    run.seconds = figures["seconds"]
+    return run
+
+
+# -- chassis -----------------------------------------------------------------------------
+
+def _answers(port: int) -> bool:
+    try:
+        pymysql.connect(host="127.0.0.1", port=port, user="root", password="",
+                        connect_timeout=2, read_timeout=2).close()
+        return True
+    except pymysql.err.MySQLError:
+        return False
+
+
+@contextlib.contextmanager
+def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
+            log_dir: Path) -> Iterator[Target]:
+    """A chassis proxy in front of *db*, stopped (its whole process group) on exit."""
+    name = "proxied+lua" if lua else "proxied"
+    log = log_dir / f"chassis-{name}.log"
+    for _attempt in range(3):
+        port = free_port()
+        cmd = [args.chassis, "--plugins=proxy", f"--proxy-backend-addresses={db.address}",
+               f"--proxy-address=127.0.0.1:{port}", f"--event-threads={args.event_threads}",
+               *args.chassis_arg]
+        if lua is not None:
+            cmd.append(f"--proxy-lua-script={lua}")
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while proc.poll() is None and not _answers(port):
+                if time.monotonic() > deadline:
+                    raise BenchError(
+                        f"chassis did not answer on port {port} within {READY_TIMEOUT} s;"
+                        f" its log:\n{log.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.05)
+            if proc.poll() is None:
+                print(f"   {name}: {' '.join(cmd)}", flush=True)
+                yield Target(name=name, port=port)
+                return
+            text = log.read_text(errors="replace")
+            if "in use" not in text:
+                raise BenchError(f"chassis exited with {proc.returncode}:\n{text[-2000:]}")
+        finally:
+            _stop_group(proc)
+    raise BenchError("chassis could not get a free port in 3 tries")
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the chassis' process group (main process and workers), SIGKILL if stuck."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Workers may outlive a main process that was killed: sweep the group once more.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# -- report ------------------------------------------------------------------------------
+
+def _ratio(run: Run, direct: Run) -> float | None:
+    if run.error or direct.error or not direct.qps:
+        return None
+    return run.qps / direct.qps
+
+
+def print_table(runs: list[Run], targets: list[str]) -> None:
+    by_key = {(r.workload, r.threads, r.target): r for r in runs}
+    head = f"{'workload':<18} {'thr':>3} | {'direct QPS':>10} {'p95 ms':>7}"
+    for t in targets[1:]:
+        head += f" | {t + ' QPS':>17} {'p95 ms':>7} {'ratio':>5}"
+    print(head)
+    print("-" * len(head))
+    for workload in dict.fromkeys(r.workload for r in runs):
+        for threads in dict.fromkeys(r.threads for r in runs if r.workload == workload):
+            direct = by_key[(workload, threads, "direct")]
+            line = f"{workload:<18} {threads:>3} | " + _cell(direct, 10)
+            for t in targets[1:]:
+                run = by_key.get((workload, threads, t))
+                if run is None:
+                    continue
+                ratio = _ratio(run, direct)
+                line += " | " + _cell(run, 17) + (f" {ratio:>5.2f}" if ratio else f" {'-':>5}")
+            print(line)
+    for run in runs:
+        if run.error:
+            print(f"! {run.workload} {run.threads} threads {run.target}: {run.error}")
+
+
+def _cell(run: Run, width: int) -> str:
+    if run.error:
+        return f"{'FAILED':>{width}} {'-':>7}"
+    return f"{run.qps:>{width}.0f} {run.p95_ms:>7.2f}"
+
+
+def machine_facts(db: MariaDB, sysbench: str) -> dict[str, object]:
+    (version,), = db.sql("SELECT VERSION()")
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "chassis",
+                            "plugins"], capture_output=True, text=True, check=False).stdout
+    return {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "mariadb": version,
+        "sysbench": subprocess.run([sysbench, "--version"], capture_output=True, text=True,
+                                   check=False).stdout.strip(),
+        "chassis_commit": commit + ("+dirty" if dirty.strip() else ""),
+    }
+
+
+# -- main --------------------------------------------------------------------------------
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="sysbench oltp_point_select and oltp_read_only, direct and through"
+                    " chassis, side by side on a throwaway MariaDB.")
+    parser.add_argument("--time", type=int, default=10, help="seconds per run [10]")
+    parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
+                        default=list(THREADS), help="comma-separated [1,8,32]")
+    parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(WORKLOADS),
+                        help="comma-separated sysbench tests [oltp_point_select,oltp_read_only]")
+    parser.add_argument("--lua", type=Path, help="also run through a chassis with this"
+                        " --proxy-lua-script")
+    parser.add_argument("--event-threads", type=int, default=2, help="chassis workers [2]")
+    parser.add_argument("--tables", type=int, default=4)
+    parser.add_argument("--table-size", type=int, default=10000)
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of unmeasured load per target first [2]")
+    parser.add_argument("--direct-only", action="store_true",
+                        help="measure MariaDB alone (no chassis)")
+    parser.add_argument("--chassis-arg", action="append", default=[],
+                        help="extra argument for chassis (repeatable)")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "bench-results")
+    parser.add_argument("--chassis", default=str(Path(sys.executable).parent / "chassis"))
+    parser.add_argument("--sysbench", default=shutil.which("sysbench") or "sysbench")
+    args = parser.parse_args(argv)
+    if args.lua is not None and not args.lua.is_file():
+        parser.error(f"--lua {args.lua}: no such file")
+    if shutil.which(args.sysbench) is None:
+        parser.error("sysbench not found: install it with apt-get install -y sysbench"
+                     " (scripts/bench does that)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    defaults = sysbench_defaults(args.sysbench)
+    print("== sysbench defaults kept: "
+          + ", ".join(f"--{k}={v}" for k, v in defaults.items()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="chassis-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        log_dir = Path(tmp)
+        print("== starting a throwaway MariaDB", flush=True)
+        try:
+            db = stack.enter_context(MariaDB(name="bench", buffer_pool="256M"))
+        except MariaDBError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"   {db.address}; preparing {args.tables} x {args.table_size} rows", flush=True)
+        prepare = [*sysbench_base("oltp_read_only", db.port, args), "prepare"]
+        done = subprocess.run(prepare, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"error: sysbench prepare failed:\n{done.stdout}{done.stderr}", file=sys.stderr)
+            return 1
+
+        targets = [Target("direct", db.port)]
+        try:
+            if not args.direct_only:
+                targets.append(stack.enter_context(chassis(db, args, None, log_dir)))
+                if args.lua is not None:
+                    targets.append(stack.enter_context(chassis(db, args, args.lua, log_dir)))
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+        if args.warmup > 0:
+            print(f"== warming up ({args.warmup} s per target)", flush=True)
+            for target in targets:
+                run_sysbench(args.workloads[0], max(args.threads), target, args.warmup, args)
+
+        runs: list[Run] = []
+        for workload in args.workloads:
+            for threads in args.threads:
+                for target in targets:
+                    run = run_sysbench(workload, threads, target, args.time, args)
+                    runs.append(run)
+                    status = run.error[:80] if run.error else \
+                        f"{run.qps:.0f} QPS, p95 {run.p95_ms:.2f} ms"
+                    print(f"   {workload} {threads:>2} threads {target.name:<11} {status}",
+                          flush=True)
+        facts = machine_facts(db, args.sysbench)
+
+    print()
+    print_table(runs, [t.name for t in targets])
+    by_key = {(r.workload, r.threads, r.target): r for r in runs}
+    workload, threads, goal = TARGET
+    direct, proxied = by_key.get((workload, threads, "direct")), \
+        by_key.get((workload, threads, "proxied"))
+    ratio = _ratio(proxied, direct) if direct and proxied else None
+    if ratio is not None:
+        verdict = "meets" if ratio >= goal else "misses"
+        print(f"\n{workload} at {threads} threads: proxied/direct {ratio:.2f}"
+              f" ({verdict} the target of {goal}; MySQL Proxy 0.8.5 reaches about that)")
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    out = args.output_dir / f"{stamp}.json"
+    out.write_text(json.dumps({
+        "timestamp": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": facts,
+        "settings": {
+            "time": args.time, "threads": args.threads, "workloads": args.workloads,
+            "tables": args.tables, "table_size": args.table_size,
+            "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
+            "chassis_args": args.chassis_arg, "warmup": args.warmup,
+            "sysbench_defaults": defaults,
+        },
+        "runs": [asdict(r) for r in runs],
+        "ratios": {
+            f"{r.workload}/{r.threads}/{r.target}": _ratio(r, by_key[(r.workload, r.threads,
+                                                                       "direct")])
+            for r in runs if r.target != "direct"
+        },
+    }, indent=2) + "\n")
+    print(f"\nwritten to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    return 1 if any(r.error for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
