@@ -1,0 +1,176 @@
+"""The one place that knows lupa: pick a Lua 5.1 runtime, create the state, load the bridge.
+
+MySQL Proxy scripts are Lua 5.1 (``module()``, ``setfenv``), so the runtime is LuaJIT 2.1
+(``lupa.luajit21``) or, where lupa has no LuaJIT build, PUC Lua 5.1 (``lupa.lua51``);
+never 5.2+. One :class:`LuaState` per worker process: every connection of the worker
+runs in it, which is what gives ``proxy.global`` and ``require``\\d modules their
+sharing. Everything else in the bridge talks to Lua through the functions returned by
+``bridge.lua`` and catches :data:`LuaError` from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Pure-Lua modules shipped with chassis (``require("proxy.tokenizer")`` ...).
+LIB_DIR = PACKAGE_DIR / "lib"
+
+_RUNTIME_MODULES = ("lupa.luajit21", "lupa.lua51")
+
+
+class LuaUnavailable(RuntimeError):
+    """No Lua 5.1 runtime could be imported."""
+
+
+def _import_lupa() -> ModuleType:
+    errors = []
+    for name in _RUNTIME_MODULES:
+        try:
+            return importlib.import_module(name)
+        except ImportError as e:
+            errors.append(f"{name}: {e}")
+    raise LuaUnavailable(
+        "no Lua 5.1 runtime: lupa provides neither LuaJIT 2.1 nor Lua 5.1 here ("
+        + "; ".join(errors) + "); install lupa>=2 (pip install 'lupa>=2')"
+    )
+
+
+_lupa = _import_lupa()
+
+#: Raised by every call into Lua that fails (syntax errors included).
+LuaError: type[Exception] = _lupa.LuaError
+#: The memory limit was reached (a subclass of LuaError and MemoryError).
+LuaMemoryError: type[Exception] = _lupa.LuaMemoryError
+
+_default_paths: tuple[bytes, bytes] | None = None
+
+
+def implementation() -> str:
+    """``"LuaJIT 2.1"`` or ``"Lua 5.1"``: what scripts run on."""
+    return "LuaJIT 2.1" if _lupa.__name__.endswith("luajit21") else "Lua 5.1"
+
+
+def default_search_paths() -> tuple[bytes, bytes]:
+    """Lua's compiled-in ``package.path`` and ``package.cpath`` (what ``;;`` stands for).
+
+    Read from a throw-away state created with LUA_PATH/LUA_CPATH hidden, because a state
+    reads them from the environment when it is created.
+    """
+    global _default_paths
+    if _default_paths is None:
+        saved = {k: os.environ.pop(k) for k in ("LUA_PATH", "LUA_CPATH") if k in os.environ}
+        try:
+            probe = _lupa.LuaRuntime(encoding=None)
+            _default_paths = (bytes(probe.eval(b"package.path")), bytes(probe.eval(b"package.cpath")))
+        finally:
+            os.environ.update(saved)
+    return _default_paths
+
+
+def search_path(value: str | None, default: bytes, extra: Iterable[str] = ()) -> bytes:
+    """``package.path`` from a LUA_PATH-style value: ``;;`` becomes the default path.
+
+    ``None`` means "not set": the default. ``extra`` templates are appended (the bundled
+    module directory), so the user's directories win over ours.
+    """
+    if value is None:
+        path = default.decode()
+    elif ";;" in value:
+        path = value.replace(";;", ";" + default.decode() + ";", 1).replace(";;", ";")
+    else:
+        path = value
+    parts = [p for p in path.split(";") if p]
+    for e in extra:
+        if e not in parts:
+            parts.append(e)
+    return ";".join(parts).encode()
+
+
+class LuaState:
+    """One Lua state with the bridge loaded: the proxy.* objects, limits and modules.
+
+    ``callbacks`` are the Python functions ``bridge.lua`` calls (see its ``py.*``);
+    ``max_memory`` is in bytes (0: no limit); ``hook_timeout`` in seconds (0: no limit).
+    """
+
+    def __init__(
+        self,
+        callbacks: Mapping[str, Callable[..., Any]],
+        *,
+        hook_timeout: float,
+        max_memory: int,
+        basedir: str | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {
+            "encoding": None,
+            "unpack_returned_tuples": True,
+            "register_eval": False,
+            "register_builtins": False,
+        }
+        soft_memory_kb: float | None = None
+        runtime: Any = None
+        if max_memory > 0:
+            try:
+                runtime = _lupa.LuaRuntime(max_memory=max_memory, **kwargs)
+            except Exception:
+                runtime = None
+            if runtime is None or not runtime.get_max_memory():
+                # the allocator cannot enforce it: the bridge's count hook checks instead
+                soft_memory_kb = max_memory / 1024
+                runtime = None
+        if runtime is None:
+            runtime = _lupa.LuaRuntime(**kwargs)
+        self.runtime = runtime
+        self.memory_enforced_by_allocator = max_memory > 0 and soft_memory_kb is None
+        settings = self.table(
+            {
+                "hook_timeout": float(hook_timeout),
+                "max_memory": int(max_memory),
+                "soft_memory_kb": soft_memory_kb,
+                "basedir": basedir.encode() if basedir else None,
+            }
+        )
+        source = (PACKAGE_DIR / "bridge.lua").read_bytes()
+        loader = runtime.compile(source)
+        self.api = loader(self.table(dict(callbacks)), settings)
+
+    # -- conversions --------------------------------------------------------------------
+
+    def table(self, values: Mapping[str, Any] | Iterable[Any] | None = None, **kw: Any) -> Any:
+        """A Lua table from a dict (str keys become Lua strings) or a sequence (1-based)."""
+        if values is None:
+            values = {}
+        if isinstance(values, Mapping):
+            items = {(k.encode() if isinstance(k, str) else k): v for k, v in values.items()}
+            items.update({k.encode(): v for k, v in kw.items()})
+            return self.runtime.table_from(items)
+        return self.runtime.table_from(list(values))
+
+    def call(self, name: str, *args: Any) -> Any:
+        """Call ``api.<name>`` of bridge.lua."""
+        return self.api[name.encode()](*args)
+
+    def memory_used(self) -> int:
+        """Bytes the Lua state holds (from its allocator when it counts, else from the GC)."""
+        used = self.runtime.get_memory_used() if self.memory_enforced_by_allocator else None
+        if used:
+            return int(used)
+        return int(float(self.api[b"memory_kb"]()) * 1024)
+
+    def collect(self) -> None:
+        """A full garbage collection (after a memory error, to give the memory back)."""
+        try:
+            self.api[b"collect"]()
+        except LuaError:
+            pass
+
+
+def is_lua_table(value: object) -> bool:
+    """True for a Lua table handed to Python."""
+    return _lupa.lua_type(value) == "table"
