@@ -133,6 +133,20 @@ class Backends:
     def pick(self, exclude: set[int]) -> Backend | None:
         return next(self.candidates(exclude), None)
 
+    def describe_down(self) -> str:
+        """Why no read/write backend can take a client, for the client's ERR message."""
+        now = time.monotonic()
+        parts = []
+        for b in self.items:
+            if b.type != BackendType.RW:
+                continue
+            if b.state == BackendState.DOWN:
+                parts.append(f"{b.addr} ({b.down_reason}; down for {now - b.down_since:.1f} s, "
+                             f"retried after {DOWN_RETRY_SECONDS:g} s)")
+            else:
+                parts.append(f"{b.addr} ({b.state.name.lower()})")
+        return "; ".join(parts) or "no read/write backend is configured"
+
     def by_index(self, ndx: int) -> Backend | None:
         if 1 <= ndx <= len(self.items):
             return self.items[ndx - 1]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from chassis_mysql.constants import Capability
 from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import Packet
 from chassis_mysql.handshake import (
     AuthSwitchRequest,
     HandshakeResponse41,
@@ -34,7 +35,7 @@ from chassis_mysql.handshake import (
 )
 from chassis_mysql.packets import ERR, err_packet
 
-from chassis_proxy import relay, tls
+from chassis_proxy import relay, scripted, tls
 from chassis_proxy.backends import Backend
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.hooks import (
@@ -79,6 +80,7 @@ ER_CON_COUNT_ERROR = 1040
 ER_HANDSHAKE_ERROR = 1043
 ER_UNKNOWN_ERROR = 1105
 ER_NET_PACKET_TOO_LARGE = 1153
+CR_SSL_CONNECTION_ERROR = 2026
 
 
 def accept(service: ProxyService) -> PacketChannel:
@@ -294,7 +296,6 @@ class ProxyConnection:
             greeting = await self._connect()
             if greeting is None:
                 if self.hooks is not None and not self.closed and self.client_ch.transport:
-                    from chassis_proxy import scripted
                     await scripted.serve_without_backend(self)
                 return
             await self._login(greeting)
@@ -302,7 +303,6 @@ class ProxyConnection:
                 self._start_relay()
                 relaying = True
             else:
-                from chassis_proxy import scripted
                 await scripted.serve(self)
         except LoginFailed:
             pass
@@ -354,7 +354,7 @@ class ProxyConnection:
             if backend is None:
                 backend = backends.pick(exclude)
             if backend is None:
-                listing = "; ".join(tried) if tried else "none is up"
+                listing = "; ".join(tried) if tried else backends.describe_down()
                 message = f"(proxy) all backends are down: {listing}"
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
                 self._fail_greeting(ER_UNKNOWN_ERROR, message)
@@ -436,7 +436,7 @@ class ProxyConnection:
         backend_tls = self.settings.backend_tls
         if backend_tls is not None and not hs.capabilities & Capability.SSL:
             message = f"(proxy) backend {self.backend.addr} does not offer TLS, but --proxy-backend-ssl is set"
-            self._fail_greeting(2026, message, "HY000")
+            self._fail_greeting(CR_SSL_CONNECTION_ERROR, message, "HY000")
             raise ConnectionGone(message)
 
         caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
@@ -447,7 +447,7 @@ class ProxyConnection:
         self.cseq = client_ch.send(hs.with_capabilities(caps).encode(), 0)
 
         # The client's answer: maybe an SSLRequest first.
-        packet = await client_ch.read_packet(self.settings.read_timeout)
+        packet = await self._client_packet()
         payload = packet.payload
         self.cseq = (packet.seq + 1) & 0xFF
         if is_ssl_request(payload):
@@ -456,12 +456,16 @@ class ProxyConnection:
                                       "(start it with --proxy-ssl-cert and --proxy-ssl-key)", "08S01")
                 raise ConnectionGone(f"client {self.name} asked for TLS, which is not configured")
             assert client_ch.transport is not None
-            client_ch.transport = await tls.upgrade(
-                client_ch.transport, client_ch, self.settings.client_tls, server_side=True,
-                leftover=client_ch.detach(), timeout=min(self.settings.read_timeout, 60.0),
-            )
+            try:
+                client_ch.transport = await tls.upgrade(
+                    client_ch.transport, client_ch, self.settings.client_tls, server_side=True,
+                    leftover=client_ch.detach(), timeout=min(self.settings.read_timeout, 60.0),
+                )
+            except (OSError, TimeoutError) as e:
+                raise ConnectionGone(f"TLS handshake with client {self.name} failed: "
+                                     f"{_tls_error(e)}") from None
             self.client_secure = True
-            packet = await client_ch.read_packet(self.settings.read_timeout)
+            packet = await self._client_packet()
             payload = packet.payload
             self.cseq = (packet.seq + 1) & 0xFF
         try:
@@ -495,10 +499,15 @@ class ProxyConnection:
             request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
             self.sseq = server_ch.send(request.encode(), self.sseq)
             assert server_ch.transport is not None
-            server_ch.transport = await tls.upgrade(
-                server_ch.transport, server_ch, backend_tls, server_side=False,
-                timeout=self.settings.connect_timeout,
-            )
+            try:
+                server_ch.transport = await tls.upgrade(
+                    server_ch.transport, server_ch, backend_tls, server_side=False,
+                    timeout=self.settings.connect_timeout,
+                )
+            except (OSError, TimeoutError) as e:
+                message = f"TLS handshake with backend {self._backend_name()} failed: {_tls_error(e)}"
+                self._send_client_err(CR_SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
+                raise ConnectionGone(message) from None
             self.server_secure = True
         self.sseq = server_ch.send(to_server, self.sseq)
         await self._auth_exchange()
@@ -555,9 +564,17 @@ class ProxyConnection:
             raise ConnectionGone(f"backend {self._backend_name()} sent an unexpected packet "
                                  f"(0x{head:02x}) during the login")
 
+    async def _client_packet(self) -> Packet:
+        """The client's next login packet; framing garbage ends the login with ERR 1043."""
+        try:
+            return await self.client_ch.read_packet(self.settings.read_timeout)
+        except ProtocolError as e:
+            self._send_client_err(ER_HANDSHAKE_ERROR, "Bad handshake", "08S01")
+            raise ConnectionGone(f"bad handshake from client {self.name}: {e}") from None
+
     async def _client_to_server(self) -> bytes:
         assert self.server_ch is not None
-        packet = await self.client_ch.read_packet(self.settings.read_timeout)
+        packet = await self._client_packet()
         self.cseq = (packet.seq + 1) & 0xFF
         self.sseq = self.server_ch.send(packet.payload, self.sseq)
         return packet.payload
@@ -573,7 +590,7 @@ class ProxyConnection:
         timeout = self.settings.read_timeout
         if self.client_secure:
             # Clear text from the client; the server wants it RSA-encrypted with its key.
-            packet = await self.client_ch.read_packet(timeout)
+            packet = await self._client_packet()
             self.cseq = (packet.seq + 1) & 0xFF
             password = packet.payload
             self.sseq = self.server_ch.send(b"\x02", self.sseq)  # request the public key
@@ -591,7 +608,7 @@ class ProxyConnection:
             self.sseq = self.server_ch.send(encrypted, self.sseq)
             return
         # Plain client, secure server: the client asks for a key; give it ours.
-        packet = await self.client_ch.read_packet(timeout)
+        packet = await self._client_packet()
         self.cseq = (packet.seq + 1) & 0xFF
         if packet.payload != b"\x02":
             # The client already had a public key (of the real server): cannot convert.
@@ -600,7 +617,7 @@ class ProxyConnection:
         try:
             key = sha2.proxy_key()
             self.cseq = self.client_ch.send(b"\x01" + key.public_pem, self.cseq)
-            packet = await self.client_ch.read_packet(timeout)
+            packet = await self._client_packet()
             self.cseq = (packet.seq + 1) & 0xFF
             password = key.decrypt_password(packet.payload, self.scramble)
         except sha2.Sha2Error as e:
@@ -670,6 +687,14 @@ def _failure(e: BaseException, connect_timeout: float) -> str:
     if isinstance(e, OSError):
         return (e.strerror or str(e)).lower()
     return str(e)
+
+
+def _tls_error(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    reason = getattr(e, "reason", None)
+    text = getattr(e, "verify_message", None) or str(e) or type(e).__name__
+    return f"{reason}: {text}" if reason and reason not in text else text
 
 
 def _err_text(payload: bytes) -> str:

@@ -74,8 +74,9 @@ def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
     """``start_proxy(backends, extra_args)`` -> a ready :class:`Proxy`, stopped at teardown."""
     started: list[ChassisProcess] = []
 
-    def start(backends: Sequence[str], extra: Sequence[str] = (), **kwargs: Any) -> Proxy:
-        port = free_port()
+    def start(backends: Sequence[str], extra: Sequence[str] = (), *, port: int | None = None,
+              **kwargs: Any) -> Proxy:
+        port = port or free_port()
         log_file = tmp_path / f"chassis-{len(started)}.log"
         process = start_chassis(proxy_args(port, log_file, backends, extra), **kwargs)
         started.append(process)

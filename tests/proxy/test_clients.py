@@ -105,7 +105,7 @@ def test_pymysql_tls_to_the_proxy(proxy: Proxy, tls_certs: TLSCerts) -> None:
         # The proxy's leg to the server is plain TCP here: the server sees no TLS.
         cur.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
         assert cur.fetchone() == ("Ssl_cipher", "")
-        assert conn._sock.version().startswith("TLS")  # type: ignore[union-attr]
+        assert conn._sock.version().startswith("TLS")
 
 
 def test_pymysql_20_mib_blob_both_ways(proxy: Proxy, table: str) -> None:
