@@ -251,6 +251,19 @@ def test_the_control_channel_reaches_every_worker(
     assert sorted(r["results"][0]["pid"] for r in peers) == children_of(chassis.pid)
 
 
+def test_only_the_killed_one_of_two_workers_is_restarted(
+        chassis_factory: Factory, echo: EchoSetup) -> None:
+    chassis = chassis_factory(echo.args("--keepalive", "--event-threads=2"), env=FAST_RESTART)
+    second = int(re.findall(r"started worker 2 \(pid=(\d+)\)", echo.log.read_text())[0])
+    [first] = [p for p in children_of(chassis.pid) if p != second]
+    os.kill(second, signal.SIGKILL)
+    replacement = wait_for(lambda: [p for p in children_of(chassis.pid)
+                                    if p not in (first, second)], 10, "a new second worker")[0]
+    chassis.wait_for_log(f"worker 2 (pid={replacement}) ready")
+    assert sorted(children_of(chassis.pid)) == sorted([first, replacement])
+    assert f"worker 2 (pid={second}) died on signal=9" in echo.log.read_text()
+
+
 def test_without_keepalive_a_crash_stops_every_worker(echo: EchoSetup) -> None:
     chassis = start_chassis(echo.args("--event-threads=2"))
     try:
