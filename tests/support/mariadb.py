@@ -380,8 +380,9 @@ class MariaDB:
         """
         account = ACCOUNTS.get(user)
         kwargs.setdefault("password", account.password if account else "")
-        if account is not None and account.require_ssl:
-            kwargs.setdefault("ssl", {"ca": str(self.certs.ca_cert)})
+        tls_given = {"ssl", "ssl_ca", "ssl_disabled"} & kwargs.keys()
+        if account is not None and account.require_ssl and not tls_given:
+            kwargs["ssl_ca"] = str(self.certs.ca_cert)
         kwargs.setdefault("connect_timeout", 10)
         kwargs.setdefault("autocommit", True)
         return pymysql.connect(host=self.host, port=self.port, user=user, **kwargs)

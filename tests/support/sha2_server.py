@@ -102,8 +102,9 @@ class ProtocolViolation(Exception):
 @dataclass(frozen=True)
 class AuthEvent:
     """How one login went. ``path`` is ``fast``, ``full-tls``, ``full-rsa``, ``empty``
-    (the account has no password) or ``full-plain`` (a cleartext password over plain TCP,
-    always refused); ``switched`` if the client started with another plugin and got an
+    (the account has no password), ``full-plain`` (a cleartext password over plain TCP,
+    always refused) or ``refused`` (unknown user, or a scramble that is not 32 bytes);
+    ``switched`` if the client started with another plugin and got an
     AuthSwitchRequest."""
 
     user: str
@@ -426,7 +427,7 @@ class Sha2Server:
         if auth in (b"", b"\0"):
             return "empty", password == ""
         if password is None or len(auth) != 32:
-            return "fast", False
+            return "refused", False
         with self._lock:
             cached = self._cache.get(user)
         if cached is not None and sha2_scramble_matches(auth, cached, nonce):
