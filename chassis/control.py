@@ -102,9 +102,15 @@ class ControlChannel:
                 return {"worker": worker_id, "pid": os.getpid(), "error": str(e)}
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(
-                    socket_name(self.group_id, worker_id), limit=MAX_LINE
-                )
+                # uvloop refuses abstract names in open_unix_connection: connect the socket first
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    await asyncio.get_running_loop().sock_connect(sock, socket_name(self.group_id, worker_id))
+                except BaseException:
+                    sock.close()
+                    raise
+                reader, writer = await asyncio.open_unix_connection(sock=sock, limit=MAX_LINE)
                 try:
                     writer.write(json.dumps(request).encode() + b"\n")
                     line = await reader.readline()

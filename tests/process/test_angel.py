@@ -241,9 +241,6 @@ def test_two_workers_both_serve(chassis_factory: Factory, echo: EchoSetup) -> No
     assert f"[worker#1 {workers[0]}]" in log and f"[worker#2 {workers[1]}]" in log
 
 
-@pytest.mark.xfail(reason="chassis/control.py: uvloop's open_unix_connection refuses an "
-                          "abstract socket path (EINVAL); connect a socket and pass sock=",
-                   raises=KeyError, strict=False)
 def test_the_control_channel_reaches_every_worker(
         chassis_factory: Factory, echo: EchoSetup) -> None:
     chassis = chassis_factory(echo.args("--event-threads=2"))
