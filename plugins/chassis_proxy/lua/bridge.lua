@@ -459,7 +459,8 @@ end
 ---------------------------------------------------------------------------------------------
 
 -- Compile the file's text as the body of a function so each connection gets a fresh closure.
--- The chunk name is the plain path, as in MySQL Proxy: errors read [string "/path/x.lua"]:48:
+-- The chunk name is "@" .. path, so errors read "/path/x.lua:48: ..." (a long path loses its
+-- start, not its file name); MySQL Proxy used the plain path: [string "/path/x.lua"]:48:
 function api.compile(source, chunkname)
 	if string_byte(source, 1) == 35 then  -- "#!" line: keep the line, drop its text
 		local nl = source:find("\n", 1, true)

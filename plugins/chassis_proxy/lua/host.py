@@ -206,7 +206,7 @@ class LuaScriptHost:
             cached = self._compiled
             if cached is None or cached.key != key:
                 source = self.script.read_bytes()
-                factory, err = self.lua.call("compile", source, os.fsencode(self.script))
+                factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
                 message = None if factory is not None else _text(err)
                 cached = self._compiled = _Compiled(key, factory, message)
         except OSError as e:
