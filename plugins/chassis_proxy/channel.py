@@ -39,6 +39,11 @@ class PacketChannel(asyncio.Protocol):
         self.error: BaseException | None = None
         self._on_made = on_made
         self.on_lost: Callable[[PacketChannel, BaseException | None], None] | None = None
+        #: When set, incoming bytes go to this callback instead of waking a reader
+        #: (the scripted mode's response pump); it reads them from :attr:`reader`.
+        self.sink: Callable[[], None] | None = None
+        #: Called when the write buffer drained below the low-water mark.
+        self.on_resume: Callable[[], None] | None = None
 
     # asyncio callbacks -------------------------------------------------------------
 
@@ -49,6 +54,9 @@ class PacketChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
+        if self.sink is not None:
+            self.sink()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -73,6 +81,8 @@ class PacketChannel(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.on_resume is not None:
+            self.on_resume()
         drain = self._drain_waiter
         if drain is not None and not drain.done():
             drain.set_result(None)
@@ -102,6 +112,11 @@ class PacketChannel(asyncio.Protocol):
             packet = self.reader.next_packet()
             if packet is not None:
                 return packet
+
+    @property
+    def write_paused(self) -> bool:
+        """True while the transport's write buffer is above its high-water mark."""
+        return self._paused
 
     def _closed_reason(self) -> str:
         if self.error is not None:

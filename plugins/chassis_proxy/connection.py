@@ -62,10 +62,12 @@ LOGIN_MAX_PAYLOAD = 1 << 20
 #: Capabilities never offered to clients: the relay cannot decompress.
 MASKED_CAPABILITIES = Capability.COMPRESS | Capability.ZSTD_COMPRESSION_ALGORITHM
 
-#: MariaDB's extended capabilities that change the result-set format; masked when a
-#: script is loaded, because then the proxy reads results itself.
+#: Capabilities that change the shape of results, masked when a script is loaded: the
+#: proxy then reads results itself and scripts build answers in the classic format
+#: (EOF packets, full metadata), as MySQL Proxy 0.8's scripts expect.
 SCRIPTED_MASKED_CAPABILITIES = (
-    Capability.MARIADB_CLIENT_CACHE_METADATA
+    Capability.DEPRECATE_EOF
+    | Capability.MARIADB_CLIENT_CACHE_METADATA
     | Capability.MARIADB_CLIENT_EXTENDED_METADATA
     | Capability.MARIADB_CLIENT_COM_MULTI
     | Capability.MARIADB_CLIENT_STMT_BULK_OPERATIONS
@@ -162,6 +164,7 @@ class ProxyConnection:
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.counted = False
+        self.in_commands = False  # scripted command phase (the login is over)
         self._activity: tuple[object, object] = (None, None)
         self._active_at = 0.0
         self._paused_since: float | None = None
@@ -236,7 +239,13 @@ class ProxyConnection:
             log.info("conn %d: client %s went away%s", self.connection_id, self.name,
                      f" ({exc})" if exc else "")
             self.close()
-        # A lost server leg wakes the coroutine's read with ChannelClosed.
+        elif ch is self.server_ch and self.in_commands:
+            # Scripted command phase: whatever the coroutine awaits, the server is gone.
+            log.warning("conn %d: backend %s closed the connection%s; closing client %s "
+                        "(it sees a lost connection)", self.connection_id, self._backend_name(),
+                        f" ({exc})" if exc else "", self.name)
+            self.close()
+        # Otherwise (login) the coroutine's read wakes up with ChannelClosed.
 
     def relay_lost(self, leg: relay.RelayLeg, exc: BaseException | None) -> None:
         """A relayed leg closed: close the other one too, with one log line."""
@@ -303,6 +312,7 @@ class ProxyConnection:
                 self._start_relay()
                 relaying = True
             else:
+                self.in_commands = True
                 await scripted.serve(self)
         except LoginFailed:
             pass
@@ -446,7 +456,46 @@ class ProxyConnection:
             caps |= int(Capability.SSL)
         self.cseq = client_ch.send(hs.with_capabilities(caps).encode(), 0)
 
-        # The client's answer: maybe an SSLRequest first.
+        payload, login = await self.read_login()
+
+        # What goes to the server: the client's packet with our leg's TLS bit.
+        server_caps = int(login.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
+        if backend_tls is not None:
+            server_caps |= int(Capability.SSL)
+        to_server = _with_classic_capabilities(payload, server_caps)
+        if self.hooks is not None:
+            self.queries.reset()
+            outcome = self.hooks.read_auth()
+            if outcome.decision == Decision.SEND_RESULT:
+                # The script answers the login itself; nothing goes to the server.
+                self._send_response(outcome, self.cseq)
+                if outcome.response and outcome.response[0][:1] == b"\x00":
+                    self.drop_server("the script answered the login itself")
+                    return
+                raise LoginFailed
+            if outcome.decision == Decision.SEND_QUERY and len(self.queries):
+                to_server = self.queries.pop().packet
+            self.queries.reset()
+        if backend_tls is not None:
+            request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
+            self.sseq = server_ch.send(request.encode(), self.sseq)
+            assert server_ch.transport is not None
+            try:
+                server_ch.transport = await tls.upgrade(
+                    server_ch.transport, server_ch, backend_tls, server_side=False,
+                    timeout=self.settings.connect_timeout,
+                )
+            except (OSError, TimeoutError) as e:
+                message = f"TLS handshake with backend {self._backend_name()} failed: {_tls_error(e)}"
+                self._send_client_err(CR_SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
+                raise ConnectionGone(message) from None
+            self.server_secure = True
+        self.sseq = server_ch.send(to_server, self.sseq)
+        await self._auth_exchange()
+
+    async def read_login(self) -> tuple[bytes, HandshakeResponse41]:
+        """The client's login packet (after TLS when it asks for it), parsed."""
+        client_ch = self.client_ch
         packet = await self._client_packet()
         payload = packet.payload
         self.cseq = (packet.seq + 1) & 0xFF
@@ -480,37 +529,19 @@ class ProxyConnection:
             self.plugin = login.auth_plugin_name
             self.client.auth_plugin_name = login.auth_plugin_name
         self.client_capabilities = int(login.capabilities)
+        return payload, login
 
-        # What goes to the server: the client's packet with our leg's TLS bit.
-        server_caps = int(login.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
-        if backend_tls is not None:
-            server_caps |= int(Capability.SSL)
-        to_server = _with_classic_capabilities(payload, server_caps)
-        if self.hooks is not None:
-            self.queries.reset()
-            outcome = self.hooks.read_auth()
-            if outcome.decision == Decision.SEND_RESULT:
-                self._send_response(outcome, self.cseq)
-                raise LoginFailed
-            if outcome.decision == Decision.SEND_QUERY and len(self.queries):
-                to_server = self.queries.pop().packet
-            self.queries.reset()
-        if backend_tls is not None:
-            request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
-            self.sseq = server_ch.send(request.encode(), self.sseq)
-            assert server_ch.transport is not None
-            try:
-                server_ch.transport = await tls.upgrade(
-                    server_ch.transport, server_ch, backend_tls, server_side=False,
-                    timeout=self.settings.connect_timeout,
-                )
-            except (OSError, TimeoutError) as e:
-                message = f"TLS handshake with backend {self._backend_name()} failed: {_tls_error(e)}"
-                self._send_client_err(CR_SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
-                raise ConnectionGone(message) from None
-            self.server_secure = True
-        self.sseq = server_ch.send(to_server, self.sseq)
-        await self._auth_exchange()
+    def drop_server(self, reason: str) -> None:
+        """Close the server connection and go on without one (``proxy.connection.server`` nil)."""
+        if self.server_ch is not None:
+            log.debug("conn %d: closing the server connection: %s", self.connection_id, reason)
+            self.server_ch.on_lost = None
+            self.server_ch.close()
+            self.server_ch = None
+        self.server = None
+        if self.counted and self.backend is not None:
+            self.backend.connected_clients -= 1
+            self.counted = False
 
     async def _auth_exchange(self) -> None:
         """Relay the server's auth packets and the client's answers until OK or ERR."""

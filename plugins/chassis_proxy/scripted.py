@@ -1,16 +1,418 @@
-"""The command loop when a script is loaded (being written)."""
+"""The command loop when a script is loaded: MySQL Proxy 0.8's query hooks.
+
+Per client command (``read_query``) the script may let it through, answer it itself
+(``PROXY_SEND_RESULT``), or replace it with a queue of injected commands
+(``PROXY_SEND_QUERY``) whose results it sees in ``read_query_result``. Every server
+response is followed with the codec's :class:`ResponseTracker`, so the proxy knows
+where it ends, and is either streamed to the client as it arrives (re-framed with the
+client leg's sequence ids) or buffered for the script (``resultset_is_needed``).
+
+Only the first result per client command reaches the client; later ones are dropped
+with a log line. Where MySQL Proxy 0.8.5 closed the client or hung, we keep the
+client connected and say so in the log: a second unbuffered injection is buffered and
+dropped, and a command whose results the script all ignored gets an ERR instead of
+silence.
+
+The pump reads the server's packets synchronously in ``data_received`` and writes to
+the client in one buffer per read: one coroutine wake-up per response, not per packet.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING
+
+from chassis_mysql.constants import Command
+from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import frame, frame_next_seq
+from chassis_mysql.packets import OK, err_packet, ok_packet
+from chassis_mysql.response import Event, ResponseTracker
+
+from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
+from chassis_proxy.hooks import Decision, Injection, InjectionResult
 
 if TYPE_CHECKING:
     from chassis_proxy.connection import ProxyConnection
 
+log = logging.getLogger("chassis.proxy")
+
+ER_UNKNOWN_ERROR = 1105
+ER_NET_PACKET_TOO_LARGE = 1153
+_BINARY = frozenset({Command.STMT_EXECUTE, Command.STMT_BULK_EXECUTE})
+
+
+class ScriptedStop(Exception):
+    """End the connection; the message is the log line (the client was told already)."""
+
+
+class ResponsePump:
+    """Takes one response off the server channel as its bytes arrive.
+
+    ``deliver``: re-frame each packet for the client and write it; ``keep``: collect the
+    payloads for the script. Finishes when the tracker says the response is complete, or
+    that the server now waits for the client (LOCAL INFILE data, an auth answer).
+    """
+
+    def __init__(self, session: ScriptedSession, tracker: ResponseTracker, *, deliver: bool,
+                 keep: bool, client_seq: int) -> None:
+        self.session = session
+        self.tracker = tracker
+        self.deliver = deliver
+        self.packets: list[bytes] | None = [] if keep else None
+        self.client_seq = client_seq
+        self.server_seq = 0
+        self.first: bytes | None = None
+        self.first_ns = 0
+        self.last_ns = 0
+        self.rows = 0
+        self.row_bytes = 0
+        self.status_packet = b""
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def run(self, timeout: float) -> None:
+        server, client = self.session.server, self.session.client
+        assert server is not None
+        server.sink = self._on_data
+        client.on_resume = self._resume
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(timeout, self._expire)
+        try:
+            self._on_data()  # bytes that arrived before the pump was attached
+            await self.future
+        finally:
+            handle.cancel()
+            server.sink = None
+            client.on_resume = None
+            if server.transport is not None and not server.closed:
+                server.transport.resume_reading()
+
+    def _expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(ChannelTimeout())
+
+    def _resume(self) -> None:
+        server = self.session.server
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
+    def _on_data(self) -> None:
+        if self.future.done():
+            return
+        server, client = self.session.server, self.session.client
+        assert server is not None
+        tracker = self.tracker
+        out: list[bytes] = []
+        finished = False
+        try:
+            while True:
+                packet = server.reader.next_packet()
+                if packet is None:
+                    break
+                payload = packet.payload
+                self.server_seq = (packet.seq + 1) & 0xFF
+                if self.first is None:
+                    self.first = payload
+                    self.first_ns = time.monotonic_ns()
+                event = tracker.feed(payload)
+                if event == Event.ROW:
+                    self.rows += 1
+                    self.row_bytes += len(payload) + 4 * (len(payload) // 0xFFFFFF + 1)
+                elif event in (Event.OK, Event.EOF):
+                    self.status_packet = payload
+                if self.deliver:
+                    out.append(frame(payload, self.client_seq))
+                    self.client_seq = frame_next_seq(len(payload), self.client_seq)
+                if self.packets is not None:
+                    self.packets.append(payload)
+                if tracker.done or tracker.awaiting_client:
+                    finished = True
+                    break
+        except ProtocolError as e:
+            self.future.set_exception(e)
+            return
+        if out:
+            client.write(b"".join(out))
+        if finished:
+            self.last_ns = time.monotonic_ns()
+            self.future.set_result(None)
+        elif self.deliver and client.write_paused and server.transport is not None:
+            server.transport.pause_reading()  # the client is slow: stop reading the server
+
+
+class ScriptedSession:
+    """The command phase of one scripted client connection."""
+
+    def __init__(self, conn: ProxyConnection) -> None:
+        self.conn = conn
+        self.client: PacketChannel = conn.client_ch
+        self.server: PacketChannel | None = conn.server_ch
+        self.settings = conn.settings
+        hooks = conn.hooks
+        assert hooks is not None
+        self.hooks = hooks
+        server_caps = int(conn.server_handshake.capabilities) if conn.server_handshake else ~0
+        self.capabilities = conn.client_capabilities & server_caps
+        self.client.reader.max_payload = self.settings.max_allowed_packet
+
+    # the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        conn = self.conn
+        while not conn.closed:
+            if conn.connection_close:
+                log.debug("conn %d: connection_close set by the script", conn.connection_id)
+                return
+            try:
+                packet = await self.client.read_packet(self.settings.read_timeout)
+            except ProtocolError as e:
+                self._client_err(0, ER_NET_PACKET_TOO_LARGE,
+                                 "Got a packet bigger than 'max_allowed_packet' bytes", "08S01")
+                raise ScriptedStop(f"client {conn.name}: {e} (--proxy-max-allowed-packet)") from None
+            except ChannelTimeout:
+                raise ScriptedStop(f"client {conn.name} idle for more than "
+                                   f"{self.settings.read_timeout:g} s (--proxy-read-timeout)") from None
+            if not packet.payload:
+                raise ScriptedStop(f"client {conn.name} sent an empty command packet")
+            await self.command(packet.payload, (packet.seq + 1) & 0xFF)
+
+    async def command(self, payload: bytes, client_seq: int) -> None:
+        """One client command, from ``read_query`` to the last result packet."""
+        conn = self.conn
+        conn.queries.reset()
+        outcome = self.hooks.read_query(payload)
+        decision = outcome.decision
+        if decision == Decision.SEND_RESULT:
+            await self._answer(outcome.response or [], client_seq)
+            return
+        if decision == Decision.SEND_QUERY and len(conn.queries):
+            await self._injections(payload, client_seq)
+            return
+        if len(conn.queries):
+            log.critical("conn %d: read_query queued %d queries but did not return "
+                         "proxy.PROXY_SEND_QUERY; forwarding the original command instead",
+                         conn.connection_id, len(conn.queries))
+            conn.queries.reset()
+        if payload[0] == Command.QUIT:
+            if self.server is not None:
+                self.server.send(payload, 0)
+            conn.connection_close = True
+            return
+        self._need_server(client_seq)
+        tracker = ResponseTracker(payload[0], self.capabilities)
+        self._to_server(payload)
+        if tracker.expects_response:
+            await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
+
+    async def _injections(self, original: bytes, client_seq: int) -> None:
+        conn = self.conn
+        self._need_server(client_seq)
+        answered = False
+        while len(conn.queries):
+            inj = conn.queries.pop()
+            if not inj.packet:
+                log.critical("conn %d: injected query %d is empty; skipped", conn.connection_id,
+                             inj.id)
+                continue
+            tracker = ResponseTracker(inj.packet[0], self.capabilities)
+            sent_ns = time.monotonic_ns()
+            self._to_server(inj.packet)
+            if not tracker.expects_response:
+                continue
+            stream = not inj.resultset_is_needed and not answered
+            if not inj.resultset_is_needed and answered:
+                log.error("conn %d: injected query %d has no resultset_is_needed = true but the "
+                          "client already got a result for this command; its result is dropped "
+                          "(MySQL Proxy closed the connection here)", conn.connection_id, inj.id)
+            pump = await self._exchange(tracker, deliver=stream, keep=not stream,
+                                        client_seq=client_seq)
+            if stream:
+                answered = True
+            result = _injection_result(inj, pump, tracker, sent_ns)
+            outcome = self.hooks.read_query_result(result)
+            if outcome.decision == Decision.SEND_RESULT:
+                if stream:
+                    log.critical("conn %d: read_query_result returned PROXY_SEND_RESULT for "
+                                 "injection %d without resultset_is_needed: its result was "
+                                 "already sent", conn.connection_id, inj.id)
+                elif answered:
+                    log.critical("conn %d: only the first result of a command goes to the "
+                                 "client; the answer for injection %d is dropped",
+                                 conn.connection_id, inj.id)
+                else:
+                    await self._answer(outcome.response or [], client_seq)
+                    answered = True
+            elif outcome.decision == Decision.IGNORE_RESULT:
+                if stream:
+                    log.critical("conn %d: PROXY_IGNORE_RESULT for injection %d without "
+                                 "resultset_is_needed: its result was already sent",
+                                 conn.connection_id, inj.id)
+            elif not stream and pump.packets is not None:
+                if answered:
+                    log.critical("conn %d: only the first result of a command goes to the "
+                                 "client; the result of injection %d is dropped",
+                                 conn.connection_id, inj.id)
+                else:
+                    self._send_packets(pump.packets, client_seq)
+                    answered = True
+        if not answered and ResponseTracker(original[0], self.capabilities).expects_response:
+            log.error("conn %d: the script sent no result for this command; the client gets "
+                      "an error", conn.connection_id)
+            self._client_err(client_seq, ER_UNKNOWN_ERROR,
+                             "(proxy) the script ignored every result for this command", "HY000")
+
+    # talking to the server ---------------------------------------------------------
+
+    def _need_server(self, client_seq: int) -> None:
+        if self.server is None or self.server.closed:
+            self._client_err(client_seq, ER_UNKNOWN_ERROR,
+                             "(proxy) I have no server backend, closing connection", "HY000")
+            raise ScriptedStop("no server backend for this command (read_query did not "
+                               "answer it); closing the connection")
+
+    def _to_server(self, payload: bytes) -> int:
+        assert self.server is not None
+        return self.server.send(payload, 0)
+
+    async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
+                        client_seq: int) -> ResponsePump:
+        """Pump a response; relay the client's packets while the server waits for them."""
+        conn = self.conn
+        timeout = self.settings.read_timeout
+        pump = ResponsePump(self, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
+        await self._run_pump(pump, timeout)
+        while tracker.awaiting_client:
+            assert self.server is not None
+            if not deliver:
+                # The client never saw the request (an injected LOAD DATA LOCAL, or an
+                # injected COM_CHANGE_USER's auth switch): answer with an empty packet.
+                tracker.feed_client(b"")
+                pump.server_seq = self.server.send(b"", pump.server_seq)
+            else:
+                try:
+                    packet = await self.client.read_packet(timeout)
+                except ProtocolError as e:
+                    raise ScriptedStop(f"client {conn.name}: {e}") from None
+                tracker.feed_client(packet.payload)
+                pump.server_seq = self.server.send(packet.payload, pump.server_seq)
+                pump.client_seq = (packet.seq + 1) & 0xFF
+            if tracker.awaiting_client:
+                continue  # more LOCAL INFILE data to come
+            pump.future = asyncio.get_running_loop().create_future()
+            await self._run_pump(pump, timeout)
+        return pump
+
+    async def _run_pump(self, pump: ResponsePump, timeout: float) -> None:
+        try:
+            await pump.run(timeout)
+        except ChannelTimeout:
+            raise ScriptedStop(f"backend {self.conn._backend_name()} did not answer within "
+                               f"{timeout:g} s (--proxy-read-timeout)") from None
+        except ProtocolError as e:
+            raise ScriptedStop(f"backend {self.conn._backend_name()} sent a malformed "
+                               f"response: {e}") from None
+
+    # talking to the client ---------------------------------------------------------
+
+    def _send_packets(self, payloads: list[bytes], seq: int) -> int:
+        out = []
+        for payload in payloads:
+            out.append(frame(payload, seq))
+            seq = frame_next_seq(len(payload), seq)
+        if out:
+            self.client.write(b"".join(out))
+        return seq
+
+    def _client_err(self, seq: int, code: int, message: str, state: str) -> None:
+        self.client.send(err_packet(code, message, state), seq)
+
+    async def _answer(self, response: list[bytes], client_seq: int) -> None:
+        """Send the script's answer; play the server's part of LOCAL INFILE if it asks."""
+        if not response:
+            response = [err_packet(ER_UNKNOWN_ERROR,
+                                   "(lua) handling proxy.response failed, check error-log")]
+        seq = self._send_packets(response, client_seq)
+        if response[0][:1] == b"\xfb":
+            # A LOCAL INFILE request without a server: take the file and throw it away.
+            while True:
+                packet = await self.client.read_packet(self.settings.read_timeout)
+                seq = (packet.seq + 1) & 0xFF
+                if not packet.payload:
+                    break
+            self.client.send(ok_packet(), seq)
+
+
+def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTracker,
+                      sent_ns: int) -> InjectionResult:
+    first = pump.first or b""
+    head = first[:1]
+    status: int | None = 0
+    affected: int | None = None
+    insert_id: int | None = None
+    if head == b"\xff":
+        status = 255
+    elif head == b"\xfb":
+        status = None
+    elif head == b"\x00" and tracker.command != Command.STMT_PREPARE:
+        try:
+            ok = OK.parse(first, tracker.capabilities)
+            affected, insert_id = ok.affected_rows, ok.last_insert_id
+        except ProtocolError:
+            pass
+    warnings = 0
+    last = pump.status_packet
+    if last[:1] == b"\xfe" and 5 <= len(last) < 9:
+        warnings = last[1] | (last[2] << 8)
+    elif last:
+        try:
+            warnings = OK.parse(last, tracker.capabilities).warnings
+        except ProtocolError:
+            pass
+    end_ns = pump.last_ns or time.monotonic_ns()
+    return InjectionResult(
+        injection=inj,
+        packets=pump.packets,
+        first_packet=first,
+        query_status=status,
+        affected_rows=affected,
+        insert_id=insert_id,
+        warning_count=warnings,
+        server_status=tracker.status,
+        row_count=pump.rows,
+        bytes=pump.row_bytes,
+        query_time_us=max(0, ((pump.first_ns or end_ns) - inj.queued_ns) // 1000),
+        response_time_us=max(0, (end_ns - inj.queued_ns) // 1000),
+        binary=tracker.command in _BINARY,
+    )
+
 
 async def serve(conn: ProxyConnection) -> None:
-    raise NotImplementedError("scripted mode is not finished yet")
+    """After the login: run the scripted command loop until the client leaves."""
+    session = ScriptedSession(conn)
+    try:
+        await session.run()
+    except ScriptedStop as e:
+        log.warning("conn %d: %s", conn.connection_id, e)
+    except ChannelClosed:
+        if not conn.closed:
+            log.info("conn %d: client %s went away", conn.connection_id, conn.name)
 
 
 async def serve_without_backend(conn: ProxyConnection) -> None:
-    raise NotImplementedError("scripted mode is not finished yet")
+    """connect_server answered itself: play the server from the script (a mock server)."""
+    if conn.server_handshake is None:
+        return  # the script sent something other than a handshake (an ERR): done
+    hooks = conn.hooks
+    assert hooks is not None
+    _, _login = await conn.read_login()
+    conn.queries.reset()
+    outcome = hooks.read_auth()
+    if outcome.decision == Decision.SEND_RESULT and outcome.response:
+        conn._send_response(outcome, conn.cseq)
+        if outcome.response[0][:1] != b"\x00":
+            return
+    else:
+        conn.cseq = conn.client_ch.send(ok_packet(), conn.cseq)
+    conn.in_commands = True
+    await serve(conn)

@@ -42,6 +42,7 @@ class ProxySettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     max_connections: int = 0
+    max_allowed_packet: int = 1024 * 1024 * 1024  # scripted mode only
     lua_script: Path | None = None
     client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
     backend_tls: ssl.SSLContext | None = None  # used towards every backend
@@ -165,6 +166,7 @@ def load(config: Config) -> ProxySettings:
         read_timeout=_timeout(config, "proxy_read_timeout", DEFAULT_READ_TIMEOUT),
         write_timeout=_timeout(config, "proxy_write_timeout", DEFAULT_WRITE_TIMEOUT),
         max_connections=int(config.get("proxy_max_connections") or 0),
+        max_allowed_packet=int(config.get("proxy_max_allowed_packet") or 1024 * 1024 * 1024),
         lua_script=config.path(script) if script else None,
         client_tls=client_tls,
         backend_tls=backend_tls,
