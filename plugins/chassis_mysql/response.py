@@ -1,7 +1,8 @@
 """Which packet of a server response is which, and when the response is complete.
 
 A :class:`ResponseTracker` is made for one client command and fed the server's
-payloads in order; each :meth:`~ResponseTracker.feed` returns the :class:`Event` kind
+logical payloads in order (or physical packets, with
+:meth:`~ResponseTracker.feed_physical`); each :meth:`~ResponseTracker.feed` returns the :class:`Event` kind
 of that packet, and :attr:`~ResponseTracker.done` turns true after the last one. It
 follows every response shape a MySQL/MariaDB server produces: OK/ERR, text and binary
 result sets with or without CLIENT_DEPRECATE_EOF (then a 0xFE OK ends each result set)
@@ -22,7 +23,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from chassis_mysql.commands import StmtPrepareOK, command_of
-from chassis_mysql.constants import Capability, Command, ServerStatus
+from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command, ServerStatus
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import OK, is_eof, is_progress
 from chassis_mysql.resultset import column_count, metadata_follows
@@ -96,8 +97,10 @@ class ResponseTracker:
 
     __slots__ = (
         "_binary",
+        "_client_split",
         "_defs_left",
         "_deprecate_eof",
+        "_server_split",
         "_state",
         "capabilities",
         "column_count",
@@ -113,6 +116,7 @@ class ResponseTracker:
         self._deprecate_eof = bool(capabilities & Capability.DEPRECATE_EOF)
         self._binary = command in _BINARY_COMMANDS
         self._defs_left = 0
+        self._server_split = self._client_split = False
         #: Status flags of the last OK or EOF seen (0 before any).
         self.status = 0
         #: Result sets (and OKs) completed so far; more than one with multi-results.
@@ -171,6 +175,28 @@ class ResponseTracker:
             self._state = _S.AUTH
         else:
             raise ProtocolError("unexpected client packet: the server is not waiting for one")
+
+    def feed_physical(self, chunk: bytes) -> Event | None:
+        """Like :meth:`feed`, for relays that see physical packets instead of joined ones.
+
+        A payload of 16 MiB or more arrives in several chunks: the first one is
+        classified (the kind of a packet shows in its first bytes), the continuation
+        chunks return None.
+        """
+        if self._server_split:
+            self._server_split = len(chunk) == MAX_PAYLOAD
+            return None
+        self._server_split = len(chunk) == MAX_PAYLOAD
+        return self.feed(chunk)
+
+    def feed_client_physical(self, chunk: bytes) -> None:
+        """Like :meth:`feed_client`, for physical packets (an empty chunk that ends a
+        16 MiB payload is not the end of LOCAL INFILE data)."""
+        if self._client_split:
+            self._client_split = len(chunk) == MAX_PAYLOAD
+            return
+        self._client_split = len(chunk) == MAX_PAYLOAD
+        self.feed_client(chunk)
 
     def _terminator(self, payload: bytes) -> bool:
         if not payload or payload[0] != 0xFE:

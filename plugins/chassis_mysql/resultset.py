@@ -32,7 +32,11 @@ from chassis_mysql.wire import (
 )
 
 _EXT_META = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
-_CACHE_META = int(Capability.MARIADB_CLIENT_CACHE_METADATA)
+#: Either capability adds a "metadata follows" byte to the column count packet:
+#: MariaDB's metadata cache and MySQL 8's optional result set metadata.
+_CACHE_META = int(
+    Capability.MARIADB_CLIENT_CACHE_METADATA | Capability.OPTIONAL_RESULTSET_METADATA
+)
 _NO_FLAGS = ColumnFlag(0)
 
 
@@ -47,8 +51,9 @@ def column_count(payload: bytes) -> int:
 def metadata_follows(payload: bytes, capabilities: int) -> bool:
     """Whether column definitions follow the column count packet.
 
-    Always true unless MARIADB_CLIENT_CACHE_METADATA was negotiated, in which case the
-    byte after the count says it (0: the client reuses cached definitions).
+    Always true unless MARIADB_CLIENT_CACHE_METADATA (MariaDB) or
+    OPTIONAL_RESULTSET_METADATA (MySQL 8) was negotiated, in which case the byte after
+    the count says it (0: no definitions; the client reuses cached ones).
     """
     if not capabilities & _CACHE_META:
         return True

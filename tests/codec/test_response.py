@@ -234,3 +234,42 @@ def test_garbage_in_the_response_is_a_protocol_error() -> None:
         t.feed(encode_text_row(["x"]))
     with pytest.raises(ProtocolError):
         ResponseTracker.for_command(b"", CLASSIC)
+
+
+def _physical(payloads: list[bytes]) -> list[bytes]:
+    """The physical packet payloads a relay sees for these logical payloads."""
+    from chassis_mysql.framing import frame
+
+    wire = b"".join(frame(p, i) for i, p in enumerate(payloads))
+    out, pos = [], 0
+    while pos < len(wire):
+        n = int.from_bytes(wire[pos : pos + 3], "little")
+        out.append(wire[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    return out
+
+
+def test_relay_can_track_physical_packets_of_a_row_over_16_mib() -> None:
+    fe_first = encode_text_row([b"y" * (1 << 24)])  # starts with 0xFE (an 8-byte length)
+    fe_tail = encode_text_row([b"x" * (0xFFFFFF - 8), b"\xfe" * 7])  # tail chunk: 4 x 0xFE
+    logical = [encode_column_count(2), text_column("a").encode(), text_column("b").encode(),
+               eof_packet(), fe_first, fe_tail, eof_packet()]  # fmt: skip
+    chunks = _physical(logical)
+    assert chunks[4][0] == 0xFE and len(chunks[4]) == 0xFFFFFF
+    assert chunks[7] == b"\xfe" * 4  # would be an EOF if taken for a whole packet
+    t = ResponseTracker(Command.QUERY, CLASSIC)
+    events = [t.feed_physical(c) for c in chunks]
+    assert events == [E.COLUMN_COUNT, E.COLUMN_DEF, E.COLUMN_DEF, E.EOF,
+                      E.ROW, None, E.ROW, None, E.EOF]  # fmt: skip
+    assert t.done
+
+
+def test_relay_can_track_physical_infile_data() -> None:
+    t = ResponseTracker(Command.QUERY, CLASSIC)
+    t.feed_physical(b"\xfbbig.csv")
+    for chunk in _physical([b"x" * 0xFFFFFF]):  # a full chunk and its empty continuation
+        t.feed_client_physical(chunk)
+    assert t.awaiting_client
+    t.feed_client_physical(b"")
+    assert not t.awaiting_client
+    assert t.feed_physical(ok_packet()) == E.OK and t.done

@@ -64,8 +64,10 @@ def test_recorded_binary_row_with_every_kind_of_value() -> None:
         TimeValue(True, 0, 12, 34, 56),
     ]
     assert encode_binary_row(row, cols) == answer[10]
-    assert row[5].to_python() == datetime.datetime(2024, 2, 29, 12, 34, 56)  # type: ignore[union-attr]
-    assert row[7].to_python() == -datetime.timedelta(hours=12, minutes=34, seconds=56)  # type: ignore[union-attr]
+    stamp, span = row[5], row[7]
+    assert isinstance(stamp, DateTimeValue) and isinstance(span, TimeValue)
+    assert stamp.to_python() == datetime.datetime(2024, 2, 29, 12, 34, 56)
+    assert span.to_python() == -datetime.timedelta(hours=12, minutes=34, seconds=56)
 
 
 def test_field_list_column_definition_has_a_default() -> None:
