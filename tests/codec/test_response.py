@@ -9,6 +9,8 @@ from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import OK, eof_packet, err_packet, ok_packet
 from chassis_mysql.response import Event, ResponseTracker
 from chassis_mysql.resultset import encode_column_count, encode_text_row, text_column
+from hypothesis import given
+from hypothesis import strategies as st
 
 from .recorded import CLIENTS, commands, conversation, negotiated
 
@@ -273,3 +275,51 @@ def test_relay_can_track_physical_infile_data() -> None:
     t.feed_client_physical(b"")
     assert not t.awaiting_client
     assert t.feed_physical(ok_packet()) == E.OK and t.done
+
+
+_cell = st.none() | st.binary(max_size=12) | st.sampled_from([b"\xfe", b"\xfb", b"\x00", b"\xff"])
+
+
+@st.composite
+def _query_response(draw: st.DrawFn) -> tuple[int, list[bytes], list[str]]:
+    """A valid response to COM_QUERY: result sets and OKs chained by MORE_RESULTS_EXISTS."""
+    caps = int(draw(st.sampled_from([CLASSIC, MODERN])))
+    deprecate = bool(caps & Capability.DEPRECATE_EOF)
+    parts = draw(st.lists(st.none() | st.integers(1, 4), min_size=1, max_size=4))
+    fail = draw(st.booleans())  # the last statement fails: an ERR instead of its result
+    total = len(parts) + fail
+    packets: list[bytes] = []
+    events: list[str] = []
+    for i, ncols in enumerate(parts):
+        status = ServerStatus.AUTOCOMMIT
+        if i < total - 1:
+            status |= ServerStatus.MORE_RESULTS_EXISTS
+        if ncols is None:
+            packets.append(OK(affected_rows=i, status=status).encode(caps))
+            events.append("OK")
+            continue
+        packets.append(encode_column_count(ncols))
+        packets.extend(text_column(f"c{n}").encode() for n in range(ncols))
+        events += ["COLUMN_COUNT"] + ["COLUMN_DEF"] * ncols
+        if not deprecate:
+            packets.append(eof_packet())
+            events.append("EOF")
+        rows = draw(st.lists(st.lists(_cell, min_size=ncols, max_size=ncols), max_size=5))
+        packets.extend(encode_text_row(r) for r in rows)
+        events += ["ROW"] * len(rows)
+        end = OK(status=status, header=0xFE).encode(caps) if deprecate else eof_packet(status=status)
+        packets.append(end)
+        events.append("EOF")
+    if fail:
+        packets.append(err_packet(1064, "syntax"))
+        events.append("ERR")
+    return caps, packets, events
+
+
+@given(_query_response())
+def test_generated_query_responses_are_tracked_to_their_end(
+    case: tuple[int, list[bytes], list[str]],
+) -> None:
+    caps, packets, events = case
+    t = ResponseTracker(Command.QUERY, caps)
+    assert run(t, packets) == events
