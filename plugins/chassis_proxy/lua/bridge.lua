@@ -9,12 +9,43 @@
 
 local py, settings = ...
 
+local raw_pcall, raw_xpcall = pcall, xpcall
+local next, error = next, error
+
+-- The allocator's memory ceiling (lupa's max_memory) is only armed while a hook's Lua code
+-- runs. Outside it lupa allocates without protection (pushing arguments, building tables
+-- for Python), and an allocation failure there would abort the process; so every Python
+-- callback lifts the ceiling for its duration, and the hook's own allocations are the
+-- only ones that can fail.
+local py_limit = py.memory_limit
+local in_hook = false
+
+local function relimit(ok, ...)
+	py_limit(true)
+	if not ok then error((...), 0) end
+	return ...
+end
+
+local function unlimited(f)
+	return function(...)
+		if not in_hook then return f(...) end
+		py_limit(false)
+		return relimit(raw_pcall(f, ...))
+	end
+end
+
+local function wrap_all(t)
+	local w = {}
+	for k, f in next, t do w[k] = unlimited(f) end
+	return w
+end
+
+py = wrap_all(py)
+
 local _G = _G
-local type, tostring, tonumber, select, error, rawget, rawset, next =
-      type, tostring, tonumber, select, error, rawget, rawset, next
+local type, tostring, tonumber, select, rawget, rawset = type, tostring, tonumber, select, rawget, rawset
 local setmetatable, getmetatable, setfenv, loadstring, newproxy, unpack =
       setmetatable, getmetatable, setfenv, loadstring, newproxy, unpack
-local raw_pcall, raw_xpcall = pcall, xpcall
 local floor, huge = math.floor, math.huge
 local string_format, string_rep, string_sub, string_byte = string.format, string.rep, string.sub, string.byte
 local table_concat = table.concat
@@ -179,6 +210,10 @@ end
 
 local function finish(ok, ...)
 	deadline = nil
+	if in_hook then
+		in_hook = false
+		py_limit(false)
+	end
 	local why = interrupted
 	interrupted = nil
 	if ok then
@@ -187,15 +222,19 @@ local function finish(ok, ...)
 		return ST_OK, nil
 	end
 	local err = (...)
-	if why == "timeout" then return ST_TIMEOUT, nil end
-	if why == "memory" or err == OOM then return ST_MEMORY, nil end
-	if err == INTERRUPT then return ST_TIMEOUT, nil end
+	if why == "memory" or (why == nil and err == OOM) then
+		collectgarbage("collect")  -- give the memory back before Python touches the state again
+		return ST_MEMORY, nil
+	end
+	if why == "timeout" or err == INTERRUPT then return ST_TIMEOUT, nil end
 	return ST_ERROR, describe(err)
 end
 
 local function guarded(f, ...)
 	interrupted = nil
 	if hook_timeout > 0 then deadline = clock() + hook_timeout else deadline = nil end
+	in_hook = true
+	py_limit(true)
 	return finish(raw_pcall(f, ...))
 end
 
@@ -716,7 +755,7 @@ function api.call_read_query_result(cs, r, fields_fn, row_fn)
 	activate(cs)
 	local fn = cs.env.read_query_result
 	if fn == nil then return ST_MISSING, nil end
-	return guarded(fn, make_injection(r, fields_fn, row_fn))
+	return guarded(fn, make_injection(r, unlimited(fields_fn), unlimited(row_fn)))
 end
 
 ---------------------------------------------------------------------------------------------
@@ -797,8 +836,9 @@ function api.install_modules(modules)
 		local shim, err = loadstring(m.source, "=" .. name)
 		if not shim then error("cannot compile the shim of module " .. name .. ": " .. err) end
 		local global = m.global
+		local functions = wrap_all(m.py)
 		package.preload[name] = function(...)
-			local t = shim(m.py, helpers, ...)
+			local t = shim(functions, helpers, ...)
 			if global then
 				rawset(_G, global, t)
 				package.loaded[global] = t

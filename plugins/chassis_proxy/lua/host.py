@@ -238,8 +238,6 @@ class LuaScriptHost:
             status, value = _ERROR, str(e).encode()
         finally:
             self._current = previous
-        if status == _MEMORY:
-            self.lua.collect()
         return int(status), value
 
     def _send_result(self, hooks: LuaConnectionHooks, hook: str) -> Outcome:

@@ -127,7 +127,9 @@ class LuaState:
         if runtime is None:
             runtime = _lupa.LuaRuntime(**kwargs)
         self.runtime = runtime
+        self.max_memory = max_memory
         self.memory_enforced_by_allocator = max_memory > 0 and soft_memory_kb is None
+        self._limit_memory(False)
         settings = self.table(
             {
                 "hook_timeout": float(hook_timeout),
@@ -138,7 +140,14 @@ class LuaState:
         )
         source = (PACKAGE_DIR / "bridge.lua").read_bytes()
         loader = runtime.compile(source)
-        self.api = loader(self.table(dict(callbacks)), settings)
+        functions = dict(callbacks)
+        functions["memory_limit"] = self._limit_memory
+        self.api = loader(self.table(functions), settings)
+
+    def _limit_memory(self, on: bool) -> None:
+        """Arm (while a hook runs) or lift the allocator's ceiling; see bridge.lua."""
+        if self.memory_enforced_by_allocator:
+            self.runtime.set_max_memory(self.max_memory if on else 0)
 
     # -- conversions --------------------------------------------------------------------
 
