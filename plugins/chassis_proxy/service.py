@@ -72,14 +72,15 @@ class ProxyService:
         self._idle = asyncio.Event()
         if not self.connections:
             self._idle.set()
-        try:
+        # The chassis cancels this at the deadline; chassis_shutdown closes what is left.
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            log.warning("closing %d client connection(s) still open at the shutdown deadline",
-                        len(self.connections))
         self.close_all()
 
     def close_all(self) -> None:
+        if self.connections:
+            log.warning("closing %d client connection(s) still open at the shutdown deadline",
+                        len(self.connections))
         for conn in list(self.connections):
             conn.close("proxy is shutting down")
 
