@@ -171,8 +171,11 @@ def error_of(payloads: list[bytes] | None) -> Any:
 PROBE = """
 -- read_query evaluates the query text as a Lua expression list (in this connection's env)
 -- and answers with one row: pcall's status, then the values, as strings
+-- (the expression is not a tail call, so errors it raises carry "probe:1:")
 function read_query(packet)
-  local chunk = assert(loadstring("return " .. packet:sub(2), "=probe"))
+  local source = "local function pack(...) return { n = select('#', ...), ... } end "
+    .. "local r = pack(" .. packet:sub(2) .. ") return unpack(r, 1, r.n)"
+  local chunk = assert(loadstring(source, "=probe"))
   setfenv(chunk, getfenv(1))
   local function pack(...) return { n = select("#", ...), ... } end
   local r = pack(pcall(chunk))

@@ -23,27 +23,33 @@ function M.attributes(path, name)
 	return value
 end
 
+-- LuaFileSystem's convention: the value on success, nil and a message on failure
+local function result(value, err)
+	if value == nil then return nil, err end
+	return value
+end
+
 function M.currentdir()
-	return py.currentdir()
+	return result(py.currentdir())
 end
 
 function M.chdir(path)
-	return py.chdir(checkstring(path, 1, "chdir"))
+	return result(py.chdir(checkstring(path, 1, "chdir")))
 end
 
 function M.mkdir(path)
-	return py.mkdir(checkstring(path, 1, "mkdir"))
+	return result(py.mkdir(checkstring(path, 1, "mkdir")))
 end
 
 function M.rmdir(path)
-	return py.rmdir(checkstring(path, 1, "rmdir"))
+	return result(py.rmdir(checkstring(path, 1, "rmdir")))
 end
 
 function M.touch(path, atime, mtime)
 	path = checkstring(path, 1, "touch")
 	if atime ~= nil and type(atime) ~= "number" then error(h.argerror(2, "touch", "number", type(atime)), 2) end
 	if mtime ~= nil and type(mtime) ~= "number" then error(h.argerror(3, "touch", "number", type(mtime)), 2) end
-	return py.touch(path, atime, mtime)
+	return result(py.touch(path, atime, mtime))
 end
 
 -- for name in lfs.dir(path) do ... end; errors (as LuaFileSystem does) if path cannot be read
