@@ -50,11 +50,11 @@ local function keyword(s, word)
 	return after
 end
 
--- '"text"' or "'text'" with \x escapes: the text, else nil
+-- '"text"' or "'text'" with \x escapes or a doubled quote: the text, else nil
 local function quoted(s)
 	local q = sub(s, 1, 1)
 	if (q ~= '"' and q ~= "'") or #s < 2 or sub(s, -1) ~= q then return nil end
-	local body = sub(s, 2, -2)
+	local body = gsub(sub(s, 2, -2), q .. q, "\\" .. q)
 	-- an unescaped quote of the same kind inside means this is not one string
 	local stripped = gsub(body, "\\.", "")
 	if stripped:find(q, 1, true) then return nil end
