@@ -17,19 +17,20 @@ local next, error = next, error
 -- for Python), and an allocation failure there would abort the process; so every Python
 -- callback lifts the ceiling for its duration, and the hook's own allocations are the
 -- only ones that can fail.
-local py_limit = py.memory_limit
+local py_arm, py_lift = py.memory_arm, py.memory_lift
 local in_hook = false
 
 local function relimit(ok, ...)
-	py_limit(true)
+	py_arm()
 	if not ok then error((...), 0) end
 	return ...
 end
 
 local function unlimited(f)
+	if not py_arm then return f end
 	return function(...)
 		if not in_hook then return f(...) end
-		py_limit(false)
+		py_lift()
 		return relimit(raw_pcall(f, ...))
 	end
 end
@@ -107,12 +108,21 @@ local hook_timeout = settings.hook_timeout or 0         -- seconds, 0 = no limit
 local soft_memory_kb = settings.soft_memory_kb           -- set when the allocator cannot cap memory
 local memory_limit = settings.max_memory or 0            -- bytes, 0 = no limit
 
-local deadline = nil       -- clock() value while a hook runs
+-- The deadline is set lazily, on the first count-hook firing (or the first glib2.usleep) of a
+-- hook call: a hook that finishes within HOOK_COUNT instructions never reads the clock, and
+-- the few microseconds before the first firing do not matter against a limit in seconds.
+local timed = false        -- a hook with a time limit is running
+local deadline = nil       -- clock() value once known
 local interrupted = nil    -- nil, "timeout" or "memory"
+
+local function current_deadline()
+	if timed and deadline == nil then deadline = clock() + hook_timeout end
+	return deadline
+end
 
 local function limit_hook()
 	if interrupted then error(INTERRUPT, 0) end
-	if deadline and clock() > deadline then
+	if timed and clock() > current_deadline() then
 		interrupted = "timeout"
 		error(INTERRUPT, 0)
 	end
@@ -209,10 +219,11 @@ local function describe(err)
 end
 
 local function finish(ok, ...)
+	timed = false
 	deadline = nil
 	if in_hook then
 		in_hook = false
-		py_limit(false)
+		if py_lift then py_lift() end
 	end
 	local why = interrupted
 	interrupted = nil
@@ -232,9 +243,10 @@ end
 
 local function guarded(f, ...)
 	interrupted = nil
-	if hook_timeout > 0 then deadline = clock() + hook_timeout else deadline = nil end
+	deadline = nil
+	timed = hook_timeout > 0
 	in_hook = true
-	py_limit(true)
+	if py_arm then py_arm() end
 	return finish(raw_pcall(f, ...))
 end
 
@@ -821,7 +833,7 @@ local helpers = {
 		end
 		chassis_log(level, ...)
 	end,
-	deadline = function() return deadline end,
+	deadline = current_deadline,
 	clock = clock,
 	interrupt = function(why) interrupted = why; error(why == "memory" and OOM or INTERRUPT, 0) end,
 	remap_print = function(message_fn)

@@ -163,6 +163,16 @@ class LuaScriptHost:
             for m in bundled_modules(ctx)
         }
         self.lua.call("install_modules", self.lua.table(specs))
+        self._entry = {
+            name: self.lua.api[name.encode()]
+            for name in (
+                "instantiate",
+                "call_hook",
+                "call_read_query",
+                "call_read_auth_result",
+                "call_read_query_result",
+            )
+        }
 
     # -- ScriptHost --------------------------------------------------------------------------
 
@@ -231,7 +241,7 @@ class LuaScriptHost:
         previous = self._current
         self._current = hooks
         try:
-            status, value = self.lua.api[fn.encode()](*args)
+            status, value = self._entry[fn](*args)
         except LuaMemoryError:
             status, value = _MEMORY, None
         except LuaError as e:
@@ -427,19 +437,20 @@ class LuaConnectionHooks:
     def read_query(self, packet: bytes) -> Outcome:
         queries = self.conn.queries
         queries.reset()
-        d = self._decide("read_query", *self._call("call_read_query", "read_query", packet))
+        if self._state is None:
+            return NO_DECISION
+        status, value = self.host._guarded(self, "call_read_query", self._state, packet)
+        if value is None and status <= _MISSING:  # the hook returned nothing, or there is none
+            if len(queries):
+                self._discard_queue()
+            return NO_DECISION
+        d = self._decide("read_query", status, value)
         if isinstance(d, Outcome):
             queries.reset()
             return d
         if d == 0:
             if len(queries):
-                self.host.log.log(
-                    logs.CRITICAL,
-                    "%s(read_query) proxy.queries has %d entries but the hook did not return "
-                    "proxy.PROXY_SEND_QUERY: they are discarded and the original query is sent",
-                    _prefix(self.conn), len(queries),
-                )
-                queries.reset()
+                self._discard_queue()
             return NO_DECISION
         if d == _SEND_QUERY:
             if len(queries) == 0:
@@ -457,6 +468,16 @@ class LuaConnectionHooks:
         queries.reset()
         self.host._unexpected(self, "read_query", d, "sending the original query")
         return NO_DECISION
+
+    def _discard_queue(self) -> None:
+        queries = self.conn.queries
+        self.host.log.log(
+            logs.CRITICAL,
+            "%s(read_query) proxy.queries has %d entries but the hook did not return "
+            "proxy.PROXY_SEND_QUERY: they are discarded and the original query is sent",
+            _prefix(self.conn), len(queries),
+        )
+        queries.reset()
 
     def read_query_result(self, result: InjectionResult) -> Outcome:
         buffered = result.packets is not None

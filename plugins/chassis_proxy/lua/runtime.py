@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -129,7 +130,8 @@ class LuaState:
         self.runtime = runtime
         self.max_memory = max_memory
         self.memory_enforced_by_allocator = max_memory > 0 and soft_memory_kb is None
-        self._limit_memory(False)
+        if self.memory_enforced_by_allocator:
+            runtime.set_max_memory(0)  # lifted until a hook runs
         settings = self.table(
             {
                 "hook_timeout": float(hook_timeout),
@@ -141,13 +143,11 @@ class LuaState:
         source = (PACKAGE_DIR / "bridge.lua").read_bytes()
         loader = runtime.compile(source)
         functions = dict(callbacks)
-        functions["memory_limit"] = self._limit_memory
-        self.api = loader(self.table(functions), settings)
-
-    def _limit_memory(self, on: bool) -> None:
-        """Arm (while a hook runs) or lift the allocator's ceiling; see bridge.lua."""
         if self.memory_enforced_by_allocator:
-            self.runtime.set_max_memory(self.max_memory if on else 0)
+            # arm (while a hook's Lua code runs) or lift the allocator's ceiling: see bridge.lua
+            functions["memory_arm"] = partial(runtime.set_max_memory, max_memory)
+            functions["memory_lift"] = partial(runtime.set_max_memory, 0)
+        self.api = loader(self.table(functions), settings)
 
     # -- conversions --------------------------------------------------------------------
 
