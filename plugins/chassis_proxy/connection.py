@@ -196,7 +196,9 @@ class ProxyConnection:
             self.client_ch.close()
             log.warning("conn %d: refused client %s: %s (--proxy-max-connections=%d)",
                         self.connection_id, self.name, why, self.settings.max_connections)
+            self.service.stats.connections_refused += 1
             return
+        self.service.stats.connections_total += 1
         self.service.register(self)
         self.client_ch.on_lost = self._channel_lost
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -315,7 +317,7 @@ class ProxyConnection:
                 self.in_commands = True
                 await scripted.serve(self)
         except LoginFailed:
-            pass
+            self.service.stats.logins_failed += 1
         except ConnectionGone as e:
             log.warning("conn %d: %s", self.connection_id, e)
         except ChannelClosed as e:
@@ -367,6 +369,7 @@ class ProxyConnection:
                 listing = "; ".join(tried) if tried else backends.describe_down()
                 message = f"(proxy) all backends are down: {listing}"
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
+                self.service.stats.no_backend += 1
                 self._fail_greeting(ER_UNKNOWN_ERROR, message)
                 return None
             exclude.add(backend.index)

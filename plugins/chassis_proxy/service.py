@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from chassis_proxy.backends import Backends
 from chassis_proxy.hooks import ScriptHost
 from chassis_proxy.settings import ProxySettings
+from chassis_proxy.stats import ProxyStats
 
 if TYPE_CHECKING:
     from chassis_proxy.connection import ProxyConnection
@@ -40,6 +41,7 @@ class ProxyService:
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
+        self.stats = ProxyStats()
 
     # life cycle ---------------------------------------------------------------------
 

@@ -195,6 +195,13 @@ class Injecting(Hooks):
 RESULTS: list[InjectionResult] = []
 
 
+def results(count: int) -> list[InjectionResult]:
+    """The injection results, once the proxy's thread has called the hook ``count`` times
+    (a streamed result reaches the client before its read_query_result runs)."""
+    wait_for(lambda: len(RESULTS) >= count, timeout=5, message=f"{count} results")
+    return list(RESULTS)
+
+
 @pytest.fixture
 def injecting(run_proxy: Any) -> InProcessProxy:
     RESULTS.clear()
@@ -205,7 +212,7 @@ def injecting(run_proxy: Any) -> InProcessProxy:
 def test_injected_queries_buffered_and_streamed(injecting: InProcessProxy) -> None:
     with connect(injecting) as conn:
         assert rows(conn, "SELECT 'both'") == [("second",)]
-    first, second = RESULTS
+    first, second = results(2)
     assert first.injection.id == 1 and first.packets is not None
     assert first.row_count == 5
     assert first.bytes == 5 * (4 + 2)  # each row "n": 1 length byte + 1 digit, + header
@@ -219,20 +226,20 @@ def test_injected_queries_buffered_and_streamed(injecting: InProcessProxy) -> No
 def test_read_query_result_replaces_the_result(injecting: InProcessProxy) -> None:
     with connect(injecting) as conn:
         assert rows(conn, "SELECT 'replace'") == [("42",)]
-    assert RESULTS[0].packets is not None and len(RESULTS[0].packets) == 5
+    assert results(1)[0].packets is not None and len(RESULTS[0].packets or []) == 5
 
 
 def test_only_the_first_result_reaches_the_client(injecting: InProcessProxy) -> None:
     with connect(injecting) as conn:
         assert rows(conn, "SELECT 'first wins'") == [("one",)]
         assert rows(conn, "SELECT 'after'") == [("after",)]  # and the connection is in sync
-    assert [r.injection.id for r in RESULTS] == [5, 6]
+    assert [r.injection.id for r in results(2)] == [5, 6]
 
 
 def test_read_query_result_may_queue_more(injecting: InProcessProxy) -> None:
     with connect(injecting) as conn:
         assert rows(conn, "SELECT 'chain'") == [("b",)]
-    assert [r.injection.id for r in RESULTS] == [7, 8]
+    assert [r.injection.id for r in results(2)] == [7, 8]
 
 
 def test_every_result_ignored_gives_an_error_not_a_hang(injecting: InProcessProxy) -> None:
@@ -249,7 +256,7 @@ def test_error_results_are_reported_to_the_script(injecting: InProcessProxy) -> 
             rows(conn, "SELECT 'bad'")
         assert info.value.args[0] == 1146  # the server's error, passed on
         assert rows(conn, "SELECT 6") == [(6,)]
-    (result,) = RESULTS
+    (result,) = results(1)
     assert result.query_status == 255 and result.row_count == 0
 
 
