@@ -27,7 +27,7 @@ def test_query_logger_logs_each_query_with_its_time(env: Env) -> None:
     (inj,) = list(conn.queries)
     assert (inj.id, inj.packet, inj.resultset_is_needed) == (1, b"\x03SELECT * FROM t", False)
     assert hooks.read_query_result(result_for(inj, None, response_time_us=412)).decision == Decision.NO_DECISION
-    assert env.lines(logs.MESSAGE) == ["[conn 1] (query-logger.lua:24) 0.412 ms  ok  SELECT * FROM t"]
+    assert env.lines(logs.MESSAGE) == ["conn 1: (query-logger.lua:24) 0.412 ms  ok  SELECT * FROM t"]
     # other commands pass untouched
     assert hooks.read_query(b"\x0e").decision == Decision.NO_DECISION
 

@@ -49,7 +49,7 @@ def test_a_looping_hook_is_interrupted_and_the_query_forwarded(env: Env, loop: s
     assert out.decision == Decision.NO_DECISION
     assert TIMEOUT <= elapsed < TIMEOUT + SLACK
     (line,) = env.lines(logs.CRITICAL)
-    assert line == "[conn 1] (read_auth) read_auth() ran longer than --lua-hook-timeout=0.2s and was interrupted"
+    assert line == "conn 1: (read_auth) read_auth() ran longer than --lua-hook-timeout=0.2s and was interrupted"
     # the same connection and a new one keep working
     assert probe(hooks, "1 + 1") == [True, "2"]
     assert probe(host.open(env.conn()), "'still alive'") == [True, "still alive"]
@@ -114,7 +114,7 @@ def test_a_script_allocating_too_much_gets_a_memory_error(env: Env) -> None:
     out, elapsed = timed(hooks.read_auth)
     assert out.decision == Decision.NO_DECISION and elapsed < SLACK
     (line,) = env.lines(logs.CRITICAL)
-    assert line == "[conn 1] (read_auth) read_auth() ran out of memory (--lua-max-memory=32M) and was interrupted"
+    assert line == "conn 1: (read_auth) read_auth() ran out of memory (--lua-max-memory=32M) and was interrupted"
     # the memory came back and everyone goes on
     assert host.lua.memory_used() < parse_memory_size(MEMORY) // 2
     assert probe(hooks, "#('y'):rep(1000000)") == [True, "1000000"]

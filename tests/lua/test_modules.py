@@ -323,14 +323,14 @@ end
     assert env.script is not None
     line = env.script.read_text().splitlines().index('  chassis.critical("c")') + 1
     assert records == [
-        (logs.CRITICAL, f"[conn 1] (script.lua:{line}) c"),
-        (logs.WARNING, f"[conn 1] (script.lua:{line + 1}) w"),
-        (logs.MESSAGE, f"[conn 1] (script.lua:{line + 2}) m"),
-        (logs.INFO, f"[conn 1] (script.lua:{line + 3}) i"),
-        (logs.DEBUG, f"[conn 1] (script.lua:{line + 4}) d"),
-        (logs.ERROR, f"[conn 1] (script.lua:{line + 5}) e"),
-        (logs.WARNING, f"[conn 1] (script.lua:{line + 6}) via log"),
-        (logs.MESSAGE, f"[conn 1] (script.lua:{line + 7}) printed\t2"),
+        (logs.CRITICAL, f"conn 1: (script.lua:{line}) c"),
+        (logs.WARNING, f"conn 1: (script.lua:{line + 1}) w"),
+        (logs.MESSAGE, f"conn 1: (script.lua:{line + 2}) m"),
+        (logs.INFO, f"conn 1: (script.lua:{line + 3}) i"),
+        (logs.DEBUG, f"conn 1: (script.lua:{line + 4}) d"),
+        (logs.ERROR, f"conn 1: (script.lua:{line + 5}) e"),
+        (logs.WARNING, f"conn 1: (script.lua:{line + 6}) via log"),
+        (logs.MESSAGE, f"conn 1: (script.lua:{line + 7}) printed\t2"),
     ]
     ok, msg = probe(hooks, "chassis.log('loud', 'x')")
     assert ok is False and "invalid option 'loud'" in msg

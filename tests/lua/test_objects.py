@@ -128,7 +128,7 @@ def test_socket_address_key_is_deprecated_and_unknown_keys_are_logged(env: Env, 
         "probe:1: proxy.connection.client.address is deprecated. Use .src.name or .dst.name",
     ]
     assert probe(hooks, "proxy.connection.client.challenge") == [True, None]
-    assert env.lines(logs.CRITICAL) == ["[conn 1] proxy.connection.client.challenge is not known"]
+    assert env.lines(logs.CRITICAL) == ["conn 1: proxy.connection.client.challenge is not known"]
     ok, msg = probe(hooks, "(function() proxy.connection.client.username = 'x' end)()")
     assert ok is False and "not writable" in msg
 

@@ -144,7 +144,7 @@ def test_unusable_responses_give_an_err_and_one_log_line(env: Env, response: str
     err = error_of(answer(env, response))
     assert (err.error_code, err.sql_state, err.message) == (1105, "07000", FAILED)
     (line,) = env.lines(logs.CRITICAL)
-    assert line.startswith("[conn 1] (read_query) ") and reason in line
+    assert line.startswith("conn 1: (read_query) ") and reason in line
 
 
 def test_a_metamethod_error_while_reading_the_response_is_contained(env: Env) -> None:
@@ -165,3 +165,27 @@ end
     ).open(env.conn())
     assert error_of(hooks.read_query(b"\x03bad").response).message == FAILED
     assert OK.parse(hooks.read_query(b"\x03good").response[0]).affected_rows == 1  # type: ignore[index]
+
+
+def test_result_sets_follow_the_negotiated_deprecate_eof(env: Env) -> None:
+    from dataclasses import dataclass
+
+    from chassis_mysql.constants import Capability
+    from chassis_mysql.resultset import column_count
+
+    from tests.lua.conftest import Conn
+
+    @dataclass
+    class ModernConn(Conn):
+        client_capabilities: int = int(Capability.PROTOCOL_41 | Capability.DEPRECATE_EOF)
+
+    hooks = env.host(
+        "function read_query() proxy.response = { type = proxy.MYSQLD_PACKET_OK, resultset = "
+        "{ fields = { { name = 'a' } }, rows = { { 'x' } } } } return proxy.PROXY_SEND_RESULT end"
+    ).open(ModernConn(connection_id=1))
+    payloads = hooks.read_query(b"\x03q").response
+    assert payloads is not None
+    assert column_count(payloads[0]) == 1 and len(payloads) == 4  # count, definition, row, OK
+    assert payloads[2] == b"\x01x"  # the row comes right after the definition: no EOF
+    ok = OK.parse(payloads[-1], Capability.PROTOCOL_41 | Capability.DEPRECATE_EOF)
+    assert ok.header == 0xFE and int(ok.status) == 2

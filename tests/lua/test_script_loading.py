@@ -130,7 +130,7 @@ def test_errors_name_the_script_file_and_line(env: Env) -> None:
     hooks = host.open(env.conn())
     assert hooks.read_query(b"\x03q").decision == 0
     (line,) = env.lines(logs.CRITICAL)
-    assert line.startswith("[conn 1] (read_query) ")
+    assert line.startswith("conn 1: (read_query) ")
     # a long path loses its start, never its file name: ".../script.lua:5: ..."
     assert "script.lua:5: attempt to index local 'x' (a nil value)" in line
 
@@ -144,7 +144,7 @@ def test_short_paths_appear_whole_in_errors(env: Env) -> None:
         env.host().open(env.conn()).read_query(b"\x03q")
     finally:
         os.unlink(short)
-    assert env.lines(logs.CRITICAL) == [f"[conn 1] (read_query) {short}:2: here"]
+    assert env.lines(logs.CRITICAL) == [f"conn 1: (read_query) {short}:2: here"]
 
 
 def test_a_shebang_line_is_skipped_and_line_numbers_stay(env: Env) -> None:
@@ -257,4 +257,41 @@ def test_print_writes_to_stdout_before_chassis_is_loaded(env: Env, capsys: pytes
 def test_log_lines_carry_the_connection_id(env: Env) -> None:
     host = env.host("function read_query() error('x') end")
     host.open(env.conn(connection_id=42)).read_query(b"\x03q")
-    assert env.lines(logging.ERROR)[0].startswith("[conn 42] (read_query)")
+    assert env.lines(logging.ERROR)[0].startswith("conn 42: (read_query)")
+
+
+def test_the_bundled_proxy_library_is_on_the_default_path(env: Env) -> None:
+    hooks = env.host(PROBE).open(env.conn())
+    assert probe(hooks, "type(require('proxy.tokenizer').normalize)") == [True, "function"]
+
+
+def test_create_script_host_reads_the_proxy_options(env: Env, tmp_path: Path) -> None:
+    from chassis_proxy.lua import OnError, create_script_host
+
+    from chassis.config import Config
+    from chassis.errors import StartupError
+    from chassis.runtime import Runtime
+
+    script = env.write(PROBE)
+    settings = type("Settings", (), {"lua_script": script})()
+    stops: list[str] = []
+    config = Config({"proxy_lua_on_error": "reject", "lua_hook_timeout": 2.5, "lua_max_memory": "64M",
+                     "basedir": str(tmp_path)})  # fmt: skip
+    runtime = Runtime(config, _on_shutdown=stops.append)
+    host = create_script_host(config=config, runtime=runtime, settings=settings)
+    env.hosts.append(host)
+    assert (host.on_error, host.hook_timeout, host.max_memory) == (OnError.REJECT, 2.5, 64 * 1024**2)
+    hooks = host.open(env.conn())
+    assert probe(hooks, "require('chassis').set_shutdown()") == [True]
+    assert stops == ["chassis.set_shutdown() called by the Lua script"]
+
+    defaults = create_script_host(config=Config({}), runtime=runtime, settings=settings)
+    env.hosts.append(defaults)
+    assert (defaults.on_error, defaults.hook_timeout, defaults.max_memory) == (OnError.FORWARD, 1.0, 256 * 1024**2)
+    for values, message in [
+        ({"proxy_lua_on_error": "ignore"}, "--proxy-lua-on-error: 'ignore' is not one of forward, reject"),
+        ({"lua_hook_timeout": -1}, "--lua-hook-timeout: -1 is not a number of seconds"),
+        ({"lua_max_memory": "many"}, "--lua-max-memory: invalid memory size 'many'"),
+    ]:
+        with pytest.raises(StartupError, match=message):
+            create_script_host(config=Config(values), runtime=runtime, settings=settings)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from chassis_mysql.constants import Capability
+
 from chassis import logs
 from chassis_proxy.hooks import (
     NO_DECISION,
@@ -58,6 +60,7 @@ EXEC_FAILED = "MySQL Proxy Lua script failed to execute. Check the error log."
 # statuses returned by bridge.lua's guarded calls
 _OK, _MISSING, _ERROR, _TIMEOUT, _MEMORY = 0, 1, 2, 3, 4
 
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
 _SEND_QUERY = int(Decision.SEND_QUERY)
 _SEND_RESULT = int(Decision.SEND_RESULT)
 _IGNORE_RESULT = int(Decision.IGNORE_RESULT)
@@ -252,7 +255,7 @@ class LuaScriptHost:
 
     def _send_result(self, hooks: LuaConnectionHooks, hook: str) -> Outcome:
         """proxy.response as payloads; an ERR (and one log line) when it is unusable."""
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(negotiated_capabilities(hooks.conn))
         previous, self._builder = self._builder, builder
         self._current, saved = hooks, self._current
         try:
@@ -483,7 +486,7 @@ class LuaConnectionHooks:
         buffered = result.packets is not None
         if self._state is None:
             return NO_DECISION
-        view = ResultView(result, self.host.lua.table)
+        view = ResultView(result, self.host.lua.table, negotiated_capabilities(self.conn))
         summary = self.host.lua.table(view.summary())
         status, value = self._call("call_read_query_result", "read_query_result", summary, view.fields, view.row)
         if status == _MISSING:
@@ -531,11 +534,28 @@ class LuaConnectionHooks:
             self.host._instances.pop(self.cid, None)
 
 
+def negotiated_capabilities(conn: ConnectionView) -> int:
+    """The capabilities the client and server agreed on, which decide how result sets end
+    (EOF or, with CLIENT_DEPRECATE_EOF, OK) and how column definitions look.
+
+    ConnectionView does not carry them; the proxy's connection has ``client_capabilities``
+    and ``server_handshake``, so they are read when present. Without them: PROTOCOL_41.
+    """
+    caps = getattr(conn, "client_capabilities", None)
+    if not isinstance(caps, int):
+        return _PROTOCOL_41
+    handshake = getattr(conn, "server_handshake", None)
+    server = getattr(handshake, "capabilities", None)
+    if server is not None:
+        caps &= int(server)
+    return caps | _PROTOCOL_41
+
+
 def _prefix(conn: ConnectionView | None) -> str:
     """Log lines about a connection start with its id."""
     if conn is None:
         return ""
-    return f"[conn {conn.connection_id}] "
+    return f"conn {conn.connection_id}: "
 
 
 def _text(value: Any) -> str:

@@ -52,9 +52,10 @@ def _as_text(value: object, ftype: int) -> bytes | None:
 class ResultView:
     """Decodes one buffered response on demand for the Lua injection object."""
 
-    def __init__(self, result: InjectionResult, table: Callable[..., Any]) -> None:
+    def __init__(self, result: InjectionResult, table: Callable[..., Any], capabilities: int = 0) -> None:
         self.result = result
         self._table = table
+        self._capabilities = capabilities
         self._columns: list[ColumnDefinition] | None = None
         self._rows_start = 0
 
@@ -94,9 +95,9 @@ class ResultView:
                 n = column_count(first)
                 for payload in packets[1 : 1 + n]:
                     try:
-                        columns.append(ColumnDefinition.parse(payload))
-                    except ProtocolError:
-                        columns.append(ColumnDefinition.parse(payload, _EXT_META))
+                        columns.append(ColumnDefinition.parse(payload, self._capabilities))
+                    except ProtocolError:  # the other MariaDB metadata layout
+                        columns.append(ColumnDefinition.parse(payload, self._capabilities ^ _EXT_META))
                 pos = 1 + n
                 if pos < len(packets) and is_eof(packets[pos]):
                     pos += 1  # the EOF after the definitions (absent under DEPRECATE_EOF)

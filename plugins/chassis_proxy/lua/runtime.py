@@ -19,14 +19,15 @@ from types import ModuleType
 from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-#: Pure-Lua modules shipped with chassis (``require("proxy.tokenizer")`` ...).
-LIB_DIR = PACKAGE_DIR / "lib"
+#: The pure-Lua ``proxy.*`` library shipped with chassis (``require("proxy.tokenizer")``,
+#: see docs/lualib.md); always on ``package.path``, after the user's directories.
+LIB_DIR = PACKAGE_DIR.parent / "lualib"
 
 _RUNTIME_MODULES = ("lupa.luajit21", "lupa.lua51")
 
 
-class LuaUnavailable(RuntimeError):
-    """No Lua 5.1 runtime could be imported."""
+class LuaUnavailable(ImportError):
+    """No Lua 5.1 runtime could be imported (an ImportError: the package cannot work)."""
 
 
 def _import_lupa() -> ModuleType:
