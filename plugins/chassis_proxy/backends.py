@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from chassis.listen import Address
 from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
 from chassis_proxy.settings import BackendAddress
-from chassis_proxy.stats import BackendStats
+from chassis_proxy.stats import Counters
 
 log = logging.getLogger("chassis.proxy.backends")
 
@@ -64,7 +64,7 @@ class Backend:
         self.index = index  # 1-based, as scripts see it
         self.down_since = 0.0
         self.down_reason = ""
-        self.stats = BackendStats()
+        self.stats = Counters()  # for the admin plugin
 
     @property
     def type(self) -> BackendType:
@@ -93,11 +93,11 @@ class Backend:
             self.down_reason = reason
 
     def mark_up(self) -> None:
-        self.stats.connections_total += 1
+        self.stats.connections += 1
         self.set_state(BackendState.UP, "connected")
 
     def mark_down(self, reason: str) -> None:
-        self.stats.connect_failures += 1
+        self.stats.errors += 1
         self.set_state(BackendState.DOWN, reason)
 
     def __repr__(self) -> str:

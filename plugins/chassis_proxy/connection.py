@@ -165,6 +165,11 @@ class ProxyConnection:
         self.closed = False
         self.counted = False
         self.in_commands = False  # scripted command phase (the login is over)
+        # Admin counters: the scripted loop adds here, the relay legs count themselves.
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.commands = 0
+        self._folded = (0, 0, 0)
         self._activity: tuple[object, object] = (None, None)
         self._active_at = 0.0
         self._paused_since: float | None = None
@@ -196,9 +201,9 @@ class ProxyConnection:
             self.client_ch.close()
             log.warning("conn %d: refused client %s: %s (--proxy-max-connections=%d)",
                         self.connection_id, self.name, why, self.settings.max_connections)
-            self.service.stats.connections_refused += 1
+            self.service.stats.errors += 1
             return
-        self.service.stats.connections_total += 1
+        self.service.stats.connections += 1
         self.service.register(self)
         self.client_ch.on_lost = self._channel_lost
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -212,6 +217,7 @@ class ProxyConnection:
             log.debug("conn %d: closing: %s", self.connection_id, reason)
         for transport in self._transports():
             transport.close()
+        self.fold_counters()
         if self.counted and self.backend is not None:
             self.backend.connected_clients -= 1
             self.counted = False
@@ -267,6 +273,23 @@ class ProxyConnection:
                         self.backend.addr if self.backend else "?", cause, self.name)
         self.close()
 
+    def fold_counters(self) -> None:
+        """Add what happened since the last fold to the worker's and the backend's counters."""
+        cl, sl = self.client_leg, self.server_leg
+        if cl is not None and sl is not None:
+            now = (cl.nbytes, sl.nbytes, cl.commands)
+        else:
+            now = (self.bytes_in, self.bytes_out, self.commands)
+        before = self._folded
+        if now == before:
+            return
+        self._folded = now
+        for counters in (self.service.stats, self.backend.stats if self.backend else None):
+            if counters is not None:
+                counters.bytes_in += now[0] - before[0]
+                counters.bytes_out += now[1] - before[1]
+                counters.queries += now[2] - before[2]
+
     def check_timeouts(self, now: float) -> None:
         """Called by the service's sweeper: enforce --proxy-read/write-timeout on relays."""
         cl, sl = self.client_leg, self.server_leg
@@ -317,7 +340,7 @@ class ProxyConnection:
                 self.in_commands = True
                 await scripted.serve(self)
         except LoginFailed:
-            self.service.stats.logins_failed += 1
+            self.service.stats.errors += 1
         except ConnectionGone as e:
             log.warning("conn %d: %s", self.connection_id, e)
         except ChannelClosed as e:
@@ -369,7 +392,7 @@ class ProxyConnection:
                 listing = "; ".join(tried) if tried else backends.describe_down()
                 message = f"(proxy) all backends are down: {listing}"
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
-                self.service.stats.no_backend += 1
+                self.service.stats.errors += 1
                 self._fail_greeting(ER_UNKNOWN_ERROR, message)
                 return None
             exclude.add(backend.index)

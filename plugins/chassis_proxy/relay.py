@@ -24,9 +24,15 @@ COM_QUIT_PACKET = b"\x01\x00\x00\x00\x01"
 
 
 class RelayLeg(asyncio.Protocol):
-    """One direction's reader: forwards what it reads to ``peer``."""
+    """One direction's reader: forwards what it reads to ``peer``.
 
-    __slots__ = ("conn", "is_client", "last", "paused", "peer", "transport")
+    ``nbytes`` and ``commands`` are the only bookkeeping on the hot path (plain integer
+    slots); the connection folds them into the admin counters when it closes and when
+    the service's sweeper passes.
+    """
+
+    __slots__ = ("commands", "conn", "is_client", "last", "nbytes", "paused", "peer",
+                 "transport")
 
     def __init__(self, conn: ProxyConnection, transport: asyncio.Transport,
                  peer: asyncio.Transport, is_client: bool) -> None:
@@ -36,9 +42,12 @@ class RelayLeg(asyncio.Protocol):
         self.is_client = is_client
         self.last: bytes = b""
         self.paused = False
+        self.nbytes = 0
+        self.commands = 0
 
     def data_received(self, data: bytes) -> None:
         self.last = data
+        self.nbytes += len(data)
         self.peer.write(data)
 
     def eof_received(self) -> bool:
@@ -63,10 +72,27 @@ class RelayLeg(asyncio.Protocol):
         self.conn.relay_lost(self, exc)
 
 
+class ClientRelayLeg(RelayLeg):
+    """The client side also counts buffers that start a command (sequence id 0).
+
+    An approximation: a buffer holding several pipelined commands counts once, and the
+    continuation of a large packet counts if its fourth byte happens to be 0.
+    """
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        if len(data) > 4 and data[3] == 0:
+            self.commands += 1
+        self.peer.write(data)
+
+
 def start(conn: ProxyConnection, client: asyncio.Transport, server: asyncio.Transport,
           client_pending: bytes, server_pending: bytes) -> tuple[RelayLeg, RelayLeg]:
     """Switch both transports to relaying; forward bytes the packet readers still held."""
-    client_leg = RelayLeg(conn, client, server, True)
+    client_leg = ClientRelayLeg(conn, client, server, True)
     server_leg = RelayLeg(conn, server, client, False)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)

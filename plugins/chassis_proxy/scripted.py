@@ -133,7 +133,9 @@ class ResponsePump:
             self.future.set_exception(e)
             return
         if out:
-            client.write(b"".join(out))
+            data = b"".join(out)
+            self.session.conn.bytes_out += len(data)
+            client.write(data)
         if finished:
             self.last_ns = time.monotonic_ns()
             self.future.set_result(None)
@@ -180,6 +182,8 @@ class ScriptedSession:
     async def command(self, payload: bytes, client_seq: int) -> None:
         """One client command, from ``read_query`` to the last result packet."""
         conn = self.conn
+        conn.commands += 1
+        conn.bytes_in += len(payload)
         conn.queries.reset()
         outcome = self.hooks.read_query(payload)
         decision = outcome.decision
@@ -321,7 +325,9 @@ class ScriptedSession:
             out.append(frame(payload, seq))
             seq = frame_next_seq(len(payload), seq)
         if out:
-            self.client.write(b"".join(out))
+            data = b"".join(out)
+            self.conn.bytes_out += len(data)
+            self.client.write(data)
         return seq
 
     def _client_err(self, seq: int, code: int, message: str, state: str) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from chassis_proxy.backends import Backends
 from chassis_proxy.hooks import ScriptHost
 from chassis_proxy.settings import ProxySettings
-from chassis_proxy.stats import ProxyStats
+from chassis_proxy.stats import Counters
 
 if TYPE_CHECKING:
     from chassis_proxy.connection import ProxyConnection
@@ -41,7 +41,7 @@ class ProxyService:
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
-        self.stats = ProxyStats()
+        self.stats = Counters()  # this worker's totals, for the admin plugin
 
     # life cycle ---------------------------------------------------------------------
 
@@ -140,3 +140,4 @@ class ProxyService:
             now = asyncio.get_running_loop().time()
             for conn in list(self.connections):
                 conn.check_timeouts(now)
+                conn.fold_counters()

@@ -1,33 +1,23 @@
-"""Counters of a worker's proxy and of each backend, for the admin plugin.
+"""Counters a worker keeps per backend and in total, for the admin console.
 
-Only events outside the hot path are counted (connections, logins, backend connects):
-the relay itself never touches a counter, so it stays as fast as a bare relay.
+Plain integer attributes: the relay adds to them on its hot path, so no locks, no
+objects per event. With several workers each counts its own; the admin plugin sums.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 
+class Counters:
+    """Connections, commands, errors and bytes seen by one worker."""
 
-@dataclass
-class ProxyStats:
-    """Totals since the worker started."""
+    __slots__ = ("bytes_in", "bytes_out", "connections", "errors", "queries")
 
-    connections_total: int = 0  # clients accepted and served
-    connections_refused: int = 0  # over --proxy-max-connections, or while stopping
-    logins_failed: int = 0  # the server (or a script) refused the login
-    no_backend: int = 0  # clients turned away because every backend was down
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-@dataclass
-class BackendStats:
-    """Totals for one backend since the worker started."""
-
-    connections_total: int = 0  # successful connects
-    connect_failures: int = 0  # refused, timed out or no handshake
+    def __init__(self) -> None:
+        self.connections = 0  # client connections handed to a backend (or accepted, in total)
+        self.queries = 0  # client commands (in relay mode: buffers that start a command)
+        self.errors = 0  # connect failures, ERR answers seen, connections lost
+        self.bytes_in = 0  # from clients
+        self.bytes_out = 0  # to clients
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.__slots__}

@@ -444,3 +444,21 @@ def test_server_closing_mid_result_in_scripted_mode(run_proxy: Any, mariadb: Mar
     finally:
         conn.close()
     wait_for(lambda: "disconnect_client" in host.calls, timeout=5)
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["relay", "scripted"])
+def test_counters_for_the_admin_plugin(mariadb: MariaDB, scripted: bool) -> None:
+    host = PyScriptHost(Hooks) if scripted else None
+    with InProcessProxy([mariadb.address], host) as proxy:
+        with connect(proxy) as conn:
+            for _ in range(3):
+                assert rows(conn, "SELECT REPEAT('y', 1000)") == [("y" * 1000,)]
+        assert proxy.service is not None
+        service = proxy.service
+        wait_for(lambda: proxy.call(lambda: not service.connections), timeout=5)
+        totals = proxy.call(service.stats.as_dict)
+        backend = proxy.call(service.backends.items[0].stats.as_dict)
+    assert totals["connections"] == 1 and backend["connections"] == 1
+    assert totals["queries"] >= 3  # PyMySQL's own SET autocommit counts too
+    assert totals["bytes_out"] > 3000 and totals["bytes_in"] > 3 * len("SELECT REPEAT")
+    assert backend["bytes_out"] == totals["bytes_out"]
