@@ -229,6 +229,10 @@ class Env:
     def host(self, source: str, name: str = "script.lua") -> LuaScriptHost:
         path = self.tmp_path / name
         path.write_text(source)
+        return self.host_for(path)
+
+    def host_for(self, path: Path) -> LuaScriptHost:
+        """A host running the script file ``path`` as it is."""
         h = LuaScriptHost(
             path,
             lua_path=f"{LUALIB}/?.lua;;",

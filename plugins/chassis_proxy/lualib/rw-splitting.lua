@@ -1,0 +1,498 @@
+-- rw-splitting.lua: read/write splitting with connection pooling, for chassis.
+--
+--   chassis --plugins=proxy --proxy-backend-addresses=primary:3306 \
+--           --proxy-read-only-backend-addresses=replica:3306 --proxy-lua-script=rw-splitting.lua
+--
+-- Reads outside transactions go to a read-only backend; everything else goes to a
+-- read-write one. A client stays on its read-write connection while session state lives
+-- there. The default database follows the client onto every connection it uses.
+--
+-- Written for chassis, after MySQL Proxy 0.8's lib/rw-splitting.lua, whose pooling it
+-- keeps: new clients log in to backends whose pool is below min_idle_connections, and
+-- the login connection is parked (backend_ndx = 0). The routing is new. MySQL Proxy's
+-- version sent user variables, temporary tables, SET, prepared statements, GET_LOCK,
+-- FOUND_ROWS() and locking reads to whatever replica was idle, and shared its
+-- transaction flag between all clients. Here:
+--
+-- * a statement is a read (may go to a replica) only if it is a SELECT without FOR
+--   UPDATE / LOCK IN SHARE MODE / INTO, without user or system variables, and without
+--   functions that need this session or the primary (GET_LOCK, LAST_INSERT_ID(x),
+--   NEXTVAL, ...); SHOW and everything else goes to the primary;
+-- * the client is pinned to its current read-write connection, for the rest of the
+--   session, once it creates session state: user variables, SET of session variables
+--   (except SET autocommit = 1), temporary tables, prepared statements (COM_STMT_PREPARE
+--   and PREPARE), GET_LOCK, LOCK TABLES, sequences, CALL, HANDLER, a result with an
+--   insert id (LAST_INSERT_ID), COM_CHANGE_USER, COM_SET_OPTION. COM_RESET_CONNECTION
+--   unpins it;
+-- * while the server reports a transaction (SERVER_STATUS_IN_TRANS) the client stays
+--   where it is;
+-- * FOUND_ROWS(), ROW_COUNT(), LAST_INSERT_ID(), @@warning_count, SHOW WARNINGS and
+--   GET DIAGNOSTICS run on the connection of the statement before them;
+-- * connections are switched only when a statement needs another kind of backend, not
+--   after every result, so the statement above is still on that connection;
+-- * USE db sent as SQL becomes a COM_INIT_DB, so the proxy tracks the default database.
+--   Before a statement runs on a connection whose database differs, a COM_INIT_DB is
+--   injected. If it fails (the database is missing on a replica), the client gets an ERR
+--   that names the backend;
+-- * a write is never sent to a read-only backend: if no read-write connection can be
+--   had, the client gets an ERR that says so;
+-- * at disconnect, only a connection without session state and transaction goes back
+--   to the pool. Any other is closed.
+--
+-- Configuration (also through PROXY SET GLOBAL rwsplit.<option> = <value>, see
+-- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug.
+
+local commands    = require("proxy.commands")
+local tokenizer   = require("proxy.tokenizer")
+local lb          = require("proxy.balance")
+local auto_config = require("proxy.auto-config")
+
+if not proxy.global.config.rwsplit then
+	proxy.global.config.rwsplit = {
+		min_idle_connections = 4,
+		max_idle_connections = 8,
+		is_debug = false,
+	}
+end
+
+local config = proxy.global.config.rwsplit
+
+-- Per client connection (the script runs from the top for each client)
+local pinned = nil         -- why the client must stay on its connection (nil: free to move)
+local in_trans = false     -- the last result said a transaction is open
+local client_db = nil      -- the default database as the client believes it to be
+local pending = nil        -- what the command in flight changes: { db = ... } or { reset = true }
+
+local ID_QUERY, ID_SYNC_DB = 1, 2
+
+local function debug(fmt, ...)
+	if config.is_debug then
+		print(("[rw-splitting] " .. fmt):format(...))
+	end
+end
+
+---------------------------------------------------------------------------------------------
+-- Backends
+---------------------------------------------------------------------------------------------
+
+-- The backend the attached server connection belongs to (nil when none is attached). The
+-- backend_ndx value alone is not proof: 0.8.5 remembered a number without switching.
+local function attached()
+	local server = proxy.connection.server
+	if server == nil then return nil end
+	local dst = server.dst
+	local name = dst and dst.name
+	local backends = proxy.global.backends
+	local ndx = proxy.connection.backend_ndx
+	if ndx > 0 and backends[ndx] and backends[ndx].dst.name == name then return ndx end
+	for i = 1, #backends do
+		if backends[i].dst.name == name then return i end
+	end
+	return nil
+end
+
+local function backend_type(i)
+	local b = i and proxy.global.backends[i]
+	return b and b.type
+end
+
+local function first_rw_up()
+	local backends = proxy.global.backends
+	for i = 1, #backends do
+		local b = backends[i]
+		if b.type == proxy.BACKEND_TYPE_RW and b.state ~= proxy.BACKEND_STATE_DOWN then return i end
+	end
+	return 0
+end
+
+local function name_of(i)
+	local b = proxy.global.backends[i]
+	return b and b.dst.name or ("#" .. tostring(i))
+end
+
+---------------------------------------------------------------------------------------------
+-- Which statements may go where
+---------------------------------------------------------------------------------------------
+
+-- functions whose result belongs to the previous statement's connection
+local SAME_FUNCTIONS = { FOUND_ROWS = true, ROW_COUNT = true, LASTVAL = true }
+-- functions that must run on the primary; the value says whether they pin the session
+local PRIMARY_FUNCTIONS = {
+	GET_LOCK = "GET_LOCK", RELEASE_LOCK = false, RELEASE_ALL_LOCKS = false,
+	IS_FREE_LOCK = false, IS_USED_LOCK = false,
+	NEXTVAL = "sequence", SETVAL = "sequence",
+	MASTER_POS_WAIT = false, MASTER_GTID_WAIT = false,
+}
+-- system variables that describe the previous statement
+local SAME_VARIABLES = {
+	["@@IDENTITY"] = true, ["@@LAST_INSERT_ID"] = true, ["@@INSERT_ID"] = true,
+	["@@WARNING_COUNT"] = true, ["@@ERROR_COUNT"] = true, ["@@LAST_GTID"] = true,
+}
+-- statements that create session state on their connection
+local PINNING_STATEMENTS = {
+	PREPARE = "prepared statement", EXECUTE = "prepared statement",
+	DEALLOCATE = "prepared statement", CALL = "stored procedure", HANDLER = "HANDLER",
+}
+local ROUTE_RANK = { ro = 1, same = 2, rw = 3 }
+
+local function upper_text(t) return t and t.text:upper() end
+
+-- The statements of a query: arrays of tokens without comments, split at ";".
+local function statements(tokens)
+	local out, cur, depth = {}, {}, 0
+	for i = 1, #tokens do
+		local t = tokens[i]
+		local name = t.token_name
+		if name ~= "TK_COMMENT" then
+			if name == "TK_OBRACE" then depth = depth + 1
+			elseif name == "TK_CBRACE" and depth > 0 then depth = depth - 1 end
+			if name == "TK_SEMICOLON" and depth == 0 then
+				if #cur > 0 then out[#out + 1] = cur end
+				cur = {}
+			else
+				cur[#cur + 1] = { token_name = name, text = t.text }
+			end
+		end
+	end
+	if #cur > 0 then out[#out + 1] = cur end
+	return out
+end
+
+-- Looks at every token of a statement: route ("ro" unless something needs more) and pin.
+local function scan(ts, route, pin)
+	local function need(r)
+		if ROUTE_RANK[r] > ROUTE_RANK[route] then route = r end
+	end
+	for i = 1, #ts do
+		local t = ts[i]
+		local name = t.token_name
+		local nxt = ts[i + 1]
+		if name == "TK_LITERAL" then
+			local u = t.text:upper()
+			if u:sub(1, 2) == "@@" then
+				if SAME_VARIABLES[u] then need("same") else need("rw") end
+			elseif u:sub(1, 1) == "@" then
+				need("rw")
+				pin = pin or "user variables"
+			elseif u == "NEXT" and upper_text(nxt) == "VALUE" then
+				need("rw")
+				pin = pin or "sequence"
+			elseif u == "PREVIOUS" and upper_text(nxt) == "VALUE" then
+				need("same")
+			elseif (u == "OUTFILE" or u == "DUMPFILE") then
+				need("rw")
+			end
+		elseif name == "TK_FUNCTION" then
+			local u = t.text:upper()
+			if SAME_FUNCTIONS[u] then
+				need("same")
+			elseif u == "LAST_INSERT_ID" then
+				-- LAST_INSERT_ID() reads the session's value; LAST_INSERT_ID(x) sets it
+				local after = ts[i + 2]
+				if after and after.token_name ~= "TK_CBRACE" then
+					need("rw")
+					pin = pin or "LAST_INSERT_ID(expr)"
+				else
+					need("same")
+				end
+			elseif PRIMARY_FUNCTIONS[u] ~= nil then
+				need("rw")
+				pin = pin or PRIMARY_FUNCTIONS[u] or nil
+			end
+		elseif name == "TK_SQL_FOR" and nxt and (nxt.token_name == "TK_SQL_UPDATE" or upper_text(nxt) == "SHARE") then
+			need("rw")  -- a locking read
+		elseif name == "TK_SQL_LOCK" then
+			need("rw")  -- LOCK TABLES; SELECT ... LOCK IN SHARE MODE; FLUSH ... WITH READ LOCK
+			if i == 1 then
+				pin = pin or "LOCK TABLES"
+			elseif ts[1].token_name ~= "TK_SQL_SELECT" then
+				pin = pin or "read lock"
+			end
+		elseif name == "TK_SQL_INTO" and ts[1].token_name == "TK_SQL_SELECT" then
+			need("rw")  -- INTO @var (pins through the variable), OUTFILE, DUMPFILE
+		end
+	end
+	return route, pin
+end
+
+-- SET autocommit = 1 (in its spellings) changes nothing a fresh connection does not have
+local function is_autocommit_on(ts)
+	local i = 2
+	local u = upper_text(ts[i])
+	if u == "SESSION" or u == "LOCAL" then i = i + 1 end
+	u = upper_text(ts[i])
+	if u == "@@SESSION" or u == "@@LOCAL" then
+		if not ts[i + 1] or ts[i + 1].token_name ~= "TK_DOT" then return false end
+		i = i + 2
+		u = upper_text(ts[i])
+	end
+	if u ~= "AUTOCOMMIT" and u ~= "@@AUTOCOMMIT" then return false end
+	local op = ts[i + 1]
+	if not op or (op.token_name ~= "TK_EQ" and op.token_name ~= "TK_ASSIGN") then return false end
+	local v = upper_text(ts[i + 2])
+	return #ts == i + 2 and (v == "1" or v == "ON" or v == "TRUE")
+end
+
+-- One statement: its route ("ro", "same" or "rw") and what pins the client (or nil).
+local function classify_statement(ts)
+	local first = ts[1]
+	local kind = first.token_name
+	local word = first.text:upper()
+
+	if kind == "TK_SQL_SELECT" or kind == "TK_OBRACE" or kind == "TK_SQL_WITH" then
+		local route, pin = scan(ts, "ro", nil)
+		if kind == "TK_SQL_WITH" then
+			for i = 2, #ts do
+				local n = ts[i].token_name
+				if n == "TK_SQL_INSERT" or n == "TK_SQL_UPDATE" or n == "TK_SQL_DELETE" or n == "TK_SQL_REPLACE" then
+					route = "rw"
+				end
+			end
+		end
+		return route, pin
+	elseif kind == "TK_COMMENT_MYSQL" then
+		return "rw", "/*! ... */ statement"
+	elseif kind == "TK_SQL_SHOW" then
+		local second, third = upper_text(ts[2]), upper_text(ts[3])
+		if second == "WARNINGS" or second == "ERRORS" or (second == "COUNT" and ts[2].token_name == "TK_FUNCTION") then
+			return "same", nil
+		end
+		if third == "WARNINGS" or third == "ERRORS" then return "same", nil end
+		return scan(ts, "rw", nil)
+	elseif word == "GET" and upper_text(ts[2]) == "DIAGNOSTICS" then
+		return "same", nil
+	elseif kind == "TK_SQL_SET" then
+		local second = upper_text(ts[2])
+		if second == "GLOBAL" or second == "@@GLOBAL" or second == "PASSWORD" then
+			return scan(ts, "rw", nil)
+		end
+		if is_autocommit_on(ts) then return "rw", nil end
+		local route, pin = scan(ts, "rw", nil)
+		return route, pin or ("SET " .. (ts[2] and ts[2].text or ""))
+	elseif (kind == "TK_SQL_CREATE" or kind == "TK_SQL_DROP") then
+		for i = 2, math.min(#ts, 4) do
+			if upper_text(ts[i]) == "TEMPORARY" then return "rw", "temporary table" end
+		end
+		return scan(ts, "rw", nil)
+	elseif PINNING_STATEMENTS[word] then
+		local route, pin = scan(ts, "rw", nil)
+		return route, pin or PINNING_STATEMENTS[word]
+	end
+	return scan(ts, "rw", nil)
+end
+
+-- A command: its route, what pins the client, and what it changes when it succeeds.
+local function classify(cmd, stmts)
+	local t = cmd.type
+	if t == proxy.COM_QUERY then
+		local route, pin = "ro", nil
+		if #stmts == 0 then return "rw", nil end
+		for _, ts in ipairs(stmts) do
+			local r, p = classify_statement(ts)
+			if ROUTE_RANK[r] > ROUTE_RANK[route] then route = r end
+			pin = pin or p
+		end
+		return route, pin
+	elseif t == proxy.COM_INIT_DB then
+		return "same", nil, { db = cmd.schema }
+	elseif t == proxy.COM_STMT_PREPARE then
+		return "rw", "prepared statement"
+	elseif t == proxy.COM_FIELD_LIST then
+		return "ro", nil
+	elseif t == proxy.COM_CHANGE_USER then
+		return "same", "COM_CHANGE_USER"
+	elseif t == proxy.COM_SET_OPTION then
+		return "same", "COM_SET_OPTION"
+	elseif t == proxy.COM_BINLOG_DUMP or t == proxy.COM_REGISTER_SLAVE or t == 0x1e then
+		return "rw", "replication"
+	elseif t == 0x1f then  -- COM_RESET_CONNECTION
+		return "same", nil, { reset = true }
+	end
+	-- statements, ping, statistics, kill, ...: where the client is
+	return "same", nil
+end
+
+---------------------------------------------------------------------------------------------
+-- Hooks
+---------------------------------------------------------------------------------------------
+
+-- Grow the pools: a new client logs in to the first backend (read-write ones first) whose
+-- pool holds fewer than min_idle_connections idle connections; otherwise to a read-write
+-- backend, taking a pooled connection there when one is idle.
+function connect_server()
+	local backends = proxy.global.backends
+	local chosen, rw = 0, 0
+	for pass = 1, 2 do
+		local wanted = pass == 1 and proxy.BACKEND_TYPE_RW or proxy.BACKEND_TYPE_RO
+		for i = 1, #backends do
+			local b = backends[i]
+			local pool = b.pool
+			pool.min_idle_connections = config.min_idle_connections
+			pool.max_idle_connections = config.max_idle_connections
+			if b.type == wanted and b.state ~= proxy.BACKEND_STATE_DOWN then
+				if rw == 0 and wanted == proxy.BACKEND_TYPE_RW then rw = i end
+				if chosen == 0 and pool.users[""].cur_idle_connections < pool.min_idle_connections then
+					chosen = i
+				end
+			end
+		end
+	end
+	if chosen == 0 then chosen = rw end
+	if chosen == 0 then return end  -- every backend is down: the proxy answers the client
+	proxy.connection.backend_ndx = chosen
+	debug("connect_server: backend %d (%s)", chosen, name_of(chosen))
+	if proxy.connection.server then
+		return proxy.PROXY_IGNORE_RESULT  -- a pooled connection: keep it
+	end
+end
+
+-- After a successful login the connection goes to the pool, where this client (and
+-- others of the same user) take connections from as their statements need them.
+function read_auth_result(auth)
+	if auth.packet:byte() == proxy.MYSQLD_PACKET_OK then
+		proxy.connection.backend_ndx = 0
+	end
+end
+
+local function err_response(message)
+	proxy.queries:reset()
+	proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = message, errcode = 1105, sqlstate = "HY000" }
+	return proxy.PROXY_SEND_RESULT
+end
+
+-- Put the client on a connection of the kind `route` asks for; nil, or an error message.
+local function place(route)
+	local current = attached()
+	if pinned or in_trans then
+		if current then return nil end
+		route = "rw"  -- should not happen: state without a connection
+	end
+	if route == "same" then
+		if current then return nil end
+		route = "rw"
+	end
+	if route == "ro" then
+		if current and backend_type(current) == proxy.BACKEND_TYPE_RO
+			and proxy.global.backends[current].state ~= proxy.BACKEND_STATE_DOWN then
+			return nil
+		end
+		local ndx = lb.idle_ro()
+		if ndx > 0 then
+			proxy.connection.backend_ndx = ndx
+			if backend_type(attached()) == proxy.BACKEND_TYPE_RO then return nil end
+		end
+		-- no replica connection to be had: a read may go to the primary
+		current = attached()
+	end
+	if current and backend_type(current) == proxy.BACKEND_TYPE_RW then return nil end
+	local ndx = lb.idle_failsafe_rw()
+	if ndx == 0 then ndx = first_rw_up() end
+	if ndx == 0 then
+		return "(rw-splitting) no read-write backend is up"
+	end
+	proxy.connection.backend_ndx = ndx
+	if backend_type(attached()) ~= proxy.BACKEND_TYPE_RW then
+		return ("(rw-splitting) no idle connection to the read-write backend %s for user '%s'; "
+			.. "retry, or raise rwsplit.min_idle_connections (PROXY SET GLOBAL)"):format(
+			name_of(ndx), proxy.connection.client.username)
+	end
+	return nil
+end
+
+function read_query(packet)
+	local cmd = commands.parse(packet)
+	local handled = auto_config.handle(cmd)
+	if handled then return handled end
+
+	if cmd.type == proxy.COM_QUIT then
+		-- the client goes; its server connection stays for the pool (disconnect_client)
+		proxy.response = { type = proxy.MYSQLD_PACKET_OK }
+		return proxy.PROXY_SEND_RESULT
+	end
+
+	if client_db == nil then client_db = proxy.connection.client.default_db or "" end
+
+	local stmts = cmd.type == proxy.COM_QUERY and statements(tokenizer.tokenize(cmd.query)) or nil
+	local route, pin, changes = classify(cmd, stmts)
+	local payload = packet
+
+	-- USE db as SQL: send a COM_INIT_DB, which the proxy tracks (it does not parse SQL)
+	local use = stmts and #stmts == 1 and stmts[1]
+	if use and #use == 2 and use[1].token_name == "TK_SQL_USE" and use[2].token_name == "TK_LITERAL" then
+		payload = string.char(proxy.COM_INIT_DB) .. use[2].text
+		route, pin, changes = "same", nil, { db = use[2].text }
+	end
+	-- session state is made on (and pins the client to) a read-write connection
+	if pin and not pinned then route = "rw" end
+
+	local problem = place(route)
+	if problem then
+		debug("%s: %s", commands.pretty_print(cmd), problem)
+		return err_response(problem)
+	end
+	if pin and not pinned then
+		pinned = pin
+		debug("pinned to backend %s: %s", name_of(attached()), pin)
+	end
+	pending = changes
+
+	local is_init_db = payload:byte() == proxy.COM_INIT_DB
+	proxy.queries:append(ID_QUERY, payload, { resultset_is_needed = is_init_db })
+
+	-- the connection's default database must be the client's
+	local server = proxy.connection.server
+	if not is_init_db and server and client_db ~= "" and server.default_db ~= client_db then
+		proxy.queries:prepend(ID_SYNC_DB, string.char(proxy.COM_INIT_DB) .. client_db,
+			{ resultset_is_needed = true })
+	end
+	debug("%s -> backend %s%s", commands.pretty_print(cmd), name_of(attached()),
+		pinned and (" (pinned: " .. pinned .. ")") or "")
+	return proxy.PROXY_SEND_QUERY
+end
+
+-- the message of an ERR packet
+local function err_message(raw)
+	return require("mysql.proto").from_err_packet(raw).errmsg
+end
+
+local function failed(res)
+	if res.query_status == proxy.MYSQLD_PACKET_ERR then return true end
+	local ok, raw = pcall(function() return res.raw end)
+	return ok and raw ~= nil and raw:byte() == proxy.MYSQLD_PACKET_ERR
+end
+
+function read_query_result(inj)
+	local res = inj.resultset
+	if inj.id == ID_SYNC_DB then
+		if failed(res) then
+			local ok, info = pcall(err_message, res.raw)
+			return err_response(("(rw-splitting) cannot use database '%s' on backend %s: %s"):format(
+				client_db, name_of(attached()), ok and info or "the server refused it"))
+		end
+		return proxy.PROXY_IGNORE_RESULT
+	end
+	if inj.id ~= ID_QUERY then return end
+
+	in_trans = res.flags.in_trans and true or false
+	if res.insert_id and res.insert_id > 0 and not pinned then
+		pinned = "LAST_INSERT_ID"
+		debug("pinned to backend %s: %s", name_of(attached()), pinned)
+	end
+	local changes = pending
+	pending = nil
+	if changes and not failed(res) then
+		if changes.db then client_db = changes.db end
+		if changes.reset then
+			pinned, in_trans = nil, false
+		end
+	end
+end
+
+-- Only a connection without session state goes back to the pool; any other is closed
+-- (a pooled connection is reset before another client gets it, but GET_LOCK locks,
+-- for one, would be held until then).
+function disconnect_client()
+	if proxy.connection.server and not pinned and not in_trans then
+		proxy.connection.backend_ndx = 0
+	end
+end
