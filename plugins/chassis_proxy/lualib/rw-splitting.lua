@@ -88,6 +88,8 @@ local function attached()
 	for i = 1, #backends do
 		if backends[i].dst.name == name then return i end
 	end
+	-- the server's address is spelled differently from the configured one (a host name)
+	if ndx > 0 and backends[ndx] then return ndx end
 	return nil
 end
 
