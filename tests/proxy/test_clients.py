@@ -408,3 +408,16 @@ def test_kill_from_another_connection(proxy: Proxy) -> None:
     finally:
         killer.close()
         victim.close()
+
+
+def test_mysqldb_change_user_with_an_auth_switch(proxy: Proxy) -> None:
+    """MariaDB answers COM_CHANGE_USER to an ed25519 account with an AuthSwitchRequest
+    (MySQL Proxy 0.8.5 dropped the connection there)."""
+    conn = mysqldb(proxy)
+    try:
+        conn.change_user("ed", "ed_pw", "test")
+        cur = conn.cursor()
+        cur.execute("SELECT CURRENT_USER(), DATABASE()")
+        assert cur.fetchall() == (("ed@%", "test"),)
+    finally:
+        conn.close()

@@ -462,3 +462,25 @@ def test_counters_for_the_admin_plugin(mariadb: MariaDB, scripted: bool) -> None
     assert totals["queries"] >= 3  # PyMySQL's own SET autocommit counts too
     assert totals["bytes_out"] > 3000 and totals["bytes_in"] > 3 * len("SELECT REPEAT")
     assert backend["bytes_out"] == totals["bytes_out"]
+
+
+def test_change_user_and_reset_in_scripted_mode(run_proxy: Any) -> None:
+    proxy, _host = run_proxy(Hooks)
+    conn = mysql.connector.connect(host="127.0.0.1", port=proxy.port, user="root",
+                                   use_pure=True, ssl_disabled=True, connection_timeout=10)
+    try:
+        cur = conn.cursor()
+        cur.execute("SET @keep = 1")
+        cur.close()
+        conn.cmd_change_user(username="native", password="native_pw", database="test")
+        cur = conn.cursor()
+        cur.execute("SELECT CURRENT_USER(), DATABASE(), @keep")
+        assert cur.fetchall() == [("native@%", "test", None)]
+        cur.execute("SET @keep = 2")
+        cur.close()
+        conn.cmd_reset_connection()
+        cur = conn.cursor()
+        cur.execute("SELECT @keep")
+        assert cur.fetchall() == [(None,)]
+    finally:
+        conn.close()
