@@ -202,6 +202,8 @@ class AdminConnection:
         return answers
 
     async def answer(self, statement: sql.Statement | None) -> list[bytes]:
+        if isinstance(statement, sql.SessionSet):
+            return [ok_packet()]
         if isinstance(statement, sql.VersionComment):
             return text_resultset([("@@version_comment", FieldType.VAR_STRING)], [["chassis admin"]])
         if isinstance(statement, sql.Select):

@@ -32,13 +32,19 @@ class VersionComment:
     pass
 
 
-Statement = Select | SetState | VersionComment
+@dataclass(frozen=True)
+class SessionSet:
+    """``SET NAMES``/``SET autocommit`` that client libraries send on connect: accepted, ignored."""
+
+
+Statement = Select | SetState | VersionComment | SessionSet
 
 _SELECT = re.compile(r"select\s+\*\s+from\s+(\w+)", re.I)
 _UPDATE = re.compile(
     r"update\s+backends\s+set\s+state\s*=\s*'(up|down|offline|unknown)'\s+"
     r"where\s+backend_ndx\s*=\s*(\d+)", re.I,
 )
+_SESSION_SET = re.compile(r"set\s+(names|autocommit|session|character_set_\w+|sql_mode|@@)\b.*", re.I | re.S)
 _VERSION = re.compile(r"select\s+@@version_comment(\s+limit\s+1)?", re.I)
 
 
@@ -51,4 +57,6 @@ def parse(query: str) -> Statement | None:
         return SetState(int(m.group(2)), m.group(1).lower())
     if _VERSION.fullmatch(text):
         return VersionComment()
+    if _SESSION_SET.fullmatch(text):
+        return SessionSet()
     return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -37,6 +37,13 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Accepted for compatibility (no effect)."),
         click.Option(["-s", "--proxy-lua-script"], metavar="FILE",
                      help="Lua script with the proxy hooks."),
+        click.Option(["--proxy-lua-on-error"], type=click.Choice(["forward", "reject"]),
+                     default=None, help="When a hook fails: forward the query as MySQL Proxy "
+                                        "did (default), or reject it with an ERR."),
+        click.Option(["--lua-hook-timeout"], type=float, default=None, metavar="SECONDS",
+                     help="Interrupt a Lua hook running longer than this (default 1; 0: never)."),
+        click.Option(["--lua-max-memory"], default=None, metavar="SIZE",
+                     help="Memory limit of the worker's Lua state, e.g. 256M (default 256M)."),
         click.Option(["--no-proxy"], is_flag=True, help="Do not open the proxy listener."),
         click.Option(["--proxy-pool-no-change-user"], is_flag=True,
                      help="Do not reset pooled connections with COM_CHANGE_USER."),
@@ -130,3 +137,13 @@ def chassis_shutdown(runtime: Runtime) -> None:
 def service() -> ProxyService | None:
     """This worker's proxy service (for other plugins such as admin), or None."""
     return _service
+
+
+@chassis.hookimpl
+def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Answer the admin plugin (through any worker) about this worker's backends and counters."""
+    if request.get("plugin") != "proxy" or _service is None:
+        return None
+    from chassis_proxy.control import answer
+
+    return answer(_service, request)
