@@ -88,6 +88,7 @@ class Env:
     hosts: list[LuaScriptHost] = field(default_factory=list)
     script: Path | None = None
     counter: int = 0
+    runtime: str | None = None  # "luajit21" or "lua51"; None: the default
 
     def write(self, source: str, name: str = "script.lua") -> Path:
         path = self.tmp_path / name
@@ -101,6 +102,7 @@ class Env:
             self.write(source)
         assert self.script is not None
         kw.setdefault("logger", logging.getLogger(LOGGER))
+        kw.setdefault("runtime", self.runtime)
         h = LuaScriptHost(self.script, **kw)
         self.hosts.append(h)
         return h

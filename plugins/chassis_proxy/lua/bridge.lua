@@ -160,8 +160,14 @@ _G.pcall = function(f, ...)
 	return check_interrupt(raw_pcall(f, ...))
 end
 
+-- Once a hook is being interrupted the script's error handler is not run: it could loop,
+-- and PUC Lua 5.1 leaves hooks disabled while an error raised by a hook is handled.
 _G.xpcall = function(f, handler, ...)
-	return check_interrupt(raw_xpcall(f, handler, ...))
+	local function guarded_handler(e)
+		if interrupted or e == INTERRUPT or e == OOM then return e end
+		return handler(e)
+	end
+	return check_interrupt(raw_xpcall(f, guarded_handler, ...))
 end
 
 coroutine.resume = function(co, ...)

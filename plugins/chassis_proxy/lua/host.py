@@ -61,6 +61,7 @@ EXEC_FAILED = "MySQL Proxy Lua script failed to execute. Check the error log."
 _OK, _MISSING, _ERROR, _TIMEOUT, _MEMORY = 0, 1, 2, 3, 4
 
 _PROTOCOL_41 = int(Capability.PROTOCOL_41)
+_LUA_OR_VALUE_ERROR: tuple[type[Exception], ...] = (*LuaError, ValueError)
 _SEND_QUERY = int(Decision.SEND_QUERY)
 _SEND_RESULT = int(Decision.SEND_RESULT)
 _IGNORE_RESULT = int(Decision.IGNORE_RESULT)
@@ -89,7 +90,8 @@ class LuaScriptHost:
     default to LUA_PATH/LUA_CPATH from the environment (``;;`` is Lua's default path);
     the bundled modules are always found after them. ``set_shutdown`` is what
     ``chassis.set_shutdown()`` calls, ``stats`` adds sections to ``chassis.get_stats()``,
-    ``basedir`` is stripped from the sources in ``chassis.*`` log lines.
+    ``basedir`` is stripped from the sources in ``chassis.*`` log lines. ``runtime``
+    (``"luajit21"`` or ``"lua51"``) overrides the choice of Lua runtime, for tests.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class LuaScriptHost:
         set_shutdown: Callable[[], None] | None = None,
         stats: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
         logger: logging.Logger | None = None,
+        runtime: str | None = None,
     ) -> None:
         self.script = Path(os.path.abspath(script))
         self.on_error = OnError(on_error)
@@ -136,6 +139,7 @@ class LuaScriptHost:
             hook_timeout=self.hook_timeout,
             max_memory=self.max_memory,
             basedir=os.fspath(basedir) if basedir is not None else None,
+            runtime_name=runtime,
         )
         default_path, default_cpath = default_search_paths()
         path = search_path(
@@ -261,7 +265,7 @@ class LuaScriptHost:
         try:
             problem = self.lua.call("build_response", hooks._state)
             payloads = None if problem is not None else builder.result()
-        except (LuaError, ValueError) as e:
+        except _LUA_OR_VALUE_ERROR as e:
             problem, payloads = str(e).encode(), None
         finally:
             self._builder = previous

@@ -23,39 +23,64 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: see docs/lualib.md); always on ``package.path``, after the user's directories.
 LIB_DIR = PACKAGE_DIR.parent / "lualib"
 
-_RUNTIME_MODULES = ("lupa.luajit21", "lupa.lua51")
+#: lupa's Lua 5.1 runtimes, preferred first.
+RUNTIMES = ("luajit21", "lua51")
+_NAMES = {"luajit21": "LuaJIT 2.1", "lua51": "Lua 5.1"}
 
 
 class LuaUnavailable(ImportError):
     """No Lua 5.1 runtime could be imported (an ImportError: the package cannot work)."""
 
 
-def _import_lupa() -> ModuleType:
+def _import_runtimes() -> dict[str, ModuleType]:
+    found: dict[str, ModuleType] = {}
     errors = []
-    for name in _RUNTIME_MODULES:
+    for name in RUNTIMES:
         try:
-            return importlib.import_module(name)
+            found[name] = importlib.import_module(f"lupa.{name}")
         except ImportError as e:
-            errors.append(f"{name}: {e}")
-    raise LuaUnavailable(
-        "no Lua 5.1 runtime: lupa provides neither LuaJIT 2.1 nor Lua 5.1 here ("
-        + "; ".join(errors) + "); install lupa>=2 (pip install 'lupa>=2')"
-    )
+            errors.append(f"lupa.{name}: {e}")
+    if not found:
+        raise LuaUnavailable(
+            "no Lua 5.1 runtime: lupa provides neither LuaJIT 2.1 nor Lua 5.1 here ("
+            + "; ".join(errors) + "); install lupa>=2 (pip install 'lupa>=2')"
+        )
+    return found
 
 
-_lupa = _import_lupa()
+_runtimes = _import_runtimes()
 
-#: Raised by every call into Lua that fails (syntax errors included).
-LuaError: type[Exception] = _lupa.LuaError
-#: The memory limit was reached (a subclass of LuaError and MemoryError).
-LuaMemoryError: type[Exception] = _lupa.LuaMemoryError
+
+def _default_runtime() -> str:
+    # CHASSIS_LUA_RUNTIME=lua51 picks PUC Lua 5.1 even where LuaJIT exists (for testing)
+    wanted = os.environ.get("CHASSIS_LUA_RUNTIME")
+    if not wanted:
+        return next(iter(_runtimes))
+    if wanted not in _runtimes:
+        raise LuaUnavailable(
+            f"CHASSIS_LUA_RUNTIME={wanted!r} is not available here; use one of {', '.join(_runtimes)}"
+        )
+    return wanted
+
+
+DEFAULT_RUNTIME = _default_runtime()
+
+#: Raised by every call into Lua that fails (syntax errors included), whichever runtime.
+LuaError: tuple[type[Exception], ...] = tuple(m.LuaError for m in _runtimes.values())
+#: The memory limit was reached (subclasses of LuaError and MemoryError).
+LuaMemoryError: tuple[type[Exception], ...] = tuple(m.LuaMemoryError for m in _runtimes.values())
 
 _default_paths: tuple[bytes, bytes] | None = None
 
 
-def implementation() -> str:
+def available_runtimes() -> list[str]:
+    """The runtimes lupa provides here, preferred first (``luajit21``, ``lua51``)."""
+    return list(_runtimes)
+
+
+def implementation(runtime: str | None = None) -> str:
     """``"LuaJIT 2.1"`` or ``"Lua 5.1"``: what scripts run on."""
-    return "LuaJIT 2.1" if _lupa.__name__.endswith("luajit21") else "Lua 5.1"
+    return _NAMES[runtime or DEFAULT_RUNTIME]
 
 
 def default_search_paths() -> tuple[bytes, bytes]:
@@ -68,7 +93,7 @@ def default_search_paths() -> tuple[bytes, bytes]:
     if _default_paths is None:
         saved = {k: os.environ.pop(k) for k in ("LUA_PATH", "LUA_CPATH") if k in os.environ}
         try:
-            probe = _lupa.LuaRuntime(encoding=None)
+            probe = _runtimes[DEFAULT_RUNTIME].LuaRuntime(encoding=None)
             _default_paths = (bytes(probe.eval(b"package.path")), bytes(probe.eval(b"package.cpath")))
         finally:
             os.environ.update(saved)
@@ -108,7 +133,14 @@ class LuaState:
         hook_timeout: float,
         max_memory: int,
         basedir: str | None = None,
+        runtime_name: str | None = None,
     ) -> None:
+        name = runtime_name or DEFAULT_RUNTIME
+        if name not in _runtimes:
+            raise LuaUnavailable(f"Lua runtime {name!r} is not available; use one of {', '.join(_runtimes)}")
+        self.name = name
+        self.implementation = _NAMES[name]
+        lupa = _runtimes[name]
         kwargs: dict[str, Any] = {
             "encoding": None,
             "unpack_returned_tuples": True,
@@ -116,19 +148,19 @@ class LuaState:
             "register_builtins": False,
         }
         soft_memory_kb: float | None = None
-        runtime: Any = None
+        lua_runtime: Any = None
         if max_memory > 0:
             try:
-                runtime = _lupa.LuaRuntime(max_memory=max_memory, **kwargs)
+                lua_runtime = lupa.LuaRuntime(max_memory=max_memory, **kwargs)
             except Exception:
-                runtime = None
-            if runtime is None or not runtime.get_max_memory():
+                lua_runtime = None
+            if lua_runtime is None or not lua_runtime.get_max_memory():
                 # the allocator cannot enforce it: the bridge's count hook checks instead
                 soft_memory_kb = max_memory / 1024
-                runtime = None
-        if runtime is None:
-            runtime = _lupa.LuaRuntime(**kwargs)
-        self.runtime = runtime
+                lua_runtime = None
+        if lua_runtime is None:
+            lua_runtime = lupa.LuaRuntime(**kwargs)
+        self.runtime = runtime = lua_runtime
         self.max_memory = max_memory
         self.memory_enforced_by_allocator = max_memory > 0 and soft_memory_kb is None
         if self.memory_enforced_by_allocator:
@@ -183,4 +215,4 @@ class LuaState:
 
 def is_lua_table(value: object) -> bool:
     """True for a Lua table handed to Python."""
-    return _lupa.lua_type(value) == "table"
+    return any(m.lua_type(value) == "table" for m in _runtimes.values())
