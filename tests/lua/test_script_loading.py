@@ -295,3 +295,21 @@ def test_create_script_host_reads_the_proxy_options(env: Env, tmp_path: Path) ->
     ]:
         with pytest.raises(StartupError, match=message):
             create_script_host(config=Config(values), runtime=runtime, settings=settings)
+
+
+def test_closed_connections_give_their_memory_back(env: Env) -> None:
+    import gc
+
+    host = env.host(PROBE + "local mine = string.rep('x', 100000) .. tostring({})\nfunction keep() return mine end")
+    host.open(env.conn()).disconnect_client()
+    host.lua.collect()
+    baseline = host.lua.memory_used()
+    for i in range(300):
+        hooks = host.open(env.conn())
+        if i % 2:
+            hooks.disconnect_client()
+        del hooks  # half of them vanish without disconnect_client()
+    gc.collect()
+    host.lua.collect()
+    assert not host._instances
+    assert host.lua.memory_used() < baseline + 2_000_000  # 300 x 100 kB were allocated

@@ -190,7 +190,9 @@ class LuaScriptHost:
         factory = self._factory(conn)
         cid = next(self._ids)
         hooks = LuaConnectionHooks(self, conn, cid)
-        self._instances[cid] = weakref.ref(hooks)
+        instances = self._instances
+        # a connection dropped without disconnect_client() still leaves the registry
+        self._instances[cid] = weakref.ref(hooks, lambda _ref: instances.pop(cid, None))
         try:
             hooks._state = self.lua.call("new_connection", cid)
             status, value = self._guarded(hooks, "instantiate", hooks._state, factory)
