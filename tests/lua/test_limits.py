@@ -170,3 +170,28 @@ def test_memory_sizes() -> None:
     assert parse_memory_size(0) == 0
     with pytest.raises(ValueError, match="use bytes or a number with K, M or G"):
         parse_memory_size("lots")
+
+
+def test_memory_limit_without_allocator_support(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where lupa cannot cap the allocator (its docs say: 64-bit LuaJIT), the count hook
+    checks the collector's count instead."""
+    from chassis_proxy.lua import runtime as lua_runtime
+
+    module = lua_runtime._runtimes[env.runtime or lua_runtime.DEFAULT_RUNTIME]
+    real = module.LuaRuntime
+
+    def no_max_memory(*args: object, **kwargs: object) -> object:
+        if "max_memory" in kwargs:
+            raise lua_runtime.LuaError[0]("max_memory is not supported here")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "LuaRuntime", no_max_memory)
+    host = env.host(
+        PROBE + "function read_auth() local t = {} while true do t[#t + 1] = ('x'):rep(100000) .. #t end end",
+        max_memory=MEMORY,
+    )
+    assert not host.lua.memory_enforced_by_allocator
+    hooks = host.open(env.conn())
+    assert hooks.read_auth().decision == Decision.NO_DECISION
+    assert "ran out of memory" in env.lines(logs.CRITICAL)[0]
+    assert probe(hooks, "'alive'") == [True, "alive"]
