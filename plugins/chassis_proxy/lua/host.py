@@ -220,14 +220,15 @@ class LuaScriptHost:
     def _factory(self, conn: ConnectionView) -> Any:
         """The compiled script, recompiled when the file changed (mtime_ns or size)."""
         try:
-            st = os.stat(self.script)
-            key = (st.st_mtime_ns, st.st_size)
-            cached = self._compiled
-            if cached is None or cached.key != key:
-                source = self.script.read_bytes()
-                factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
-                message = None if factory is not None else _text(err)
-                cached = self._compiled = _Compiled(key, factory, message)
+            with open(self.script, "rb") as f:  # stat and read the same file, even if replaced
+                st = os.fstat(f.fileno())
+                key = (st.st_mtime_ns, st.st_size)
+                cached = self._compiled
+                if cached is None or cached.key != key:
+                    source = f.read()
+                    factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
+                    message = None if factory is not None else _text(err)
+                    cached = self._compiled = _Compiled(key, factory, message)
         except OSError as e:
             self.log.log(
                 logs.CRITICAL,
