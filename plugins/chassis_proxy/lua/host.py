@@ -360,7 +360,7 @@ class LuaConnectionHooks:
         self.cid = cid
         self._state: Any = None
 
-    def _call(self, fn: str, hook: str, *args: Any) -> tuple[int, Any]:
+    def _call(self, fn: str, *args: Any) -> tuple[int, Any]:
         if self._state is None:
             return _MISSING, None
         return self.host._guarded(self, fn, self._state, *args)
@@ -382,7 +382,7 @@ class LuaConnectionHooks:
         return int(value)
 
     def connect_server(self) -> Outcome:
-        d = self._decide("connect_server", *self._call("call_hook", "connect_server", b"connect_server"))
+        d = self._decide("connect_server", *self._call("call_hook", b"connect_server"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -395,7 +395,7 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_handshake(self) -> Outcome:
-        d = self._decide("read_handshake", *self._call("call_hook", "read_handshake", b"read_handshake"))
+        d = self._decide("read_handshake", *self._call("call_hook", b"read_handshake"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -413,7 +413,7 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_auth(self) -> Outcome:
-        d = self._decide("read_auth", *self._call("call_hook", "read_auth", b"read_auth"))
+        d = self._decide("read_auth", *self._call("call_hook", b"read_auth"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -434,7 +434,7 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_auth_result(self, packet: bytes) -> Outcome:
-        d = self._decide("read_auth_result", *self._call("call_read_auth_result", "read_auth_result", packet))
+        d = self._decide("read_auth_result", *self._call("call_read_auth_result", packet))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -495,7 +495,7 @@ class LuaConnectionHooks:
             return NO_DECISION
         view = ResultView(result, self.host.lua.table, negotiated_capabilities(self.conn))
         summary = self.host.lua.table(view.summary())
-        status, value = self._call("call_read_query_result", "read_query_result", summary, view.fields, view.row)
+        status, value = self._call("call_read_query_result", summary, view.fields, view.row)
         if status == _MISSING:
             return NO_DECISION
         if status != _OK:
@@ -533,7 +533,7 @@ class LuaConnectionHooks:
 
     def disconnect_client(self) -> None:
         try:
-            status, value = self._call("call_hook", "disconnect_client", b"disconnect_client")
+            status, value = self._call("call_hook", b"disconnect_client")
             if status not in (_OK, _MISSING):
                 self.host._log_failure(self.conn, "disconnect_client", status, value)
         finally:
