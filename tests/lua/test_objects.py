@@ -195,3 +195,20 @@ def test_backends_are_shared_by_every_connection(env: Env) -> None:
     b = host.open(env.conn())
     probe(a, "(function() proxy.global.kept = proxy.global.backends end)()")
     assert probe(b, "rawequal(proxy.global.kept, proxy.global.backends), #proxy.global.kept") == [True, True, "1"]
+
+
+def test_a_failing_view_gives_the_script_nil_and_one_log_line(env: Env) -> None:
+    class BrokenBackend:
+        address = tcp("127.0.0.1", 3306)
+        type = BackendType.RW
+        state = BackendState.UP
+        uuid = None
+
+        @property
+        def connected_clients(self) -> int:
+            raise RuntimeError("counter unavailable")
+
+    hooks = env.host(PROBE).open(env.conn(backend_list=[BrokenBackend()]))
+    b = "proxy.global.backends[1]"
+    assert probe(hooks, f"{b}.connected_clients, {b}.type") == [True, None, "1"]
+    assert any("backend_get() failed" in r.getMessage() for r in env.caplog.records)

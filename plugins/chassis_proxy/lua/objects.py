@@ -87,6 +87,24 @@ class ObjectAccess:
         self._pool_settings: dict[tuple[int, str], int] = {}
 
     def callbacks(self) -> dict[str, Callable[..., Any]]:
+        """The functions for bridge.lua, each guarded so that a failing ConnectionView
+        becomes one log line and a nil for the script, not a Python exception in Lua."""
+        return {name: self._safe(name, fn) for name, fn in self._functions().items()}
+
+    def _safe(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        log = self._log
+
+        def call(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except Exception:
+                log.exception("the Lua bridge's %s() failed", name)
+                return None
+
+        call.__name__ = name
+        return call
+
+    def _functions(self) -> dict[str, Callable[..., Any]]:
         return {
             "conn_get": self.conn_get,
             "conn_set": self.conn_set,
