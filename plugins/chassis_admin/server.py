@@ -28,6 +28,7 @@ from chassis_mysql.handshake import (
     is_ssl_request,
 )
 from chassis_mysql.packets import err_packet, ok_packet
+from chassis_proxy.hooks import ConnectionHooks, ScriptHost
 
 from chassis.logs import MESSAGE
 from chassis.runtime import Runtime
@@ -68,6 +69,11 @@ class AdminServer:
         self.username = username.encode()
         self.password = password
         self.script = script
+        self.script_host: ScriptHost | None = None
+        if script is not None:
+            from chassis_admin.scripted import create_host
+
+            self.script_host = create_host(runtime, script)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -77,6 +83,9 @@ class AdminServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.script_host is not None:
+            self.script_host.close()
+            self.script_host = None
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(Exception):
@@ -106,6 +115,7 @@ class AdminConnection:
         self.writer = writer
         self.id = conn_id
         self.seq = 0
+        self.hooks: ConnectionHooks | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
 
@@ -139,11 +149,17 @@ class AdminConnection:
                 raise ProtocolError("empty command packet")
             command = packet[0]
             if command == Command.QUIT:
+                if self.hooks is not None:
+                    self.hooks.disconnect_client()
                 return
             if command == Command.PING:
                 await self.send(ok_packet())
             elif command == Command.QUERY:
                 await self.query(packet[1:].decode("utf-8", "replace"))
+            elif self.hooks is not None:
+                from chassis_admin.scripted import run_query
+
+                await self.send(*run_query(self.hooks, packet))
             else:
                 await self.send(err_packet(1105, "[admin] we only handle text-based queries (COM_QUERY)"))
 
@@ -171,6 +187,10 @@ class AdminConnection:
             log.log(MESSAGE, "admin connection %d: %s logged in from %s", self.id,
                     self.server.username.decode(), self.peer)
             await self.send(ok_packet())
+            if self.server.script_host is not None:
+                from chassis_admin.scripted import open_script
+
+                self.hooks = open_script(self.server.script_host, self, response.capabilities)
             return True
         log.warning("admin connection %d: login refused for user %r from %s", self.id,
                     response.username.decode("utf-8", "replace"), self.peer)
@@ -180,6 +200,13 @@ class AdminConnection:
 
     async def query(self, text: str) -> None:
         statement = sql.parse(text)
+        # What client libraries send on connect is answered here even with a script,
+        # so PyMySQL and connector/python can log in to a MySQL Proxy admin script.
+        if self.hooks is not None and not isinstance(statement, sql.SessionSet | sql.VersionComment):
+            from chassis_admin.scripted import run_query
+
+            await self.send(*run_query(self.hooks, b"\x03" + text.encode()))
+            return
         try:
             packets = await self.answer(statement)
         except AdminError as e:

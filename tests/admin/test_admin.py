@@ -166,3 +166,51 @@ def test_admin_alone_starts_and_says_the_proxy_is_missing(tmp_path: Path) -> Non
         with admin(port) as conn, conn.cursor() as cur, \
                 pytest.raises(pymysql.err.OperationalError, match="proxy plugin is not loaded"):
             cur.execute("SELECT * FROM backends")
+
+
+ADMIN_SCRIPT = """
+-- an admin script in MySQL Proxy 0.8's style: every query is answered from Lua
+local states = { [0] = "unknown", "up", "down" }
+function read_query(packet)
+    if packet:byte() ~= proxy.COM_QUERY then
+        proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = "only COM_QUERY" }
+        return proxy.PROXY_SEND_RESULT
+    end
+    local query = packet:sub(2):lower()
+    if query == "select * from backends" then
+        local rows = {}
+        for i = 1, #proxy.global.backends do
+            local b = proxy.global.backends[i]
+            rows[#rows + 1] = { i, b.dst.name, states[b.state] or tostring(b.state) }
+        end
+        proxy.response = { type = proxy.MYSQLD_PACKET_OK, resultset = {
+            fields = { { name = "backend_ndx", type = proxy.MYSQL_TYPE_LONG },
+                       { name = "address", type = proxy.MYSQL_TYPE_STRING },
+                       { name = "state", type = proxy.MYSQL_TYPE_STRING } },
+            rows = rows } }
+        return proxy.PROXY_SEND_RESULT
+    elseif query == "forget to answer" then
+        return
+    end
+    proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = "unknown: " .. query }
+    return proxy.PROXY_SEND_RESULT
+end
+"""
+
+
+def test_admin_lua_script_answers_queries(tmp_path: Path, mariadb: MariaDB) -> None:
+    script = tmp_path / "admin.lua"
+    script.write_text(ADMIN_SCRIPT)
+    args, _, admin_port = admin_args(tmp_path, mariadb, f"--admin-lua-script={script}")
+    with start_chassis(args):
+        with admin(admin_port) as conn, conn.cursor() as cur:
+            cur.execute("SELECT * FROM backends")
+            assert [d[0] for d in cur.description] == ["backend_ndx", "address", "state"]
+            rows = cur.fetchall()
+            assert rows[1] == (2, "127.0.0.1:1", "unknown")
+            with pytest.raises(pymysql.err.OperationalError, match="unknown: drop table x"):
+                cur.execute("DROP TABLE x")
+            with pytest.raises(pymysql.err.OperationalError, match="PROXY_SEND_RESULT"):
+                cur.execute("forget to answer")
+            cur.execute("SELECT * FROM backends")  # the connection is still usable
+            assert len(cur.fetchall()) == 2
