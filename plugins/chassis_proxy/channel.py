@@ -39,9 +39,9 @@ class PacketChannel(asyncio.Protocol):
         self.error: BaseException | None = None
         self._on_made = on_made
         self.on_lost: Callable[[PacketChannel, BaseException | None], None] | None = None
-        #: When set, incoming bytes go to this callback instead of waking a reader
-        #: (the scripted mode's response pump); it reads them from :attr:`reader`.
-        self.sink: Callable[[], None] | None = None
+        #: When set, incoming bytes go to this callback (the scripted mode's command
+        #: loop and response pumps) instead of :attr:`reader` and a waiting coroutine.
+        self.sink: Callable[[bytes], None] | None = None
         #: Called when the write buffer drained below the low-water mark.
         self.on_resume: Callable[[], None] | None = None
 
@@ -53,10 +53,10 @@ class PacketChannel(asyncio.Protocol):
             self._on_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
         if self.sink is not None:
-            self.sink()
+            self.sink(data)
             return
+        self.reader.feed(data)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

@@ -165,6 +165,7 @@ class ProxyConnection:
         self.closed = False
         self.counted = False
         self.in_commands = False  # scripted command phase (the login is over)
+        self.session: scripted.ScriptedSession | None = None
         # Admin counters: the scripted loop adds here, the relay legs count themselves.
         self.bytes_in = 0
         self.bytes_out = 0
@@ -291,11 +292,21 @@ class ProxyConnection:
                 counters.queries += now[2] - before[2]
 
     def check_timeouts(self, now: float) -> None:
-        """Called by the service's sweeper: enforce --proxy-read/write-timeout on relays."""
-        cl, sl = self.client_leg, self.server_leg
-        if cl is None or sl is None or self.closed:
+        """Called by the service's sweeper: --proxy-read/write-timeout after the login."""
+        cl, sl, session = self.client_leg, self.server_leg, self.session
+        if self.closed:
             return
-        seen = (cl.last, sl.last)
+        if cl is not None and sl is not None:
+            seen: tuple[object, object] = (cl.last, sl.last)
+            paused = cl.paused or sl.paused
+        elif session is not None:
+            seen = (session.client_seen, session.server_seen)
+            paused = self.client_ch.write_paused or bool(
+                self.server_ch is not None and self.server_ch.write_paused)
+        else:
+            return  # the login has its own timeouts
+        if self._active_at == 0.0:
+            self._active_at = now
         if seen[0] is not self._activity[0] or seen[1] is not self._activity[1]:
             self._activity = seen
             self._active_at = now
@@ -304,7 +315,7 @@ class ProxyConnection:
                         self.connection_id, now - self._active_at, self.name)
             self.close()
             return
-        if cl.paused or sl.paused:
+        if paused:
             if self._paused_since is None:
                 self._paused_since = now
             elif now - self._paused_since > self.settings.write_timeout:

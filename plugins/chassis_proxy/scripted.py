@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from chassis_mysql.constants import Command
 from chassis_mysql.errors import ProtocolError
@@ -97,11 +98,14 @@ class ResponsePump:
         if server is not None and server.transport is not None and not server.closed:
             server.transport.resume_reading()
 
-    def _on_data(self) -> None:
-        if self.future.done():
-            return
+    def _on_data(self, data: bytes = b"") -> None:
         server, client = self.session.server, self.session.client
         assert server is not None
+        if data:
+            self.session.server_seen = data
+            server.reader.feed(data)
+        if self.future.done():
+            return
         tracker = self.tracker
         out: list[bytes] = []
         finished = False
@@ -143,6 +147,147 @@ class ResponsePump:
             server.transport.pause_reading()  # the client is slow: stop reading the server
 
 
+class StreamPump:
+    """The hot path of scripted mode: a forwarded command's response, straight through.
+
+    Runs in the server leg's ``data_received``: walks the packet headers of each buffer,
+    shows every packet to the tracker, and writes the buffer to the client as it is
+    (sequence ids patched only if the two legs disagree). Falls back to the framed
+    :class:`ResponsePump` machinery for 16 MiB packets, and hands over to a coroutine
+    when the server waits for the client (LOCAL INFILE data, change-user auth).
+    """
+
+    __slots__ = ("carry", "client_seq", "offset", "server_seq", "session", "tracker")
+
+    def __init__(self, session: ScriptedSession, tracker: ResponseTracker,
+                 client_seq: int) -> None:
+        self.session = session
+        self.tracker = tracker
+        self.client_seq = client_seq  # the next sequence id on the client leg
+        self.server_seq = 1  # the next one on the server leg
+        self.offset: int | None = None  # client seq - server seq, once known
+        self.carry = b""
+
+    def start(self) -> None:
+        session = self.session
+        assert session.server is not None
+        session.server.sink = self.on_data
+        session.client.on_resume = self._resume
+        pending = session.server.reader.drain()
+        if pending:
+            self.on_data(pending)
+
+    def _resume(self) -> None:
+        server = self.session.server
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
+    def on_data(self, data: bytes) -> None:
+        session = self.session
+        session.server_seen = data
+        if self.carry:
+            data = self.carry + data
+            self.carry = b""
+        tracker = self.tracker
+        n = len(data)
+        pos = 0
+        finished = False
+        try:
+            while pos + 4 <= n:
+                length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+                end = pos + 4 + length
+                if end > n:
+                    break
+                if length == 0xFFFFFF:
+                    self._to_framed(data, pos)
+                    return
+                if self.offset is None:
+                    self.offset = (self.client_seq - data[pos + 3]) & 0xFF
+                tracker.feed(data[pos + 4 : end])
+                pos = end
+                if tracker.done or tracker.awaiting_client:
+                    finished = True
+                    break
+        except ProtocolError as e:
+            session._stop(ScriptedStop(f"backend {session.conn._backend_name()} sent a "
+                                       f"malformed response: {e}"))
+            return
+        if pos:
+            self._write(data, pos)
+        if pos < n:
+            if finished:
+                # Bytes after a complete response: keep them for the next command.
+                assert session.server is not None
+                session.server.reader.feed(data[pos:])
+            else:
+                self.carry = data[pos:]
+        if finished:
+            self._finish()
+        else:
+            client, server = session.client, session.server
+            if client.write_paused and server is not None and server.transport is not None:
+                server.transport.pause_reading()  # the client is slow: stop reading the server
+
+    def _write(self, data: bytes, end: int) -> None:
+        chunk = data[:end] if end < len(data) else data
+        last_seq = self._last_seq(chunk)
+        if self.offset:
+            patched = bytearray(chunk)
+            pos = 0
+            while pos < end:
+                patched[pos + 3] = (patched[pos + 3] + self.offset) & 0xFF
+                pos += 4 + (patched[pos] | (patched[pos + 1] << 8) | (patched[pos + 2] << 16))
+            chunk = bytes(patched)
+        self.server_seq = (last_seq + 1) & 0xFF
+        self.client_seq = (last_seq + 1 + (self.offset or 0)) & 0xFF
+        self.session.conn.bytes_out += end
+        self.session.client.write(chunk)
+
+    @staticmethod
+    def _last_seq(chunk: bytes) -> int:
+        pos, last, n = 0, 0, len(chunk)
+        while pos < n:
+            last = chunk[pos + 3]
+            pos += 4 + (chunk[pos] | (chunk[pos + 1] << 8) | (chunk[pos + 2] << 16))
+        return last
+
+    def _detach(self) -> None:
+        session = self.session
+        if session.server is not None:
+            session.server.sink = None
+        session.client.on_resume = None
+        server = session.server
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
+    def _finish(self) -> None:
+        self._detach()
+        if self.tracker.awaiting_client:
+            self.session.continue_exchange(self)
+        else:
+            self.session.command_done()
+
+    def _to_framed(self, data: bytes, pos: int) -> None:
+        """A 16 MiB packet: finish this response with the framed (joining) pump."""
+        if pos:
+            self._write(data, pos)
+        self._detach()
+        session = self.session
+        assert session.server is not None
+        session.server.reader.feed(data[pos:])
+        tracker, client_seq = self.tracker, self.client_seq
+
+        async def rest() -> None:
+            pump = ResponsePump(session, tracker, deliver=True, keep=False,
+                                client_seq=client_seq)
+            await session._run_pump(pump, session.settings.read_timeout)
+            if tracker.awaiting_client:
+                await session._exchange(tracker, deliver=True, keep=False,
+                                        client_seq=pump.client_seq, server_seq=pump.server_seq)
+
+        session._spawn(rest())
+
+
 class ScriptedSession:
     """The command phase of one scripted client connection."""
 
@@ -157,30 +302,69 @@ class ScriptedSession:
         server_caps = int(conn.server_handshake.capabilities) if conn.server_handshake else ~0
         self.capabilities = conn.client_capabilities & server_caps
         self.client.reader.max_payload = self.settings.max_allowed_packet
+        self.busy = False  # a command is being answered
+        self.task: asyncio.Task[Any] | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The latest buffers seen on each side: the service's sweeper watches them for
+        # --proxy-read-timeout, as it does for relays.
+        self.client_seen = b""
+        self.server_seen = b""
 
-    # the loop ----------------------------------------------------------------------
+    # the loop: callbacks for the common cases, a coroutine for the rest ----------------
 
     async def run(self) -> None:
-        conn = self.conn
-        while not conn.closed:
-            if conn.connection_close:
-                log.debug("conn %d: connection_close set by the script", conn.connection_id)
-                return
-            try:
-                packet = await self.client.read_packet(self.settings.read_timeout)
-            except ProtocolError as e:
-                self._client_err(0, ER_NET_PACKET_TOO_LARGE,
-                                 "Got a packet bigger than 'max_allowed_packet' bytes", "08S01")
-                raise ScriptedStop(f"client {conn.name}: {e} (--proxy-max-allowed-packet)") from None
-            except ChannelTimeout:
-                raise ScriptedStop(f"client {conn.name} idle for more than "
-                                   f"{self.settings.read_timeout:g} s (--proxy-read-timeout)") from None
-            if not packet.payload:
-                raise ScriptedStop(f"client {conn.name} sent an empty command packet")
-            await self.command(packet.payload, (packet.seq + 1) & 0xFF)
+        """Serve commands until the client leaves; raises ScriptedStop to end with a log line."""
+        self.conn.session = self
+        self.client.sink = self._on_client_data
+        try:
+            self._on_client_data(self.client.reader.drain())  # bytes read during the login
+            await self.done
+        finally:
+            self.client.sink = None
+            if self.server is not None:
+                self.server.sink = None
+            if self.task is not None and not self.task.done():
+                self.task.cancel()
 
-    async def command(self, payload: bytes, client_seq: int) -> None:
-        """One client command, from ``read_query`` to the last result packet."""
+    def _stop(self, error: BaseException | None = None) -> None:
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(None)
+            else:
+                self.done.set_exception(error)
+
+    def _on_client_data(self, data: bytes) -> None:
+        """Client bytes: run every complete command, unless one is still being answered."""
+        self.client_seen = data
+        reader = self.client.reader
+        if data:
+            reader.feed(data)
+        conn = self.conn
+        try:
+            while not self.busy and not self.done.done():
+                if conn.connection_close:
+                    log.debug("conn %d: connection_close set by the script", conn.connection_id)
+                    self._stop()
+                    return
+                try:
+                    packet = reader.next_packet()
+                except ProtocolError as e:
+                    self._client_err(0, ER_NET_PACKET_TOO_LARGE,
+                                     "Got a packet bigger than 'max_allowed_packet' bytes", "08S01")
+                    raise ScriptedStop(f"client {conn.name}: {e} (--proxy-max-allowed-packet)") \
+                        from None
+                if packet is None:
+                    return
+                if not packet.payload:
+                    raise ScriptedStop(f"client {conn.name} sent an empty command packet")
+                self._dispatch(packet.payload, (packet.seq + 1) & 0xFF)
+        except ScriptedStop as e:
+            self._stop(e)
+        except Exception as e:
+            self._stop(e)
+
+    def _dispatch(self, payload: bytes, client_seq: int) -> None:
+        """``read_query`` and its decision; the common answers are handled right here."""
         conn = self.conn
         conn.commands += 1
         conn.bytes_in += len(payload)
@@ -188,10 +372,14 @@ class ScriptedSession:
         outcome = self.hooks.read_query(payload)
         decision = outcome.decision
         if decision == Decision.SEND_RESULT:
-            await self._answer(outcome.response or [], client_seq)
+            response = outcome.response or []
+            if response and response[0][:1] != b"\xfb":
+                self._send_packets(response, client_seq)
+            else:
+                self._spawn(self._answer(response, client_seq))
             return
         if decision == Decision.SEND_QUERY and len(conn.queries):
-            await self._injections(payload, client_seq)
+            self._spawn(self._injections(payload, client_seq))
             return
         if len(conn.queries):
             log.critical("conn %d: read_query queued %d queries but did not return "
@@ -207,7 +395,39 @@ class ScriptedSession:
         tracker = ResponseTracker(payload[0], self.capabilities)
         self._to_server(payload)
         if tracker.expects_response:
-            await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
+            self.busy = True
+            StreamPump(self, tracker, client_seq).start()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Hand the connection to a coroutine until this command is answered."""
+        self.busy = True
+        self.client.sink = None  # the coroutine reads the client itself
+        self.task = asyncio.get_running_loop().create_task(coro)
+        self.task.add_done_callback(self._coroutine_done)
+
+    def _coroutine_done(self, task: asyncio.Task[Any]) -> None:
+        self.task = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            self._stop(error)
+            return
+        self.command_done()
+
+    def command_done(self) -> None:
+        """The command is answered: take the next one (maybe already buffered)."""
+        self.busy = False
+        self.client.sink = self._on_client_data
+        self._on_client_data(b"")
+
+    def continue_exchange(self, pump: StreamPump) -> None:
+        """The server now waits for the client (LOCAL INFILE, change-user auth): a coroutine
+        relays that part."""
+        async def relay() -> None:
+            await self._exchange(pump.tracker, deliver=True, keep=False,
+                                 client_seq=pump.client_seq, server_seq=pump.server_seq)
+        self._spawn(relay())
 
     async def _injections(self, original: bytes, client_seq: int) -> None:
         conn = self.conn
@@ -280,12 +500,19 @@ class ScriptedSession:
         return self.server.send(payload, 0)
 
     async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
-                        client_seq: int) -> ResponsePump:
-        """Pump a response; relay the client's packets while the server waits for them."""
+                        client_seq: int, server_seq: int | None = None) -> ResponsePump:
+        """Pump a response; relay the client's packets while the server waits for them.
+
+        With ``server_seq`` the response has begun already (a StreamPump saw the server
+        ask for the client's packets) and the exchange goes on from there.
+        """
         conn = self.conn
         timeout = self.settings.read_timeout
         pump = ResponsePump(self, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
-        await self._run_pump(pump, timeout)
+        if server_seq is None:
+            await self._run_pump(pump, timeout)
+        else:
+            pump.server_seq = server_seq
         while tracker.awaiting_client:
             assert self.server is not None
             if not deliver:
