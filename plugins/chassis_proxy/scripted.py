@@ -302,6 +302,8 @@ class ScriptedSession:
         server_caps = int(conn.server_handshake.capabilities) if conn.server_handshake else ~0
         self.capabilities = conn.client_capabilities & server_caps
         self.client.reader.max_payload = self.settings.max_allowed_packet
+        if self.server is not None:
+            self.server.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -485,3 +485,46 @@ def test_change_user_and_reset_in_scripted_mode(run_proxy: Any) -> None:
         assert cur.fetchall() == [(None,)]
     finally:
         conn.close()
+
+
+def test_rows_over_16_mib_in_scripted_mode(run_proxy: Any) -> None:
+    proxy, _ = run_proxy(Hooks)
+    size = 20 * 1024 * 1024
+    with connect(proxy, max_allowed_packet=64 * 1024 * 1024) as conn:
+        (value,) = rows(conn, f"SELECT REPEAT('z', {size})")[0]
+        assert len(value) == size and set(value) == {"z"}
+        # The connection is in step afterwards: the next command and its result line up.
+        assert rows(conn, "SELECT 'next'") == [("next",)]
+
+
+def test_idle_client_times_out_in_scripted_mode(run_proxy: Any) -> None:
+    proxy, host = run_proxy(Hooks, read_timeout=0.3)
+    conn = connect(proxy)
+    try:
+        wait_for(lambda: "disconnect_client" in host.calls, timeout=10,
+                 message="the idle client to be closed")
+        with pytest.raises(pymysql.err.OperationalError):
+            rows(conn, "SELECT 1")
+    finally:
+        conn.close()
+
+
+def test_client_vanishing_mid_result_in_scripted_mode(run_proxy: Any, mariadb: MariaDB) -> None:
+    from tests.proxy.rawclient import login_packet
+
+    proxy, host = run_proxy(Hooks)
+    client = RawClient("127.0.0.1", proxy.port)
+    client.read_packet()
+    client.send_packet(login_packet("root"), 1)
+    assert client.read_packet()[1][:1] == b"\x00"
+    client.send_packet(b"\x03SELECT CONNECTION_ID()", 0)
+    thread_id = int([client.read_packet()[1] for _ in range(5)][3][1:])
+    client.send_packet(b"\x03SELECT seq, REPEAT('x', 100) FROM test.seq_1_to_3000000", 0)
+    client.recv_exact(100_000)
+    client.abort()
+
+    def gone() -> bool:
+        ids = {r[0] for r in mariadb.sql("SELECT id FROM information_schema.processlist")}
+        return thread_id not in ids
+    wait_for(gone, timeout=20, message="the server connection to be closed")
+    wait_for(lambda: "disconnect_client" in host.calls, timeout=5)
