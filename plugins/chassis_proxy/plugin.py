@@ -53,6 +53,8 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Seconds to wait for a read."),
         click.Option(["--proxy-write-timeout"], type=float, default=28800.0, show_default=True,
                      help="Seconds to wait for a write."),
+        click.Option(["--proxy-health-check-interval"], type=float, default=4.0, show_default=True,
+                     help="Seconds between background probes of DOWN backends (0: only when clients connect)."),
         click.Option(["--proxy-max-connections"], type=click.IntRange(min=0), default=0,
                      help="Most client connections per worker (0: no limit)."),
         click.Option(["--proxy-max-allowed-packet"], type=click.IntRange(min=1024),

@@ -38,6 +38,7 @@ class ProxyService:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._health: asyncio.Task[None] | None = None
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
@@ -55,6 +56,11 @@ class ProxyService:
         self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock)
         self.accepting = True
         self._sweeper = self.loop.create_task(self._sweep())
+        if self.settings.health_check_interval > 0:
+            from chassis_proxy import health
+
+            self._health = self.loop.create_task(health.run(
+                self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
 
     @property
     def port(self) -> int | None:
@@ -91,6 +97,8 @@ class ProxyService:
         self.accepting = False
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._health is not None:
+            self._health.cancel()
         if self._server is not None:
             self._server.close()
         self.close_all()

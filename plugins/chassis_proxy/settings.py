@@ -47,6 +47,7 @@ class ProxySettings:
     client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
     backend_tls: ssl.SSLContext | None = None  # used towards every backend
     pool_no_change_user: bool = False
+    health_check_interval: float = 4.0  # seconds between probes of DOWN backends; 0: none
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -171,6 +172,7 @@ def load(config: Config) -> ProxySettings:
         client_tls=client_tls,
         backend_tls=backend_tls,
         pool_no_change_user=bool(config.get("proxy_pool_no_change_user")),
+        health_check_interval=_timeout(config, "proxy_health_check_interval", 4.0),
     )
 
 
