@@ -183,8 +183,14 @@ class ProxyConnection:
 
     @property
     def name(self) -> str:
+        """The client's address for log lines (``unix:PATH`` for unix socket clients)."""
         src = self.client.src
-        return src.name if src is not None else "?"
+        if src is None:
+            return "?"
+        if src.family == socket.AF_UNIX:
+            dst = self.client.dst
+            return f"unix:{dst.name if dst is not None else src.name}"
+        return src.name
 
     # start and stop --------------------------------------------------------------
 

@@ -84,7 +84,14 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     from chassis_proxy.service import ProxyService
 
     settings = proxy_settings.load(config)
-    sock = bind_listener(settings.listen) if settings.listen is not None else None
+    log = logging.getLogger("chassis.proxy")
+    sock = None
+    if settings.listen is not None:
+        if settings.listen.is_unix and runtime.worker_id > 0:
+            # Processes cannot share a unix socket path the way SO_REUSEPORT shares a port.
+            log.info("unix socket %s is served by worker 1 only", settings.listen)
+        else:
+            sock = bind_listener(settings.listen)
     try:
         host = _script_host(config, runtime, settings)
     except BaseException:
@@ -92,7 +99,8 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             sock.close()
         raise
     _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
-    logging.getLogger("chassis.proxy").info("%s", proxy_settings.describe(settings))
+    if sock is not None:
+        log.info("%s", proxy_settings.describe(settings))
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:

@@ -103,12 +103,9 @@ class ProxyService:
             self._server.close()
         self.close_all()
         if self.sock is not None:
-            path = None
-            if self.sock.family == socket.AF_UNIX:
-                with contextlib.suppress(OSError):
-                    path = self.sock.getsockname()
             self.sock.close()
-            if path and self.worker_id == 0:
+            path = self.settings.listen.path if self.settings.listen is not None else None
+            if path:  # only the worker that bound it has a socket here
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         if self.script_host is not None:
