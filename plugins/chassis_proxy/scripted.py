@@ -173,9 +173,8 @@ class StreamPump:
         assert session.server is not None
         session.server.sink = self.on_data
         session.client.on_resume = self._resume
-        pending = session.server.reader.drain()
-        if pending:
-            self.on_data(pending)
+        if session.server.reader.buffered:
+            self.on_data(session.server.reader.drain())
 
     def _resume(self) -> None:
         server = self.session.server
@@ -188,9 +187,10 @@ class StreamPump:
         if self.carry:
             data = self.carry + data
             self.carry = b""
-        tracker = self.tracker
+        feed = self.tracker.feed
         n = len(data)
         pos = 0
+        last_seq = -1
         finished = False
         try:
             while pos + 4 <= n:
@@ -199,13 +199,14 @@ class StreamPump:
                 if end > n:
                     break
                 if length == 0xFFFFFF:
-                    self._to_framed(data, pos)
+                    self._to_framed(data, pos, last_seq)
                     return
+                last_seq = data[pos + 3]
                 if self.offset is None:
-                    self.offset = (self.client_seq - data[pos + 3]) & 0xFF
-                tracker.feed(data[pos + 4 : end])
+                    self.offset = (self.client_seq - last_seq) & 0xFF
+                event = feed(data[pos + 4 : end])
                 pos = end
-                if tracker.done or tracker.awaiting_client:
+                if event != Event.ROW and (self.tracker.done or self.tracker.awaiting_client):
                     finished = True
                     break
         except ProtocolError as e:
@@ -213,7 +214,7 @@ class StreamPump:
                                        f"malformed response: {e}"))
             return
         if pos:
-            self._write(data, pos)
+            self._write(data, pos, last_seq)
         if pos < n:
             if finished:
                 # Bytes after a complete response: keep them for the next command.
@@ -228,9 +229,8 @@ class StreamPump:
             if client.write_paused and server is not None and server.transport is not None:
                 server.transport.pause_reading()  # the client is slow: stop reading the server
 
-    def _write(self, data: bytes, end: int) -> None:
+    def _write(self, data: bytes, end: int, last_seq: int) -> None:
         chunk = data[:end] if end < len(data) else data
-        last_seq = self._last_seq(chunk)
         if self.offset:
             patched = bytearray(chunk)
             pos = 0
@@ -242,14 +242,6 @@ class StreamPump:
         self.client_seq = (last_seq + 1 + (self.offset or 0)) & 0xFF
         self.session.conn.bytes_out += end
         self.session.client.write(chunk)
-
-    @staticmethod
-    def _last_seq(chunk: bytes) -> int:
-        pos, last, n = 0, 0, len(chunk)
-        while pos < n:
-            last = chunk[pos + 3]
-            pos += 4 + (chunk[pos] | (chunk[pos + 1] << 8) | (chunk[pos + 2] << 16))
-        return last
 
     def _detach(self) -> None:
         session = self.session
@@ -267,10 +259,10 @@ class StreamPump:
         else:
             self.session.command_done()
 
-    def _to_framed(self, data: bytes, pos: int) -> None:
+    def _to_framed(self, data: bytes, pos: int, last_seq: int) -> None:
         """A 16 MiB packet: finish this response with the framed (joining) pump."""
         if pos:
-            self._write(data, pos)
+            self._write(data, pos, last_seq)
         self._detach()
         session = self.session
         assert session.server is not None
@@ -337,9 +329,9 @@ class ScriptedSession:
 
     def _on_client_data(self, data: bytes) -> None:
         """Client bytes: run every complete command, unless one is still being answered."""
-        self.client_seen = data
         reader = self.client.reader
         if data:
+            self.client_seen = data
             reader.feed(data)
         conn = self.conn
         try:
@@ -347,6 +339,8 @@ class ScriptedSession:
                 if conn.connection_close:
                     log.debug("conn %d: connection_close set by the script", conn.connection_id)
                     self._stop()
+                    return
+                if not reader.buffered:
                     return
                 try:
                     packet = reader.next_packet()

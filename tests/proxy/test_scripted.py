@@ -386,6 +386,8 @@ def test_connection_close_after_the_result(run_proxy: Any) -> None:
     conn = connect(proxy)
     try:
         assert rows(conn, "SELECT 'bye'") == [("bye",)]
+        # Closed right after the result, not when the client speaks next.
+        wait_for(lambda: "disconnect_client" in host.calls, timeout=5)
         with pytest.raises(pymysql.err.OperationalError) as info:
             rows(conn, "SELECT 1")
         assert info.value.args[0] in (2006, 2013)
