@@ -100,7 +100,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         raise
     _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
     if sock is not None:
-        log.info("%s", proxy_settings.describe(settings))
+        log.info("%s", proxy_settings.describe(settings, _service.port))
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:

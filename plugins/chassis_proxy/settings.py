@@ -176,16 +176,19 @@ def load(config: Config) -> ProxySettings:
     )
 
 
-def describe(settings: ProxySettings) -> str:
-    """One log line summarising what this worker will do."""
+def describe(settings: ProxySettings, port: int | None = None) -> str:
+    """One log line summarising what this worker will do (``port``: the one bound, for :0)."""
     backends = ", ".join(f"{b.address}{' (ro)' if b.read_only else ''}" for b in settings.backends)
+    listen = settings.listen
+    if listen is not None and port is not None and listen.port != port:
+        listen = Address(host=listen.host, port=port)
     tls = []
     if settings.client_tls is not None:
         tls.append("TLS for clients")
     if settings.backend_tls is not None:
         tls.append("TLS to backends")
     return (
-        f"proxy listening on {settings.listen}, backends: {backends}"
+        f"proxy listening on {listen}, backends: {backends}"
         + (f"; {', '.join(tls)}" if tls else "")
         + f"; pid {os.getpid()}"
     )
