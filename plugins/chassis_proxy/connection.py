@@ -483,7 +483,10 @@ class ProxyConnection:
         self.client.auth_plugin_name = hs.auth_plugin_name
         if self.hooks is not None:
             outcome = self.hooks.read_handshake()
-            if outcome.decision == Decision.SEND_RESULT:
+            if outcome.decision == Decision.SEND_QUERY:  # MySQL Proxy's deprecated alias
+                log.warning("conn %d: read_handshake returned proxy.PROXY_SEND_QUERY, a deprecated "
+                            "alias of PROXY_SEND_RESULT", self.connection_id)
+            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
                 self._send_response(outcome, 0)
                 raise LoginFailed
         backend_tls = self.settings.backend_tls
