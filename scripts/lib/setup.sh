@@ -9,6 +9,7 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [pkg-config]=pkg-config
   [openssl]=openssl
   [setpriv]=util-linux
+  [sysbench]=sysbench
 )
 
 apt_install() {
@@ -45,9 +46,13 @@ ensure_venv() {
   local want
   want=$(cat pyproject.toml tests/echo_plugin/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "== installing chassis and its test extras into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]' -e tests/echo_plugin
+    echo "== installing chassis and its test extras into .venv (log: .venv/pip.log)"
+    if ! { .venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install -e '.[test]' -e tests/echo_plugin; } >.venv/pip.log 2>&1; then
+      tail -n 40 .venv/pip.log >&2
+      echo "pip could not install the project; the whole log is in .venv/pip.log" >&2
+      exit 1
+    fi
     echo "$want" > "$stamp"
   fi
 }
