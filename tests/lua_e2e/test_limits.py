@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from functools import partial
 from typing import Any
 
 import pymysql
@@ -167,7 +168,7 @@ def test_every_proxy_response_that_crashed_0_8_5_gives_an_err(lua_proxy: LuaProx
     """)
     with proxy.connect() as conn:
         for name in BAD_RESPONSES:
-            assert expect_error(lambda n=name: query(conn, n)) == (1105, RESPONSE_FAILED), name
+            assert expect_error(partial(query, conn, name)) == (1105, RESPONSE_FAILED), name
         assert query(conn, "SELECT 'still here'") == [("still here",)]
         with conn.cursor() as cur:  # logged and forwarded: the server says what it thinks
             with pytest.raises(pymysql.err.ProgrammingError):
