@@ -392,5 +392,5 @@ def test_disconnect_client_is_seen_by_a_later_connection(lua_proxy: LuaProxyFact
     wait_for(lambda: gone.exists() and gone.read_text() == "native\n", timeout=10,
              message="disconnect_client to write the file")
     with proxy.connect() as conn:
-        # PyMySQL's autocommit setting was the first query of the first connection
+        # PyMySQL's SET NAMES was the first query of the first connection
         assert query(conn, "SELECT 'gone'") == [("native", "3")]

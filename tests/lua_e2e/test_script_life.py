@@ -51,7 +51,7 @@ def test_proxy_global_is_shared_and_new_proxy_keys_are_per_connection(
         end
     """)
     with proxy.connect() as first:
-        # PyMySQL's SET AUTOCOMMIT is every connection's first query
+        # PyMySQL's SET NAMES is every connection's first query
         assert query(first, "SELECT 'state'") == [("1", "1", "2", "2", "nil")]
         with proxy.connect() as second:
             assert query(second, "SELECT 'state'") == [("2", "2", "2", "4", "nil")]
