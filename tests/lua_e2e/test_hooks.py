@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import mysql.connector
 import pytest
 
 from tests.lua_e2e.conftest import (
@@ -63,7 +64,8 @@ def test_connect_server_picks_a_backend_with_backend_ndx(lua_proxy: LuaProxyFact
 
 
 def test_connect_server_plays_a_server_behind_another_chassis(lua_proxy: LuaProxyFactory,
-                                                              mariadb_cli: str) -> None:
+                                                              mariadb_cli: str,
+                                                              tmp_path: Path) -> None:
     """A mock server made of a script (no backend at all), and a scripted chassis in front."""
     mock = lua_proxy(SCRIPTS / "mock_server.lua", backends=["127.0.0.1:1"])  # never contacted
     front = lua_proxy(ANSWER_LUA + """
@@ -78,7 +80,9 @@ def test_connect_server_plays_a_server_behind_another_chassis(lua_proxy: LuaProx
         end
     """, backends=[mock.address])
 
-    with front.connect(user="anyone", password="any password") as conn:
+    csv = tmp_path / "data.csv"
+    csv.write_text("1\n2\n")
+    with front.connect(user="anyone", password="any password", local_infile=True) as conn:
         assert query(conn, "SELECT 'handshake'") == [("50099", "4242", "20", mock.address)]
         with conn.cursor() as cur:
             cur.execute("SELECT 1 + 1")
@@ -86,6 +90,7 @@ def test_connect_server_plays_a_server_behind_another_chassis(lua_proxy: LuaProx
             assert [d[0] for d in cur.description] == ["query", "user", "clients"]
             assert cur.execute("INSERT INTO nowhere VALUES (1)") == 3
             assert cur.lastrowid == 77
+            assert cur.execute(f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE t") == 0
         code, message = expect_error(lambda: query(conn, "FAIL please"))
         assert (code, message) == (1234, "the mock refuses: FAIL please")
         conn.ping()
@@ -93,6 +98,15 @@ def test_connect_server_plays_a_server_behind_another_chassis(lua_proxy: LuaProx
     result = run_cli(mariadb_cli, front, "SELECT 'from the cli'", user="someone")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "query\tuser\tclients\nSELECT 'from the cli'\tsomeone\t2\n"
+    connector = mysql.connector.connect(host=front.host, port=front.port, user="third",
+                                        password="x", use_pure=True, ssl_disabled=True,
+                                        connection_timeout=10)
+    try:
+        cur = connector.cursor()
+        cur.execute("SELECT 'connector'")
+        assert cur.fetchall() == [("SELECT 'connector'", "third", 3)]
+    finally:
+        connector.close()
     assert "127.0.0.1:1" not in mock.log_text().replace("backends: 127.0.0.1:1", "")
 
 

@@ -194,3 +194,81 @@ def test_connection_close_ends_the_client_after_its_result(lua_proxy: LuaProxyFa
             query(conn, "SELECT 'too late'")
         assert info.value.args[0] in (2006, 2013), info.value.args
     assert proxy.rows("SELECT 'next client'") == [("next client",)]
+
+
+HOOK_FAILURES_LUA = """
+local function fail_in(hook)
+    if proxy.global.fail == hook then error("failing on purpose in " .. hook) end
+end
+function connect_server() fail_in("connect_server") end
+function read_handshake() fail_in("read_handshake") end
+function read_auth() fail_in("read_auth") end
+function read_auth_result(auth) fail_in("read_auth_result") end
+function read_query(packet)
+    local hook = packet:sub(2):match("^FAIL IN (%S+)$")
+    if hook then
+        proxy.global.fail = hook
+        proxy.response = { type = proxy.MYSQLD_PACKET_OK }
+        return proxy.PROXY_SEND_RESULT
+    elseif packet:sub(2) == "SELECT 'buffered'" then
+        proxy.queries:append(1, packet, { resultset_is_needed = true })
+        return proxy.PROXY_SEND_QUERY
+    elseif packet:sub(2) == "SELECT 'streamed'" then
+        proxy.queries:append(1, packet)
+        return proxy.PROXY_SEND_QUERY
+    end
+end
+function read_query_result(inj) fail_in("read_query_result") end
+function disconnect_client() fail_in("disconnect_client") end
+"""
+
+LOGIN_HOOKS = ["connect_server", "read_handshake", "read_auth", "read_auth_result"]
+
+
+@pytest.mark.parametrize("on_error", ["forward", "reject"])
+def test_a_failing_hook_in_every_hook(lua_proxy: LuaProxyFactory, on_error: str) -> None:
+    """forward: each failure is as if the hook returned nothing; reject: an ERR wherever the
+    client can still be answered (not for a streamed result, nor at disconnect)."""
+    proxy = lua_proxy(HOOK_FAILURES_LUA, f"--proxy-lua-on-error={on_error}")
+    with proxy.connect() as control:
+        for hook in [*LOGIN_HOOKS, "read_query_result", "disconnect_client"]:
+            query(control, f"FAIL IN {hook}")
+            rejected = (1105, f"(lua) {hook}() failed and --proxy-lua-on-error=reject is set; "
+                              "check the proxy's error log")
+            if hook in LOGIN_HOOKS and on_error == "reject":
+                assert expect_error(proxy.connect) == rejected, hook
+                continue
+            with proxy.connect() as conn:
+                if hook == "read_query_result" and on_error == "reject":
+                    assert expect_error(partial(query, conn, "SELECT 'buffered'")) == rejected
+                else:
+                    assert query(conn, "SELECT 'buffered'") == [("buffered",)], hook
+                assert query(conn, "SELECT 'streamed'") == [("streamed",)], hook
+        query(control, "FAIL IN nothing")
+    lines = proxy.critical_lines()
+    for hook in [*LOGIN_HOOKS, "read_query_result", "disconnect_client"]:
+        assert any(re.search(rf"conn \d+: \({hook}\) \S*script1\.lua:\d+: failing on purpose in "
+                             rf"{hook}", line) for line in lines), (hook, lines)
+    assert proxy.rows("SELECT 'all good'") == [("all good",)]
+
+
+def test_a_top_level_that_runs_too_long_or_too_big_refuses_only_that_client(
+        lua_proxy: LuaProxyFactory) -> None:
+    proxy = lua_proxy("""
+        proxy.global.runs = (proxy.global.runs or 0) + 1
+        if proxy.global.runs == 2 then
+            while true do end
+        elseif proxy.global.runs == 3 then
+            local hoard = {}
+            for i = 1, 1e9 do hoard[i] = string.rep("y", 100000) .. i end
+        end
+    """, "--lua-hook-timeout=0.5", "--lua-max-memory=64M")
+    exec_failed = (1105, "MySQL Proxy Lua script failed to execute. Check the error log.")
+    with proxy.connect() as first:
+        assert expect_error(proxy.connect) == exec_failed
+        assert expect_error(proxy.connect) == exec_failed
+        assert query(first, "SELECT 'first'") == [("first",)]
+        assert proxy.rows("SELECT 'fourth'") == [("fourth",)]
+    log = proxy.log_text()
+    assert "(script) the script's top level ran longer than --lua-hook-timeout=0.5s" in log
+    assert "(script) the script's top level ran out of memory (--lua-max-memory=64M)" in log

@@ -27,6 +27,10 @@ function read_query(packet)
 		proxy.response = { type = proxy.MYSQLD_PACKET_OK }
 	elseif verb == "insert" then
 		proxy.response = { type = proxy.MYSQLD_PACKET_OK, affected_rows = 3, insert_id = 77 }
+	elseif verb == "load" then
+		-- LOAD DATA LOCAL INFILE 'file' …: ask the client for the file (the proxy takes it
+		-- and answers OK when it ends)
+		proxy.response = { type = proxy.MYSQLD_PACKET_RAW, packets = { "\251" .. sql:match("INFILE '([^']*)'") } }
 	elseif verb == "fail" then
 		proxy.response = {
 			type = proxy.MYSQLD_PACKET_ERR, errmsg = "the mock refuses: " .. sql, errcode = 1234,
