@@ -267,6 +267,8 @@ function read_query(packet)
         proxy.queries:append(3, Q .. "SELECT 1 / 0 AS d", { resultset_is_needed = true })
     elseif sql == "INSPECT error" then
         proxy.queries:append(4, Q .. "SELECT * FROM test.no_such_table", { resultset_is_needed = true })
+    elseif sql == "INSPECT procedure" then
+        proxy.queries:append(6, Q .. "CALL test.lua_two_results()", { resultset_is_needed = true })
     elseif sql == "INSPECT unbuffered" then
         proxy.queries:append(5, Q .. "SELECT 'streamed'")
     elseif sql == "INSPECT chain" then
@@ -326,9 +328,13 @@ end
 
 
 def test_read_query_result_sees_timing_and_the_whole_resultset(
-        lua_proxy: LuaProxyFactory, mariadb: MariaDB, cleanup_tables: list[str]) -> None:
+        lua_proxy: LuaProxyFactory, mariadb: MariaDB, cleanup_tables: list[str],
+        request: pytest.FixtureRequest) -> None:
     mariadb.sql("CREATE TABLE test.lua_inspect (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT)")
     cleanup_tables.append("test.lua_inspect")
+    mariadb.sql("CREATE OR REPLACE PROCEDURE test.lua_two_results() "
+                "BEGIN SELECT 1 AS a UNION SELECT 2; SELECT 'x' AS b; END")
+    request.addfinalizer(lambda: mariadb.sql("DROP PROCEDURE IF EXISTS test.lua_two_results"))
     proxy = lua_proxy(INSPECT_LUA)
     with proxy.connect() as conn:
         query(conn, "BEGIN")
@@ -370,6 +376,11 @@ def test_read_query_result_sees_timing_and_the_whole_resultset(
 
         seen = dict(query(conn, "INSPECT error"))
         assert (seen["query_status"], seen["raw first byte"], seen["#fields"]) == ("255", "255", "0")
+
+        # two result sets: rows are counted over both, only the first is shown
+        seen = dict(query(conn, "INSPECT procedure"))
+        assert (seen["row_count"], seen["#fields"], seen["field 1"]) == ("3", "1", "a 3   a")
+        assert (seen["row 1"], seen["row 2"], "row 3" in seen) == ("1,nil", "2,nil", False)
 
         assert query(conn, "INSPECT chain") == [("second",)]  # 'first' was ignored
         assert query(conn, "INSPECT unbuffered") == [("streamed",)]
