@@ -15,7 +15,10 @@ packets: :attr:`~ResponseTracker.awaiting_client` and
 response, and the endless COM_BINLOG_DUMP stream.
 
 Only the few fields that steer the state machine are decoded (counts and status
-flags), so a proxy can afford it for every packet it has to look at.
+flags), so a proxy can afford it for every packet it has to look at; a proxy that
+forwards the bytes as they are uses :meth:`~ResponseTracker.scan`, which walks the
+physical packets of a whole buffer and looks at each row only as far as its first byte.
+The states are plain ints (not an enum) because this runs for every packet.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from enum import IntEnum
 from chassis_mysql.commands import StmtPrepareOK, command_of
 from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command, ServerStatus
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import OK, is_eof, is_progress
+from chassis_mysql.packets import OK
 from chassis_mysql.resultset import column_count, metadata_follows
+
+Buffer = bytes | bytearray | memoryview
 
 
 class Event(IntEnum):
@@ -52,39 +57,66 @@ class Event(IntEnum):
     BINLOG_EVENT = 14
 
 
-class _S(IntEnum):
-    """States of the tracker."""
+# Events as module constants: a global lookup is several times cheaper than an enum
+# member lookup on CPython 3.11, and feed() returns one for every packet.
+_OK_EVENT = Event.OK
+_ERR_EVENT = Event.ERR
+_EOF_EVENT = Event.EOF
+_ROW_EVENT = Event.ROW
+_COLUMN_DEF_EVENT = Event.COLUMN_DEF
 
-    FIRST = 0  # the first packet of a (next) result
-    COLUMN_DEFS = 1
-    COLUMN_DEFS_EOF = 2
-    ROWS = 3
-    PREPARE_FIRST = 4
-    PREPARE_PARAMS = 5
-    PREPARE_PARAMS_EOF = 6
-    PREPARE_COLUMNS = 7
-    PREPARE_COLUMNS_EOF = 8
-    FIELD_LIST = 9
-    STATISTICS = 10
-    OK_OR_ERR = 11
-    AUTH = 12
-    INFILE_DATA = 13  # the client is sending the file
-    INFILE_RESULT = 14
-    FETCH = 15
-    STREAM = 16
-    AUTH_CLIENT = 17  # the client must answer an auth request
-    DONE = 18
+# States of the tracker (plain ints: compared for every packet). The last three are
+# the ones where the server has nothing to send for now (ResponseTracker.idle).
+_FIRST = 0  # the first packet of a (next) result
+_COLUMN_DEFS = 1
+_COLUMN_DEFS_EOF = 2
+_ROWS = 3
+_PREPARE_FIRST = 4
+_PREPARE_PARAMS = 5
+_PREPARE_PARAMS_EOF = 6
+_PREPARE_COLUMNS = 7
+_PREPARE_COLUMNS_EOF = 8
+_FIELD_LIST = 9
+_STATISTICS = 10
+_OK_OR_ERR = 11
+_AUTH = 12
+_INFILE_RESULT = 13
+_FETCH = 14
+_STREAM = 15
+_INFILE_DATA = 16  # the client is sending the file
+_AUTH_CLIENT = 17  # the client must answer an auth request
+_DONE = 18
+_IDLE = _INFILE_DATA  # states >= _IDLE: the server owes nothing until the client speaks
+_PREPARE_STATES = frozenset({_PREPARE_FIRST, _PREPARE_PARAMS, _PREPARE_PARAMS_EOF,
+                             _PREPARE_COLUMNS, _PREPARE_COLUMNS_EOF})
 
-
-_RESULTSET_COMMANDS = frozenset(
-    {Command.QUERY, Command.PROCESS_INFO, Command.STMT_EXECUTE, Command.STMT_BULK_EXECUTE}
-)
-_BINARY_COMMANDS = frozenset({Command.STMT_EXECUTE, Command.STMT_BULK_EXECUTE})
-_NO_RESPONSE = frozenset({Command.QUIT, Command.STMT_CLOSE, Command.STMT_SEND_LONG_DATA})
-_STREAM_COMMANDS = frozenset({Command.BINLOG_DUMP, Command.BINLOG_DUMP_GTID})
+#: The first state for each command; commands not listed are answered with OK or ERR
+#: (PING, INIT_DB, PROCESS_KILL, STMT_RESET, RESET_CONNECTION, SET_OPTION, REFRESH,
+#: DEBUG, SHUTDOWN, ... and unknown commands, which get an ERR).
+_INITIAL_STATE: dict[int, int] = {
+    int(Command.QUERY): _FIRST,
+    int(Command.PROCESS_INFO): _FIRST,
+    int(Command.STMT_EXECUTE): _FIRST,
+    int(Command.STMT_BULK_EXECUTE): _FIRST,
+    int(Command.QUIT): _DONE,
+    int(Command.STMT_CLOSE): _DONE,
+    int(Command.STMT_SEND_LONG_DATA): _DONE,
+    int(Command.STMT_PREPARE): _PREPARE_FIRST,
+    int(Command.STMT_FETCH): _FETCH,
+    int(Command.FIELD_LIST): _FIELD_LIST,
+    int(Command.STATISTICS): _STATISTICS,
+    int(Command.CHANGE_USER): _AUTH,
+    int(Command.BINLOG_DUMP): _STREAM,
+    int(Command.BINLOG_DUMP_GTID): _STREAM,
+}
+_BINARY_COMMANDS = frozenset({int(Command.STMT_EXECUTE), int(Command.STMT_BULK_EXECUTE)})
+_NO_RESPONSE = frozenset({int(Command.QUIT), int(Command.STMT_CLOSE),
+                          int(Command.STMT_SEND_LONG_DATA)})
 
 _MORE = int(ServerStatus.MORE_RESULTS_EXISTS)
 _CURSOR = int(ServerStatus.CURSOR_EXISTS)
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
 
 
 class ResponseTracker:
@@ -105,6 +137,7 @@ class ResponseTracker:
         "capabilities",
         "column_count",
         "command",
+        "last_seq",
         "prepare_ok",
         "result_sets",
         "status",
@@ -113,7 +146,7 @@ class ResponseTracker:
     def __init__(self, command: int, capabilities: int) -> None:
         self.command = command
         self.capabilities = capabilities
-        self._deprecate_eof = bool(capabilities & Capability.DEPRECATE_EOF)
+        self._deprecate_eof = bool(capabilities & _DEPRECATE_EOF)
         self._binary = command in _BINARY_COMMANDS
         self._defs_left = 0
         self._server_split = self._client_split = False
@@ -125,26 +158,9 @@ class ResponseTracker:
         self.column_count = 0
         #: The COM_STMT_PREPARE OK, once seen.
         self.prepare_ok: StmtPrepareOK | None = None
-        if command in _RESULTSET_COMMANDS:
-            self._state = _S.FIRST
-        elif command in _NO_RESPONSE:
-            self._state = _S.DONE
-        elif command == Command.STMT_PREPARE:
-            self._state = _S.PREPARE_FIRST
-        elif command == Command.STMT_FETCH:
-            self._state = _S.FETCH
-        elif command == Command.FIELD_LIST:
-            self._state = _S.FIELD_LIST
-        elif command == Command.STATISTICS:
-            self._state = _S.STATISTICS
-        elif command == Command.CHANGE_USER:
-            self._state = _S.AUTH
-        elif command in _STREAM_COMMANDS:
-            self._state = _S.STREAM
-        else:
-            # PING, INIT_DB, PROCESS_KILL, STMT_RESET, RESET_CONNECTION, SET_OPTION,
-            # REFRESH, DEBUG, SHUTDOWN, ... and unknown commands (answered with ERR).
-            self._state = _S.OK_OR_ERR
+        #: Sequence id of the last physical packet :meth:`scan` took (-1 before any).
+        self.last_seq = -1
+        self._state = _INITIAL_STATE.get(command, _OK_OR_ERR)
 
     @classmethod
     def for_command(cls, command_payload: bytes, capabilities: int) -> ResponseTracker:
@@ -154,7 +170,7 @@ class ResponseTracker:
     @property
     def done(self) -> bool:
         """True once the whole response has been fed (immediately for commands without one)."""
-        return self._state == _S.DONE
+        return self._state == _DONE
 
     @property
     def expects_response(self) -> bool:
@@ -164,15 +180,22 @@ class ResponseTracker:
     @property
     def awaiting_client(self) -> bool:
         """True while the server waits for client packets (LOCAL INFILE data, an auth answer)."""
-        return self._state in (_S.INFILE_DATA, _S.AUTH_CLIENT)
+        state = self._state
+        return state in (_INFILE_DATA, _AUTH_CLIENT)
+
+    @property
+    def idle(self) -> bool:
+        """True when the server has nothing more to send for now: the response is
+        complete (:attr:`done`) or the server waits for the client (:attr:`awaiting_client`)."""
+        return self._state >= _IDLE
 
     def feed_client(self, payload: bytes) -> None:
         """Tell the tracker about a client packet sent while :attr:`awaiting_client`."""
-        if self._state == _S.INFILE_DATA:
+        if self._state == _INFILE_DATA:
             if not payload:
-                self._state = _S.INFILE_RESULT
-        elif self._state == _S.AUTH_CLIENT:
-            self._state = _S.AUTH
+                self._state = _INFILE_RESULT
+        elif self._state == _AUTH_CLIENT:
+            self._state = _AUTH
         else:
             raise ProtocolError("unexpected client packet: the server is not waiting for one")
 
@@ -198,6 +221,48 @@ class ResponseTracker:
         self._client_split = len(chunk) == MAX_PAYLOAD
         self.feed_client(chunk)
 
+    def scan(self, buf: Buffer, pos: int = 0) -> int:
+        """Feed the complete physical packets of ``buf`` from offset ``pos`` (headers
+        included); return the offset just past the last packet fed.
+
+        The bulk form of :meth:`feed` for a proxy that forwards the bytes as they are:
+        rows and column definitions are recognised from their header and first byte
+        without being copied; every other packet goes through :meth:`feed`. Stops after
+        the packet that completes the response or makes the server wait for the client
+        (:attr:`idle`; nothing is fed while idle), at an incomplete packet, and before
+        a physical packet of ``MAX_PAYLOAD`` bytes: a 16 MiB payload must be joined and
+        given to :meth:`feed`. :attr:`last_seq` is the sequence id of the last packet fed.
+        """
+        n = len(buf)
+        state = self._state
+        last = -1
+        deprecate_eof = self._deprecate_eof
+        while state < _IDLE and pos + 4 <= n:
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            end = pos + 4 + length
+            if end > n or length == MAX_PAYLOAD:
+                break
+            if length:
+                first = buf[pos + 4]
+                if state == _ROWS:
+                    # A row, unless it is ERR or the terminator (see feed() and _terminator()).
+                    if first < 0xFE or (first == 0xFE and length >= 9 and not deprecate_eof):
+                        last = pos
+                        pos = end
+                        continue
+                elif state == _COLUMN_DEFS and first != 0xFF and self._defs_left > 1:
+                    self._defs_left -= 1
+                    last = pos
+                    pos = end
+                    continue
+            self.feed(bytes(buf[pos + 4 : end]))
+            state = self._state
+            last = pos
+            pos = end
+        if last >= 0:
+            self.last_seq = buf[last + 3]
+        return pos
+
     def _terminator(self, payload: bytes) -> bool:
         if not payload or payload[0] != 0xFE:
             return False
@@ -206,104 +271,107 @@ class ResponseTracker:
         return len(payload) < 9
 
     def _read_status(self, payload: bytes) -> int:
-        if not self._deprecate_eof and is_eof(payload):
-            status = payload[3] | (payload[4] << 8) if len(payload) >= 5 else 0
+        n = len(payload)
+        if not self._deprecate_eof and payload[0] == 0xFE and n < 9:  # a classic EOF
+            status = payload[3] | (payload[4] << 8) if n >= 5 else 0
         else:
-            status = int(OK.parse(payload, self.capabilities).status)
+            status = _ok_status(payload, self.capabilities)
         self.status = status
         return status
 
     def _end_of_result(self, status: int) -> None:
         self.result_sets += 1
-        self._state = _S.FIRST if status & _MORE else _S.DONE
+        self._state = _FIRST if status & _MORE else _DONE
 
     def feed(self, payload: bytes) -> Event:
         """Classify the next server packet of the response and advance."""
         state = self._state
-        if state == _S.ROWS:  # the hot state first
-            if payload and payload[0] == 0xFF:
-                self._state = _S.DONE
-                return Event.ERR
-            if self._terminator(payload):
-                status = self._read_status(payload)
-                if self._binary and status & _CURSOR and not status & _MORE:
-                    self.result_sets += 1
-                    self._state = _S.DONE
-                else:
-                    self._end_of_result(status)
-                return Event.EOF
-            return Event.ROW
+        if state == _ROWS:  # the hot state first
+            if payload:
+                first = payload[0]
+                if first == 0xFF:
+                    self._state = _DONE
+                    return _ERR_EVENT
+                if first == 0xFE and (len(payload) < 9 or (self._deprecate_eof
+                                                          and len(payload) < 0xFFFFFF)):
+                    status = self._read_status(payload)
+                    if self._binary and status & _CURSOR and not status & _MORE:
+                        self.result_sets += 1
+                        self._state = _DONE
+                    else:
+                        self._end_of_result(status)
+                    return _EOF_EVENT
+            return _ROW_EVENT
         if not payload:
             raise ProtocolError(f"empty packet in the response to {self._command_name()}")
         first = payload[0]
-        if state == _S.DONE:
+        if state == _DONE:
             raise ProtocolError(
                 f"unexpected packet after the complete response to {self._command_name()}"
             )
-        if first == 0xFF and state not in (_S.INFILE_DATA, _S.AUTH_CLIENT):
-            if is_progress(payload):
+        if first == 0xFF and state != _INFILE_DATA and state != _AUTH_CLIENT:
+            if len(payload) >= 3 and payload[1] == payload[2] == 0xFF:  # MariaDB progress
                 return Event.PROGRESS
-            self._state = _S.DONE
-            return Event.ERR
-        if state == _S.FIRST:
+            self._state = _DONE
+            return _ERR_EVENT
+        if state == _FIRST:
             return self._first(payload, first)
-        if state == _S.COLUMN_DEFS:
+        if state == _COLUMN_DEFS:
             self._defs_left -= 1
             if self._defs_left == 0:
-                self._state = _S.ROWS if self._deprecate_eof else _S.COLUMN_DEFS_EOF
-            return Event.COLUMN_DEF
-        if state == _S.COLUMN_DEFS_EOF:
+                self._state = _ROWS if self._deprecate_eof else _COLUMN_DEFS_EOF
+            return _COLUMN_DEF_EVENT
+        if state == _COLUMN_DEFS_EOF:
             self._expect_terminator(payload, "after the column definitions")
             status = self._read_status(payload)
             if self._binary and status & _CURSOR and not status & _MORE:
                 self.result_sets += 1
-                self._state = _S.DONE
+                self._state = _DONE
             else:
-                self._state = _S.ROWS
-            return Event.EOF
-        if state == _S.OK_OR_ERR:
+                self._state = _ROWS
+            return _EOF_EVENT
+        if state == _OK_OR_ERR:
             if first == 0x00 or first == 0xFE:
                 self._read_status(payload)
-                self._state = _S.DONE
-                return Event.OK if first == 0x00 else Event.EOF
+                self._state = _DONE
+                return _OK_EVENT if first == 0x00 else _EOF_EVENT
             raise ProtocolError(
                 f"expected OK or ERR in the response to {self._command_name()}, "
                 f"got a packet starting 0x{first:02x}"
             )
-        if state in (_S.PREPARE_FIRST, _S.PREPARE_PARAMS, _S.PREPARE_PARAMS_EOF,
-                     _S.PREPARE_COLUMNS, _S.PREPARE_COLUMNS_EOF):  # fmt: skip
+        if state in _PREPARE_STATES:
             return self._prepare(payload, state)
-        if state == _S.FETCH:
+        if state == _FETCH:
             if self._terminator(payload):
                 self._read_status(payload)
                 self.result_sets += 1
-                self._state = _S.DONE
-                return Event.EOF
-            return Event.ROW
-        if state == _S.FIELD_LIST:
+                self._state = _DONE
+                return _EOF_EVENT
+            return _ROW_EVENT
+        if state == _FIELD_LIST:
             if self._terminator(payload):
                 self._read_status(payload)
-                self._state = _S.DONE
-                return Event.EOF
-            return Event.COLUMN_DEF
-        if state == _S.STATISTICS:
-            self._state = _S.DONE
+                self._state = _DONE
+                return _EOF_EVENT
+            return _COLUMN_DEF_EVENT
+        if state == _STATISTICS:
+            self._state = _DONE
             return Event.STATISTICS
-        if state == _S.AUTH:
+        if state == _AUTH:
             return self._auth(payload, first)
-        if state == _S.INFILE_RESULT:
+        if state == _INFILE_RESULT:
             if first == 0x00:
                 self._end_of_result(self._read_status(payload))
-                return Event.OK
+                return _OK_EVENT
             raise ProtocolError(
                 f"expected OK or ERR after LOCAL INFILE data, got a packet starting 0x{first:02x}"
             )
-        if state == _S.STREAM:
-            if is_eof(payload):
-                self._state = _S.DONE
-                return Event.EOF
+        if state == _STREAM:
+            if first == 0xFE and len(payload) < 9:
+                self._state = _DONE
+                return _EOF_EVENT
             return Event.BINLOG_EVENT
-        if state == _S.INFILE_DATA:
+        if state == _INFILE_DATA:
             raise ProtocolError(
                 "the server sent a packet while the client was sending LOCAL INFILE data"
             )
@@ -314,19 +382,19 @@ class ResponseTracker:
     def _first(self, payload: bytes, first: int) -> Event:
         if first == 0x00:
             self._end_of_result(self._read_status(payload))
-            return Event.OK
+            return _OK_EVENT
         if first == 0xFB:
-            self._state = _S.INFILE_DATA
+            self._state = _INFILE_DATA
             return Event.LOCAL_INFILE_REQUEST
         n = column_count(payload)
         if n == 0:
             raise ProtocolError("result set with 0 columns")
         self.column_count = n
         if not metadata_follows(payload, self.capabilities):
-            self._state = _S.ROWS if self._deprecate_eof else _S.COLUMN_DEFS_EOF
+            self._state = _ROWS if self._deprecate_eof else _COLUMN_DEFS_EOF
         else:
             self._defs_left = n
-            self._state = _S.COLUMN_DEFS
+            self._state = _COLUMN_DEFS
         return Event.COLUMN_COUNT
 
     def _expect_terminator(self, payload: bytes, where: str) -> None:
@@ -336,55 +404,55 @@ class ResponseTracker:
                 f"got a packet starting 0x{payload[0]:02x}"
             )
 
-    def _prepare(self, payload: bytes, state: _S) -> Event:
-        if state == _S.PREPARE_FIRST:
+    def _prepare(self, payload: bytes, state: int) -> Event:
+        if state == _PREPARE_FIRST:
             ok = StmtPrepareOK.parse(payload)
             self.prepare_ok = ok
             self.column_count = ok.num_columns
             if ok.metadata_follows == 0:
-                self._state = _S.DONE
+                self._state = _DONE
             else:
-                self._after_prepare_block(_S.PREPARE_FIRST)
+                self._after_prepare_block(_PREPARE_FIRST)
             return Event.PREPARE_OK
-        if state in (_S.PREPARE_PARAMS, _S.PREPARE_COLUMNS):
+        if state in (_PREPARE_PARAMS, _PREPARE_COLUMNS):
             self._defs_left -= 1
             if self._defs_left == 0:
                 if self._deprecate_eof:
                     self._after_prepare_block(state)
                 else:
-                    self._state = _S(state + 1)  # the block's EOF
-            return Event.PARAM_DEF if state == _S.PREPARE_PARAMS else Event.COLUMN_DEF
+                    self._state = state + 1  # the block's EOF
+            return Event.PARAM_DEF if state == _PREPARE_PARAMS else _COLUMN_DEF_EVENT
         self._expect_terminator(payload, "after the prepared statement's definitions")
         self._read_status(payload)
-        self._after_prepare_block(_S(state - 1))
-        return Event.EOF
+        self._after_prepare_block(state - 1)
+        return _EOF_EVENT
 
-    def _after_prepare_block(self, finished: _S) -> None:
+    def _after_prepare_block(self, finished: int) -> None:
         """Move to the next definition block of a COM_STMT_PREPARE response (or finish)."""
         ok = self.prepare_ok
         assert ok is not None
-        if finished == _S.PREPARE_FIRST and ok.num_params:
+        if finished == _PREPARE_FIRST and ok.num_params:
             self._defs_left = ok.num_params
-            self._state = _S.PREPARE_PARAMS
-        elif finished in (_S.PREPARE_FIRST, _S.PREPARE_PARAMS) and ok.num_columns:
+            self._state = _PREPARE_PARAMS
+        elif finished in (_PREPARE_FIRST, _PREPARE_PARAMS) and ok.num_columns:
             self._defs_left = ok.num_columns
-            self._state = _S.PREPARE_COLUMNS
+            self._state = _PREPARE_COLUMNS
         else:
             self.result_sets += 1
-            self._state = _S.DONE
+            self._state = _DONE
 
     def _auth(self, payload: bytes, first: int) -> Event:
         if first == 0x00:
             self._read_status(payload)
-            self._state = _S.DONE
-            return Event.OK
+            self._state = _DONE
+            return _OK_EVENT
         if first == 0xFE:
-            self._state = _S.AUTH_CLIENT
+            self._state = _AUTH_CLIENT
             return Event.AUTH_SWITCH
         if first == 0x01:
             # caching_sha2_password's "fast auth success" is followed by OK, not by the client.
             if payload[1:] != b"\x03":
-                self._state = _S.AUTH_CLIENT
+                self._state = _AUTH_CLIENT
             return Event.AUTH_MORE_DATA
         raise ProtocolError(
             f"unexpected packet starting 0x{first:02x} in the COM_CHANGE_USER exchange"
@@ -395,3 +463,16 @@ class ResponseTracker:
             return f"COM_{Command(self.command).name}"
         except ValueError:
             return f"command 0x{self.command:02x}"
+
+
+def _ok_status(payload: bytes, capabilities: int) -> int:
+    """The status flags of an OK packet (0x00- or 0xFE-headed).
+
+    The common short OK (no info, no session state after the status and warnings) is
+    read in place; anything longer goes through :meth:`OK.parse`, which also checks
+    the rest of the packet.
+    """
+    n = len(payload)
+    if n == 7 and payload[1] < 0xFB and payload[2] < 0xFB and capabilities & _PROTOCOL_41:
+        return payload[3] | (payload[4] << 8)
+    return int(OK.parse(payload, capabilities).status)
