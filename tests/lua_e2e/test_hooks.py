@@ -180,6 +180,44 @@ def test_read_auth_replaces_the_login_packet(lua_proxy: LuaProxyFactory) -> None
         assert query(conn, "SELECT CURRENT_USER(), DATABASE()") == [("native@%", None)]
 
 
+def test_read_auth_checks_passwords_itself_without_the_server(lua_proxy: LuaProxyFactory,
+                                                              mariadb_cli: str) -> None:
+    """The proxy's own accounts: the script checks the scramble (mysql.password) and answers
+    the login; such clients never reach the server and are answered by the script."""
+    proxy = lua_proxy(ANSWER_LUA + """
+        local password = require("mysql.password")
+        local OWN = { alice = password.hash(password.hash("wonderland")) }
+        function read_auth()
+            local c = proxy.connection.client
+            if not OWN[c.username] then return end
+            if password.check(c.scramble_buffer, c.scrambled_password, OWN[c.username]) then
+                proxy.response = { type = proxy.MYSQLD_PACKET_OK }
+            else
+                proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errcode = 1045, sqlstate = "28000",
+                                   errmsg = "wrong password for " .. c.username }
+            end
+            return proxy.PROXY_SEND_RESULT
+        end
+        function read_query(packet)
+            if proxy.connection.server then return end  -- server accounts: as usual
+            if packet:byte() ~= proxy.COM_QUERY or packet:sub(2):match("^SET ") then
+                proxy.response = { type = proxy.MYSQLD_PACKET_OK }
+                return proxy.PROXY_SEND_RESULT
+            end
+            return answer({ "user", "query" }, { { proxy.connection.client.username, packet:sub(2) } })
+        end
+    """)
+    with proxy.connect(user="alice", password="wonderland") as conn:
+        assert query(conn, "SELECT CURRENT_USER()") == [("alice", "SELECT CURRENT_USER()")]
+        conn.ping()
+    assert expect_error(lambda: proxy.connect(user="alice", password="rabbit")) == (
+        1045, "wrong password for alice")
+    result = run_cli(mariadb_cli, proxy, "SELECT 1", user="alice", password="wonderland")
+    assert (result.returncode, result.stdout) == (0, "user\tquery\nalice\tSELECT 1\n"), result.stderr
+    with proxy.connect(user="native") as conn:
+        assert query(conn, "SELECT CURRENT_USER()") == [("native@%",)]
+
+
 # -- read_auth_result ----------------------------------------------------------------------------
 
 
