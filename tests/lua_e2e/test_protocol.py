@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,8 @@ function read_query(packet)
 end
 """
 
-COM_QUERY, COM_CHANGE_USER, COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE = 3, 17, 22, 23, 25
+COM_QUERY, COM_STATISTICS, COM_PING, COM_CHANGE_USER = 3, 9, 14, 17
+COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_CLOSE = 22, 23, 25
 
 BLOB_SIZE = 20 * 1024 * 1024
 
@@ -148,3 +150,20 @@ def test_mysqlclient_uses_the_inspected_proxy(inspector: LuaProxy) -> None:
         conn.ping()
     finally:
         conn.close()
+
+
+def test_mariadb_admin_status_and_ping_through_the_script(inspector: LuaProxy,
+                                                          mariadb_cli: str) -> None:
+    """COM_STATISTICS and COM_PING (mariadb-admin) go through read_query like queries."""
+    admin = Path(mariadb_cli).with_name("mariadb-admin")
+    if not admin.exists():
+        pytest.skip("mariadb-admin is not installed next to the mariadb client")
+    result = subprocess.run([str(admin), "-h", inspector.host, "-P", str(inspector.port), "-u",
+                             "root", "--skip-ssl", "--connect-timeout=10", "status", "ping"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    status, ping = result.stdout.splitlines()
+    assert status.startswith("Uptime: ") and "Questions: " in status, status
+    assert ping == "mysqld is alive"
+    found = seen(inspector)
+    assert (found[f"command {COM_STATISTICS}"], found[f"command {COM_PING}"]) == ("1", "1")
