@@ -198,3 +198,56 @@ def test_lua_path_from_the_environment(lua_proxy: LuaProxyFactory, tmp_path: Pat
         end
     """, env={**os.environ, "LUA_PATH": f"{tmp_path}/?.lua;;"})
     assert proxy.rows("SELECT 'where'") == [("where", "found through LUA_PATH")]
+
+
+def test_proxy_response_shapes_reach_the_client_intact(lua_proxy: LuaProxyFactory) -> None:
+    proxy = lua_proxy("""
+        local proto = require("mysql.proto")
+        local function rs(fields, rows)
+            proxy.response = { type = proxy.MYSQLD_PACKET_OK, resultset = { fields = fields, rows = rows } }
+        end
+        function read_query(packet)
+            local sql = packet:sub(2)
+            if sql == "WIDE" then  -- more than 250 columns: a length-encoded column count
+                local fields, row = {}, {}
+                for i = 1, 300 do fields[i] = { name = "c" .. i, type = proxy.MYSQL_TYPE_LONG }; row[i] = i end
+                rs(fields, { row, row })
+            elseif sql == "HUGE" then  -- a row over 16 MiB: split into several packets
+                rs({ { name = "big", type = proxy.MYSQL_TYPE_LONG_BLOB } },
+                   { { string.rep("z", 17 * 1024 * 1024) }, { "small" } })
+            elseif sql == "TEXT" then
+                rs({ { name = "héllo", type = proxy.MYSQL_TYPE_STRING } }, { { "日本語 ✓" }, { "a\\0b" } })
+            elseif sql == "VALUES" then
+                rs({ { name = "a" }, { name = "b" }, { name = "c" }, { name = "d" }, { name = "e" } },
+                   { { 1.5, 12345678901234, true, {}, "x", "extra" }, { -7 } })
+            elseif sql == "LONG ERR" then
+                proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = string.rep("e", 600) }
+            elseif sql == "RAW OK" then
+                proxy.response = { type = proxy.MYSQLD_PACKET_RAW,
+                                   packets = { proto.to_ok_packet({ affected_rows = 5, insert_id = 9 }) } }
+            elseif sql == "RAW ERR" then
+                proxy.response = { type = proxy.MYSQLD_PACKET_RAW, packets = {
+                    proto.to_err_packet({ errmsg = "raw error", errcode = 1234, sqlstate = "HY001" }) } }
+            else
+                return
+            end
+            return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    with proxy.connect(max_allowed_packet=64 * 1024 * 1024) as conn, conn.cursor() as cur:
+        cur.execute("WIDE")
+        assert len(cur.description) == 300
+        assert cur.fetchall() == (tuple(range(1, 301)),) * 2
+        cur.execute("HUGE")
+        assert [len(v) for v, in cur.fetchall()] == [17 * 1024 * 1024, 5]
+        cur.execute("TEXT")
+        assert (cur.description[0][0], cur.fetchall()) == ("héllo", (("日本語 ✓",), ("a\0b",)))
+        cur.execute("VALUES")
+        assert cur.fetchall() == (("1.5", "12345678901234", None, None, "x"),
+                                  ("-7", None, None, None, None))
+        code, message = expect_error(lambda: cur.execute("LONG ERR"))
+        assert (code, message) == (1105, "e" * 512)
+        assert (cur.execute("RAW OK"), cur.lastrowid) == (5, 9)
+        assert expect_error(lambda: cur.execute("RAW ERR")) == (1234, "raw error")
+        cur.execute("SELECT 'in step'")
+        assert cur.fetchall() == (("in step",),)
