@@ -40,10 +40,20 @@ def test_proxy_global_is_shared_and_new_proxy_keys_are_per_connection(
         proxy.global.connections = (proxy.global.connections or 0) + 1
         proxy.my_number = proxy.global.connections   -- a new key on proxy: this connection's
         counter = 0                                   -- a plain global: this connection's
+        print("top level run for connection", proxy.global.connections)  -- to stdout
         function read_query(packet)
             if packet:byte() ~= proxy.COM_QUERY then return end
             counter = counter + 1
             proxy.global.queries = (proxy.global.queries or 0) + 1
+            if packet:sub(2) == "REDEFINE" then
+                -- hooks are looked up at every call: this connection's read_query changes
+                local previous = read_query
+                function read_query(p)
+                    if p:sub(2) == "SELECT 'redefined'" then return answer("yes", counter) end
+                    return previous(p)
+                end
+                return answer("redefined")
+            end
             if packet:sub(2) == "SELECT 'state'" then
                 return answer(proxy.global.connections, proxy.my_number, counter,
                               proxy.global.queries, tostring(rawget(_G, "counter")))
@@ -57,6 +67,13 @@ def test_proxy_global_is_shared_and_new_proxy_keys_are_per_connection(
             assert query(second, "SELECT 'state'") == [("2", "2", "2", "4", "nil")]
             assert query(first, "SELECT 'state'") == [("2", "1", "3", "5", "nil")]
             assert query(second, "SELECT 'state'") == [("2", "2", "3", "6", "nil")]
+            assert query(second, "REDEFINE") == [("redefined",)]
+            assert query(second, "SELECT 'redefined'") == [("yes", "4")]
+            assert query(second, "SELECT 'state'") == [("2", "2", "5", "8", "nil")]
+            assert query(first, "SELECT 'redefined'") == [("redefined",)]  # from the server
+    stdout = proxy.process.stderr_text()  # the chassis' stdout and stderr go to one file
+    assert "top level run for connection\t1\n" in stdout
+    assert "top level run for connection\t2\n" in stdout
 
 
 def test_a_required_module_is_loaded_once_and_shared(lua_proxy: LuaProxyFactory,
@@ -86,8 +103,13 @@ def test_a_required_module_is_loaded_once_and_shared(lua_proxy: LuaProxyFactory,
 
 def _write_version(path: Path, version: str, mtime_ns: int) -> None:
     write_script(path, ANSWER_LUA + f"""
+        local seen = proxy.global.versions or {{}}
+        proxy.global.versions = seen
+        if seen[#seen] ~= "{version}" then seen[#seen + 1] = "{version}" end
         function read_query(packet)
-            if packet:sub(2) == "SELECT 'version'" then return answer("{version}") end
+            if packet:sub(2) == "SELECT 'version'" then
+                return answer("{version}", table.concat(proxy.global.versions, " "))
+            end
         end
     """)
     os.utime(path, ns=(mtime_ns, mtime_ns))
@@ -101,16 +123,18 @@ def test_a_changed_script_is_used_by_new_connections_even_within_the_same_second
     size = script.stat().st_size
     proxy = lua_proxy(script)
     with proxy.connect() as old:
-        assert query(old, "SELECT 'version'") == [("v1",)]
+        assert query(old, "SELECT 'version'") == [("v1", "v1")]
         # same size, same second, 1 ms later: MySQL Proxy 0.8.5 missed this change
         _write_version(script, "v2", second + 101_000_000)
         assert script.stat().st_size == size
         with proxy.connect() as new:
-            assert query(new, "SELECT 'version'") == [("v2",)]
-            assert query(old, "SELECT 'version'") == [("v1",)]  # keeps the copy it started with
+            # proxy.global survives the reload
+            assert query(new, "SELECT 'version'") == [("v2", "v1 v2")]
+            # the connection already open keeps the copy it started with
+            assert query(old, "SELECT 'version'") == [("v1", "v1 v2")]
         _write_version(script, "v3", second + 102_000_000)
-        assert proxy.rows("SELECT 'version'") == [("v3",)]
-        assert query(old, "SELECT 'version'") == [("v1",)]
+        assert proxy.rows("SELECT 'version'") == [("v3", "v1 v2 v3")]
+        assert query(old, "SELECT 'version'") == [("v1", "v1 v2 v3")]
 
 
 def test_a_script_with_a_syntax_error_refuses_new_clients_until_fixed(
