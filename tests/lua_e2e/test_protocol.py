@@ -13,6 +13,7 @@ import mysql.connector
 import pytest
 
 from tests.lua_e2e.conftest import LuaProxy, LuaProxyFactory, query
+from tests.support.certs import TLSCerts
 from tests.support.mariadb import MariaDB
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +168,27 @@ def test_mariadb_admin_status_and_ping_through_the_script(inspector: LuaProxy,
     assert ping == "mysqld is alive"
     found = seen(inspector)
     assert (found[f"command {COM_STATISTICS}"], found[f"command {COM_PING}"]) == ("1", "1")
+
+
+def test_a_tls_client_through_a_script(lua_proxy: LuaProxyFactory, tls_certs: TLSCerts) -> None:
+    """The script sees the login that came inside TLS, and answers over TLS."""
+    proxy = lua_proxy(INSPECTOR_LUA.replace("function read_query(packet)", """
+        function read_auth()
+            proxy.global.tls_user = proxy.connection.client.username
+        end
+        function read_query(packet)
+            if packet:sub(2) == "SELECT 'tls user'" then
+                proxy.response = { type = proxy.MYSQLD_PACKET_OK, resultset = {
+                    fields = { { name = "user", type = proxy.MYSQL_TYPE_STRING } },
+                    rows = { { proxy.global.tls_user } } } }
+                return proxy.PROXY_SEND_RESULT
+            end
+            return inspect(packet)
+        end
+        function inspect(packet)"""), f"--proxy-ssl-cert={tls_certs.proxy_cert}",
+        f"--proxy-ssl-key={tls_certs.proxy_key}")
+    with proxy.connect(user="native", ssl={"ca": str(tls_certs.ca_cert)}) as conn:
+        assert conn._sock.version().startswith("TLS")
+        assert query(conn, "SELECT 'tls user'") == [("native",)]
+        assert query(conn, "SELECT CURRENT_USER()") == [("native@%",)]
+    assert int(seen(proxy)[f"command {COM_QUERY}"]) >= 2
