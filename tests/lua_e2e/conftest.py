@@ -20,7 +20,6 @@ import pymysql
 import pytest
 
 from tests.proxy.conftest import Proxy, StartProxy, start_proxy  # noqa: F401  (fixture)
-from tests.support.chassis_proc import wait_for
 from tests.support.mariadb import MariaDB
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -111,12 +110,6 @@ def expect_error(fn: Callable[[], object]) -> tuple[int, str]:
         fn()
     args = info.value.args
     return int(args[0]), str(args[1]) if len(args) > 1 else ""
-
-
-def wait_for_log(proxy: Proxy, text: str, timeout: float = 10.0) -> str:
-    """Wait until ``text`` is in the proxy's log; the log."""
-    return wait_for(lambda: proxy.log_text() if text in proxy.log_text() else "", timeout,
-                    f"{text!r} in the log of {proxy.address}")
 
 
 @pytest.fixture
