@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 from chassis.listen import Address
 from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
+from chassis_proxy.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_AGE, Pool
 from chassis_proxy.settings import BackendAddress
 from chassis_proxy.stats import Counters
 
@@ -50,11 +51,13 @@ class Backend:
         "down_reason",
         "down_since",
         "index",
+        "pool",
         "stats",
         "uuid",
     )
 
-    def __init__(self, config: BackendAddress, index: int) -> None:
+    def __init__(self, config: BackendAddress, index: int, pool_limit: int = DEFAULT_MAX_IDLE,
+                 pool_max_age: float = DEFAULT_MAX_IDLE_AGE) -> None:
         self.addr = config.address
         self.address = address_info(config.address)
         self._type = BackendType.RO if config.read_only else BackendType.RW
@@ -65,6 +68,7 @@ class Backend:
         self.down_since = 0.0
         self.down_reason = ""
         self.stats = Counters()  # for the admin plugin
+        self.pool = Pool(str(config.address), pool_limit, pool_max_age)  # idle server connections
 
     @property
     def type(self) -> BackendType:
@@ -107,8 +111,9 @@ class Backend:
 class Backends:
     """The ordered backend list of a worker, with the default selection rule."""
 
-    def __init__(self, configured: list[BackendAddress]) -> None:
-        self.items = [Backend(c, i + 1) for i, c in enumerate(configured)]
+    def __init__(self, configured: list[BackendAddress], pool_limit: int = DEFAULT_MAX_IDLE,
+                 pool_max_age: float = DEFAULT_MAX_IDLE_AGE) -> None:
+        self.items = [Backend(c, i + 1, pool_limit, pool_max_age) for i, c in enumerate(configured)]
         self._last_check = 0.0
 
     def __iter__(self) -> Iterator[Backend]:
@@ -151,6 +156,11 @@ class Backends:
             else:
                 parts.append(f"{b.addr} ({b.state.name.lower()})")
         return "; ".join(parts) or "no read/write backend is configured"
+
+    def close_pools(self) -> None:
+        """Close every idle pooled connection (at shutdown)."""
+        for b in self.items:
+            b.pool.close_all()
 
     def by_index(self, ndx: int) -> Backend | None:
         if 1 <= ndx <= len(self.items):

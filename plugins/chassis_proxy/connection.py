@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+import secrets
 import socket
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from chassis_mysql.constants import Capability
+from chassis_mysql.commands import ComChangeUser
+from chassis_mysql.constants import Capability, Command
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import Packet
 from chassis_mysql.handshake import (
@@ -33,7 +37,7 @@ from chassis_mysql.handshake import (
     SSLRequest,
     is_ssl_request,
 )
-from chassis_mysql.packets import ERR, err_packet
+from chassis_mysql.packets import ERR, err_packet, ok_packet
 
 from chassis_proxy import relay, scripted, tls
 from chassis_proxy.backends import Backend
@@ -49,6 +53,7 @@ from chassis_proxy.hooks import (
     PeerInfo,
     ScriptLoadError,
 )
+from chassis_proxy.pool import PROFILE_CAPABILITIES, PoolError, ServerLink
 
 if TYPE_CHECKING:
     from chassis_proxy.service import ProxyService
@@ -80,6 +85,7 @@ CACHING_SHA2 = "caching_sha2_password"
 # Error codes the proxy itself sends (names from MySQL's mysqld_error.h).
 ER_CON_COUNT_ERROR = 1040
 ER_HANDSHAKE_ERROR = 1043
+ER_ACCESS_DENIED_ERROR = 1045
 ER_UNKNOWN_ERROR = 1105
 ER_NET_PACKET_TOO_LARGE = 1153
 CR_SSL_CONNECTION_ERROR = 2026
@@ -147,8 +153,14 @@ class ProxyConnection:
         # ConnectionView
         self.client = PeerInfo()
         self.server: PeerInfo | None = None
-        self.backend_ndx = 0
+        self._backend_ndx = 0
         self.connection_close = False
+        # the server connection (also what the pool keeps); see chassis_proxy.pool
+        self.link: ServerLink | None = None
+        self.pool_user = ""  # the user the server accepted (the pool's key for this client)
+        self.client_charset = 0
+        self.login_profile: tuple[int, int] = (0, 0)  # what the pool matches for this client
+        self._choosing = False  # connect_server is running
         self.queries = InjectionQueue()
         # login state
         self.client_secure = False  # TLS or unix socket: clients send clear passwords here
@@ -180,6 +192,30 @@ class ProxyConnection:
     @property
     def backends(self) -> list[BackendView]:
         return list(self.service.backends.items)
+
+    @property
+    def backend_ndx(self) -> int:
+        """The backend of the attached server connection (1-based), 0 for none.
+
+        In ``connect_server`` it is the backend chosen so far (where to connect).
+        """
+        return self._backend_ndx
+
+    @backend_ndx.setter
+    def backend_ndx(self, n: int) -> None:
+        """``proxy.connection.backend_ndx = n`` (reference 7.5): 0 parks the server
+        connection in its backend's pool; N takes an idle connection of backend N for
+        this client's user, parking the current one. In ``connect_server`` N is where
+        to connect, or whose idle connection (of any user with more than
+        ``min_idle_connections``) to keep with ``PROXY_IGNORE_RESULT``.
+        """
+        n = int(n)
+        if self._choosing:
+            self._choose(n)
+        elif n == 0:
+            self.park_server()
+        else:
+            self._switch(n)
 
     @property
     def name(self) -> str:
@@ -222,28 +258,30 @@ class ProxyConnection:
         self.closed = True
         if reason:
             log.debug("conn %d: closing: %s", self.connection_id, reason)
-        for transport in self._transports():
-            transport.close()
+        if self.client_ch.transport is not None:
+            self.client_ch.transport.close()
         self.fold_counters()
-        if self.counted and self.backend is not None:
-            self.backend.connected_clients -= 1
-            self.counted = False
         if self.hooks is not None:
             try:
-                self.hooks.disconnect_client()
+                self.hooks.disconnect_client()  # may park the server connection
             except Exception:
                 log.exception("conn %d: disconnect_client failed", self.connection_id)
+        self._close_server()
         self.service.unregister(self)
         task = self.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
 
-    def _transports(self) -> list[asyncio.Transport]:
-        out = []
-        for ch in (self.client_ch, self.server_ch):
-            if ch is not None and ch.transport is not None:
-                out.append(ch.transport)
-        return out
+    def _close_server(self) -> None:
+        """Close the server connection still attached (a script did not pool it)."""
+        ch = self.server_ch
+        if ch is not None and ch.transport is not None:
+            if self.session is not None and not ch.closed and self._at_rest():
+                ch.send(bytes((Command.QUIT,)), 0)  # a polite goodbye: no "aborted" count
+            ch.transport.close()
+        if self.counted and self.backend is not None:
+            self.backend.connected_clients -= 1
+            self.counted = False
 
     def _channel_lost(self, ch: PacketChannel, exc: BaseException | None) -> None:
         """A leg closed while a coroutine owns the connection: wake or stop it."""
@@ -349,7 +387,10 @@ class ProxyConnection:
                 if self.hooks is not None and not self.closed and self.client_ch.transport:
                     await scripted.serve_without_backend(self)
                 return
-            await self._login(greeting)
+            if self.link is not None and self.link.authenticated:
+                await self._login_pooled()  # connect_server kept a pooled connection
+            else:
+                await self._login(greeting)
             if self.hooks is None:
                 self._start_relay()
                 relaying = True
@@ -394,12 +435,23 @@ class ProxyConnection:
         while True:
             backend: Backend | None = None
             if self.hooks is not None:
-                self.backend_ndx = 0
-                outcome = self.hooks.connect_server()
+                self._backend_ndx = 0
+                self._choosing = True
+                try:
+                    outcome = self.hooks.connect_server()
+                finally:
+                    self._choosing = False
+                if self.link is not None:
+                    if outcome.decision == Decision.IGNORE_RESULT:
+                        log.debug("conn %d: client %s gets the pooled connection %s",
+                                  self.connection_id, self.name, self.link.name)
+                        self.link.backend.stats.connections += 1
+                        return self.link.greeting
+                    self._unchoose()  # not kept: back to the pool, connect as usual
                 if outcome.decision == Decision.SEND_RESULT:
                     self._send_mock_greeting(outcome)
                     return None
-                chosen = backends.by_index(self.backend_ndx)
+                chosen = backends.by_index(self._backend_ndx)
                 if chosen is not None and chosen.index not in exclude and \
                         chosen.state not in (BackendState.DOWN, BackendState.OFFLINE):
                     backend = chosen
@@ -425,7 +477,7 @@ class ProxyConnection:
                 continue
             backend.mark_up()
             self.backend = backend
-            self.backend_ndx = backend.index
+            self._backend_ndx = backend.index
             backend.connected_clients += 1
             self.counted = True
             return greeting
@@ -477,6 +529,8 @@ class ProxyConnection:
             scramble_buffer=scramble_buffer,
             auth_plugin_name=hs.auth_plugin_name,
         )
+        self.link = ServerLink(server_ch, self.backend, self.server, hs, greeting,
+                               secure=self.server_secure)
         self.client.mysqld_version = self.server.mysqld_version
         self.client.thread_id = hs.connection_id
         self.client.scramble_buffer = scramble_buffer
@@ -495,12 +549,7 @@ class ProxyConnection:
             self._fail_greeting(CR_SSL_CONNECTION_ERROR, message, "HY000")
             raise ConnectionGone(message)
 
-        caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
-        if self.hooks is not None:
-            caps &= ~int(SCRIPTED_MASKED_CAPABILITIES)
-        if self.settings.client_tls is not None:
-            caps |= int(Capability.SSL)
-        self.cseq = client_ch.send(hs.with_capabilities(caps).encode(), 0)
+        self.cseq = client_ch.send(self._offered(hs).encode(), 0)
 
         payload, login = await self.read_login()
 
@@ -536,6 +585,7 @@ class ProxyConnection:
                 self._send_client_err(CR_SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
                 raise ConnectionGone(message) from None
             self.server_secure = True
+        self._remember_login(to_server, login)
         self.sseq = server_ch.send(to_server, self.sseq)
         await self._auth_exchange()
 
@@ -575,6 +625,8 @@ class ProxyConnection:
             self.plugin = login.auth_plugin_name
             self.client.auth_plugin_name = login.auth_plugin_name
         self.client_capabilities = int(login.capabilities)
+        self.client_charset = login.charset
+        self.login_profile = (int(login.capabilities) & PROFILE_CAPABILITIES, login.charset)
         return payload, login
 
     def drop_server(self, reason: str) -> None:
@@ -585,6 +637,7 @@ class ProxyConnection:
             self.server_ch.close()
             self.server_ch = None
         self.server = None
+        self.link = None
         if self.counted and self.backend is not None:
             self.backend.connected_clients -= 1
             self.counted = False
@@ -600,6 +653,8 @@ class ProxyConnection:
             payload = packet.payload
             if not payload:
                 raise ConnectionGone(f"backend {self._backend_name()} sent an empty auth packet")
+            if payload[0] == 0x00:
+                self._logged_in()  # before the hook: read_auth_result may pool the connection
             if self.hooks is not None:
                 outcome = self.hooks.read_auth_result(payload)
                 if outcome.decision == Decision.SEND_RESULT and outcome.response:
@@ -702,6 +757,30 @@ class ProxyConnection:
             raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
         self.sseq = self.server_ch.send(password, self.sseq)
 
+    def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> None:
+        """What the server connection is logged in with (the pool matches on it)."""
+        link = self.link
+        if link is None:
+            return
+        try:
+            login = HandshakeResponse41.parse(sent)  # a script may have replaced the packet
+        except ProtocolError:
+            pass
+        link.username = login.username.decode("utf-8", "replace")
+        link.login_response = login.auth_response
+        link.capabilities = int(login.capabilities)
+        link.charset = login.charset
+
+    def _logged_in(self) -> None:
+        """The server accepted the login: from now on the connection may be pooled."""
+        self._copy_login_to_server()
+        link = self.link
+        if link is not None and link.channel is self.server_ch:
+            link.authenticated = True
+            link.secure = self.server_secure
+            link.last_client = self.connection_id
+            self.pool_user = link.username
+
     def _copy_login_to_server(self) -> None:
         if self.server is None:
             return
@@ -709,6 +788,300 @@ class ProxyConnection:
         self.server.default_db = self.client.default_db
         self.server.scrambled_password = self.client.scrambled_password
         self.server.auth_plugin_name = self.plugin
+
+    # the connection pool (chassis_proxy.pool) ---------------------------------------
+
+    def _attach(self, link: ServerLink) -> None:
+        """Make ``link`` this client's server connection."""
+        self.fold_counters()  # what came before belongs to no backend
+        self.link = link
+        self.server_ch = link.channel
+        self.server = link.peer
+        self.backend = link.backend
+        self._backend_ndx = link.backend.index
+        self.server_secure = link.secure
+        link.channel.on_lost = self._channel_lost
+        link.backend.connected_clients += 1
+        self.counted = True
+        if self.session is not None:
+            link.channel.reader.max_payload = None
+            self.session.server = link.channel
+
+    def _detach(self) -> ServerLink | None:
+        """Take the server connection away from this client; it stays open."""
+        link = self.link
+        if link is None:
+            return None
+        self.fold_counters()  # the bytes so far belong to this backend
+        if self.counted and self.backend is not None:
+            self.backend.connected_clients -= 1
+            self.counted = False
+        link.channel.on_lost = None
+        self.link = None
+        self.server_ch = None
+        self.server = None
+        self.backend = None
+        self._backend_ndx = 0
+        if self.session is not None:
+            self.session.server = None
+        return link
+
+    def _at_rest(self) -> bool:
+        """Whether the server connection is logged in and owes no response (only then
+        may it change hands)."""
+        link = self.link
+        if link is None or not link.authenticated or link.busy or link.channel.closed:
+            return False
+        session = self.session
+        return session is None or session.at_rest()
+
+    def park_server(self) -> None:
+        """``backend_ndx = 0``: the server connection goes to its backend's pool."""
+        link = self.link
+        if link is None:
+            self._backend_ndx = 0
+            return
+        if not self._at_rest():
+            why = ("its login is not finished" if not link.authenticated
+                   else "a command on it is not finished")
+            # At disconnect the connection is closed anyway: no need to shout.
+            log.log(logging.DEBUG if self.closed else logging.WARNING,
+                    "conn %d: backend_ndx = 0 ignored: the server connection %s cannot be "
+                    "pooled, %s", self.connection_id, link.name, why)
+            return
+        self._detach()
+        pool = link.backend.pool
+        if pool.park(link):
+            log.debug("conn %d: pooled the server connection %s (user %r; %d idle there)",
+                      self.connection_id, link.name, link.username, pool.idle_count)
+
+    def _choose(self, n: int) -> None:
+        """``backend_ndx = n`` in connect_server: where to connect, or an idle connection
+        to keep (any user's with more than min_idle_connections idle: the user is not
+        known yet)."""
+        self._unchoose()
+        self._backend_ndx = n
+        backend = self.service.backends.by_index(n)
+        if backend is None or backend.state in (BackendState.DOWN, BackendState.OFFLINE):
+            return
+        link = backend.pool.take("", self.connection_id, None, any_user=True)
+        if link is not None:
+            self._attach(link)
+
+    def _unchoose(self) -> None:
+        """An idle connection taken in connect_server but not used goes back, untouched."""
+        link = self.link
+        if link is not None and link.authenticated and not link.busy:
+            ndx = self._backend_ndx
+            self._detach()
+            link.backend.pool.park(link)
+            self._backend_ndx = ndx
+
+    def _switch(self, n: int) -> None:
+        """``backend_ndx = N`` after the login: take an idle connection of backend N."""
+        link = self.link
+        if link is not None and link.backend.index == n:
+            return
+        if link is not None and not self._at_rest():
+            why = ("the login is not finished" if not link.authenticated
+                   else "a command is not finished")
+            log.warning("conn %d: backend_ndx = %d ignored: %s", self.connection_id, n, why)
+            return
+        if not self.pool_user:
+            log.warning("conn %d: backend_ndx = %d ignored: no server accepted this client's "
+                        "login yet", self.connection_id, n)
+            return
+        backend = self.service.backends.by_index(n)
+        if backend is None or backend.state in (BackendState.DOWN, BackendState.OFFLINE):
+            log.debug("conn %d: backend_ndx = %d ignored: the backend is down or offline",
+                      self.connection_id, n)
+            return
+        taken = backend.pool.take(self.pool_user, self.connection_id, self.login_profile,
+                                  any_user=False)
+        if taken is None:
+            # A new connection cannot log in for this client: the proxy never learns its
+            # password, and every server sends its own challenge.
+            log.debug("conn %d: backend_ndx = %d: no idle connection of user %r on %s; %s",
+                      self.connection_id, n, self.pool_user, backend.addr,
+                      f"staying on {link.name}" if link is not None else "no server connection")
+            return
+        self.park_server()
+        if taken.last_client != self.connection_id:
+            taken.reset_pending = True  # another client's: reset before its first command
+        taken.last_client = self.connection_id
+        self._attach(taken)
+        log.debug("conn %d: now on %s%s", self.connection_id, taken.name,
+                  " (to be reset)" if taken.reset_pending else "")
+
+    async def reset_server(self) -> None:
+        """COM_RESET_CONNECTION on a connection another client had: its transaction,
+        temporary tables, user variables, locks and prepared statements go. The default
+        database stays (the server keeps it), and so does ``server.default_db``."""
+        link, ch = self.link, self.server_ch
+        assert link is not None and ch is not None
+        link.busy = True
+        try:
+            ch.send(bytes((Command.RESET_CONNECTION,)), 0)
+            packet = await ch.read_packet(self.settings.read_timeout)
+        except (ChannelClosed, ChannelTimeout, ProtocolError) as e:
+            raise PoolError(f"resetting the pooled connection {link.name} failed: "
+                            f"{e or type(e).__name__}") from None
+        finally:
+            link.busy = False
+        if packet.payload[:1] != b"\x00":
+            raise PoolError(f"the server refused to reset the pooled connection {link.name}: "
+                            f"{_err_text(packet.payload)}")
+        link.reset_pending = False
+        log.debug("conn %d: reset %s", self.connection_id, link.name)
+
+    async def _login_pooled(self) -> None:
+        """A new client logs in on the pooled connection connect_server kept.
+
+        The server connection is logged in already. By default the client's login is
+        sent as COM_CHANGE_USER: the server checks the password (its new challenge
+        reaches the client as an auth switch) and resets the session. The client is
+        shown a fresh random challenge, never the one the connection's first client
+        answered. With --proxy-pool-no-change-user the client gets that original
+        challenge instead and must send what the first login sent (same user, same
+        password); the session is then reset with COM_RESET_CONNECTION.
+        """
+        link = self.link
+        hooks = self.hooks
+        assert link is not None and hooks is not None
+        no_change_user = self.settings.pool_no_change_user
+        hs = link.handshake
+        if not no_change_user:
+            hs = replace(hs, auth_plugin_data=_fresh_scramble(len(hs.auth_plugin_data)))
+        self.server_handshake = hs
+        self.scramble = hs.auth_plugin_data
+        self.plugin = hs.auth_plugin_name
+        scramble_buffer = hs.auth_plugin_data + (
+            b"\x00" if hs.capabilities & Capability.PLUGIN_AUTH else b"")
+        link.peer.scramble_buffer = scramble_buffer
+        self.client.mysqld_version = link.peer.mysqld_version
+        self.client.thread_id = hs.connection_id
+        self.client.scramble_buffer = scramble_buffer
+        self.client.auth_plugin_name = hs.auth_plugin_name
+        touched = False
+        try:
+            outcome = hooks.read_handshake()
+            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
+                self._send_response(outcome, 0)
+                raise LoginFailed
+            self.cseq = self.client_ch.send(self._offered(hs).encode(), 0)
+            _payload, login = await self.read_login()
+            self.queries.reset()
+            outcome = hooks.read_auth()
+            if outcome.decision == Decision.SEND_RESULT:
+                self._send_response(outcome, self.cseq)
+                if outcome.response and outcome.response[0][:1] == b"\x00":
+                    self._unchoose()  # the script logged the client in: no server needed
+                    self._backend_ndx = 0
+                    return
+                raise LoginFailed
+            if outcome.decision == Decision.SEND_QUERY and len(self.queries):
+                try:
+                    login = HandshakeResponse41.parse(self.queries.pop().packet)
+                except ProtocolError as e:
+                    log.critical("conn %d: read_auth queued a login packet that does not parse "
+                                 "(%s); the client's own is used", self.connection_id, e)
+            self.queries.reset()
+            if no_change_user:
+                self._check_first_login(login)
+                touched = True
+                await self._reset_for_login(login)
+            else:
+                touched = True
+                await self._change_user(login)
+        except BaseException:
+            if not touched:
+                self._unchoose()  # nothing was sent on it: back to the pool as it was
+            raise
+        link.last_client = self.connection_id
+
+    def _offered(self, hs: HandshakeV10) -> HandshakeV10:
+        """The server's handshake as clients get it: capabilities we cannot relay masked."""
+        caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
+        if self.hooks is not None:
+            caps &= ~int(SCRIPTED_MASKED_CAPABILITIES)
+        if self.settings.client_tls is not None:
+            caps |= int(Capability.SSL)
+        return hs.with_capabilities(caps)
+
+    async def _change_user(self, login: HandshakeResponse41) -> None:
+        link, ch = self.link, self.server_ch
+        assert link is not None and ch is not None
+        command = ComChangeUser(
+            username=login.username,
+            auth_response=login.auth_response,
+            database=login.database or b"",
+            charset=login.charset,
+            auth_plugin_name=login.auth_plugin_name or self.plugin,
+            connect_attrs=login.connect_attrs,
+        )
+        try:
+            packet = command.encode(link.capabilities)
+        except ProtocolError as e:
+            self._send_client_err(ER_HANDSHAKE_ERROR, f"(proxy-pool) {e}", "08S01")
+            raise ConnectionGone(f"cannot log client {self.name} in on a pooled connection: "
+                                 f"{e}") from None
+        link.authenticated = False  # until the server accepts the new login
+        link.username = login.username.decode("utf-8", "replace")
+        link.charset = login.charset
+        link.reset_pending = False  # COM_CHANGE_USER resets the session
+        self.sseq = ch.send(packet, 0)
+        log.debug("conn %d: client %s logs in as %r on %s (COM_CHANGE_USER)",
+                  self.connection_id, self.name, link.username, link.name)
+        await self._auth_exchange()
+
+    def _check_first_login(self, login: HandshakeResponse41) -> None:
+        """--proxy-pool-no-change-user: the same user and password as the first login."""
+        link = self.link
+        assert link is not None
+        user = login.username.decode("utf-8", "replace")
+        same_user = hmac.compare_digest(user.encode(), link.username.encode())
+        same_answer = hmac.compare_digest(login.auth_response, link.login_response)
+        if same_user and same_answer:
+            return
+        log.info("conn %d: login of %r from %s on the pooled connection %s failed: not the "
+                 "user and password of its first login (--proxy-pool-no-change-user)",
+                 self.connection_id, user, self.name, link.name)
+        self.service.stats.errors += 1
+        self._send_client_err(ER_ACCESS_DENIED_ERROR, "(proxy-pool) login failed", "28000")
+        raise LoginFailed
+
+    async def _reset_for_login(self, login: HandshakeResponse41) -> None:
+        """--proxy-pool-no-change-user: reset the session, select the client's database,
+        then answer the login as the server would have."""
+        link, ch = self.link, self.server_ch
+        assert link is not None and ch is not None and self.hooks is not None
+        try:
+            await self.reset_server()
+        except PoolError as e:
+            self._send_client_err(ER_UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
+            raise ConnectionGone(str(e)) from None
+        db = self.client.default_db
+        if db and db != link.peer.default_db:
+            link.busy = True
+            try:
+                ch.send(bytes((Command.INIT_DB,)) + db.encode("utf-8", "surrogateescape"), 0)
+                reply = (await ch.read_packet(self.settings.read_timeout)).payload
+            finally:
+                link.busy = False
+            if reply[:1] != b"\x00":
+                self.cseq = self.client_ch.send(reply, self.cseq)  # e.g. unknown database
+                raise LoginFailed
+            link.peer.default_db = db
+        ok = ok_packet(status=self.server_handshake.status if self.server_handshake else 2,
+                       capabilities=self.client_capabilities)
+        self._logged_in()
+        outcome = self.hooks.read_auth_result(ok)
+        if outcome.decision == Decision.SEND_RESULT and outcome.response:
+            self._send_response(outcome, self.cseq)
+            if outcome.response[0][:1] != b"\x00":
+                raise LoginFailed
+            return
+        self.cseq = self.client_ch.send(ok, self.cseq)
 
     def _start_relay(self) -> None:
         assert self.server_ch is not None
@@ -754,6 +1127,14 @@ class ProxyConnection:
                 self.client.mysqld_version = mysqld_version(hs.server_version)
                 self.client.thread_id = hs.connection_id
         self._send_response(outcome, 0)
+
+
+def _fresh_scramble(length: int) -> bytes:
+    """A random challenge for a client logging in on a pooled connection (printable, no NUL)."""
+    return bytes(secrets.choice(_SCRAMBLE_CHARS) for _ in range(max(length, 20)))
+
+
+_SCRAMBLE_CHARS = bytes(range(0x21, 0x7F))
 
 
 def _failure(e: BaseException, connect_timeout: float) -> str:

@@ -1,7 +1,7 @@
 """Answers to other workers' control requests (``chassis_control``): the admin plugin's view.
 
-Requests carry ``plugin: "proxy"`` and an ``op``: ``backends`` (state and counters per
-backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up, down, offline,
+Requests carry ``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle
+pooled connections per backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up, down, offline,
 unknown). Every worker answers for itself; the admin plugin merges the answers.
 """
 
@@ -31,11 +31,13 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
                 "uuid": b.uuid,
                 "connected_clients": b.connected_clients,
                 **b.stats.as_dict(),
+                "pool_idle": b.pool.idle_count,
             }
             for b in service.backends
         ]}
     if op == "stats":
-        return {"stats": {"connections_current": len(service.connections), **service.stats.as_dict()}}
+        return {"stats": {"connections_current": len(service.connections), **service.stats.as_dict(),
+                          "pool_idle": sum(b.pool.idle_count for b in service.backends)}}
     if op == "set_backend_state":
         backend = service.backends.by_index(int(request.get("ndx", 0)))
         state = _STATES.get(str(request.get("state")))

@@ -36,7 +36,8 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--proxy-fix-bug-25371"], is_flag=True,
                      help="Accepted for compatibility (no effect)."),
         click.Option(["-s", "--proxy-lua-script"], metavar="FILE",
-                     help="Lua script with the proxy hooks."),
+                     help="Lua script with the proxy hooks; a bare name that is no file "
+                          "picks a bundled script (rw-splitting.lua)."),
         click.Option(["--proxy-lua-on-error"], type=click.Choice(["forward", "reject"]),
                      default=None, help="When a hook fails: forward the query as MySQL Proxy "
                                         "did (default), or reject it with an ERR."),
@@ -46,7 +47,14 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Memory limit of the worker's Lua state, e.g. 256M (default 256M)."),
         click.Option(["--no-proxy"], is_flag=True, help="Do not open the proxy listener."),
         click.Option(["--proxy-pool-no-change-user"], is_flag=True,
-                     help="Do not reset pooled connections with COM_CHANGE_USER."),
+                     help="A client logging in on a pooled connection is checked against "
+                          "its first login instead of by COM_CHANGE_USER."),
+        click.Option(["--proxy-pool-max-idle"], type=click.IntRange(min=0), default=64,
+                     show_default=True, metavar="N",
+                     help="Idle pooled connections kept per backend (0: no pooling)."),
+        click.Option(["--proxy-pool-max-idle-age"], type=click.FloatRange(min=0), default=300.0,
+                     show_default=True, metavar="SECONDS",
+                     help="Close pooled connections idle for longer (0: never)."),
         click.Option(["--proxy-connect-timeout"], type=float, default=2.0, show_default=True,
                      help="Seconds to wait for a backend connection."),
         click.Option(["--proxy-read-timeout"], type=float, default=28800.0, show_default=True,

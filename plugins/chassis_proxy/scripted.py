@@ -33,6 +33,7 @@ from chassis_mysql.response import Event, ResponseTracker
 
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.hooks import Decision, Injection, InjectionResult
+from chassis_proxy.pool import PoolError
 
 if TYPE_CHECKING:
     from chassis_proxy.connection import ProxyConnection
@@ -297,6 +298,7 @@ class ScriptedSession:
         if self.server is not None:
             self.server.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
+        self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # The latest buffers seen on each side: the service's sweeper watches them for
@@ -319,6 +321,10 @@ class ScriptedSession:
                 self.server.sink = None
             if self.task is not None and not self.task.done():
                 self.task.cancel()
+
+    def at_rest(self) -> bool:
+        """No response is owed on the server connection: it may change hands (pooling)."""
+        return not self.busy or self.result_hook
 
     def _stop(self, error: BaseException | None = None) -> None:
         if not self.done.done():
@@ -383,11 +389,15 @@ class ScriptedSession:
                          conn.connection_id, len(conn.queries))
             conn.queries.reset()
         if payload[0] == Command.QUIT:
-            if self.server is not None:
-                self.server.send(payload, 0)
+            # The server gets its COM_QUIT when the connection closes, unless the
+            # script's disconnect_client pooled it.
             conn.connection_close = True
             return
         self._need_server(client_seq)
+        link = conn.link
+        if payload[0] == Command.INIT_DB or (link is not None and link.reset_pending):
+            self._spawn(self._forward_slowly(payload, client_seq))
+            return
         tracker = ResponseTracker(payload[0], self.capabilities)
         self._to_server(payload)
         if tracker.expects_response:
@@ -425,9 +435,36 @@ class ScriptedSession:
                                  client_seq=pump.client_seq, server_seq=pump.server_seq)
         self._spawn(relay())
 
+    async def _forward_slowly(self, payload: bytes, client_seq: int) -> None:
+        """A client command the stream pump cannot take: its pooled connection must be
+        reset first, or it is a COM_INIT_DB whose success moves ``default_db``."""
+        conn = self.conn
+        await self._ready_server(client_seq)
+        tracker = ResponseTracker(payload[0], self.capabilities)
+        self._to_server(payload)
+        if not tracker.expects_response:
+            return
+        pump = await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
+        if payload[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00":
+            db = payload[1:].decode("utf-8", "surrogateescape")
+            conn.client.default_db = db
+            if conn.server is not None:
+                conn.server.default_db = db
+
+    async def _ready_server(self, client_seq: int) -> None:
+        """Check there is a server connection; reset it first if another client had it."""
+        self._need_server(client_seq)
+        conn = self.conn
+        link = conn.link
+        if link is not None and link.reset_pending:
+            try:
+                await conn.reset_server()
+            except PoolError as e:
+                self._client_err(client_seq, ER_UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
+                raise ScriptedStop(str(e)) from None
+
     async def _injections(self, original: bytes, client_seq: int) -> None:
         conn = self.conn
-        self._need_server(client_seq)
         answered = False
         while len(conn.queries):
             inj = conn.queries.pop()
@@ -435,6 +472,7 @@ class ScriptedSession:
                 log.critical("conn %d: injected query %d is empty; skipped", conn.connection_id,
                              inj.id)
                 continue
+            await self._ready_server(client_seq)  # read_query_result may have switched it
             tracker = ResponseTracker(inj.packet[0], self.capabilities)
             sent_ns = time.monotonic_ns()
             self._to_server(inj.packet)
@@ -449,8 +487,15 @@ class ScriptedSession:
                                         client_seq=client_seq)
             if stream:
                 answered = True
+            if inj.packet[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00" \
+                    and conn.server is not None:
+                conn.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
             result = _injection_result(inj, pump, tracker, sent_ns)
-            outcome = self.hooks.read_query_result(result)
+            self.result_hook = True
+            try:
+                outcome = self.hooks.read_query_result(result)
+            finally:
+                self.result_hook = False
             if outcome.decision == Decision.SEND_RESULT:
                 if stream:
                     log.critical("conn %d: read_query_result returned PROXY_SEND_RESULT for "

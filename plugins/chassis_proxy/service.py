@@ -33,7 +33,8 @@ class ProxyService:
         self.sock = sock
         self.script_host = script_host
         self.worker_id = worker_id
-        self.backends = Backends(settings.backends)
+        self.backends = Backends(settings.backends, settings.pool_max_idle,
+                                 settings.pool_max_idle_age)
         self.connections: set[ProxyConnection] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -102,6 +103,7 @@ class ProxyService:
         if self._server is not None:
             self._server.close()
         self.close_all()
+        self.backends.close_pools()
         if self.sock is not None:
             self.sock.close()
             path = self.settings.listen.path if self.settings.listen is not None else None

@@ -23,6 +23,15 @@ DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_READ_TIMEOUT = 28800.0
 DEFAULT_WRITE_TIMEOUT = 28800.0
 
+#: Scripts shipped with chassis (``rw-splitting.lua``): a bare ``--proxy-lua-script``
+#: name that is not a file (relative to --basedir) is looked up here.
+BUNDLED_SCRIPTS = Path(__file__).resolve().parent / "lualib"
+
+# Connection pool limits (see chassis_proxy.pool): per backend, idle connections kept
+# and seconds one may stay idle.
+DEFAULT_POOL_MAX_IDLE = 64
+DEFAULT_POOL_MAX_IDLE_AGE = 300.0
+
 
 @dataclass(frozen=True)
 class BackendAddress:
@@ -47,6 +56,8 @@ class ProxySettings:
     client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
     backend_tls: ssl.SSLContext | None = None  # used towards every backend
     pool_no_change_user: bool = False
+    pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
+    pool_max_idle_age: float = DEFAULT_POOL_MAX_IDLE_AGE  # 0: no age limit
     health_check_interval: float = 4.0  # seconds between probes of DOWN backends; 0: none
 
 
@@ -127,6 +138,25 @@ def backend_tls_context(ca: Path | None) -> ssl.SSLContext:
     return ctx
 
 
+def lua_script_path(config: Config, value: str | None) -> Path | None:
+    """``--proxy-lua-script``: a path (relative to --basedir), or the bare name of a
+    bundled script such as ``rw-splitting.lua`` when no file of that name exists.
+
+    A path that exists nowhere is returned as given: the script host reports it when a
+    client connects (MySQL Proxy's behaviour, and the file may appear later).
+    """
+    if not value:
+        return None
+    path = config.path(value)
+    assert path is not None
+    if path.exists() or "/" in value or value.startswith("~"):
+        return path
+    bundled = BUNDLED_SCRIPTS / value
+    if bundled.is_file():
+        return bundled
+    return path
+
+
 def load(config: Config) -> ProxySettings:
     """Check the proxy options and turn them into :class:`ProxySettings`."""
     listen: Address | None = None
@@ -159,7 +189,8 @@ def load(config: Config) -> ProxySettings:
         ca = _readable(config.path(ca_opt) or Path(ca_opt), "--proxy-backend-ssl-ca") if ca_opt else None
         backend_tls = backend_tls_context(ca)
 
-    script = config.get("proxy_lua_script")
+    pool_max_idle = config.get("proxy_pool_max_idle")
+    pool_max_idle_age = config.get("proxy_pool_max_idle_age")
     return ProxySettings(
         listen=listen,
         backends=backends,
@@ -168,10 +199,13 @@ def load(config: Config) -> ProxySettings:
         write_timeout=_timeout(config, "proxy_write_timeout", DEFAULT_WRITE_TIMEOUT),
         max_connections=int(config.get("proxy_max_connections") or 0),
         max_allowed_packet=int(config.get("proxy_max_allowed_packet") or 1024 * 1024 * 1024),
-        lua_script=config.path(script) if script else None,
+        lua_script=lua_script_path(config, config.get("proxy_lua_script")),
         client_tls=client_tls,
         backend_tls=backend_tls,
         pool_no_change_user=bool(config.get("proxy_pool_no_change_user")),
+        pool_max_idle=DEFAULT_POOL_MAX_IDLE if pool_max_idle is None else max(0, int(pool_max_idle)),
+        pool_max_idle_age=(DEFAULT_POOL_MAX_IDLE_AGE if pool_max_idle_age is None
+                           else max(0.0, float(pool_max_idle_age))),
         health_check_interval=_timeout(config, "proxy_health_check_interval", 4.0),
     )
 
