@@ -117,6 +117,8 @@ _MORE = int(ServerStatus.MORE_RESULTS_EXISTS)
 _CURSOR = int(ServerStatus.CURSOR_EXISTS)
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 _PROTOCOL_41 = int(Capability.PROTOCOL_41)
+_CACHE_META = int(Capability.MARIADB_CLIENT_CACHE_METADATA
+                  | Capability.OPTIONAL_RESULTSET_METADATA)
 
 
 class ResponseTracker:
@@ -225,13 +227,15 @@ class ResponseTracker:
         """Feed the complete physical packets of ``buf`` from offset ``pos`` (headers
         included); return the offset just past the last packet fed.
 
-        The bulk form of :meth:`feed` for a proxy that forwards the bytes as they are:
-        rows and column definitions are recognised from their header and first byte
-        without being copied; every other packet goes through :meth:`feed`. Stops after
-        the packet that completes the response or makes the server wait for the client
-        (:attr:`idle`; nothing is fed while idle), at an incomplete packet, and before
-        a physical packet of ``MAX_PAYLOAD`` bytes: a 16 MiB payload must be joined and
-        given to :meth:`feed`. :attr:`last_seq` is the sequence id of the last packet fed.
+        The bulk form of :meth:`feed` for a proxy that forwards the bytes as they are.
+        The packets of a result set (column count, definitions, rows, classic EOFs) and
+        short OKs are read in place, from their header and first bytes, without copying
+        them; every other packet goes through :meth:`feed`, which stays the reference
+        (the tests check that both agree). Stops after the packet that completes the
+        response or makes the server wait for the client (:attr:`idle`; nothing is fed
+        while idle), at an incomplete packet, and before a physical packet of
+        ``MAX_PAYLOAD`` bytes: a 16 MiB payload must be joined and given to
+        :meth:`feed`. :attr:`last_seq` is the sequence id of the last packet fed.
         """
         n = len(buf)
         state = self._state
@@ -245,16 +249,59 @@ class ResponseTracker:
             if length:
                 first = buf[pos + 4]
                 if state == _ROWS:
-                    # A row, unless it is ERR or the terminator (see feed() and _terminator()).
                     if first < 0xFE or (first == 0xFE and length >= 9 and not deprecate_eof):
+                        last = pos  # a row
+                        pos = end
+                        continue
+                    if first == 0xFE and not deprecate_eof:  # the classic EOF after the rows
+                        status = buf[pos + 7] | (buf[pos + 8] << 8) if length >= 5 else 0
+                        self.status = status
+                        self.result_sets += 1
+                        # (a cursor's EOF never has MORE_RESULTS_EXISTS: it ends too)
+                        state = self._state = _FIRST if status & _MORE else _DONE
                         last = pos
                         pos = end
                         continue
-                elif state == _COLUMN_DEFS and first != 0xFF and self._defs_left > 1:
-                    self._defs_left -= 1
-                    last = pos
-                    pos = end
-                    continue
+                elif state == _COLUMN_DEFS:
+                    if first != 0xFF:
+                        self._defs_left -= 1
+                        if self._defs_left == 0:
+                            state = self._state = _ROWS if deprecate_eof else _COLUMN_DEFS_EOF
+                        last = pos
+                        pos = end
+                        continue
+                elif state == _COLUMN_DEFS_EOF:
+                    if first == 0xFE and length < 9 and not deprecate_eof:
+                        status = buf[pos + 7] | (buf[pos + 8] << 8) if length >= 5 else 0
+                        self.status = status
+                        if self._binary and status & _CURSOR and not status & _MORE:
+                            self.result_sets += 1
+                            state = self._state = _DONE
+                        else:
+                            state = self._state = _ROWS
+                        last = pos
+                        pos = end
+                        continue
+                elif state == _FIRST:
+                    if 0 < first < 0xFB and (length >= 2 or not self.capabilities & _CACHE_META):
+                        self.column_count = first  # a one-byte column count
+                        if self.capabilities & _CACHE_META and buf[pos + 5] == 0:
+                            state = self._state = _ROWS if deprecate_eof else _COLUMN_DEFS_EOF
+                        else:
+                            self._defs_left = first
+                            state = self._state = _COLUMN_DEFS
+                        last = pos
+                        pos = end
+                        continue
+                    if (first == 0 and length == 7 and buf[pos + 5] < 0xFB
+                            and buf[pos + 6] < 0xFB and self.capabilities & _PROTOCOL_41):
+                        status = buf[pos + 7] | (buf[pos + 8] << 8)  # a short OK
+                        self.status = status
+                        self.result_sets += 1
+                        state = self._state = _FIRST if status & _MORE else _DONE
+                        last = pos
+                        pos = end
+                        continue
             self.feed(bytes(buf[pos + 4 : end]))
             state = self._state
             last = pos

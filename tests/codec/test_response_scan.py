@@ -203,3 +203,20 @@ def test_the_status_of_an_ok_is_read_as_ok_parse_reads_it(
     t = ResponseTracker(Command.PING, caps)
     t.scan(wire([payload]))
     assert t.done and t.status == int(OK.parse(payload, caps).status) == status
+
+
+@pytest.mark.parametrize("caps", [CLASSIC, MODERN])
+def test_a_result_set_of_251_columns_scans_like_it_feeds(caps: int) -> None:
+    # 251 columns need a three-byte column count (0xFC 0xFB 0x00)
+    packets = [encode_column_count(251)] + [text_column(f"c{i}").encode() for i in range(251)]
+    if not caps & Capability.DEPRECATE_EOF:
+        packets.append(eof_packet())
+    packets.append(encode_text_row(["x"] * 251))
+    packets.append(OK(header=0xFE).encode(caps) if caps & Capability.DEPRECATE_EOF
+                   else eof_packet())
+    fed = ResponseTracker(Command.QUERY, caps)
+    for p in packets:
+        fed.feed(p)
+    t = ResponseTracker(Command.QUERY, caps)
+    assert t.scan(wire(packets)) == len(wire(packets))
+    assert summary(t) == summary(fed) and t.done and t.column_count == 251
