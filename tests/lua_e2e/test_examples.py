@@ -42,7 +42,8 @@ def test_query_logger_example(lua_proxy: LuaProxyFactory, mariadb_cli: str) -> N
     result = run_cli(mariadb_cli, proxy, "SELECT 'logged'; SELECT * FROM test.nowhere")
     assert result.returncode == 1 and "ERROR 1146" in result.stderr
     assert result.stdout == "logged\nlogged\n"
-    log = proxy.log_text()
+    # the result streams to the client before read_query_result logs it: wait for the line
+    log = proxy.process.wait_for_log("ms  ERR  SELECT * FROM test.nowhere")
     assert re.search(r"\(message\) .*conn \d+: \([^)]*query-logger\.lua:\d+\) [\d.]+ ms  ok  "
                      r"SELECT 'logged'", log), log
     assert re.search(r"[\d.]+ ms  ERR  SELECT \* FROM test\.nowhere", log), log
