@@ -180,6 +180,7 @@ class LuaScriptHost:
                 "call_read_query_result",
             )
         }
+        self._call_read_query = self._entry["call_read_query"]
 
     # -- ScriptHost --------------------------------------------------------------------------
 
@@ -447,14 +448,26 @@ class LuaConnectionHooks:
     def read_query(self, packet: bytes) -> Outcome:
         queries = self.conn.queries
         queries.reset()
-        if self._state is None:
+        state = self._state
+        if state is None:
             return NO_DECISION
-        status, value = self.host._guarded(self, "call_read_query", self._state, packet)
+        # LuaScriptHost._guarded, inlined: this runs for every client command.
+        host = self.host
+        previous = host._current
+        host._current = self
+        try:
+            status, value = host._call_read_query(state, packet)
+        except LuaMemoryError:
+            status, value = _MEMORY, None
+        except LuaError as e:
+            status, value = _ERROR, str(e).encode()
+        finally:
+            host._current = previous
         if value is None and status <= _MISSING:  # the hook returned nothing, or there is none
             if len(queries):
                 self._discard_queue()
             return NO_DECISION
-        d = self._decide("read_query", status, value)
+        d = self._decide("read_query", int(status), value)
         if isinstance(d, Outcome):
             queries.reset()
             return d
