@@ -87,6 +87,9 @@ ER_CON_COUNT_ERROR = 1040
 ER_HANDSHAKE_ERROR = 1043
 ER_ACCESS_DENIED_ERROR = 1045
 ER_UNKNOWN_ERROR = 1105
+
+_MULTI_STATEMENTS = int(Capability.MULTI_STATEMENTS)
+_MULTI_STATEMENTS_ON, _MULTI_STATEMENTS_OFF = 0, 1  # COM_SET_OPTION's argument
 ER_NET_PACKET_TOO_LARGE = 1153
 CR_SSL_CONNECTION_ERROR = 2026
 
@@ -803,6 +806,7 @@ class ProxyConnection:
         link.channel.on_lost = self._channel_lost
         link.backend.connected_clients += 1
         self.counted = True
+        self._check_ready(link)
         if self.session is not None:
             link.channel.reader.max_payload = None
             self.session.server = link.channel
@@ -913,26 +917,53 @@ class ProxyConnection:
         log.debug("conn %d: now on %s%s", self.connection_id, taken.name,
                   " (to be reset)" if taken.reset_pending else "")
 
-    async def reset_server(self) -> None:
-        """COM_RESET_CONNECTION on a connection another client had: its transaction,
+    def _check_ready(self, link: ServerLink) -> None:
+        """Whether ``link`` must be prepared before this client's next command on it."""
+        link.unready = link.reset_pending or bool(
+            (link.capabilities ^ self.client_capabilities) & _MULTI_STATEMENTS)
+
+    async def prepare_server(self) -> None:
+        """Make a pooled connection this client's before its next command.
+
+        COM_RESET_CONNECTION when another client had it: that client's transaction,
         temporary tables, user variables, locks and prepared statements go. The default
-        database stays (the server keeps it), and so does ``server.default_db``."""
+        database stays (the server keeps it), and so does ``server.default_db``. Then
+        COM_SET_OPTION when the connection's multi-statement setting is not what this
+        client logged in with (the only login capability that can change later).
+        """
         link, ch = self.link, self.server_ch
         assert link is not None and ch is not None
         link.busy = True
         try:
-            ch.send(bytes((Command.RESET_CONNECTION,)), 0)
-            packet = await ch.read_packet(self.settings.read_timeout)
+            if link.reset_pending:
+                reply = await self._server_command(bytes((Command.RESET_CONNECTION,)))
+                if reply[:1] != b"\x00":
+                    raise PoolError(f"the server refused to reset the pooled connection "
+                                    f"{link.name}: {_err_text(reply)}")
+                link.reset_pending = False
+                log.debug("conn %d: reset %s", self.connection_id, link.name)
+            wanted = self.client_capabilities & _MULTI_STATEMENTS
+            if link.capabilities & _MULTI_STATEMENTS != wanted:
+                option = _MULTI_STATEMENTS_ON if wanted else _MULTI_STATEMENTS_OFF
+                reply = await self._server_command(
+                    bytes((Command.SET_OPTION,)) + option.to_bytes(2, "little"))
+                if reply[:1] == b"\xff":
+                    raise PoolError(f"the server refused to switch multi-statements on the "
+                                    f"pooled connection {link.name}: {_err_text(reply)}")
+                link.capabilities ^= _MULTI_STATEMENTS
         except (ChannelClosed, ChannelTimeout, ProtocolError) as e:
-            raise PoolError(f"resetting the pooled connection {link.name} failed: "
+            raise PoolError(f"preparing the pooled connection {link.name} failed: "
                             f"{e or type(e).__name__}") from None
         finally:
             link.busy = False
-        if packet.payload[:1] != b"\x00":
-            raise PoolError(f"the server refused to reset the pooled connection {link.name}: "
-                            f"{_err_text(packet.payload)}")
-        link.reset_pending = False
-        log.debug("conn %d: reset %s", self.connection_id, link.name)
+        link.unready = False
+
+    async def _server_command(self, payload: bytes) -> bytes:
+        """One command of the proxy's own whose answer is one packet (OK, EOF or ERR)."""
+        ch = self.server_ch
+        assert ch is not None
+        ch.send(payload, 0)
+        return (await ch.read_packet(self.settings.read_timeout)).payload
 
     async def _login_pooled(self) -> None:
         """A new client logs in on the pooled connection connect_server kept.
@@ -1033,6 +1064,8 @@ class ProxyConnection:
         log.debug("conn %d: client %s logs in as %r on %s (COM_CHANGE_USER)",
                   self.connection_id, self.name, link.username, link.name)
         await self._auth_exchange()
+        if self.link is link:
+            self._check_ready(link)  # its multi-statement setting may not be the client's
 
     def _check_first_login(self, login: HandshakeResponse41) -> None:
         """--proxy-pool-no-change-user: the same user and password as the first login."""
@@ -1055,8 +1088,9 @@ class ProxyConnection:
         then answer the login as the server would have."""
         link, ch = self.link, self.server_ch
         assert link is not None and ch is not None and self.hooks is not None
+        link.reset_pending = True
         try:
-            await self.reset_server()
+            await self.prepare_server()
         except PoolError as e:
             self._send_client_err(ER_UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
             raise ConnectionGone(str(e)) from None

@@ -48,14 +48,14 @@ DEFAULT_MAX_IDLE = 64
 DEFAULT_MAX_IDLE_AGE = 300.0
 
 #: Login capabilities that change what the server does for the session (result shapes,
-#: affected-row counts, multi-statements, LOCAL INFILE). COM_RESET_CONNECTION keeps the
-#: ones of the first login, so a logged-in client only takes another client's
-#: connection whose login asked for the same ones (and the same character set).
+#: affected-row counts, LOCAL INFILE). COM_RESET_CONNECTION keeps the ones of the first
+#: login, so a logged-in client only takes another client's connection whose login
+#: asked for the same ones (and the same character set). Multi-statements differ freely:
+#: COM_SET_OPTION switches them when the connection changes hands.
 PROFILE_CAPABILITIES = int(
     Capability.FOUND_ROWS
     | Capability.IGNORE_SPACE
     | Capability.LOCAL_FILES
-    | Capability.MULTI_STATEMENTS
     | Capability.MULTI_RESULTS
     | Capability.PS_MULTI_RESULTS
     | Capability.SESSION_TRACK
@@ -95,6 +95,9 @@ class ServerLink:
     #: Must be reset (COM_RESET_CONNECTION) before its next command: another client
     #: had it. Stays set until the reset is done, however often it changes hands.
     reset_pending: bool = False
+    #: The client holding it must prepare it before its next command (a reset, or its
+    #: multi-statement setting): see ProxyConnection.prepare_server.
+    unready: bool = False
     parked_at: float = 0.0
 
     @property

@@ -424,7 +424,7 @@ class ScriptedSession:
             return
         self._need_server(client_seq)
         link = conn.link
-        if command == _INIT_DB or (link is not None and link.reset_pending):
+        if command == _INIT_DB or (link is not None and link.unready):
             self._spawn(self._forward_slowly(payload, client_seq))
             return
         tracker = ResponseTracker(command, self.capabilities)
@@ -469,7 +469,7 @@ class ScriptedSession:
 
     async def _forward_slowly(self, payload: bytes, client_seq: int) -> None:
         """A client command the stream pump cannot take: its pooled connection must be
-        reset first, or it is a COM_INIT_DB whose success moves ``default_db``."""
+        prepared first, or it is a COM_INIT_DB whose success moves ``default_db``."""
         conn = self.conn
         await self._ready_server(client_seq)
         tracker = ResponseTracker(payload[0], self.capabilities)
@@ -484,13 +484,13 @@ class ScriptedSession:
                 conn.server.default_db = db
 
     async def _ready_server(self, client_seq: int) -> None:
-        """Check there is a server connection; reset it first if another client had it."""
+        """Check there is a server connection; prepare it first if it changed hands (pooling)."""
         self._need_server(client_seq)
         conn = self.conn
         link = conn.link
-        if link is not None and link.reset_pending:
+        if link is not None and link.unready:
             try:
-                await conn.reset_server()
+                await conn.prepare_server()
             except PoolError as e:
                 self._client_err(client_seq, ER_UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
                 raise ScriptedStop(str(e)) from None

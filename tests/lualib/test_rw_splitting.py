@@ -88,8 +88,7 @@ def test_a_transaction_stays_on_one_primary_connection(setup: Setup) -> None:
         ("SET @a = 1", "user variables"),
         ("SELECT @a := 1", "user variables"),
         ("SELECT id INTO @x FROM items LIMIT 1", "user variables"),
-        ("SET NAMES utf8mb4", "SET"),
-        ("SET SESSION sql_mode = ''", "SET"),
+        ("SET SESSION sql_mode = CONCAT('ANSI', '')", "SET"),
         ("SET autocommit = 0", "SET"),
         ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET"),
         ("CREATE TEMPORARY TABLE t (a INT)", "temporary table"),
@@ -120,6 +119,28 @@ def test_session_state_pins_the_client_to_its_primary_connection(
     assert c.where("SELECT @a") == home
     assert c.where("INSERT INTO items VALUES (2)") == home
     assert c.where("SELECT * FROM items") == home
+
+
+def test_settings_do_not_pin_and_are_repeated_on_every_connection_the_client_moves_to(
+    setup: Setup,
+) -> None:
+    c = setup.client()
+    assert [(r.backend, r.sql) for r in c.query("SET NAMES utf8mb4")] == [(REPLICA, "SET NAMES utf8mb4")]
+    c.query("SET SESSION sql_mode = 'ANSI'")
+    write = c.query("INSERT INTO items VALUES (1)")
+    assert [(r.backend, r.sql) for r in write] == [
+        (PRIMARY, "SET NAMES utf8mb4"),
+        (PRIMARY, "SET SESSION sql_mode = 'ANSI'"),
+        (PRIMARY, "INSERT INTO items VALUES (1)"),
+    ]
+    assert [r.sql for r in c.query("INSERT INTO items VALUES (2)")] == ["INSERT INTO items VALUES (2)"]
+    c.query("SET NAMES latin1")  # replaces the earlier SET NAMES, in its place
+    read = c.query("SELECT * FROM items")
+    assert [(r.backend, r.sql) for r in read] == [
+        (REPLICA, "SET NAMES latin1"),
+        (REPLICA, "SET SESSION sql_mode = 'ANSI'"),
+        (REPLICA, "SELECT * FROM items"),
+    ]
 
 
 def test_com_stmt_prepare_pins_and_execute_follows(setup: Setup) -> None:

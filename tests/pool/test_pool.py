@@ -123,8 +123,8 @@ def test_binary_prepared_statements_do_not_leak(pool_proxy: PoolProxyFactory,
                                                 mariadb: MariaDB) -> None:
     """COM_STMT_PREPARE by one client; the next one executes its statement id."""
     proxy = pool_proxy(POOL_ON_DISCONNECT)
-    a = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root", password="",
-                                use_pure=True)
+    a: Any = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root",
+                                     password="", use_pure=True)
     a.cmd_query("SELECT CONNECTION_ID()")
     tid = int(a.get_rows()[0][0][0])
     prepared = a.cmd_stmt_prepare(b"SELECT 'first client'")
@@ -132,8 +132,8 @@ def test_binary_prepared_statements_do_not_leak(pool_proxy: PoolProxyFactory,
     assert stmt_id > 0
     a.close()  # without COM_STMT_CLOSE
     wait_for(lambda: "pooled the server connection" in proxy.log_text(), 10, "the pool")
-    b = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root", password="",
-                                use_pure=True)
+    b: Any = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root",
+                                     password="", use_pure=True)
     try:
         b.cmd_query("SELECT CONNECTION_ID()")
         assert int(b.get_rows()[0][0][0]) == tid

@@ -20,10 +20,13 @@
 --   NEXTVAL, ...); SHOW and everything else goes to the primary;
 -- * the client is pinned to its current read-write connection, for the rest of the
 --   session, once it creates session state: user variables, SET of session variables
---   (except SET autocommit = 1), temporary tables, prepared statements (COM_STMT_PREPARE
---   and PREPARE), GET_LOCK, LOCK TABLES, sequences, CALL, HANDLER, a result with an
---   insert id (LAST_INSERT_ID), COM_CHANGE_USER, COM_SET_OPTION. COM_RESET_CONNECTION
---   unpins it;
+--   to anything but constants, SET autocommit = 0, SET TRANSACTION (the next one only),
+--   temporary tables, prepared statements (COM_STMT_PREPARE and PREPARE), GET_LOCK, LOCK
+--   TABLES, sequences, CALL, HANDLER, a result with an insert id (LAST_INSERT_ID),
+--   COM_CHANGE_USER, COM_SET_OPTION. COM_RESET_CONNECTION unpins it;
+-- * settings do not pin: SET NAMES, SET CHARACTER SET and SET [SESSION] of session
+--   variables to constants (what connectors send when they connect) run where the client
+--   is and are replayed, in order, on every connection the client moves to;
 -- * while the server reports a transaction (SERVER_STATUS_IN_TRANS) the client stays
 --   where it is;
 -- * FOUND_ROWS(), ROW_COUNT(), LAST_INSERT_ID(), @@warning_count, SHOW WARNINGS and
@@ -61,9 +64,12 @@ local config = proxy.global.config.rwsplit
 local pinned = nil         -- why the client must stay on its connection (nil: free to move)
 local in_trans = false     -- the last result said a transaction is open
 local client_db = nil      -- the default database as the client believes it to be
-local pending = nil        -- what the command in flight changes: { db = ... } or { reset = true }
+local pending = nil        -- what the command in flight changes: { db = ... }, { reset = true }
+                           -- or { setting = key, sql = ... }
+local settings = {}        -- the client's settings to replay: array of { key =, sql = }
+local last_conn = nil      -- the server connection the previous statement ran on
 
-local ID_QUERY, ID_SYNC_DB = 1, 2
+local ID_QUERY, ID_SYNC_DB, ID_SYNC_SET = 1, 2, 3
 
 local function debug(fmt, ...)
 	if config.is_debug then
@@ -135,7 +141,15 @@ local PINNING_STATEMENTS = {
 	PREPARE = "prepared statement", EXECUTE = "prepared statement",
 	DEALLOCATE = "prepared statement", CALL = "stored procedure", HANDLER = "HANDLER",
 }
-local ROUTE_RANK = { ro = 1, same = 2, rw = 3 }
+-- "any": where the client is, else wherever a read may go
+local ROUTE_RANK = { any = 0, ro = 1, same = 2, rw = 3 }
+-- variables whose SET is about the next statement or the binlog, not a setting
+local NOT_SETTINGS = {
+	AUTOCOMMIT = true, INSERT_ID = true, LAST_INSERT_ID = true, IDENTITY = true,
+	TIMESTAMP = true, RAND_SEED1 = true, RAND_SEED2 = true, SQL_LOG_BIN = true,
+	PSEUDO_THREAD_ID = true, GTID_SEQ_NO = true, GTID_DOMAIN_ID = true, SERVER_ID = true,
+	SKIP_REPLICATION = true, TRANSACTION = true,
+}
 
 local function upper_text(t) return t and t.text:upper() end
 
@@ -235,7 +249,75 @@ local function is_autocommit_on(ts)
 	return #ts == i + 2 and (v == "1" or v == "ON" or v == "TRUE")
 end
 
--- One statement: its route ("ro", "same" or "rw") and what pins the client (or nil).
+-- A token a setting's value may consist of: constants and keywords, no variables,
+-- functions or subqueries.
+local function constant(t)
+	local n = t.token_name
+	if n == "TK_LITERAL" then return t.text:sub(1, 1) ~= "@" end
+	if n == "TK_STRING" or n == "TK_INTEGER" or n == "TK_FLOAT" or n == "TK_MINUS"
+		or n == "TK_PLUS" or n == "TK_DOT" then
+		return true
+	end
+	return n:sub(1, 7) == "TK_SQL_" and n ~= "TK_SQL_SELECT"
+end
+
+-- SET NAMES / CHARACTER SET, SET [SESSION] TRANSACTION ..., or SET [SESSION] of session
+-- variables to constants: the key of the setting (what a later SET replaces), else nil.
+local function setting_key(ts)
+	local i = 2
+	local u = upper_text(ts[i])
+	local function all_constant(from)
+		for j = from, #ts do
+			if not constant(ts[j]) then return false end
+		end
+		return true
+	end
+	if u == "NAMES" or u == "CHARSET" then
+		return all_constant(i + 1) and "NAMES" or nil
+	end
+	if ts[i] and ts[i].token_name == "TK_SQL_CHARACTER" and ts[i + 1] and ts[i + 1].token_name == "TK_SQL_SET" then
+		return all_constant(i + 2) and "NAMES" or nil
+	end
+	if u == "SESSION" or u == "LOCAL" then
+		i = i + 1
+		if upper_text(ts[i]) == "TRANSACTION" then
+			return all_constant(i + 1) and "TRANSACTION" or nil
+		end
+	end
+	local names = {}
+	while i <= #ts do
+		local t = ts[i]
+		if t.token_name ~= "TK_LITERAL" then return nil end
+		local name = t.text:upper()
+		if name == "@@SESSION" or name == "@@LOCAL" then
+			if not ts[i + 1] or ts[i + 1].token_name ~= "TK_DOT" or not ts[i + 2] then return nil end
+			i = i + 2
+			name = ts[i].text:upper()
+		elseif name:sub(1, 2) == "@@" then
+			name = name:sub(3)
+		elseif name:sub(1, 1) == "@" then
+			return nil  -- a user variable
+		end
+		if NOT_SETTINGS[name] then return nil end
+		local op = ts[i + 1]
+		if not op or (op.token_name ~= "TK_EQ" and op.token_name ~= "TK_ASSIGN") then return nil end
+		i = i + 2
+		local first = i
+		while ts[i] and ts[i].token_name ~= "TK_COMMA" do
+			if not constant(ts[i]) then return nil end
+			i = i + 1
+		end
+		if i == first then return nil end
+		names[#names + 1] = name
+		i = i + 1
+	end
+	if #names == 0 then return nil end
+	table.sort(names)
+	return table.concat(names, ",")
+end
+
+-- One statement: its route ("any", "ro", "same" or "rw"), what pins the client (or nil)
+-- and the key of the setting it makes (or nil).
 local function classify_statement(ts)
 	local first = ts[1]
 	local kind = first.token_name
@@ -269,6 +351,8 @@ local function classify_statement(ts)
 			return scan(ts, "rw", nil)
 		end
 		if is_autocommit_on(ts) then return "rw", nil end
+		local key = setting_key(ts)
+		if key then return "any", nil, key end
 		local route, pin = scan(ts, "rw", nil)
 		return route, pin or ("SET " .. (ts[2] and ts[2].text or ""))
 	elseif (kind == "TK_SQL_CREATE" or kind == "TK_SQL_DROP") then
@@ -287,10 +371,15 @@ end
 local function classify(cmd, stmts)
 	local t = cmd.type
 	if t == proxy.COM_QUERY then
-		local route, pin = "ro", nil
 		if #stmts == 0 then return "rw", nil end
+		if #stmts == 1 then
+			local route, pin, key = classify_statement(stmts[1])
+			return route, pin, key and { setting = key, sql = cmd.query } or nil
+		end
+		local route, pin = "ro", nil
 		for _, ts in ipairs(stmts) do
-			local r, p = classify_statement(ts)
+			local r, p, key = classify_statement(ts)
+			if key then r, p = "rw", "SET " .. key end  -- settings in a multi-statement: pin
 			if ROUTE_RANK[r] > ROUTE_RANK[route] then route = r end
 			pin = pin or p
 		end
@@ -373,6 +462,10 @@ local function place(route)
 		if current then return nil end
 		route = "rw"
 	end
+	if route == "any" then
+		if current then return nil end
+		route = "ro"
+	end
 	if route == "ro" then
 		if current and backend_type(current) == proxy.BACKEND_TYPE_RO
 			and proxy.global.backends[current].state ~= proxy.BACKEND_STATE_DOWN then
@@ -447,6 +540,16 @@ function read_query(packet)
 		proxy.queries:prepend(ID_SYNC_DB, string.char(proxy.COM_INIT_DB) .. client_db,
 			{ resultset_is_needed = true })
 	end
+	-- and so must its settings, on a connection other than the previous statement's (it
+	-- may be another client's, which the proxy reset)
+	local conn_key = server and (server.dst.name .. "#" .. tostring(server.thread_id))
+	if conn_key and conn_key ~= last_conn then
+		for i = #settings, 1, -1 do
+			proxy.queries:prepend(ID_SYNC_SET, string.char(proxy.COM_QUERY) .. settings[i].sql,
+				{ resultset_is_needed = true })
+		end
+	end
+	last_conn = conn_key
 	debug("%s -> backend %s%s", commands.pretty_print(cmd), name_of(attached()),
 		pinned and (" (pinned: " .. pinned .. ")") or "")
 	return proxy.PROXY_SEND_QUERY
@@ -473,6 +576,14 @@ function read_query_result(inj)
 		end
 		return proxy.PROXY_IGNORE_RESULT
 	end
+	if inj.id == ID_SYNC_SET then
+		if failed(res) then
+			local ok, info = pcall(err_message, res.raw)
+			return err_response(("(rw-splitting) cannot repeat '%s' on backend %s: %s"):format(
+				inj.query:sub(2), name_of(attached()), ok and info or "the server refused it"))
+		end
+		return proxy.PROXY_IGNORE_RESULT
+	end
 	if inj.id ~= ID_QUERY then return end
 
 	in_trans = res.flags.in_trans and true or false
@@ -485,7 +596,14 @@ function read_query_result(inj)
 	if changes and not failed(res) then
 		if changes.db then client_db = changes.db end
 		if changes.reset then
-			pinned, in_trans = nil, false
+			pinned, in_trans, settings = nil, false, {}
+		end
+		if changes.setting then
+			local replaced = false
+			for _, s in ipairs(settings) do
+				if s.key == changes.setting then s.sql, replaced = changes.sql, true end
+			end
+			if not replaced then settings[#settings + 1] = { key = changes.setting, sql = changes.sql } end
 		end
 	end
 end
