@@ -5,6 +5,11 @@ workload and thread count the direct run and the proxied run(s) follow each othe
 they see the same machine; the table shows QPS, p95 latency and proxied/direct ratios,
 and the figures go to ``bench-results/<timestamp>.json``.
 
+``--lua`` adds a chassis running a script: without a file, ``scripts/bench-inspect.lua``,
+whose ``read_query`` looks at every query and returns nothing (the cost of having a
+script at all). ``--repeat N`` runs every cell N times, interleaved, and shows medians:
+the machine is shared and single runs are noisy.
+
 sysbench keeps its defaults (reported in the JSON and the header): notably
 ``--db-ps-mode=auto``, i.e. server-side prepared statements, and ``--rand-type=special``.
 """
@@ -20,6 +25,7 @@ import platform
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +46,9 @@ WORKLOADS = ("oltp_point_select", "oltp_read_only")
 THREADS = (1, 8, 32)
 #: The issue's target: proxied/direct QPS for point selects at 32 threads.
 TARGET = ("oltp_point_select", 32, 0.55)
+#: The target with the inspect-every-query script (scripts/bench-inspect.lua).
+LUA_TARGET = ("oltp_point_select", 32, 0.5)
+INSPECT_SCRIPT = ROOT / "scripts" / "bench-inspect.lua"
 READY_TIMEOUT = 30.0
 #: sysbench defaults worth stating next to the figures (parsed from its help).
 REPORTED_DEFAULTS = ("db-ps-mode", "rand-type", "percentile", "point_selects",
@@ -65,6 +74,7 @@ class Run:
     seconds: float = 0.0
     error: str = ""
     command: list[str] = field(default_factory=list)
+    attempt: int = 0  # with --repeat: which round (runs of one round follow each other)
 
 
 @dataclass
@@ -204,13 +214,45 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 # -- report ------------------------------------------------------------------------------
 
+def ratios(all_runs: list[Run]) -> dict[tuple[str, int, str], float | None]:
+    """proxied/direct per (workload, threads, target): the median over the rounds of
+    --repeat of each round's ratio (a round's runs follow each other, so they share the
+    machine's mood; the median of those ratios is steadier than a ratio of medians)."""
+    direct = {(r.workload, r.threads, r.attempt): r for r in all_runs if r.target == "direct"}
+    found: dict[tuple[str, int, str], list[float]] = {}
+    for run in all_runs:
+        if run.target == "direct":
+            continue
+        key = (run.workload, run.threads, run.target)
+        base = direct.get((run.workload, run.threads, run.attempt))
+        ratio = _ratio(run, base) if base else None
+        values = found.setdefault(key, [])
+        if ratio is not None:
+            values.append(ratio)
+    return {key: statistics.median(v) if v else None for key, v in found.items()}
+
+
 def _ratio(run: Run, direct: Run) -> float | None:
     if run.error or direct.error or not direct.qps:
         return None
     return run.qps / direct.qps
 
 
-def print_table(runs: list[Run], targets: list[str]) -> None:
+def medians(runs: list[Run]) -> list[Run]:
+    """One run per (workload, threads, target): the median by QPS of the runs that did
+    not fail (the first failure if they all did), in first-seen order."""
+    groups: dict[tuple[str, int, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.workload, run.threads, run.target), []).append(run)
+    out = []
+    for group in groups.values():
+        ok = sorted((r for r in group if not r.error), key=lambda r: r.qps)
+        out.append(ok[(len(ok) - 1) // 2] if ok else group[0])
+    return out
+
+
+def print_table(runs: list[Run], targets: list[str],
+                ratio_of: dict[tuple[str, int, str], float | None]) -> None:
     by_key = {(r.workload, r.threads, r.target): r for r in runs}
     head = f"{'workload':<18} {'thr':>3} | {'direct QPS':>10} {'p95 ms':>7}"
     for t in targets[1:]:
@@ -225,7 +267,7 @@ def print_table(runs: list[Run], targets: list[str]) -> None:
                 run = by_key.get((workload, threads, t))
                 if run is None:
                     continue
-                ratio = _ratio(run, direct)
+                ratio = ratio_of.get((workload, threads, t))
                 line += " | " + _cell(run, 17) + (f" {ratio:>5.2f}" if ratio else f" {'-':>5}")
             print(line)
     for run in runs:
@@ -268,8 +310,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         default=list(THREADS), help="comma-separated [1,8,32]")
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(WORKLOADS),
                         help="comma-separated sysbench tests [oltp_point_select,oltp_read_only]")
-    parser.add_argument("--lua", type=Path, help="also run through a chassis with this"
-                        " --proxy-lua-script")
+    parser.add_argument("--lua", type=Path, nargs="?", const=INSPECT_SCRIPT, metavar="FILE",
+                        help="also run through a chassis with this --proxy-lua-script"
+                             " [without FILE: scripts/bench-inspect.lua, a read_query that"
+                             " inspects every query]")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per cell, interleaved; the table shows medians [1]")
     parser.add_argument("--event-threads", type=int, default=2, help="chassis workers [2]")
     parser.add_argument("--tables", type=int, default=4)
     parser.add_argument("--table-size", type=int, default=10000)
@@ -285,6 +331,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.lua is not None and not args.lua.is_file():
         parser.error(f"--lua {args.lua}: no such file")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if shutil.which(args.sysbench) is None:
         parser.error("sysbench not found: install it with apt-get install -y sysbench"
                      " (scripts/bench does that)")
@@ -327,29 +375,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in targets:
                 run_sysbench(args.workloads[0], max(args.threads), target, args.warmup, args)
 
-        runs: list[Run] = []
+        all_runs: list[Run] = []
         for workload in args.workloads:
             for threads in args.threads:
-                for target in targets:
-                    run = run_sysbench(workload, threads, target, args.time, args)
-                    runs.append(run)
-                    status = run.error[:80] if run.error else \
-                        f"{run.qps:.0f} QPS, p95 {run.p95_ms:.2f} ms"
-                    print(f"   {workload} {threads:>2} threads {target.name:<11} {status}",
-                          flush=True)
+                for attempt in range(args.repeat):
+                    for target in targets:
+                        run = run_sysbench(workload, threads, target, args.time, args)
+                        run.attempt = attempt
+                        all_runs.append(run)
+                        status = run.error[:80] if run.error else \
+                            f"{run.qps:.0f} QPS, p95 {run.p95_ms:.2f} ms"
+                        nth = f" #{attempt + 1}" if args.repeat > 1 else ""
+                        print(f"   {workload} {threads:>2} threads {target.name:<11}{nth}"
+                              f" {status}", flush=True)
         facts = machine_facts(db, args.sysbench)
 
+    runs = medians(all_runs)
+    ratio_of = ratios(all_runs)
     print()
-    print_table(runs, [t.name for t in targets])
-    by_key = {(r.workload, r.threads, r.target): r for r in runs}
+    if args.repeat > 1:
+        print(f"(medians of {args.repeat} runs per cell; ratios: median of each round's ratio)")
+    print_table(runs, [t.name for t in targets], ratio_of)
     workload, threads, goal = TARGET
-    direct, proxied = by_key.get((workload, threads, "direct")), \
-        by_key.get((workload, threads, "proxied"))
-    ratio = _ratio(proxied, direct) if direct and proxied else None
+    ratio = ratio_of.get((workload, threads, "proxied"))
     if ratio is not None:
         verdict = "meets" if ratio >= goal else "misses"
         print(f"\n{workload} at {threads} threads: proxied/direct {ratio:.2f}"
               f" ({verdict} the target of {goal}; MySQL Proxy 0.8.5 reaches about that)")
+    lua_workload, lua_threads, lua_goal = LUA_TARGET
+    lua_ratio = ratio_of.get((lua_workload, lua_threads, "proxied+lua"))
+    if lua_ratio is not None:
+        script = args.lua.name if args.lua else ""
+        if args.lua is not None and args.lua.resolve() == INSPECT_SCRIPT.resolve():
+            verdict = "meets" if lua_ratio >= lua_goal else "misses"
+            note = f" ({verdict} the target of {lua_goal} for a script inspecting every query)"
+        else:
+            note = ""
+        print(f"{lua_workload} at {lua_threads} threads with {script}: proxied+lua/direct"
+              f" {lua_ratio:.2f}{note}")
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -361,15 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time": args.time, "threads": args.threads, "workloads": args.workloads,
             "tables": args.tables, "table_size": args.table_size,
             "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
-            "chassis_args": args.chassis_arg, "warmup": args.warmup,
+            "chassis_args": args.chassis_arg, "warmup": args.warmup, "repeat": args.repeat,
             "sysbench_defaults": defaults,
         },
         "runs": [asdict(r) for r in runs],
-        "ratios": {
-            f"{r.workload}/{r.threads}/{r.target}": _ratio(r, by_key[(r.workload, r.threads,
-                                                                       "direct")])
-            for r in runs if r.target != "direct"
-        },
+        "all_runs": [asdict(r) for r in all_runs] if args.repeat > 1 else None,
+        "ratios": {f"{w}/{n}/{t}": ratio for (w, n, t), ratio in ratio_of.items()},
     }, indent=2) + "\n")
     print(f"\nwritten to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 1 if any(r.error for r in runs) else 0
