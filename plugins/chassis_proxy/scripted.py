@@ -258,10 +258,16 @@ class StreamPump:
 
     def _finish(self) -> None:
         self._detach()
+        session = self.session
         if self.tracker.awaiting_client:
-            self.session.continue_exchange(self)
-        else:
-            self.session.command_done()
+            session.continue_exchange(self)
+            return
+        # ScriptedSession.command_done, inlined: once per command.
+        session.busy = False
+        client = session.client
+        client.sink = session._on_client_data
+        if client.reader.buffered or session.conn.connection_close:
+            session._on_client_data(b"")
 
     def _to_framed(self, rest: bytes) -> None:
         """A 16 MiB packet: finish this response with the framed (joining) pump."""
@@ -422,14 +428,16 @@ class ScriptedSession:
             # script's disconnect_client pooled it.
             conn.connection_close = True
             return
-        self._need_server(client_seq)
+        server = self.server
+        if server is None or server.closed:
+            self._need_server(client_seq)
         link = conn.link
         if command == _INIT_DB or (link is not None and link.unready):
             self._spawn(self._forward_slowly(payload, client_seq))
             return
         tracker = ResponseTracker(command, self.capabilities)
-        if raw is not None and self.server is not None:
-            self.server.write(raw)
+        if raw is not None and server is not None:
+            server.write(raw)
         else:
             self._to_server(payload)
         if tracker.expects_response:
@@ -457,7 +465,8 @@ class ScriptedSession:
         """The command is answered: take the next one (maybe already buffered)."""
         self.busy = False
         self.client.sink = self._on_client_data
-        self._on_client_data(b"")
+        if self.client.reader.buffered or self.conn.connection_close:
+            self._on_client_data(b"")
 
     def continue_exchange(self, pump: StreamPump) -> None:
         """The server now waits for the client (LOCAL INFILE, change-user auth): a coroutine
