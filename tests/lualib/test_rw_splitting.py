@@ -296,3 +296,19 @@ def test_transaction_state_is_per_client(setup: Setup) -> None:
     a_home = a.where("BEGIN")
     assert b.where("SELECT * FROM items")[0] == REPLICA
     assert a.where("SELECT * FROM items") == a_home
+
+
+def test_a_big_statement_is_classified_from_its_beginning(setup: Setup) -> None:
+    import time
+
+    c = setup.client()
+    rows = ",".join(f"({i}, 'it''s row {i}', 'padding padding padding padding')" for i in range(20000))
+    bulk = f"INSERT INTO items (id, name, pad) VALUES {rows}"
+    assert len(bulk) > 1_000_000
+    started = time.monotonic()
+    assert c.where(bulk)[0] == PRIMARY
+    assert time.monotonic() - started < 0.5  # tokenizing it whole takes longer
+    big_read = "SELECT * FROM items WHERE name IN (" + ",".join(f"'n{i}'" for i in range(5000)) + ")"
+    assert c.where(big_read)[0] == REPLICA
+    # anything that may matter further in: tokenized whole
+    assert c.where(big_read[:-1] + ", @who)")[0] == PRIMARY
