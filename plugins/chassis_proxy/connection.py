@@ -656,8 +656,9 @@ class ProxyConnection:
             payload = packet.payload
             if not payload:
                 raise ConnectionGone(f"backend {self._backend_name()} sent an empty auth packet")
+            backend_name = self._backend_name()  # read_auth_result may pool the connection
             if payload[0] == 0x00:
-                self._logged_in()  # before the hook: read_auth_result may pool the connection
+                self._logged_in()  # before the hook, which may pool the connection
             if self.hooks is not None:
                 outcome = self.hooks.read_auth_result(payload)
                 if outcome.decision == Decision.SEND_RESULT and outcome.response:
@@ -672,7 +673,7 @@ class ProxyConnection:
                 self.cseq = client_ch.send(payload, self.cseq)
                 self._copy_login_to_server()
                 log.debug("conn %d: client %s logged in as %r via %s", self.connection_id,
-                          self.name, self.client.username, self._backend_name())
+                          self.name, self.client.username, backend_name)
                 return
             if head == 0xFF:
                 self.cseq = client_ch.send(payload, self.cseq)

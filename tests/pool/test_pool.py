@@ -331,3 +331,36 @@ def test_a_connection_with_a_result_in_flight_is_not_pooled(pool_proxy: PoolProx
     wait_for(lambda: "cannot be pooled, a command on it is not finished" in proxy.log_text(),
              10, "the proxy to refuse pooling")
     assert proxy.pool_idle() == [0]
+
+
+def test_a_pooled_connection_not_kept_by_connect_server_stays_in_the_pool(
+        pool_proxy: PoolProxyFactory, mariadb: MariaDB) -> None:
+    proxy = pool_proxy("""
+        function connect_server()
+            proxy.connection.backend_ndx = 1  -- takes the idle one, but does not keep it
+        end
+        function disconnect_client()
+            proxy.connection.backend_ndx = 0
+        end
+    """, admin=True)
+    tid = leave(proxy, mariadb, [])
+    with proxy.connect() as b:
+        assert conn_id(b) != tid  # a connection of its own
+        assert proxy.pool_idle() == [1]
+        assert thread_alive(mariadb, tid)
+
+
+def test_a_bundled_script_is_found_by_its_bare_name_unless_basedir_has_one(
+        pool_proxy: PoolProxyFactory, tmp_path: Any) -> None:
+    proxy = pool_proxy("rw-splitting.lua")
+    with proxy.connect() as c:  # the bundled script answers PROXY SHOW CONFIG itself
+        assert ("rwsplit", "min_idle_connections", "4", "number") in rows(c, "PROXY SHOW CONFIG")
+    (tmp_path / "rw-splitting.lua").write_text("""
+        function read_query(packet)
+            proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = "the local one" }
+            return proxy.PROXY_SEND_RESULT
+        end
+    """)
+    local = pool_proxy("rw-splitting.lua", [f"--basedir={tmp_path}"])
+    with pytest.raises(pymysql.err.MySQLError, match="the local one"):
+        local.connect()  # PyMySQL's SET NAMES gets the local script's answer
