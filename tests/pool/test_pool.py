@@ -364,3 +364,42 @@ def test_a_bundled_script_is_found_by_its_bare_name_unless_basedir_has_one(
     local = pool_proxy("rw-splitting.lua", [f"--basedir={tmp_path}"])
     with pytest.raises(pymysql.err.MySQLError, match="the local one"):
         local.connect()  # PyMySQL's SET NAMES gets the local script's answer
+
+
+#: MySQL Proxy's lib/ro-pooling.lua pattern: the server connection goes back to the pool
+#: after every result outside a transaction, and the next statement takes one.
+POOL_AFTER_EVERY_RESULT = """
+function read_auth_result(auth)
+    if auth.packet:byte() == proxy.MYSQLD_PACKET_OK then proxy.connection.backend_ndx = 0 end
+end
+function read_query(packet)
+    if proxy.connection.backend_ndx == 0 then proxy.connection.backend_ndx = 1 end
+    proxy.queries:append(1, packet)
+    return proxy.PROXY_SEND_QUERY
+end
+function read_query_result(inj)
+    if not inj.resultset.flags.in_trans then proxy.connection.backend_ndx = 0 end
+end
+"""
+
+
+def test_pooling_after_every_result_keeps_transactions_and_own_sessions(
+        pool_proxy: PoolProxyFactory, mariadb: MariaDB) -> None:
+    mariadb.sql("CREATE TABLE IF NOT EXISTS test.pool_every (id INT PRIMARY KEY)")
+    mariadb.sql("DELETE FROM test.pool_every")
+    proxy = pool_proxy(POOL_AFTER_EVERY_RESULT, admin=True)
+    with proxy.connect(database="test") as a, proxy.connect(database="test") as b:
+        wait_for(lambda: proxy.pool_idle() == [2], 10, "both logins pooled")
+        a_id, b_id = conn_id(a), conn_id(b)
+        assert a_id != b_id
+        rows(a, "BEGIN")
+        rows(a, "INSERT INTO pool_every VALUES (1)")
+        assert proxy.pool_idle() == [1]  # A keeps its connection in the transaction
+        assert rows(b, "SELECT COUNT(*) FROM pool_every") == [(0,)]
+        assert rows(a, "SELECT COUNT(*) FROM pool_every") == [(1,)]
+        rows(a, "COMMIT")
+        assert proxy.pool_idle() == [2]
+        assert rows(b, "SELECT COUNT(*) FROM pool_every") == [(1,)]
+        rows(a, "SET @mine = 'a'")
+        assert rows(a, "SELECT @mine, CONNECTION_ID()") == [("a", a_id)]  # its own, as left
+        assert rows(b, "SELECT @mine, CONNECTION_ID()") == [(None, b_id)]
