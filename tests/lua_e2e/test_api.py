@@ -183,7 +183,7 @@ def test_built_in_modules_from_a_running_script(lua_proxy: LuaProxyFactory, tmp_
             "password": "true", "tokens": "TK_SQL_SELECT TK_LITERAL 4", "lua_mem": "true",
             "version": "Lua 5.1",
         }
-        assert "print goes to the log\t42" in proxy.log_text()
+        proxy.wait_log("print goes to the log\t42")
         assert query(conn, "SHUT DOWN") == [("bye", "true")]
     proxy.process.wait(15)
     assert proxy.process.returncode == 0, proxy.process.output()

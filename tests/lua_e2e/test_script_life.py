@@ -165,7 +165,7 @@ def test_a_script_with_a_syntax_error_refuses_new_clients_until_fixed(
 
         script.unlink()  # a missing file is a load failure too
         assert expect_error(proxy.connect) == (1105, LOAD_FAILED)
-        assert "cannot be read" in proxy.log_text()
+        proxy.wait_log("cannot be read")
 
 
 def test_a_top_level_runtime_error_refuses_new_clients(lua_proxy: LuaProxyFactory) -> None:

@@ -207,7 +207,7 @@ def test_idle_connections_are_closed_after_max_idle_age(pool_proxy: PoolProxyFac
     assert proxy.pool_idle() == [1]
     wait_thread_gone(mariadb, tid, timeout=5)
     assert proxy.pool_idle() == [0]
-    assert "--proxy-pool-max-idle-age" in proxy.log_text()
+    proxy.wait_log("--proxy-pool-max-idle-age")
 
 
 @pytest.mark.parametrize("how", ["KILL", "wait_timeout"])
@@ -219,7 +219,7 @@ def test_a_dead_idle_connection_is_dropped_at_once(pool_proxy: PoolProxyFactory,
     if how == "KILL":
         mariadb.sql(f"KILL {tid}")
     wait_for(lambda: proxy.pool_idle() == [0], 10, "the dead connection to leave the pool")
-    assert f"idle connection (thread {tid}, user 'root') closed: the server" in proxy.log_text()
+    proxy.wait_log(f"idle connection (thread {tid}, user 'root') closed: the server")
     with proxy.connect() as b:  # a fresh connection, no error
         assert conn_id(b) != tid
         assert rows(b, "SELECT 1") == [(1,)]

@@ -17,7 +17,7 @@ import pymysql
 import pytest
 
 from tests.support.certs import TLSCerts
-from tests.support.chassis_proc import ChassisProcess, free_port, start_chassis
+from tests.support.chassis_proc import ChassisProcess, free_port, start_chassis, wait_for
 from tests.support.mariadb import ACCOUNTS, MariaDB
 
 
@@ -39,6 +39,10 @@ class Proxy:
             return self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def wait_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it holds ``text``: lines about a client may land after its answer."""
+        return wait_for(lambda: text in (log := self.log_text()) and log, timeout, f"log line {text!r}")
 
     def worker_pid(self) -> int:
         workers = self.process.workers()

@@ -17,6 +17,7 @@ import pytest
 
 from tests.proxy.conftest import Proxy, StartProxy
 from tests.support.certs import TLSCerts
+from tests.support.chassis_proc import wait_for
 from tests.support.mariadb import MariaDB, find_program
 from tests.support.sha2_server import Sha2Server
 
@@ -83,7 +84,7 @@ def test_backend_tls_with_the_wrong_ca_is_refused(
         bad.connect()
     assert info.value.args[0] == 2026
     assert "CERTIFICATE_VERIFY_FAILED" in info.value.args[1]
-    assert "TLS handshake with backend" in bad.log_text()
+    wait_for(lambda: "TLS handshake with backend" in bad.log_text(), 10, "the log line")
 
 
 # -- caching_sha2_password --------------------------------------------------------------

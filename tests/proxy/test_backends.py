@@ -62,7 +62,7 @@ def test_all_backends_down_error_names_each(start_proxy: StartProxy) -> None:
     assert message.startswith("(proxy) all backends are down")
     assert f"{first} (connection refused)" in message
     assert f"{second} (connection refused)" in message
-    assert "all backends are down" in proxy.log_text()
+    proxy.wait_log("all backends are down")
 
 
 def test_backend_that_never_greets_times_out_and_the_next_is_used(
@@ -70,7 +70,7 @@ def test_backend_that_never_greets_times_out_and_the_next_is_used(
     proxy = start_proxy([silent_backend, mariadb.address], ["--proxy-connect-timeout=0.3"])
     with proxy.connect() as conn:
         assert port_of(conn) == mariadb.port
-    assert f"backend {silent_backend}: UNKNOWN -> DOWN (timed out after 0.3 s" in proxy.log_text()
+    proxy.wait_log(f"backend {silent_backend}: UNKNOWN -> DOWN (timed out after 0.3 s")
 
 
 def test_only_a_silent_backend_gives_the_client_an_error(
@@ -88,7 +88,7 @@ def test_down_backend_is_tried_again_later(start_proxy: StartProxy, mariadb: Mar
     proxy = start_proxy([revived, mariadb.address])
     with proxy.connect() as conn:
         assert port_of(conn) == mariadb.port
-    assert f"backend {revived}: UNKNOWN -> DOWN" in proxy.log_text()
+    proxy.wait_log(f"backend {revived}: UNKNOWN -> DOWN")
     # The dead backend comes back (a second chassis in front of the same server).
     second = start_proxy([mariadb.address], port=port)
 
@@ -99,7 +99,7 @@ def test_down_backend_is_tried_again_later(start_proxy: StartProxy, mariadb: Mar
 
     # Retried after a few seconds, when a client connects or by the background probe.
     wait_for(revived_used, timeout=20, message="the DOWN backend to be retried", interval=0.2)
-    assert f"backend {revived}: DOWN -> " in proxy.log_text()
+    proxy.wait_log(f"backend {revived}: DOWN -> ")
 
 
 def test_unix_socket_backend_and_listener(start_proxy: StartProxy, mariadb: MariaDB,
@@ -116,7 +116,7 @@ def test_unix_socket_backend_and_listener(start_proxy: StartProxy, mariadb: Mari
     finally:
         conn.close()
     assert proxy.process.proc.poll() is None
-    assert "is served by worker 1 only" in proxy.log_text()
+    proxy.wait_log("is served by worker 1 only")
     proxy.process.stop()
     assert not listen.exists()  # removed at shutdown
 

@@ -33,7 +33,7 @@ def test_stop_lets_running_clients_finish_until_the_deadline(start_proxy: StartP
         started = time.monotonic()
         proxy.process.wait(timeout=10)
         assert time.monotonic() - started < 5
-        assert "still open at the shutdown deadline" in proxy.log_text()
+        proxy.wait_log("still open at the shutdown deadline")
     finally:
         conn.close()
 
