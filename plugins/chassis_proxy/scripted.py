@@ -425,8 +425,9 @@ class ScriptedSession:
         command = payload[0]
         if command == _QUIT:
             # The server gets its COM_QUIT when the connection closes, unless the
-            # script's disconnect_client pooled it.
-            conn.connection_close = True
+            # script's disconnect_client pooled it. Not connection_close: that flag is
+            # the script's, and disconnect_client must not see it set by a plain quit.
+            self._stop()
             return
         server = self.server
         if server is None or server.closed:

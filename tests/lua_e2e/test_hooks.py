@@ -457,3 +457,20 @@ def test_disconnect_client_is_seen_by_a_later_connection(lua_proxy: LuaProxyFact
     with proxy.connect() as conn:
         # PyMySQL's SET NAMES was the first query of the first connection
         assert query(conn, "SELECT 'gone'") == [("native", "3")]
+
+
+def test_a_plain_quit_does_not_look_like_connection_close_to_disconnect_client(
+        lua_proxy: LuaProxyFactory, tmp_path: Path) -> None:
+    seen = tmp_path / "seen.txt"
+    proxy = lua_proxy(f"""
+        function disconnect_client()
+            local f = assert(io.open("{seen}", "a"))
+            f:write(tostring(proxy.connection.connection_close), "\\n")
+            f:close()
+        end
+    """)
+    with proxy.connect() as conn:
+        query(conn, "SELECT 1")
+    wait_for(lambda: seen.exists() and seen.read_text(), timeout=10, message="disconnect_client")
+    assert seen.read_text() == "false\n"
+    assert "connection_close set by the script" not in proxy.log_text()
