@@ -604,6 +604,9 @@ class ProxyConnection:
                                       "(start it with --proxy-ssl-cert and --proxy-ssl-key)", "08S01")
                 raise ConnectionGone(f"client {self.name} asked for TLS, which is not configured")
             assert client_ch.transport is not None
+            # Stop reading first: a ClientHello arriving between detach() and start_tls
+            # taking over the transport would land in the packet reader and be lost.
+            client_ch.transport.pause_reading()
             try:
                 client_ch.transport = await tls.upgrade(
                     client_ch.transport, client_ch, self.settings.client_tls, server_side=True,
