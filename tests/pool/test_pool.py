@@ -31,7 +31,7 @@ def conn_id(conn: Any) -> int:
 
 
 def leave(proxy: Any, mariadb: MariaDB, setup: list[str], user: str = "root",
-          **kwargs: Any) -> int:
+          check_alive: bool = True, **kwargs: Any) -> int:
     """A client runs ``setup`` and leaves; returns its server connection, once pooled."""
     conn = proxy.connect(user, **kwargs)
     tid = conn_id(conn)
@@ -40,7 +40,8 @@ def leave(proxy: Any, mariadb: MariaDB, setup: list[str], user: str = "root",
     conn.close()
     # pooled, not closed: the server still has it a while after the client left
     wait_for(lambda: "pooled the server connection" in proxy.log_text(), 10, "the pool to take it")
-    assert thread_alive(mariadb, tid)
+    if check_alive:
+        assert thread_alive(mariadb, tid)
     return tid
 
 
@@ -203,8 +204,8 @@ def test_the_pool_keeps_at_most_max_idle_connections(pool_proxy: PoolProxyFactor
 def test_idle_connections_are_closed_after_max_idle_age(pool_proxy: PoolProxyFactory,
                                                         mariadb: MariaDB) -> None:
     proxy = pool_proxy(POOL_ON_DISCONNECT, ["--proxy-pool-max-idle-age=0.5"], admin=True)
-    tid = leave(proxy, mariadb, [])
-    assert proxy.pool_idle() == [1]
+    # the age may run out before a loaded machine gets to look: pooled is shown by the log
+    tid = leave(proxy, mariadb, [], check_alive=False)
     wait_thread_gone(mariadb, tid, timeout=5)
     assert proxy.pool_idle() == [0]
     proxy.wait_log("--proxy-pool-max-idle-age")
