@@ -212,7 +212,12 @@ class StreamPump:
                                        f"malformed response: {e}"))
             return
         if pos:
-            self._write(data, pos, tracker.last_seq)
+            if self.offset:
+                self._write(data, pos, tracker.last_seq)
+            else:  # _write without sequence ids to patch (the common case), inlined
+                self.server_seq = self.client_seq = (tracker.last_seq + 1) & 0xFF
+                session.conn.bytes_out += pos
+                session.client.write(data if pos == n else data[:pos])
         if tracker.idle:
             if pos < n:
                 # Bytes after a complete response: keep them for the next command.
@@ -257,8 +262,13 @@ class StreamPump:
                 server.transport.resume_reading()
 
     def _finish(self) -> None:
-        self._detach()
         session = self.session
+        if self.paused:
+            self._detach()
+        else:  # _detach without reading to resume (the common case), inlined
+            if session.server is not None:
+                session.server.sink = None
+            session.client.on_resume = None
         if self.tracker.awaiting_client:
             session.continue_exchange(self)
             return
