@@ -66,6 +66,10 @@ _SEND_QUERY = int(Decision.SEND_QUERY)
 _SEND_RESULT = int(Decision.SEND_RESULT)
 _IGNORE_RESULT = int(Decision.IGNORE_RESULT)
 
+#: Room left under --lua-max-memory, beyond the packet itself, for read_query to arm the
+#: ceiling before calling into Lua (pushing the arguments must not hit it).
+_ARM_HEADROOM = 1 << 20
+
 _SEND_QUERY_OUTCOME = Outcome(Decision.SEND_QUERY)
 _IGNORE_OUTCOME = Outcome(Decision.IGNORE_RESULT)
 
@@ -181,6 +185,12 @@ class LuaScriptHost:
             )
         }
         self._call_read_query = self._entry["call_read_query"]
+        # read_query arms the allocator's ceiling itself when there is room for the packet:
+        # cheaper than bridge.lua calling back into Python twice (see call_read_query_armed).
+        self._call_read_query_armed = self.lua.api[b"call_read_query_armed"]
+        self._arms_itself = self.lua.memory_enforced_by_allocator
+        self._set_max_memory = self.lua.runtime.set_max_memory
+        self._memory_used = self.lua.runtime.get_memory_used
 
     # -- ScriptHost --------------------------------------------------------------------------
 
@@ -456,7 +466,15 @@ class LuaConnectionHooks:
         previous = host._current
         host._current = self
         try:
-            status, value = host._call_read_query(state, packet)
+            if host._arms_itself and (host._memory_used() + len(packet) + _ARM_HEADROOM
+                                      < host.max_memory):
+                host._set_max_memory(host.max_memory)
+                try:
+                    status, value = host._call_read_query_armed(state, packet)
+                finally:
+                    host._set_max_memory(0)
+            else:
+                status, value = host._call_read_query(state, packet)
         except LuaMemoryError:
             status, value = _MEMORY, None
         except LuaError as e:
