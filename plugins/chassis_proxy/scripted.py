@@ -162,27 +162,38 @@ class StreamPump:
     only if the two legs disagree). Falls back to the framed :class:`ResponsePump`
     machinery for 16 MiB packets, and hands over to a coroutine when the server waits
     for the client (LOCAL INFILE data, change-user auth).
+
+    A session keeps one and starts it again for each forwarded command.
     """
 
-    __slots__ = ("carry", "client_seq", "offset", "paused", "server_seq", "session",
-                 "tracker")
+    __slots__ = ("carry", "client_seq", "offset", "on_data_sink", "on_resume", "paused",
+                 "server_seq", "session", "tracker")
 
-    def __init__(self, session: ScriptedSession, tracker: ResponseTracker,
-                 client_seq: int) -> None:
+    def __init__(self, session: ScriptedSession) -> None:
         self.session = session
-        self.tracker = tracker
-        self.client_seq = client_seq  # the next sequence id on the client leg
+        self.tracker = ResponseTracker(Command.QUIT, 0)  # a finished one, until start()
+        self.client_seq = 0  # the next sequence id on the client leg
         self.server_seq = 1  # the next one on the server leg
         self.offset: int | None = None  # client seq - server seq, once known
         self.carry = b""
         self.paused = False  # we paused reading the server (the client is slow)
+        # the channel callbacks, bound once
+        self.on_data_sink = self.on_data
+        self.on_resume = self._resume
 
-    def start(self) -> None:
+    def start(self, tracker: ResponseTracker, client_seq: int) -> None:
+        """Follow the response to a command just sent, as the server's bytes arrive."""
+        self.tracker = tracker
+        self.client_seq = client_seq
+        self.server_seq = 1
+        self.offset = None
+        self.carry = b""
+        self.paused = False
         session = self.session
         server = session.server
         assert server is not None
-        server.sink = self.on_data
-        session.client.on_resume = self._resume
+        server.sink = self.on_data_sink
+        session.client.on_resume = self.on_resume
         if server.reader.buffered:
             self.on_data(server.reader.drain())
 
@@ -318,6 +329,7 @@ class ScriptedSession:
         if self.server is not None:
             self.server.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
+        self.stream = StreamPump(self)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -453,7 +465,7 @@ class ScriptedSession:
             self._to_server(payload)
         if tracker.expects_response:
             self.busy = True
-            StreamPump(self, tracker, client_seq).start()
+            self.stream.start(tracker, client_seq)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Hand the connection to a coroutine until this command is answered."""
