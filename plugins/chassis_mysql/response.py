@@ -252,6 +252,8 @@ class ResponseTracker:
                     if first < 0xFE or (first == 0xFE and length >= 9 and not deprecate_eof):
                         last = pos  # a row
                         pos = end
+                        if n - pos >= _RUN * (length + 4):
+                            pos, last = _rows_of_one_size(buf, pos, length, n, last)
                         continue
                     if first == 0xFE and not deprecate_eof:  # the classic EOF after the rows
                         status = buf[pos + 7] | (buf[pos + 8] << 8) if length >= 5 else 0
@@ -510,6 +512,42 @@ class ResponseTracker:
             return f"COM_{Command(self.command).name}"
         except ValueError:
             return f"command 0x{self.command:02x}"
+
+
+#: Rows of one size in a row worth checking as a run (see _rows_of_one_size).
+_RUN = 4
+_BYTE = [bytes((i,)) for i in range(256)]
+#: translate() table: 1 for a first byte that may end the rows (0xFE, 0xFF), else 0
+_ENDS_ROWS = bytes(1 if i >= 0xFE else 0 for i in range(256))
+
+
+def _rows_of_one_size(buf: Buffer, pos: int, length: int, n: int, last: int) -> tuple[int, int]:
+    """Skip the rows at ``pos`` that have the same payload ``length`` as the row before:
+    (offset after them, offset of the last one), or (``pos``, ``last``) when there are none.
+
+    Result sets often have rows of one size (fixed-width columns, the binary protocol).
+    Instead of walking them one header at a time, each header byte is checked for the
+    whole run at once, with slices that step from row to row (at C speed): every header
+    must announce ``length``, every first byte must be a row's (not 0xFE/0xFF).
+    """
+    if isinstance(buf, memoryview):
+        return pos, last
+    stride = length + 4
+    run = (n - pos) // stride
+    stop = pos + run * stride
+    for i, expected in ((0, length & 0xFF), (1, (length >> 8) & 0xFF), (2, length >> 16)):
+        column = buf[pos + i : stop : stride]
+        same = len(column) - len(column.lstrip(_BYTE[expected]))
+        if same < run:
+            run = same
+            stop = pos + run * stride
+    if run:
+        ends = buf[pos + 4 : stop : stride].translate(_ENDS_ROWS).find(1)
+        if ends >= 0:
+            run = ends
+    if not run:
+        return pos, last
+    return pos + run * stride, pos + (run - 1) * stride
 
 
 def _ok_status(payload: bytes, capabilities: int) -> int:

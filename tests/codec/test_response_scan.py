@@ -11,7 +11,7 @@ from chassis_mysql.framing import frame
 from chassis_mysql.packets import OK, eof_packet, err_packet, ok_packet
 from chassis_mysql.response import ResponseTracker
 from chassis_mysql.resultset import encode_column_count, encode_text_row, text_column
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .recorded import CLIENTS, commands, conversation, negotiated
@@ -99,6 +99,7 @@ def test_scan_takes_a_response_in_any_pieces(client: str) -> None:
             assert t.done
 
 
+@settings(deadline=None)  # a loaded machine must not fail it
 @given(_query_response(), st.lists(st.integers(0, 400), max_size=6))
 def test_generated_responses_scan_to_their_end(
     case: tuple[int, list[bytes], list[str]], cuts: list[int]
@@ -187,6 +188,7 @@ def test_scan_raises_on_garbage_like_feed() -> None:
         ResponseTracker(Command.PING, MODERN).scan(wire([truncated]))
 
 
+@settings(deadline=None)
 @given(
     affected=st.integers(0, 2**64 - 1),
     insert_id=st.integers(0, 2**64 - 1),
@@ -220,3 +222,65 @@ def test_a_result_set_of_251_columns_scans_like_it_feeds(caps: int) -> None:
     t = ResponseTracker(Command.QUERY, caps)
     assert t.scan(wire(packets)) == len(wire(packets))
     assert summary(t) == summary(fed) and t.done and t.column_count == 251
+
+
+@st.composite
+def _rows_in_runs(draw: st.DrawFn) -> tuple[int, list[bytes]]:
+    """A result set whose rows come in runs of one size (as fixed-width columns give),
+    with first bytes that look like terminators where a row may have them."""
+    caps = int(draw(st.sampled_from([CLASSIC, MODERN])))
+    deprecate = bool(caps & Capability.DEPRECATE_EOF)
+    firsts = [0x00, 0x01, 0xFB, 0xFC, 0xFD] + ([] if deprecate else [0xFE])
+    rows: list[bytes] = []
+    for _ in range(draw(st.integers(0, 6))):
+        size = draw(st.sampled_from([1, 5, 7, 9, 12, 44, 300]))  # 300 = 0x12C, 44 = 0x2C
+        for _ in range(draw(st.integers(1, 12))):
+            first = draw(st.sampled_from(firsts))
+            if first == 0xFE and size < 9:
+                first = 0x00  # a short 0xFE packet is the EOF, not a row
+            rows.append(bytes((first,)) + b"\xfe" * (size - 1))
+    end = OK(header=0xFE).encode(caps) if deprecate else eof_packet()
+    if draw(st.booleans()):
+        end = err_packet(1317, "interrupted")
+    packets = [encode_column_count(1), text_column("a").encode()]
+    if not deprecate:
+        packets.append(eof_packet())
+    return caps, [*packets, *rows, end]
+
+
+@settings(deadline=None)
+@given(_rows_in_runs(), st.lists(st.integers(0, 2000), max_size=5))
+def test_runs_of_rows_of_one_size_scan_like_they_feed(
+    case: tuple[int, list[bytes]], cuts: list[int]
+) -> None:
+    caps, packets = case
+    fed = ResponseTracker(Command.QUERY, caps)
+    for p in packets:
+        fed.feed(p)
+    data = wire(packets)
+    t = ResponseTracker(Command.QUERY, caps)
+    taken = scan_in_pieces(t, data + wire([ok_packet()], seq=0), [c for c in cuts if c < len(data)])
+    assert taken == len(data)
+    assert summary(t) == summary(fed) and t.done
+    assert t.last_seq == (len(packets)) & 0xFF
+
+
+def test_a_terminator_the_size_of_the_rows_ends_them() -> None:
+    # classic EOFs are 5 bytes: rows of 5 bytes make the EOF look like one more row
+    rows = [b"\x00\x01\x02\x03\x04"] * 20
+    packets = [encode_column_count(1), text_column("a").encode(), eof_packet(), *rows,
+               eof_packet(), *rows]  # fmt: skip
+    data = wire(packets)
+    t = ResponseTracker(Command.QUERY, CLASSIC)
+    assert t.scan(data) == len(wire(packets[:24])) and t.done
+
+
+def test_runs_of_rows_in_a_bytearray() -> None:
+    rows = [encode_text_row(["x" * 10])] * 50
+    packets = [encode_column_count(1), text_column("a").encode(), eof_packet(), *rows,
+               eof_packet()]  # fmt: skip
+    data = bytearray(wire(packets))
+    t = ResponseTracker(Command.QUERY, CLASSIC)
+    assert t.scan(data) == len(data) and t.done
+    t = ResponseTracker(Command.QUERY, CLASSIC)
+    assert t.scan(memoryview(data)) == len(data) and t.done
