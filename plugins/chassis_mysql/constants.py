@@ -241,3 +241,33 @@ AUTH_SWITCH_HEADER = 0xFE
 UTF8MB4_GENERAL_CI = 45
 #: The ``binary`` collation id, used in column definitions of non-text columns.
 BINARY_CHARSET = 63
+
+
+class ErrorCode(IntEnum):
+    """Server error numbers the proxy and admin send themselves (``ER_*`` of mysqld_error.h)."""
+
+    CON_COUNT_ERROR = 1040
+    HANDSHAKE_ERROR = 1043
+    DBACCESS_DENIED_ERROR = 1044
+    ACCESS_DENIED_ERROR = 1045
+    UNKNOWN_COM_ERROR = 1047
+    NO_SUCH_TABLE = 1146
+    UNKNOWN_ERROR = 1105
+    NET_PACKET_TOO_LARGE = 1153
+    NET_READ_ERROR = 1158
+    NET_READ_INTERRUPTED = 1159
+    NOT_SUPPORTED_AUTH_MODE = 1251
+    PARSE_ERROR = 1064
+
+
+class ClientError(IntEnum):
+    """Client-library error numbers (``CR_*`` of errmsg.h) the proxy uses where the
+    failure is on its own side of a connection."""
+
+    UNKNOWN_ERROR = 2000
+    CONNECTION_ERROR = 2002
+    CONN_HOST_ERROR = 2003
+    SERVER_GONE_ERROR = 2006
+    SERVER_LOST = 2013
+    MALFORMED_PACKET = 2027
+    SSL_CONNECTION_ERROR = 2026
