@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from typing import Any
 
 from chassis_mysql.errors import ProtocolError
@@ -26,6 +27,15 @@ def _xor(a: bytes, b: bytes) -> bytes:
 def _salt(salt: bytes) -> bytes:
     """The 20 scramble bytes (servers often send a trailing NUL after them)."""
     return salt[:SCRAMBLE_LENGTH]
+
+
+_CHALLENGE_CHARS = bytes(range(0x21, 0x7F))
+
+
+def new_challenge(length: int = SCRAMBLE_LENGTH) -> bytes:
+    """A fresh random challenge (from :mod:`secrets`): printable bytes, never NUL,
+    since clients read the handshake's scramble up to a NUL."""
+    return bytes(secrets.choice(_CHALLENGE_CHARS) for _ in range(max(length, SCRAMBLE_LENGTH)))
 
 
 def native_password_hash(password: bytes) -> bytes:

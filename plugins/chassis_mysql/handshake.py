@@ -422,3 +422,15 @@ class AuthSwitchResponse:
     def encode(self) -> bytes:
         """The payload."""
         return self.data
+
+
+def version_number(server_version: str) -> int:
+    """``"5.5.5-10.11.6-MariaDB"`` -> 50505, as MySQL Proxy computes ``mysqld_version``
+    (0 when the text has no number in front)."""
+    head = server_version.split("-", 1)[0]
+    parts = [*head.split("."), "0", "0"][:3]
+    try:
+        major, minor, patch = (int("".join(ch for ch in p if ch.isdigit()) or 0) for p in parts)
+    except ValueError:
+        return 0
+    return major * 10000 + minor * 100 + patch
