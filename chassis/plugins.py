@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import click
 import pluggy
@@ -65,12 +66,57 @@ def load(names: Sequence[str], found: dict[str, PluginInfo]) -> pluggy.PluginMan
 
 
 def options_by_plugin(pm: pluggy.PluginManager) -> dict[str, list[click.Option]]:
-    """Call each plugin's ``chassis_add_options`` separately, so help can group them."""
+    """Call each plugin's ``chassis_add_options`` separately, so help can group them
+    (in registration order)."""
     grouped: dict[str, list[click.Option]] = {}
-    for impl in pm.hook.chassis_add_options.get_hookimpls():
-        opts: Iterable[click.Option] = impl.function() or ()  # type: ignore[assignment]
-        grouped.setdefault(impl.plugin_name, []).extend(opts)
+    for call in reversed(plugin_calls(pm, "chassis_add_options")):
+        opts: Iterable[click.Option] = call() or ()
+        grouped.setdefault(call.plugin_name, []).extend(opts)
     return grouped
+
+
+@dataclass(frozen=True)
+class PluginCall:
+    """One plugin's implementation of a hook, called through pluggy.
+
+    The worker calls plugins one at a time, so that a failure names its plugin and does
+    not keep the others from stopping; going through a subset of pluggy's hook caller
+    (rather than the implementation's function) keeps what pluggy adds to every call:
+    hookwrappers, tracing (``CHASSIS_TRACE_PLUGINS``) and call monitoring.
+    """
+
+    plugin_name: str
+    caller: Callable[..., Any]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        """The plugin's return value (pluggy drops a None, which comes back as None)."""
+        results = self.caller(**kwargs)
+        return results[0] if results else None
+
+
+def plugin_calls(pm: pluggy.PluginManager, hook: str) -> list[PluginCall]:
+    """Each plugin's implementation of ``hook``, in pluggy's calling order (last
+    registered first; ``tryfirst``/``trylast`` honoured). Hookwrappers are not in the
+    list: they wrap every call."""
+    impls = [impl for impl in getattr(pm.hook, hook).get_hookimpls()
+             if not (impl.hookwrapper or impl.wrapper)]
+    calls = []
+    for impl in reversed(impls):
+        caller = pm.subset_hook_caller(hook, [other.plugin for other in impls if other is not impl])
+        called = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+        if called != [impl]:  # an implementation under another name (specname): call it alone
+            calls.append(PluginCall(impl.plugin_name, _direct(impl)))
+        else:
+            calls.append(PluginCall(impl.plugin_name, caller))
+    return calls
+
+
+def _direct(impl: pluggy.HookImpl) -> Callable[..., list[Any]]:
+    def call(**kwargs: Any) -> list[Any]:
+        result = impl.function(*(kwargs[name] for name in impl.argnames))
+        return [] if result is None else [result]
+
+    return call
 
 
 def plugin_module(pm: pluggy.PluginManager, name: str) -> ModuleType | None:

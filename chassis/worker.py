@@ -27,6 +27,7 @@ from chassis import logs, privileges, signals
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
+from chassis.plugins import PluginCall, plugin_calls
 from chassis.readiness import Reporter
 from chassis.runtime import Runtime
 
@@ -89,10 +90,6 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
-def _call(impl: pluggy.HookImpl, **kwargs: Any) -> Any:
-    return impl.function(*(kwargs[name] for name in impl.argnames))
-
-
 class Worker:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
@@ -115,10 +112,6 @@ class Worker:
             self.stop_requested.set()
         else:  # asked twice: do not wait for running work any longer
             self.hurry.set()
-
-    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
-        """Hook implementations in pluggy's calling order (last registered first)."""
-        return list(reversed(getattr(self.setup.pm.hook, hook).get_hookimpls()))
 
     async def main(self) -> int:
         self.runtime.loop = asyncio.get_running_loop()
@@ -180,8 +173,8 @@ class Worker:
 
     async def _start(self) -> None:
         setup = self.setup
-        for impl in self._impls("chassis_apply_config"):
-            await self._start_hook(impl, "chassis_apply_config",
+        for call in plugin_calls(setup.pm, "chassis_apply_config"):
+            await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)
         if setup.user is not None:
             privileges.drop(setup.user)
@@ -194,21 +187,21 @@ class Worker:
                                  setup.worker_count, self._answer_control)
         await control.start()
         self.runtime.control = control
-        for impl in self._impls("chassis_serve"):
-            await self._start_hook(impl, "chassis_serve", runtime=self.runtime)
+        for call in plugin_calls(setup.pm, "chassis_serve"):
+            await self._start_hook(call, "chassis_serve", runtime=self.runtime)
 
-    async def _start_hook(self, impl: pluggy.HookImpl, hook: str, **kwargs: Any) -> None:
+    async def _start_hook(self, call: PluginCall, hook: str, **kwargs: Any) -> None:
         try:
-            result = _call(impl, **kwargs)
+            result = call(**kwargs)
             if inspect.isawaitable(result):
                 await result
         except StartupError as e:
-            raise StartupFailure(f"plugin {impl.plugin_name!r}: {e}") from e
+            raise StartupFailure(f"plugin {call.plugin_name!r}: {e}") from e
         except Exception as e:
-            log.log(logs.CRITICAL, "plugin %r raised in %s", impl.plugin_name, hook,
+            log.log(logs.CRITICAL, "plugin %r raised in %s", call.plugin_name, hook,
                     exc_info=True)
             raise StartupFailure(
-                f"plugin {impl.plugin_name!r} failed in {hook}: {type(e).__name__}: {e}"
+                f"plugin {call.plugin_name!r} failed in {hook}: {type(e).__name__}: {e}"
             ) from e
 
     def _answer_control(self, request: dict[str, Any]) -> list[Any]:
@@ -256,15 +249,15 @@ class Worker:
         """``chassis_stop`` of every plugin, awaited together until ``deadline``."""
         loop = asyncio.get_running_loop()
         tasks: dict[asyncio.Future[Any], str] = {}
-        for impl in reversed(self._impls("chassis_stop")):
+        for call in reversed(plugin_calls(self.setup.pm, "chassis_stop")):
             try:
-                result = _call(impl, runtime=self.runtime, deadline=deadline)
+                result = call(runtime=self.runtime, deadline=deadline)
             except Exception:
-                log.log(logs.CRITICAL, "plugin %r raised in chassis_stop", impl.plugin_name,
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_stop", call.plugin_name,
                         exc_info=True)
                 continue
             if inspect.isawaitable(result):
-                tasks[asyncio.ensure_future(result)] = impl.plugin_name
+                tasks[asyncio.ensure_future(result)] = call.plugin_name
         if not tasks:
             return
         hurry = asyncio.ensure_future(self.hurry.wait())
@@ -292,15 +285,15 @@ class Worker:
                         task.exception(), exc_info=task.exception())
 
     def _shutdown_hooks(self) -> None:
-        for impl in reversed(self._impls("chassis_shutdown")):
+        for call in reversed(plugin_calls(self.setup.pm, "chassis_shutdown")):
             try:
-                result = _call(impl, runtime=self.runtime)
+                result = call(runtime=self.runtime)
                 if inspect.iscoroutine(result):
                     result.close()
                     log.warning("plugin %r: chassis_shutdown must not be async",
-                                impl.plugin_name)
+                                call.plugin_name)
             except Exception:
                 log.log(logs.CRITICAL, "plugin %r raised in chassis_shutdown",
-                        impl.plugin_name, exc_info=True)
+                        call.plugin_name, exc_info=True)
         with contextlib.suppress(Exception):
             self.setup.logs.flush()
