@@ -26,6 +26,10 @@ Life of a plugin, per process:
 A failure in 3 or 4 (raise :class:`chassis.errors.StartupError`, or any exception) stops
 start-up: the message is logged, reported to the launching shell, and the angel does not
 restart the worker.
+
+Plugins meet through the chassis, never by importing each other's modules:
+``chassis_control`` carries JSON requests between workers, ``chassis_offer`` hands
+objects to the other plugins of the same worker.
 """
 
 from __future__ import annotations
@@ -98,6 +102,28 @@ def chassis_control(runtime: Runtime, request: dict[str, Any]) -> Any:
     should answer and the others return None. The result must be JSON-serializable;
     every non-None result is sent back (a list, one entry per answering plugin).
     Runs inside the event loop: keep it quick.
+    """
+
+
+@hookspec(firstresult=True)
+def chassis_offer(name: str, runtime: Runtime) -> Any:
+    """Hand another plugin of this worker the object it asks for by ``name``, or None.
+
+    Plugins do not import each other's modules (a plugin may be installed without the
+    other, or replaced by a third-party one). A plugin that has something to share (a
+    view of its state, a factory) answers here under a name that starts with its own
+    (``"proxy.lua_script_host"``); the plugin that wants it calls
+    ``runtime.offered("proxy.lua_script_host")``, which returns the first answer that
+    is not None, or None when no loaded plugin offers that name (tell the user which
+    plugin to add to ``--plugins``). The chassis only routes: the name and the object's
+    interface are a contract between the two plugins, documented by the one that offers
+    it; the one that uses it describes what it needs as a :class:`typing.Protocol` of
+    its own. Unlike ``chassis_control`` the object stays inside this worker process and
+    is passed as is (no JSON).
+
+    Asked after every plugin's ``chassis_apply_config`` (from ``chassis_serve`` on) and
+    possibly per request: answer quickly, and return None for names that are not
+    yours and while you have nothing to offer (before the start, after the shutdown).
     """
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from chassis.config import Config
 from chassis.control import ControlChannel
@@ -27,11 +28,17 @@ class Runtime:
     #: Requests to every worker of this chassis (set by the worker loop once it serves).
     control: ControlChannel | None = None
     _on_shutdown: Callable[[str], None] | None = field(default=None, repr=False)
+    _offers: Callable[[str], Any] | None = field(default=None, repr=False)
 
     def request_shutdown(self, reason: str = "requested by a plugin") -> None:
         """Begin a graceful stop of this worker, as SIGTERM would (exit code 0)."""
         if self._on_shutdown is not None:
             self._on_shutdown(reason)
+
+    def offered(self, name: str) -> Any:
+        """What another plugin of this worker offers under ``name`` (``chassis_offer``),
+        or None when no loaded plugin does."""
+        return self._offers(name) if self._offers is not None else None
 
     @staticmethod
     def logger(name: str) -> logging.Logger:

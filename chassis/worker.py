@@ -102,6 +102,7 @@ class Worker:
             worker_id=setup.worker_id,
             worker_count=setup.worker_count,
             _on_shutdown=self.request_stop,
+            _offers=self._offered,
         )
 
     def request_stop(self, reason: str) -> None:
@@ -112,6 +113,9 @@ class Worker:
             self.stop_requested.set()
         else:  # asked twice: do not wait for running work any longer
             self.hurry.set()
+
+    def _offered(self, name: str) -> Any:
+        return self.setup.pm.hook.chassis_offer(name=name, runtime=self.runtime)
 
     async def main(self) -> int:
         self.runtime.loop = asyncio.get_running_loop()

@@ -69,6 +69,16 @@ def test_a_plugin_asking_for_shutdown_ends_the_worker_with_0(
     assert "shutting down: echo: a client sent 'exit'" in echo.log.read_text()
 
 
+def test_a_plugin_reads_what_is_offered_through_the_chassis(
+        chassis_factory: Factory, echo: EchoSetup) -> None:
+    chassis_factory(echo.args())
+    assert ask(echo.port, "echoed") == "0"
+    assert ask(echo.port, "hello") == "hello"
+    assert ask(echo.port, "echoed") == "1"
+    assert ask(echo.port, "offered echo.echoed") == "yes"
+    assert ask(echo.port, "offered nobody.nothing") == "no"
+
+
 def test_a_startup_failure_exits_3_with_the_plugins_message(echo: EchoSetup) -> None:
     chassis = start_chassis(echo.args("--echo-fail-startup"), wait_ready=False)
     try:

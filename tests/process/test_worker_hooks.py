@@ -124,3 +124,26 @@ def test_a_failing_plugin_is_named_and_the_others_still_shut_down(
     assert "plugin 'a' raised in chassis_shutdown" in caplog.text
     assert calls == ["b.chassis_apply_config", "a.chassis_stop", "b.chassis_stop",
                      "a.chassis_shutdown", "b.chassis_shutdown"]
+
+
+class Offering:
+    name = "offering"
+
+    @chassis.hookimpl
+    def chassis_offer(self, name: str, runtime: Runtime) -> Any:
+        return {"worker": runtime.worker_id} if name == "offering.thing" else None
+
+
+class Asking(Recorder):
+    found: list[Any]
+
+    @chassis.hookimpl
+    async def chassis_serve(self, runtime: Runtime) -> None:
+        self.found = [runtime.offered("offering.thing"), runtime.offered("nobody.nothing")]
+        runtime.request_shutdown("the test is done")
+
+
+def test_a_plugin_gets_what_another_offers_through_the_runtime() -> None:
+    asking = Asking("asking", [])
+    assert run_worker(Offering(), asking) == 0
+    assert asking.found == [{"worker": 0}, None]

@@ -6,6 +6,9 @@ back, except a few commands the process tests need:
 * ``whoami``: the worker's credentials, pid, umask, cwd, limits... as JSON, so the
   tests can check a privilege drop or a daemon from the outside;
 * ``peers``: every worker's answer to a ``chassis_control`` request, as JSON;
+* ``echoed``: how many lines this worker echoed, read through what the plugin offers
+  as ``"echo.echoed"`` (``chassis_offer``), the way another plugin would read it;
+* ``offered NAME``: whether anything is offered under NAME (``yes``/``no``);
 * ``exit``: ``runtime.request_shutdown()`` (the worker stops on its own, exit 0);
 * ``die N``: ``os._exit(N)`` (a crash with an exit code);
 * ``crash``: a segmentation fault (for ``--log-backtrace-on-crash``; no core file).
@@ -163,6 +166,12 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 assert runtime.control is not None
                 replies = await runtime.control.broadcast({"plugin": "echo"})
                 writer.write(json.dumps(replies).encode() + b"\n")
+            elif command == b"echoed":
+                echoed = runtime.offered("echo.echoed")
+                writer.write(f"{echoed()}\n".encode())
+            elif command.startswith(b"offered "):
+                found = runtime.offered(command.split()[1].decode()) is not None
+                writer.write(b"yes\n" if found else b"no\n")
             elif command == b"exit":
                 writer.write(b"bye\n")
                 runtime.request_shutdown("echo: a client sent 'exit'")
@@ -172,6 +181,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 _segfault()
             else:
                 writer.write(line)
+                _state["echoed"] = _state.get("echoed", 0) + 1
             await writer.drain()
     except ConnectionError:
         pass
@@ -213,6 +223,13 @@ async def chassis_stop(runtime: Runtime, deadline: float) -> None:
 def chassis_control(runtime: Runtime, request: dict[str, Any]) -> Any:
     if request.get("plugin") == "echo":
         return {"pid": os.getpid(), "worker_id": runtime.worker_id}
+    return None
+
+
+@chassis.hookimpl
+def chassis_offer(name: str, runtime: Runtime) -> Any:
+    if name == "echo.echoed":
+        return lambda: _state.get("echoed", 0)
     return None
 
 
