@@ -1,8 +1,10 @@
 """``--admin-lua-script``: MySQL Proxy admin scripts answer the console's queries.
 
-The script runs in its own Lua state (one per worker) through the proxy's Lua bridge;
-``proxy.global.backends`` shows this worker's proxy backends when the proxy plugin is
-loaded. As in MySQL Proxy, ``read_query`` must answer with ``proxy.response`` and
+The script runs in its own Lua state (one per worker) through the proxy plugin's Lua
+bridge, which the proxy offers through the chassis as ``"proxy.lua_script_host"``
+(``chassis_offer``); ``proxy.global.backends`` shows this worker's proxy backends. The
+admin plugin does not import the proxy plugin: the Protocols below are all it relies
+on. As in MySQL Proxy, ``read_query`` must answer with ``proxy.response`` and
 ``PROXY_SEND_RESULT``; anything else gets an ERR (the connection stays open, where
 MySQL Proxy closed it).
 """
@@ -10,89 +12,96 @@ MySQL Proxy closed it).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
+from chassis_mysql.constants import ErrorCode
 from chassis_mysql.packets import err_packet
-from chassis_proxy.hooks import (
-    BackendView,
-    ConnectionHooks,
-    Decision,
-    InjectionQueue,
-    PeerInfo,
-    ScriptHost,
-    ScriptLoadError,
-)
 
 from chassis.errors import StartupError
 from chassis.runtime import Runtime
 
-if TYPE_CHECKING:
-    from chassis_admin.server import AdminConnection
-
 log = logging.getLogger("chassis.admin")
+
+#: The name under which the proxy plugin offers its Lua bridge (``chassis_offer``).
+LUA_SCRIPT_HOST = "proxy.lua_script_host"
+#: MySQL Proxy's ``proxy.PROXY_SEND_RESULT``: the script answered with ``proxy.response``.
+PROXY_SEND_RESULT = 2
+
+
+class ScriptOutcome(Protocol):
+    """A hook's decision: MySQL Proxy's ``PROXY_*`` number and the payloads to send."""
+
+    @property
+    def decision(self) -> int: ...
+    @property
+    def response(self) -> list[bytes] | None: ...
+
+
+class ScriptHooks(Protocol):
+    """One console connection's script instance."""
+
+    def read_query(self, packet: bytes) -> ScriptOutcome: ...
+    def disconnect_client(self) -> None: ...
+
+
+class ScriptHost(Protocol):
+    """The worker's script; ``open`` raises RuntimeError (the text for the client) when
+    the script cannot be loaded."""
+
+    def open(self, *, username: str, connection_id: int, capabilities: int) -> ScriptHooks: ...
+    def close(self) -> None: ...
+
+
+class ScriptHostFactory(Protocol):
+    """``runtime.offered("proxy.lua_script_host")``; raises ImportError without Lua."""
+
+    def __call__(self, script: Path, *, set_shutdown: Callable[[], None],
+                 logger: logging.Logger) -> ScriptHost: ...
 
 
 def create_host(runtime: Runtime, script: Path) -> ScriptHost:
+    factory: ScriptHostFactory | None = runtime.offered(LUA_SCRIPT_HOST)
+    if factory is None:
+        raise StartupError("--admin-lua-script needs the proxy plugin's Lua bridge: "
+                           "load both plugins (--plugins=proxy,admin)")
     try:
-        from chassis_proxy.lua import LuaScriptHost
+        return factory(
+            script,
+            set_shutdown=lambda: runtime.request_shutdown("chassis.set_shutdown() called by the admin script"),
+            logger=logging.getLogger("chassis.admin.lua"),
+        )
     except ImportError as e:
         raise StartupError(f"--admin-lua-script needs the Lua bridge: {e}") from None
-    config = runtime.config
-    return LuaScriptHost(
-        script,
-        hook_timeout=float(config.get("lua_hook_timeout") or 1.0),
-        max_memory=config.get("lua_max_memory") or "256M",
-        basedir=config.basedir,
-        set_shutdown=lambda: runtime.request_shutdown("chassis.set_shutdown() called by the admin script"),
-        logger=logging.getLogger("chassis.admin.lua"),
-    )
 
 
-def _proxy_backends() -> list[BackendView]:
+def open_script(host: ScriptHost, *, username: str, connection_id: int,
+                capabilities: int) -> ScriptHooks:
+    """The script instance of a console connection that just logged in; a script that
+    cannot be loaded answers every query with the reason."""
     try:
-        from chassis_proxy.plugin import service
-    except ImportError:
-        return []
-    proxy = service()
-    return list(proxy.backends) if proxy is not None else []
-
-
-@dataclass
-class AdminView:
-    """What an admin script sees of its connection (a ConnectionView without a server)."""
-
-    client: PeerInfo
-    connection_id: int
-    client_capabilities: int
-    server: PeerInfo | None = None
-    backend_ndx: int = 0
-    connection_close: bool = False
-    queries: InjectionQueue = field(default_factory=InjectionQueue)
-
-    @property
-    def backends(self) -> list[BackendView]:
-        return _proxy_backends()
-
-
-def open_script(host: ScriptHost, conn: AdminConnection, capabilities: int) -> ConnectionHooks | None:
-    view = AdminView(client=PeerInfo(username=conn.server.username.decode()), connection_id=conn.id,
-                     client_capabilities=capabilities)
-    try:
-        return host.open(view)
-    except ScriptLoadError as e:
-        log.warning("admin connection %d: %s", conn.id, e)
+        return host.open(username=username, connection_id=connection_id, capabilities=capabilities)
+    except RuntimeError as e:
+        log.warning("admin connection %d: %s", connection_id, e)
         return _Failed(str(e))
 
 
-def run_query(hooks: ConnectionHooks, packet: bytes) -> list[bytes]:
+def run_query(hooks: ScriptHooks, packet: bytes) -> list[bytes]:
     """The script's answer to one command, or an ERR saying what it should have done."""
     outcome = hooks.read_query(packet)
-    if outcome.decision == Decision.SEND_RESULT and outcome.response:
+    if outcome.decision == PROXY_SEND_RESULT and outcome.response:
         return outcome.response
-    return [err_packet(1105, "[admin] the admin script must answer with proxy.response and "
-                             "return proxy.PROXY_SEND_RESULT")]
+    return [err_packet(ErrorCode.UNKNOWN_ERROR,
+                       "[admin] the admin script must answer with proxy.response and "
+                       "return proxy.PROXY_SEND_RESULT")]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    decision: int
+    response: list[bytes] | None
 
 
 class _Failed:
@@ -101,13 +110,8 @@ class _Failed:
     def __init__(self, message: str) -> None:
         self.message = message
 
-    def __getattr__(self, name: str) -> Any:
-        raise AttributeError(name)
-
-    def read_query(self, packet: bytes) -> Any:
-        from chassis_proxy.hooks import Outcome
-
-        return Outcome(Decision.SEND_RESULT, [err_packet(1105, self.message)])
+    def read_query(self, packet: bytes) -> ScriptOutcome:
+        return _Answer(PROXY_SEND_RESULT, [err_packet(ErrorCode.UNKNOWN_ERROR, self.message)])
 
     def disconnect_client(self) -> None:
         pass

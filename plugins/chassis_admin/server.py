@@ -28,11 +28,10 @@ from chassis_mysql.handshake import (
     is_ssl_request,
 )
 from chassis_mysql.packets import err_packet, ok_packet
-from chassis_proxy.hooks import ConnectionHooks, ScriptHost
 
 from chassis.logs import MESSAGE
 from chassis.runtime import Runtime
-from chassis_admin import sql
+from chassis_admin import scripted, sql
 from chassis_admin.results import text_resultset
 
 log = logging.getLogger("chassis.admin")
@@ -69,11 +68,9 @@ class AdminServer:
         self.username = username.encode()
         self.password = password
         self.script = script
-        self.script_host: ScriptHost | None = None
+        self.script_host: scripted.ScriptHost | None = None
         if script is not None:
-            from chassis_admin.scripted import create_host
-
-            self.script_host = create_host(runtime, script)
+            self.script_host = scripted.create_host(runtime, script)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -115,7 +112,7 @@ class AdminConnection:
         self.writer = writer
         self.id = conn_id
         self.seq = 0
-        self.hooks: ConnectionHooks | None = None
+        self.hooks: scripted.ScriptHooks | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
 
@@ -157,9 +154,7 @@ class AdminConnection:
             elif command == Command.QUERY:
                 await self.query(packet[1:].decode("utf-8", "replace"))
             elif self.hooks is not None:
-                from chassis_admin.scripted import run_query
-
-                await self.send(*run_query(self.hooks, packet))
+                await self.send(*scripted.run_query(self.hooks, packet))
             else:
                 await self.send(err_packet(1105, "[admin] we only handle text-based queries (COM_QUERY)"))
 
@@ -188,9 +183,9 @@ class AdminConnection:
                     self.server.username.decode(), self.peer)
             await self.send(ok_packet())
             if self.server.script_host is not None:
-                from chassis_admin.scripted import open_script
-
-                self.hooks = open_script(self.server.script_host, self, response.capabilities)
+                self.hooks = scripted.open_script(
+                    self.server.script_host, username=self.server.username.decode(),
+                    connection_id=self.id, capabilities=response.capabilities)
             return True
         log.warning("admin connection %d: login refused for user %r from %s", self.id,
                     response.username.decode("utf-8", "replace"), self.peer)
@@ -203,9 +198,7 @@ class AdminConnection:
         # What client libraries send on connect is answered here even with a script,
         # so PyMySQL and connector/python can log in to a MySQL Proxy admin script.
         if self.hooks is not None and not isinstance(statement, sql.SessionSet | sql.VersionComment):
-            from chassis_admin.scripted import run_query
-
-            await self.send(*run_query(self.hooks, b"\x03" + text.encode()))
+            await self.send(*scripted.run_query(self.hooks, bytes([Command.QUERY]) + text.encode()))
             return
         try:
             packets = await self.answer(statement)

@@ -1,16 +1,33 @@
-"""Answers to other workers' control requests (``chassis_control``): the admin plugin's view.
+"""What the proxy shows the other plugins (the admin console), through the chassis.
 
-Requests carry ``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle
-pooled connections per backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up, down, offline,
-unknown). Every worker answers for itself; the admin plugin merges the answers.
+Answers to other workers' control requests (``chassis_control``): requests carry
+``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle pooled
+connections per backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up,
+down, offline, unknown). Every worker answers for itself; the admin plugin merges the
+answers.
+
+Inside one worker, :class:`ConsoleScripts` is what ``chassis_offer`` hands out as
+``"proxy.lua_script_host"``: Lua script hosts for a console's own scripts.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from chassis_proxy.hooks import BackendState
+from chassis.config import Config
+from chassis_proxy.hooks import (
+    BackendState,
+    BackendView,
+    ConnectionHooks,
+    InjectionQueue,
+    PeerInfo,
+    ScriptHost,
+    ScriptLoadError,
+)
 from chassis_proxy.service import ProxyService
 
 log = logging.getLogger("chassis.proxy")
@@ -48,3 +65,78 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
         backend.set_state(state, "set from the admin console")
         return {"ok": True}
     raise ValueError(f"unknown proxy control operation {op!r}")
+
+
+class ConsoleScripts:
+    """Offered as ``"proxy.lua_script_host"``: makes Lua script hosts for a console.
+
+    A console (the admin plugin's ``--admin-lua-script``) runs MySQL Proxy admin scripts
+    in a Lua state of their own, with the proxy's bridge and limits (``--lua-hook-timeout``,
+    ``--lua-max-memory``); ``proxy.global.backends`` shows this worker's backends. The
+    console sees only what this module gives it: ``factory(script, set_shutdown=...,
+    logger=...)`` returns a :class:`ConsoleScriptHost`, whose hooks answer ``read_query``
+    with an outcome (``decision``, MySQL Proxy's ``PROXY_*`` number, and ``response``
+    payloads).
+    """
+
+    def __init__(self, config: Config, backends: Callable[[], list[BackendView]]) -> None:
+        self.config = config
+        self.backends = backends
+
+    def __call__(self, script: Path, *, set_shutdown: Callable[[], None],
+                 logger: logging.Logger) -> ConsoleScriptHost:
+        """A host for ``script``; raises ImportError when the Lua bridge cannot be loaded."""
+        from chassis_proxy.lua import LuaScriptHost
+
+        config = self.config
+        host = LuaScriptHost(
+            script,
+            hook_timeout=float(config.get("lua_hook_timeout") or 1.0),
+            max_memory=config.get("lua_max_memory") or "256M",
+            basedir=config.basedir,
+            set_shutdown=set_shutdown,
+            logger=logger,
+        )
+        return ConsoleScriptHost(host, self.backends)
+
+
+class ConsoleScriptHost:
+    """One script for a console's connections, each with a view that has no server."""
+
+    def __init__(self, host: ScriptHost, backends: Callable[[], list[BackendView]]) -> None:
+        self._host = host
+        self._backends = backends
+
+    def open(self, *, username: str, connection_id: int, capabilities: int) -> ConnectionHooks:
+        """The script instance of a new console connection.
+
+        Raises RuntimeError, whose text is what the console's client should be told, when
+        the script cannot be loaded (the console does not know the proxy's ScriptLoadError).
+        """
+        view = ConsoleView(client=PeerInfo(username=username), connection_id=connection_id,
+                           client_capabilities=capabilities, backends_of=self._backends)
+        try:
+            return self._host.open(view)
+        except ScriptLoadError as e:
+            raise RuntimeError(str(e)) from None
+
+    def close(self) -> None:
+        self._host.close()
+
+
+@dataclass
+class ConsoleView:
+    """What a console's script sees of its connection (a ConnectionView without a server)."""
+
+    client: PeerInfo
+    connection_id: int
+    client_capabilities: int
+    backends_of: Callable[[], list[BackendView]]
+    server: PeerInfo | None = None
+    backend_ndx: int = 0
+    connection_close: bool = False
+    queries: InjectionQueue = field(default_factory=InjectionQueue)
+
+    @property
+    def backends(self) -> list[BackendView]:
+        return self.backends_of()

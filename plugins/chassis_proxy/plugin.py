@@ -17,7 +17,7 @@ import chassis
 if TYPE_CHECKING:
     from chassis.config import Config
     from chassis.runtime import Runtime
-    from chassis_proxy.hooks import ScriptHost
+    from chassis_proxy.hooks import BackendView, ScriptHost
     from chassis_proxy.service import ProxyService
     from chassis_proxy.settings import ProxySettings
 
@@ -152,9 +152,26 @@ def chassis_shutdown(runtime: Runtime) -> None:
         _service = None
 
 
-def service() -> ProxyService | None:
-    """This worker's proxy service (for other plugins such as admin), or None."""
-    return _service
+#: ``runtime.offered(LUA_SCRIPT_HOST)``: see :class:`chassis_proxy.control.ConsoleScripts`.
+LUA_SCRIPT_HOST = "proxy.lua_script_host"
+
+
+@chassis.hookimpl
+def chassis_offer(name: str, runtime: Runtime) -> Any:
+    """What this worker's proxy offers the other plugins (the admin console).
+
+    ``"proxy.lua_script_host"``: a factory of Lua script hosts whose scripts see this
+    worker's backends as ``proxy.global.backends`` (``--admin-lua-script``).
+    """
+    if name != LUA_SCRIPT_HOST or _service is None:
+        return None
+    from chassis_proxy.control import ConsoleScripts
+
+    return ConsoleScripts(runtime.config, _backends)
+
+
+def _backends() -> list[BackendView]:
+    return list(_service.backends) if _service is not None else []
 
 
 @chassis.hookimpl

@@ -214,3 +214,16 @@ def test_admin_lua_script_answers_queries(tmp_path: Path, mariadb: MariaDB) -> N
                 cur.execute("forget to answer")
             cur.execute("SELECT * FROM backends")  # the connection is still usable
             assert len(cur.fetchall()) == 2
+
+
+def test_admin_lua_script_without_the_proxy_plugin_says_to_load_it(tmp_path: Path) -> None:
+    """The script runs on the proxy plugin's Lua bridge, which the proxy offers through the
+    chassis (the admin plugin does not import it): without the proxy, start-up says so."""
+    script = tmp_path / "admin.lua"
+    script.write_text(ADMIN_SCRIPT)
+    result = subprocess.run(
+        [str(CHASSIS), "--plugins=admin", f"--admin-address=127.0.0.1:{free_port()}",
+         "--admin-username=admin", f"--admin-password={PASSWORD}", f"--admin-lua-script={script}"],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3
+    assert "--plugins=proxy,admin" in result.stderr
