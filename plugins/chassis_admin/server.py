@@ -2,25 +2,26 @@
 
 Built-in statements (see :mod:`chassis_admin.sql`) answer from every worker of the
 chassis through the control channel, so the console shows the whole proxy whichever
-worker accepted it.
+worker accepted it. Framing, the challenge, the scramble check and the error numbers
+come from the codec (:mod:`chassis_mysql`); with ``--admin-lua-script`` the other
+statements go to the script (:mod:`chassis_admin.scripted`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import itertools
 import logging
-import secrets
 import socket
 from pathlib import Path
 from typing import Any
 
-from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command, FieldType
+from chassis_mysql.auth import check_native_password, native_password_hash, new_challenge
+from chassis_mysql.constants import Capability, Command, ErrorCode, FieldType
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame
+from chassis_mysql.framing import PacketReader, frame, frame_next_seq
 from chassis_mysql.handshake import (
     AuthSwitchRequest,
     HandshakeResponse41,
@@ -45,28 +46,17 @@ CAPABILITIES = (
 )
 #: Admin commands are short: anything larger is refused.
 MAX_COMMAND = 1024 * 1024
+#: The login packets (handshake response, auth switch response) are shorter still.
+MAX_LOGIN_PACKET = 64 * 1024
 _ids = itertools.count(1)
-
-
-def make_challenge() -> bytes:
-    """20 random printable bytes (no NUL, as clients expect), from :mod:`secrets`."""
-    alphabet = bytes(range(0x21, 0x7F))
-    return bytes(secrets.choice(alphabet) for _ in range(20))
-
-
-def native_scramble(password: str, challenge: bytes) -> bytes:
-    """What a client answers for ``password``: SHA1(pw) XOR SHA1(challenge + SHA1(SHA1(pw)))."""
-    stage1 = hashlib.sha1(password.encode()).digest()
-    stage2 = hashlib.sha1(stage1).digest()
-    mask = hashlib.sha1(challenge + stage2).digest()
-    return bytes(a ^ b for a, b in zip(stage1, mask, strict=True))
 
 
 class AdminServer:
     def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None):
         self.runtime = runtime
         self.username = username.encode()
-        self.password = password
+        #: SHA1(SHA1(password)), what the login checks against (the password is not kept).
+        self.password_hash = native_password_hash(password.encode())
         self.script = script
         self.script_host: scripted.ScriptHost | None = None
         if script is not None:
@@ -112,29 +102,27 @@ class AdminConnection:
         self.writer = writer
         self.id = conn_id
         self.seq = 0
+        self.packets = PacketReader(max_payload=MAX_COMMAND)
         self.hooks: scripted.ScriptHooks | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
 
     async def read_packet(self, limit: int = MAX_COMMAND) -> bytes:
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            header = await self.reader.readexactly(4)
-            length = int.from_bytes(header[:3], "little")
-            self.seq = (header[3] + 1) & 0xFF
-            total += length
-            if total > limit:
-                raise ProtocolError(f"packet of more than {limit} bytes")
-            chunks.append(await self.reader.readexactly(length))
-            if length < MAX_PAYLOAD:
-                return b"".join(chunks)
+        """The client's next payload; a bigger one than ``limit`` is a ProtocolError."""
+        packets = self.packets
+        packets.max_payload = limit
+        while (packet := packets.next_packet()) is None:
+            data = await self.reader.read(65536)
+            if not data:
+                raise asyncio.IncompleteReadError(packets.drain(), None)
+            packets.feed(data)
+        self.seq = (packet.seq + 1) & 0xFF
+        return packet.payload
 
     async def send(self, *payloads: bytes) -> None:
         for payload in payloads:
-            data = frame(payload, self.seq)
-            self.seq = (self.seq + max(1, len(payload) // MAX_PAYLOAD + 1)) & 0xFF
-            self.writer.write(data)
+            self.writer.write(frame(payload, self.seq))
+            self.seq = frame_next_seq(len(payload), self.seq)
         await self.writer.drain()
 
     async def run(self) -> None:
@@ -156,28 +144,30 @@ class AdminConnection:
             elif self.hooks is not None:
                 await self.send(*scripted.run_query(self.hooks, packet))
             else:
-                await self.send(err_packet(1105, "[admin] we only handle text-based queries (COM_QUERY)"))
+                await self.send(err_packet(ErrorCode.UNKNOWN_ERROR,
+                                           "[admin] we only handle text-based queries (COM_QUERY)"))
 
     async def login(self) -> bool:
-        challenge = make_challenge()
+        challenge = new_challenge()
         hello = HandshakeV10(
             server_version=SERVER_VERSION, connection_id=self.id, auth_plugin_data=challenge,
             capabilities=CAPABILITIES, charset=33, auth_plugin_name=NATIVE,
         )
         self.seq = 0
         await self.send(hello.encode())
-        payload = await self.read_packet(64 * 1024)
+        payload = await self.read_packet(MAX_LOGIN_PACKET)
         if is_ssl_request(payload):
-            await self.send(err_packet(1045, "the admin port does not offer TLS", "08004"))
+            await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
+                                       "the admin port does not offer TLS", "08004"))
             return False
         response = HandshakeResponse41.parse(payload)
         auth = response.auth_response
         if response.auth_plugin_name not in (None, "", NATIVE):
             await self.send(AuthSwitchRequest(NATIVE, challenge + b"\x00").encode())
-            auth = await self.read_packet(64 * 1024)
-        expected = native_scramble(self.server.password, challenge)
+            auth = await self.read_packet(MAX_LOGIN_PACKET)
+        # Both checks run (constant time), so a wrong user name takes as long as a wrong password.
         user_ok = hmac.compare_digest(response.username, self.server.username)
-        password_ok = hmac.compare_digest(auth, expected)
+        password_ok = check_native_password(auth, challenge, self.server.password_hash)
         if user_ok and password_ok:
             log.log(MESSAGE, "admin connection %d: %s logged in from %s", self.id,
                     self.server.username.decode(), self.peer)
@@ -190,7 +180,8 @@ class AdminConnection:
         log.warning("admin connection %d: login refused for user %r from %s", self.id,
                     response.username.decode("utf-8", "replace"), self.peer)
         user = response.username.decode("utf-8", "replace")
-        await self.send(err_packet(1045, f"Access denied for user '{user}' (admin)", "28000"))
+        await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
+                                   f"Access denied for user '{user}' (admin)", "28000"))
         return False
 
     async def query(self, text: str) -> None:
@@ -203,7 +194,7 @@ class AdminConnection:
         try:
             packets = await self.answer(statement)
         except AdminError as e:
-            packets = [err_packet(1105, str(e))]
+            packets = [err_packet(ErrorCode.UNKNOWN_ERROR, str(e))]
         await self.send(*packets)
 
     async def ask_proxy(self, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -247,11 +238,13 @@ class AdminConnection:
             log.log(MESSAGE, "admin connection %d: backend %d set %s", self.id,
                     statement.backend_ndx, statement.state)
             return [ok_packet(affected_rows=1)]
-        return [err_packet(1105, "use 'SELECT * FROM help' to see the supported commands")]
+        return [err_packet(ErrorCode.UNKNOWN_ERROR,
+                           "use 'SELECT * FROM help' to see the supported commands")]
 
 
 class AdminError(Exception):
-    """A statement that cannot be answered: sent to the admin client as ERR 1105."""
+    """A statement that cannot be answered: sent to the admin client as ERR 1105
+    (``ErrorCode.UNKNOWN_ERROR``)."""
 
 
 _STATE_ORDER = ("up", "unknown", "offline", "down")
