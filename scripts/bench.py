@@ -163,13 +163,13 @@ def _answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
-            log_dir: Path) -> Iterator[Target]:
+            log_dir: Path, executable: str | None = None, label: str = "proxied") -> Iterator[Target]:
     """A chassis proxy in front of *db*, stopped (its whole process group) on exit."""
-    name = "proxied+lua" if lua else "proxied"
+    name = f"{label}+lua" if lua else label
     log = log_dir / f"chassis-{name}.log"
     for _attempt in range(3):
         port = free_port()
-        cmd = [args.chassis, "--plugins=proxy", f"--proxy-backend-addresses={db.address}",
+        cmd = [executable or args.chassis, "--plugins=proxy", f"--proxy-backend-addresses={db.address}",
                f"--proxy-address=127.0.0.1:{port}", f"--event-threads={args.event_threads}",
                *args.chassis_arg]
         if lua is not None:
@@ -327,6 +327,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="extra argument for chassis (repeatable)")
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench-results")
     parser.add_argument("--chassis", default=str(Path(sys.executable).parent / "chassis"))
+    parser.add_argument("--baseline", metavar="CHASSIS",
+                        help="another chassis executable (e.g. an older checkout's"
+                             " .venv/bin/chassis) measured in the same run as 'baseline'")
     parser.add_argument("--sysbench", default=shutil.which("sysbench") or "sysbench")
     args = parser.parse_args(argv)
     if args.lua is not None and not args.lua.is_file():
@@ -366,6 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 targets.append(stack.enter_context(chassis(db, args, None, log_dir)))
                 if args.lua is not None:
                     targets.append(stack.enter_context(chassis(db, args, args.lua, log_dir)))
+                if args.baseline is not None:
+                    targets.append(stack.enter_context(
+                        chassis(db, args, None, log_dir, args.baseline, "baseline")))
+                    if args.lua is not None:
+                        targets.append(stack.enter_context(
+                            chassis(db, args, args.lua, log_dir, args.baseline, "baseline")))
         except BenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -424,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "time": args.time, "threads": args.threads, "workloads": args.workloads,
             "tables": args.tables, "table_size": args.table_size,
             "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
-            "chassis_args": args.chassis_arg, "warmup": args.warmup, "repeat": args.repeat,
+            "chassis_args": args.chassis_arg, "baseline": args.baseline, "warmup": args.warmup, "repeat": args.repeat,
             "sysbench_defaults": defaults,
         },
         "runs": [asdict(r) for r in runs],

@@ -28,17 +28,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from chassis_mysql.constants import Capability
-from chassis_mysql.handshake import HandshakeV10
-
-from chassis_proxy.channel import PacketChannel
-from chassis_proxy.hooks import PeerInfo
-
-if TYPE_CHECKING:
-    from chassis_proxy.backends import Backend
+from chassis_proxy.link import ServerLink
 
 log = logging.getLogger("chassis.proxy.pool")
 
@@ -46,73 +37,6 @@ log = logging.getLogger("chassis.proxy.pool")
 DEFAULT_MAX_IDLE = 64
 #: ``--proxy-pool-max-idle-age``: seconds an idle connection is kept.
 DEFAULT_MAX_IDLE_AGE = 300.0
-
-#: Login capabilities that change what the server does for the session (result shapes,
-#: affected-row counts, LOCAL INFILE). COM_RESET_CONNECTION keeps the ones of the first
-#: login, so a logged-in client only takes another client's connection whose login
-#: asked for the same ones (and the same character set). Multi-statements differ freely:
-#: COM_SET_OPTION switches them when the connection changes hands.
-PROFILE_CAPABILITIES = int(
-    Capability.FOUND_ROWS
-    | Capability.IGNORE_SPACE
-    | Capability.LOCAL_FILES
-    | Capability.MULTI_RESULTS
-    | Capability.PS_MULTI_RESULTS
-    | Capability.SESSION_TRACK
-    | Capability.DEPRECATE_EOF
-)
-
-
-class PoolError(Exception):
-    """A pooled connection could not be made ready for a client (the message says why)."""
-
-
-@dataclass(eq=False)
-class ServerLink:
-    """One server connection and what handing it to another client needs.
-
-    ``peer`` is what scripts see as ``proxy.connection.server`` while a client holds
-    it. ``username``, ``capabilities`` and ``charset`` are those of the login the
-    server accepted; ``login_response`` is the first login's auth response (for
-    ``--proxy-pool-no-change-user``'s comparison, never logged).
-    """
-
-    channel: PacketChannel
-    backend: Backend
-    peer: PeerInfo
-    handshake: HandshakeV10
-    greeting: bytes
-    secure: bool = False
-    username: str = ""
-    login_response: bytes = field(default=b"", repr=False)
-    capabilities: int = 0
-    charset: int = 0
-    authenticated: bool = False
-    #: The proxy itself is talking to the server on it (a reset): not at rest.
-    busy: bool = False
-    #: Connection id of the last client that used it (0: none yet).
-    last_client: int = 0
-    #: Must be reset (COM_RESET_CONNECTION) before its next command: another client
-    #: had it. Stays set until the reset is done, however often it changes hands.
-    reset_pending: bool = False
-    #: The client holding it must prepare it before its next command (a reset, or its
-    #: multi-statement setting): see ProxyConnection.prepare_server.
-    unready: bool = False
-    parked_at: float = 0.0
-
-    @property
-    def profile(self) -> tuple[int, int]:
-        return self.capabilities & PROFILE_CAPABILITIES, self.charset
-
-    @property
-    def name(self) -> str:
-        return f"{self.backend.addr} thread {self.peer.thread_id}"
-
-    def close(self) -> None:
-        self.channel.on_lost = None
-        self.channel.sink = None
-        self.channel.close()
-
 
 class Pool:
     """The idle connections of one backend: a FIFO per username (section 7.5)."""

@@ -14,10 +14,10 @@ last buffer tells a polite COM_QUIT from a client that vanished.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from chassis_proxy.connection import ProxyConnection
+#: What a relay reports when one of its legs closes: the leg and the transport's error.
+LostCallback = Callable[["RelayLeg", BaseException | None], None]
 
 #: A client's COM_QUIT, as it ends its last buffer (length 1, sequence 0, command 0x01).
 COM_QUIT_PACKET = b"\x01\x00\x00\x00\x01"
@@ -31,12 +31,12 @@ class RelayLeg(asyncio.Protocol):
     the service's sweeper passes.
     """
 
-    __slots__ = ("commands", "conn", "is_client", "last", "nbytes", "paused", "peer",
+    __slots__ = ("commands", "is_client", "last", "nbytes", "on_lost", "paused", "peer",
                  "transport")
 
-    def __init__(self, conn: ProxyConnection, transport: asyncio.Transport,
+    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
                  peer: asyncio.Transport, is_client: bool) -> None:
-        self.conn = conn
+        self.on_lost = on_lost
         self.transport = transport
         self.peer = peer
         self.is_client = is_client
@@ -69,7 +69,7 @@ class RelayLeg(asyncio.Protocol):
             pass
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self.conn.relay_lost(self, exc)
+        self.on_lost(self, exc)
 
 
 class ClientRelayLeg(RelayLeg):
@@ -89,11 +89,14 @@ class ClientRelayLeg(RelayLeg):
         self.peer.write(data)
 
 
-def start(conn: ProxyConnection, client: asyncio.Transport, server: asyncio.Transport,
+def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
           client_pending: bytes, server_pending: bytes) -> tuple[RelayLeg, RelayLeg]:
-    """Switch both transports to relaying; forward bytes the packet readers still held."""
-    client_leg = ClientRelayLeg(conn, client, server, True)
-    server_leg = RelayLeg(conn, server, client, False)
+    """Switch both transports to relaying; forward bytes the packet readers still held.
+
+    ``on_lost`` is called once per leg that closes (the connection closes the other).
+    """
+    client_leg = ClientRelayLeg(on_lost, client, server, True)
+    server_leg = RelayLeg(on_lost, server, client, False)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

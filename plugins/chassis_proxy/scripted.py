@@ -22,335 +22,74 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
-from chassis_mysql.constants import Command
+from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame, frame_next_seq
 from chassis_mysql.packets import OK, err_packet, ok_packet
-from chassis_mysql.response import Event, ResponseTracker
+from chassis_mysql.response import ResponseTracker
 
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
-from chassis_proxy.hooks import Decision, Injection, InjectionResult
-from chassis_proxy.pool import PoolError
-
-if TYPE_CHECKING:
-    from chassis_proxy.connection import ProxyConnection
+from chassis_proxy.errors import ConnectionGone, PoolError
+from chassis_proxy.hooks import ConnectionHooks, Decision, Injection, InjectionResult
+from chassis_proxy.pumps import ResponsePump, StreamPump
+from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
 
-ER_UNKNOWN_ERROR = 1105
-ER_NET_PACKET_TOO_LARGE = 1153
 _BINARY = frozenset({Command.STMT_EXECUTE, Command.STMT_BULK_EXECUTE})
 # Plain ints for the per-command path: an enum member lookup costs ~0.1 us on CPython 3.11.
 _QUIT = int(Command.QUIT)
 _INIT_DB = int(Command.INIT_DB)
 _SEND_QUERY = int(Decision.SEND_QUERY)
 _SEND_RESULT = int(Decision.SEND_RESULT)
-
-
-class ScriptedStop(Exception):
-    """End the connection; the message is the log line (the client was told already)."""
-
-
-class ResponsePump:
-    """Takes one response off the server channel as its bytes arrive.
-
-    ``deliver``: re-frame each packet for the client and write it; ``keep``: collect the
-    payloads for the script. Finishes when the tracker says the response is complete, or
-    that the server now waits for the client (LOCAL INFILE data, an auth answer).
-    """
-
-    def __init__(self, session: ScriptedSession, tracker: ResponseTracker, *, deliver: bool,
-                 keep: bool, client_seq: int) -> None:
-        self.session = session
-        self.tracker = tracker
-        self.deliver = deliver
-        self.packets: list[bytes] | None = [] if keep else None
-        self.client_seq = client_seq
-        self.server_seq = 0
-        self.first: bytes | None = None
-        self.first_ns = 0
-        self.last_ns = 0
-        self.rows = 0
-        self.row_bytes = 0
-        self.status_packet = b""
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def run(self, timeout: float) -> None:
-        server, client = self.session.server, self.session.client
-        assert server is not None
-        server.sink = self._on_data
-        client.on_resume = self._resume
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(timeout, self._expire)
-        try:
-            self._on_data()  # bytes that arrived before the pump was attached
-            await self.future
-        finally:
-            handle.cancel()
-            server.sink = None
-            client.on_resume = None
-            if server.transport is not None and not server.closed:
-                server.transport.resume_reading()
-
-    def _expire(self) -> None:
-        if not self.future.done():
-            self.future.set_exception(ChannelTimeout())
-
-    def _resume(self) -> None:
-        server = self.session.server
-        if server is not None and server.transport is not None and not server.closed:
-            server.transport.resume_reading()
-
-    def _on_data(self, data: bytes = b"") -> None:
-        server, client = self.session.server, self.session.client
-        assert server is not None
-        if data:
-            self.session.server_seen = data
-            server.reader.feed(data)
-        if self.future.done():
-            return
-        tracker = self.tracker
-        out: list[bytes] = []
-        finished = False
-        try:
-            while True:
-                packet = server.reader.next_packet()
-                if packet is None:
-                    break
-                payload = packet.payload
-                self.server_seq = (packet.seq + 1) & 0xFF
-                if self.first is None:
-                    self.first = payload
-                    self.first_ns = time.monotonic_ns()
-                event = tracker.feed(payload)
-                if event == Event.ROW:
-                    self.rows += 1
-                    self.row_bytes += len(payload) + 4 * (len(payload) // 0xFFFFFF + 1)
-                elif event in (Event.OK, Event.EOF):
-                    self.status_packet = payload
-                if self.deliver:
-                    out.append(frame(payload, self.client_seq))
-                    self.client_seq = frame_next_seq(len(payload), self.client_seq)
-                if self.packets is not None:
-                    self.packets.append(payload)
-                if tracker.done or tracker.awaiting_client:
-                    finished = True
-                    break
-        except ProtocolError as e:
-            self.future.set_exception(e)
-            return
-        if out:
-            data = b"".join(out)
-            self.session.conn.bytes_out += len(data)
-            client.write(data)
-        if finished:
-            self.last_ns = time.monotonic_ns()
-            self.future.set_result(None)
-        elif self.deliver and client.write_paused and server.transport is not None:
-            server.transport.pause_reading()  # the client is slow: stop reading the server
-
-
-class StreamPump:
-    """The hot path of scripted mode: a forwarded command's response, straight through.
-
-    Runs in the server leg's ``data_received``: the tracker's :meth:`~ResponseTracker.scan`
-    walks the packet headers of each buffer (rows are recognised by their first byte,
-    nothing is copied), and the buffer goes to the client as it is (sequence ids patched
-    only if the two legs disagree). Falls back to the framed :class:`ResponsePump`
-    machinery for 16 MiB packets, and hands over to a coroutine when the server waits
-    for the client (LOCAL INFILE data, change-user auth).
-
-    A session keeps one and starts it again for each forwarded command.
-    """
-
-    __slots__ = ("carry", "client_seq", "offset", "on_data_sink", "on_resume", "paused",
-                 "server_seq", "session", "tracker")
-
-    def __init__(self, session: ScriptedSession) -> None:
-        self.session = session
-        self.tracker = ResponseTracker(Command.QUIT, 0)  # a finished one, until start()
-        self.client_seq = 0  # the next sequence id on the client leg
-        self.server_seq = 1  # the next one on the server leg
-        self.offset: int | None = None  # client seq - server seq, once known
-        self.carry = b""
-        self.paused = False  # we paused reading the server (the client is slow)
-        # the channel callbacks, bound once
-        self.on_data_sink = self.on_data
-        self.on_resume = self._resume
-
-    def start(self, tracker: ResponseTracker, client_seq: int) -> None:
-        """Follow the response to a command just sent, as the server's bytes arrive."""
-        self.tracker = tracker
-        self.client_seq = client_seq
-        self.server_seq = 1
-        self.offset = None
-        self.carry = b""
-        self.paused = False
-        session = self.session
-        server = session.server
-        assert server is not None
-        server.sink = self.on_data_sink
-        session.client.on_resume = self.on_resume
-        if server.reader.buffered:
-            self.on_data(server.reader.drain())
-
-    def _resume(self) -> None:
-        self.paused = False
-        server = self.session.server
-        if server is not None and server.transport is not None and not server.closed:
-            server.transport.resume_reading()
-
-    def on_data(self, data: bytes) -> None:
-        session = self.session
-        session.server_seen = data
-        if self.carry:
-            data = self.carry + data
-            self.carry = b""
-        n = len(data)
-        if self.offset is None:
-            if n < 4:
-                self.carry = data
-                return
-            self.offset = (self.client_seq - data[3]) & 0xFF
-        tracker = self.tracker
-        try:
-            pos = tracker.scan(data)
-        except ProtocolError as e:
-            session._stop(ScriptedStop(f"backend {session.conn._backend_name()} sent a "
-                                       f"malformed response: {e}"))
-            return
-        if pos:
-            if self.offset:
-                self._write(data, pos, tracker.last_seq)
-            else:  # _write without sequence ids to patch (the common case), inlined
-                self.server_seq = self.client_seq = (tracker.last_seq + 1) & 0xFF
-                session.conn.bytes_out += pos
-                session.client.write(data if pos == n else data[:pos])
-        if tracker.idle:
-            if pos < n:
-                # Bytes after a complete response: keep them for the next command.
-                assert session.server is not None
-                session.server.reader.feed(data[pos:])
-            self._finish()
-            return
-        if pos < n:
-            if pos + 4 <= n and data[pos] == data[pos + 1] == data[pos + 2] == 0xFF:
-                self._to_framed(data[pos:])
-                return
-            self.carry = data[pos:]
-        client, server = session.client, session.server
-        if client.write_paused and server is not None and server.transport is not None:
-            self.paused = True
-            server.transport.pause_reading()  # the client is slow: stop reading the server
-
-    def _write(self, data: bytes, end: int, last_seq: int) -> None:
-        chunk = data[:end] if end < len(data) else data
-        offset = self.offset or 0
-        if offset:
-            patched = bytearray(chunk)
-            pos = 0
-            while pos < end:
-                patched[pos + 3] = (patched[pos + 3] + offset) & 0xFF
-                pos += 4 + (patched[pos] | (patched[pos + 1] << 8) | (patched[pos + 2] << 16))
-            chunk = bytes(patched)
-        self.server_seq = (last_seq + 1) & 0xFF
-        self.client_seq = (last_seq + 1 + offset) & 0xFF
-        self.session.conn.bytes_out += end
-        self.session.client.write(chunk)
-
-    def _detach(self) -> None:
-        session = self.session
-        server = session.server
-        if server is not None:
-            server.sink = None
-        session.client.on_resume = None
-        if self.paused:
-            self.paused = False
-            if server is not None and server.transport is not None and not server.closed:
-                server.transport.resume_reading()
-
-    def _finish(self) -> None:
-        session = self.session
-        if self.paused:
-            self._detach()
-        else:  # _detach without reading to resume (the common case), inlined
-            if session.server is not None:
-                session.server.sink = None
-            session.client.on_resume = None
-        if self.tracker.awaiting_client:
-            session.continue_exchange(self)
-            return
-        # ScriptedSession.command_done, inlined: once per command.
-        session.busy = False
-        client = session.client
-        client.sink = session._on_client_data
-        if client.reader.buffered or session.conn.connection_close:
-            session._on_client_data(b"")
-
-    def _to_framed(self, rest: bytes) -> None:
-        """A 16 MiB packet: finish this response with the framed (joining) pump."""
-        self._detach()
-        session = self.session
-        assert session.server is not None
-        session.server.reader.feed(rest)
-        tracker, client_seq = self.tracker, self.client_seq
-
-        async def rest_of_response() -> None:
-            pump = ResponsePump(session, tracker, deliver=True, keep=False,
-                                client_seq=client_seq)
-            await session._run_pump(pump, session.settings.read_timeout)
-            if tracker.awaiting_client:
-                await session._exchange(tracker, deliver=True, keep=False,
-                                        client_seq=pump.client_seq, server_seq=pump.server_seq)
-
-        session._spawn(rest_of_response())
+_UNKNOWN_ERROR = int(ErrorCode.UNKNOWN_ERROR)
 
 
 class ScriptedSession:
-    """The command phase of one scripted client connection."""
+    """The command phase of one scripted client connection.
 
-    def __init__(self, conn: ProxyConnection) -> None:
-        self.conn = conn
-        self.client: PacketChannel = conn.client_ch
-        self.server: PacketChannel | None = conn.server_ch
-        self.settings = conn.settings
-        hooks = conn.hooks
-        assert hooks is not None
+    Handed the connection's state, its script's hooks and ``prepare``, which readies a
+    server connection that changed hands (:meth:`chassis_proxy.handover.Handover.prepare`).
+    """
+
+    def __init__(self, state: ConnectionState, hooks: ConnectionHooks,
+                 prepare: Callable[[], Awaitable[None]]) -> None:
+        self.state = state
+        self.client: PacketChannel = state.client_ch
+        self.settings = state.settings
         self.hooks = hooks
-        server_caps = int(conn.server_handshake.capabilities) if conn.server_handshake else ~0
-        self.capabilities = conn.client_capabilities & server_caps
+        self.prepare = prepare
+        server_caps = int(state.server_handshake.capabilities) if state.server_handshake else ~0
+        self.capabilities = state.client_capabilities & server_caps
         self.client.reader.max_payload = self.settings.max_allowed_packet
         #: The largest command payload taken without the packet reader (which enforces
         #: --proxy-max-allowed-packet, and joins 16 MiB packets).
         self.max_command = min(self.settings.max_allowed_packet, 0xFFFFFE)
-        if self.server is not None:
-            self.server.reader.max_payload = None  # the login's limit; rows may be 1 GiB
+        if state.server_ch is not None:
+            state.server_ch.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
-        self.stream = StreamPump(self)
+        self.stream = StreamPump(state, on_done=self.command_done,
+                                 on_client_turn=self.continue_exchange, on_error=self._stop,
+                                 on_big_packet=self._rest_framed)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # The latest buffers seen on each side: the service's sweeper watches them for
-        # --proxy-read-timeout, as it does for relays.
-        self.client_seen = b""
-        self.server_seen = b""
 
     # the loop: callbacks for the common cases, a coroutine for the rest ----------------
 
     async def run(self) -> None:
-        """Serve commands until the client leaves; raises ScriptedStop to end with a log line."""
-        self.conn.session = self
+        """Serve commands until the client leaves; raises ConnectionGone to end with a log line."""
         self.client.sink = self._on_client_data
         try:
             self._on_client_data(self.client.reader.drain())  # bytes read during the login
             await self.done
         finally:
             self.client.sink = None
-            if self.server is not None:
-                self.server.sink = None
+            if self.state.server_ch is not None:
+                self.state.server_ch.sink = None
             if self.task is not None and not self.task.done():
                 self.task.cancel()
 
@@ -381,11 +120,11 @@ class ScriptedSession:
                 whole = data
             else:
                 reader.feed(data)
-        conn = self.conn
+        state = self.state
         try:
             while not self.busy and not self.done.done():
-                if conn.connection_close:
-                    log.debug("conn %d: connection_close set by the script", conn.connection_id)
+                if state.connection_close:
+                    log.debug("conn %d: connection_close set by the script", state.connection_id)
                     self._stop()
                     return
                 raw = None
@@ -400,18 +139,18 @@ class ScriptedSession:
                     try:
                         packet = reader.next_packet()
                     except ProtocolError as e:
-                        self._client_err(0, ER_NET_PACKET_TOO_LARGE,
+                        self._client_err(0, ErrorCode.NET_PACKET_TOO_LARGE,
                                          "Got a packet bigger than 'max_allowed_packet' bytes",
                                          "08S01")
-                        raise ScriptedStop(f"client {conn.name}: {e} "
+                        raise ConnectionGone(f"client {state.name}: {e} "
                                            "(--proxy-max-allowed-packet)") from None
                     if packet is None:
                         return
                     payload, seq = packet.payload, packet.seq
                     if not payload:
-                        raise ScriptedStop(f"client {conn.name} sent an empty command packet")
+                        raise ConnectionGone(f"client {state.name} sent an empty command packet")
                 self._dispatch(payload, (seq + 1) & 0xFF, raw)
-        except ScriptedStop as e:
+        except ConnectionGone as e:
             self._stop(e)
         except Exception as e:
             self._stop(e)
@@ -422,10 +161,10 @@ class ScriptedSession:
         ``raw`` is the client's packet with its header, when it can go to the server as
         it is (sequence id 0, not split).
         """
-        conn = self.conn
-        conn.commands += 1
-        conn.bytes_in += len(payload)
-        queries = conn.queries
+        state = self.state
+        state.commands += 1
+        state.bytes_in += len(payload)
+        queries = state.queries
         queries.reset()
         outcome = self.hooks.read_query(payload)
         decision = outcome.decision
@@ -442,7 +181,7 @@ class ScriptedSession:
                 return
             log.critical("conn %d: read_query queued %d queries but did not return "
                          "proxy.PROXY_SEND_QUERY; forwarding the original command instead",
-                         conn.connection_id, len(queries))
+                         state.connection_id, len(queries))
             queries.reset()
         command = payload[0]
         if command == _QUIT:
@@ -451,10 +190,10 @@ class ScriptedSession:
             # the script's, and disconnect_client must not see it set by a plain quit.
             self._stop()
             return
-        server = self.server
+        server = self.state.server_ch
         if server is None or server.closed:
             self._need_server(client_seq)
-        link = conn.link
+        link = state.link
         if command == _INIT_DB or (link is not None and link.unready):
             self._spawn(self._forward_slowly(payload, client_seq))
             return
@@ -488,7 +227,7 @@ class ScriptedSession:
         """The command is answered: take the next one (maybe already buffered)."""
         self.busy = False
         self.client.sink = self._on_client_data
-        if self.client.reader.buffered or self.conn.connection_close:
+        if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")
 
     def continue_exchange(self, pump: StreamPump) -> None:
@@ -499,10 +238,22 @@ class ScriptedSession:
                                  client_seq=pump.client_seq, server_seq=pump.server_seq)
         self._spawn(relay())
 
+    def _rest_framed(self, tracker: ResponseTracker, client_seq: int) -> None:
+        """A 16 MiB packet: the framed (joining) pump finishes the stream pump's response."""
+        async def rest_of_response() -> None:
+            pump = ResponsePump(self.state, tracker, deliver=True, keep=False,
+                                client_seq=client_seq)
+            await self._run_pump(pump, self.settings.read_timeout)
+            if tracker.awaiting_client:
+                await self._exchange(tracker, deliver=True, keep=False,
+                                     client_seq=pump.client_seq, server_seq=pump.server_seq)
+
+        self._spawn(rest_of_response())
+
     async def _forward_slowly(self, payload: bytes, client_seq: int) -> None:
         """A client command the stream pump cannot take: its pooled connection must be
         prepared first, or it is a COM_INIT_DB whose success moves ``default_db``."""
-        conn = self.conn
+        state = self.state
         await self._ready_server(client_seq)
         tracker = ResponseTracker(payload[0], self.capabilities)
         self._to_server(payload)
@@ -511,29 +262,29 @@ class ScriptedSession:
         pump = await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
         if payload[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00":
             db = payload[1:].decode("utf-8", "surrogateescape")
-            conn.client.default_db = db
-            if conn.server is not None:
-                conn.server.default_db = db
+            state.client.default_db = db
+            if state.server is not None:
+                state.server.default_db = db
 
     async def _ready_server(self, client_seq: int) -> None:
         """Check there is a server connection; prepare it first if it changed hands (pooling)."""
         self._need_server(client_seq)
-        conn = self.conn
-        link = conn.link
+        state = self.state
+        link = state.link
         if link is not None and link.unready:
             try:
-                await conn.prepare_server()
+                await self.prepare()
             except PoolError as e:
-                self._client_err(client_seq, ER_UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
-                raise ScriptedStop(str(e)) from None
+                self._client_err(client_seq, _UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
+                raise ConnectionGone(str(e)) from None
 
     async def _injections(self, original: bytes, client_seq: int) -> None:
-        conn = self.conn
+        state = self.state
         answered = False
-        while len(conn.queries):
-            inj = conn.queries.pop()
+        while len(state.queries):
+            inj = state.queries.pop()
             if not inj.packet:
-                log.critical("conn %d: injected query %d is empty; skipped", conn.connection_id,
+                log.critical("conn %d: injected query %d is empty; skipped", state.connection_id,
                              inj.id)
                 continue
             await self._ready_server(client_seq)  # read_query_result may have switched it
@@ -546,14 +297,14 @@ class ScriptedSession:
             if not inj.resultset_is_needed and answered:
                 log.error("conn %d: injected query %d has no resultset_is_needed = true but the "
                           "client already got a result for this command; its result is dropped "
-                          "(MySQL Proxy closed the connection here)", conn.connection_id, inj.id)
+                          "(MySQL Proxy closed the connection here)", state.connection_id, inj.id)
             pump = await self._exchange(tracker, deliver=stream, keep=not stream,
                                         client_seq=client_seq)
             if stream:
                 answered = True
             if inj.packet[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00" \
-                    and conn.server is not None:
-                conn.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
+                    and state.server is not None:
+                state.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
             result = _injection_result(inj, pump, tracker, sent_ns)
             self.result_hook = True
             try:
@@ -564,11 +315,11 @@ class ScriptedSession:
                 if stream:
                     log.critical("conn %d: read_query_result returned PROXY_SEND_RESULT for "
                                  "injection %d without resultset_is_needed: its result was "
-                                 "already sent", conn.connection_id, inj.id)
+                                 "already sent", state.connection_id, inj.id)
                 elif answered:
                     log.critical("conn %d: only the first result of a command goes to the "
                                  "client; the answer for injection %d is dropped",
-                                 conn.connection_id, inj.id)
+                                 state.connection_id, inj.id)
                 else:
                     await self._answer(outcome.response or [], client_seq)
                     answered = True
@@ -576,33 +327,34 @@ class ScriptedSession:
                 if stream:
                     log.critical("conn %d: PROXY_IGNORE_RESULT for injection %d without "
                                  "resultset_is_needed: its result was already sent",
-                                 conn.connection_id, inj.id)
+                                 state.connection_id, inj.id)
             elif not stream and pump.packets is not None:
                 if answered:
                     log.critical("conn %d: only the first result of a command goes to the "
                                  "client; the result of injection %d is dropped",
-                                 conn.connection_id, inj.id)
+                                 state.connection_id, inj.id)
                 else:
                     self._send_packets(pump.packets, client_seq)
                     answered = True
         if not answered and ResponseTracker(original[0], self.capabilities).expects_response:
             log.error("conn %d: the script sent no result for this command; the client gets "
-                      "an error", conn.connection_id)
-            self._client_err(client_seq, ER_UNKNOWN_ERROR,
+                      "an error", state.connection_id)
+            self._client_err(client_seq, _UNKNOWN_ERROR,
                              "(proxy) the script ignored every result for this command", "HY000")
 
     # talking to the server ---------------------------------------------------------
 
     def _need_server(self, client_seq: int) -> None:
-        if self.server is None or self.server.closed:
-            self._client_err(client_seq, ER_UNKNOWN_ERROR,
+        if self.state.server_ch is None or self.state.server_ch.closed:
+            self._client_err(client_seq, _UNKNOWN_ERROR,
                              "(proxy) I have no server backend, closing connection", "HY000")
-            raise ScriptedStop("no server backend for this command (read_query did not "
+            raise ConnectionGone("no server backend for this command (read_query did not "
                                "answer it); closing the connection")
 
     def _to_server(self, payload: bytes) -> int:
-        assert self.server is not None
-        return self.server.send(payload, 0)
+        server = self.state.server_ch
+        assert server is not None
+        return server.send(payload, 0)
 
     async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
                         client_seq: int, server_seq: int | None = None) -> ResponsePump:
@@ -611,27 +363,28 @@ class ScriptedSession:
         With ``server_seq`` the response has begun already (a StreamPump saw the server
         ask for the client's packets) and the exchange goes on from there.
         """
-        conn = self.conn
+        state = self.state
         timeout = self.settings.read_timeout
-        pump = ResponsePump(self, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
+        pump = ResponsePump(self.state, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
         if server_seq is None:
             await self._run_pump(pump, timeout)
         else:
             pump.server_seq = server_seq
         while tracker.awaiting_client:
-            assert self.server is not None
+            server = self.state.server_ch
+            assert server is not None
             if not deliver:
                 # The client never saw the request (an injected LOAD DATA LOCAL, or an
                 # injected COM_CHANGE_USER's auth switch): answer with an empty packet.
                 tracker.feed_client(b"")
-                pump.server_seq = self.server.send(b"", pump.server_seq)
+                pump.server_seq = server.send(b"", pump.server_seq)
             else:
                 try:
                     packet = await self.client.read_packet(timeout)
                 except ProtocolError as e:
-                    raise ScriptedStop(f"client {conn.name}: {e}") from None
+                    raise ConnectionGone(f"client {state.name}: {e}") from None
                 tracker.feed_client(packet.payload)
-                pump.server_seq = self.server.send(packet.payload, pump.server_seq)
+                pump.server_seq = server.send(packet.payload, pump.server_seq)
                 pump.client_seq = (packet.seq + 1) & 0xFF
             if tracker.awaiting_client:
                 continue  # more LOCAL INFILE data to come
@@ -643,10 +396,10 @@ class ScriptedSession:
         try:
             await pump.run(timeout)
         except ChannelTimeout:
-            raise ScriptedStop(f"backend {self.conn._backend_name()} did not answer within "
+            raise ConnectionGone(f"backend {self.state.backend_name()} did not answer within "
                                f"{timeout:g} s (--proxy-read-timeout)") from None
         except ProtocolError as e:
-            raise ScriptedStop(f"backend {self.conn._backend_name()} sent a malformed "
+            raise ConnectionGone(f"backend {self.state.backend_name()} sent a malformed "
                                f"response: {e}") from None
 
     # talking to the client ---------------------------------------------------------
@@ -658,17 +411,17 @@ class ScriptedSession:
             seq = frame_next_seq(len(payload), seq)
         if out:
             data = b"".join(out)
-            self.conn.bytes_out += len(data)
+            self.state.bytes_out += len(data)
             self.client.write(data)
         return seq
 
-    def _client_err(self, seq: int, code: int, message: str, state: str) -> None:
-        self.client.send(err_packet(code, message, state), seq)
+    def _client_err(self, seq: int, code: int, message: str, sqlstate: str) -> None:
+        self.client.send(err_packet(code, message, sqlstate), seq)
 
     async def _answer(self, response: list[bytes], client_seq: int) -> None:
         """Send the script's answer; play the server's part of LOCAL INFILE if it asks."""
         if not response:
-            response = [err_packet(ER_UNKNOWN_ERROR,
+            response = [err_packet(_UNKNOWN_ERROR,
                                    "(lua) handling proxy.response failed, check error-log")]
         seq = self._send_packets(response, client_seq)
         if response[0][:1] == b"\xfb":
@@ -725,32 +478,15 @@ def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTrack
     )
 
 
-async def serve(conn: ProxyConnection) -> None:
-    """After the login: run the scripted command loop until the client leaves."""
-    session = ScriptedSession(conn)
+async def serve(session: ScriptedSession) -> None:
+    """After the login: run the scripted command loop until the client leaves.
+
+    Raises :class:`ConnectionGone` to end with a log line.
+    """
+    state = session.state
+    state.in_commands = True
     try:
         await session.run()
-    except ScriptedStop as e:
-        log.warning("conn %d: %s", conn.connection_id, e)
     except ChannelClosed:
-        if not conn.closed:
-            log.info("conn %d: client %s went away", conn.connection_id, conn.name)
-
-
-async def serve_without_backend(conn: ProxyConnection) -> None:
-    """connect_server answered itself: play the server from the script (a mock server)."""
-    if conn.server_handshake is None:
-        return  # the script sent something other than a handshake (an ERR): done
-    hooks = conn.hooks
-    assert hooks is not None
-    _, _login = await conn.read_login()
-    conn.queries.reset()
-    outcome = hooks.read_auth()
-    if outcome.decision == Decision.SEND_RESULT and outcome.response:
-        conn._send_response(outcome, conn.cseq)
-        if outcome.response[0][:1] != b"\x00":
-            return
-    else:
-        conn.cseq = conn.client_ch.send(ok_packet(), conn.cseq)
-    conn.in_commands = True
-    await serve(conn)
+        if not state.closed:
+            log.info("conn %d: client %s went away", state.connection_id, state.name)

@@ -1,0 +1,569 @@
+"""The login phase: the only caller of ``read_handshake``, ``read_auth`` and ``read_auth_result``.
+
+Three ways in, one set of rules:
+
+* :meth:`Login.relay`: a new server connection. The server's greeting goes to the client
+  (capabilities the proxy cannot relay masked), the client's login goes to the server,
+  and the auth exchange is relayed packet by packet until the server's OK or ERR. The
+  proxy never knows a password, except for the caching_sha2 conversion below.
+* :meth:`Login.pooled`: the server connection ``connect_server`` kept from the pool is
+  logged in already; the client logs in on it by COM_CHANGE_USER (or, with
+  ``--proxy-pool-no-change-user``, by matching the connection's first login).
+* :meth:`Login.mock`: ``connect_server`` answered with a greeting of its own: the script
+  plays the server (a mock server), there is no server connection.
+
+Sequence ids are kept per leg: the client leg and the server leg can differ by one
+when only one of them did an SSLRequest, so every forwarded login packet gets the next
+id of the leg it goes to.
+
+caching_sha2_password full authentication needs the password itself. A client on a
+secure leg (TLS or unix socket) sends it in clear text; a client on plain TCP asks for
+the server's RSA key and sends it encrypted. When the two legs differ in security the
+proxy converts, in memory, for that one packet (see :mod:`chassis_proxy.sha2`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import replace
+
+from chassis_mysql.auth import new_challenge
+from chassis_mysql.commands import ComChangeUser
+from chassis_mysql.constants import Capability, ClientError, Command, ErrorCode
+from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import Packet
+from chassis_mysql.handshake import (
+    AuthSwitchRequest,
+    HandshakeResponse41,
+    HandshakeV10,
+    SSLRequest,
+    is_ssl_request,
+    version_number,
+)
+from chassis_mysql.packets import ok_packet
+
+from chassis_proxy import tls
+from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
+from chassis_proxy.handover import Handover
+from chassis_proxy.hooks import ConnectionHooks, Decision, Outcome, PeerInfo
+from chassis_proxy.link import PROFILE_CAPABILITIES, ServerLink
+from chassis_proxy.state import ConnectionState, peer_address
+
+log = logging.getLogger("chassis.proxy")
+
+#: Largest packet accepted during the login (a login packet is a few hundred bytes; this
+#: stops a client that sends garbage from making us wait for megabytes).
+LOGIN_MAX_PAYLOAD = 1 << 20
+
+#: Capabilities never offered to clients: the relay cannot decompress.
+MASKED_CAPABILITIES = Capability.COMPRESS | Capability.ZSTD_COMPRESSION_ALGORITHM
+
+#: Capabilities that change the shape of results, masked when a script is loaded: the
+#: proxy then reads results itself and scripts build answers in the classic format
+#: (EOF packets, full metadata), as MySQL Proxy 0.8's scripts expect.
+SCRIPTED_MASKED_CAPABILITIES = (
+    Capability.DEPRECATE_EOF
+    | Capability.MARIADB_CLIENT_CACHE_METADATA
+    | Capability.MARIADB_CLIENT_EXTENDED_METADATA
+    | Capability.MARIADB_CLIENT_COM_MULTI
+    | Capability.MARIADB_CLIENT_STMT_BULK_OPERATIONS
+    | Capability.MARIADB_CLIENT_BULK_UNIT_RESULTS
+    | Capability.MARIADB_CLIENT_PROGRESS
+)
+
+CACHING_SHA2 = "caching_sha2_password"
+
+
+def scramble_buffer(hs: HandshakeV10) -> bytes:
+    """``scramble_buffer`` as MySQL Proxy showed it: the challenge and its NUL."""
+    return hs.auth_plugin_data + (b"\x00" if hs.capabilities & Capability.PLUGIN_AUTH else b"")
+
+
+class Login:
+    """One client's login, handed the connection's state, its hooks and its hand-over."""
+
+    def __init__(self, state: ConnectionState, hooks: ConnectionHooks | None,
+                 handover: Handover) -> None:
+        self.state = state
+        self.hooks = hooks
+        self.handover = handover
+        self.settings = state.settings
+
+    # a new server connection ---------------------------------------------------------
+
+    async def relay(self, greeting: bytes) -> None:
+        """Relay the login on the freshly connected server connection."""
+        st = self.state
+        server_ch, backend = st.server_ch, st.backend
+        assert server_ch is not None and backend is not None
+        if greeting[:1] == b"\xff":
+            st.client_ch.send(greeting, 0)
+            raise ConnectionGone(f"backend {backend.addr} refused the connection: "
+                                 f"{err_text(greeting)}")
+        try:
+            hs = HandshakeV10.parse(greeting)
+        except ProtocolError as e:
+            st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, f"(proxy) backend {backend.addr} sent "
+                             f"a bad handshake: {e}", "08S01")
+            raise ConnectionGone(f"backend {backend.addr} sent a bad handshake: {e}") from None
+        st.server_handshake = hs
+        st.scramble = hs.auth_plugin_data
+        st.plugin = hs.auth_plugin_name
+        st.server = PeerInfo(
+            src=peer_address(server_ch.transport, "sockname") if server_ch.transport else None,
+            dst=backend.address,
+            mysqld_version=version_number(hs.server_version),
+            thread_id=hs.connection_id,
+            scramble_buffer=scramble_buffer(hs),
+            auth_plugin_name=hs.auth_plugin_name,
+        )
+        st.link = ServerLink(server_ch, backend, st.server, hs, greeting, secure=st.server_secure)
+        self._show_challenge(hs, st.server.mysqld_version)
+        if self.hooks is not None:
+            outcome = self.hooks.read_handshake()
+            if outcome.decision == Decision.SEND_QUERY:  # MySQL Proxy's deprecated alias
+                log.warning("conn %d: read_handshake returned proxy.PROXY_SEND_QUERY, a deprecated "
+                            "alias of PROXY_SEND_RESULT", st.connection_id)
+            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
+                st.send_response(outcome, 0)
+                raise LoginFailed
+        backend_tls = self.settings.backend_tls
+        if backend_tls is not None and not hs.capabilities & Capability.SSL:
+            message = f"(proxy) backend {backend.addr} does not offer TLS, but --proxy-backend-ssl is set"
+            st.fail_greeting(ClientError.SSL_CONNECTION_ERROR, message, "HY000")
+            raise ConnectionGone(message)
+
+        st.cseq = st.client_ch.send(self._offered(hs).encode(), 0)
+
+        payload, login = await self.read_login()
+
+        # What goes to the server: the client's packet with our leg's TLS bit.
+        server_caps = int(login.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
+        if backend_tls is not None:
+            server_caps |= int(Capability.SSL)
+        to_server = _with_classic_capabilities(payload, server_caps)
+        if self.hooks is not None:
+            st.queries.reset()
+            outcome = self.hooks.read_auth()
+            if outcome.decision == Decision.SEND_RESULT:
+                # The script answers the login itself; nothing goes to the server.
+                st.send_response(outcome, st.cseq)
+                if outcome.response and outcome.response[0][:1] == b"\x00":
+                    self.handover.drop("the script answered the login itself")
+                    return
+                raise LoginFailed
+            if outcome.decision == Decision.SEND_QUERY and len(st.queries):
+                to_server = st.queries.pop().packet
+            st.queries.reset()
+        if backend_tls is not None:
+            request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
+            st.sseq = server_ch.send(request.encode(), st.sseq)
+            assert server_ch.transport is not None
+            try:
+                server_ch.transport = await tls.upgrade(
+                    server_ch.transport, server_ch, backend_tls, server_side=False,
+                    timeout=self.settings.connect_timeout,
+                )
+            except (OSError, TimeoutError) as e:
+                message = f"TLS handshake with backend {st.backend_name()} failed: {tls_failure(e)}"
+                st.send_client_err(ClientError.SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
+                raise ConnectionGone(message) from None
+            st.server_secure = True
+        self._remember_login(to_server, login)
+        st.sseq = server_ch.send(to_server, st.sseq)
+        await self._auth_exchange()
+
+    def _show_challenge(self, hs: HandshakeV10, mysqld_version: int) -> None:
+        """``proxy.connection.client`` shows the challenge the client is about to get."""
+        client = self.state.client
+        client.mysqld_version = mysqld_version
+        client.thread_id = hs.connection_id
+        client.scramble_buffer = scramble_buffer(hs)
+        client.auth_plugin_name = hs.auth_plugin_name
+
+    def _offered(self, hs: HandshakeV10) -> HandshakeV10:
+        """The server's handshake as clients get it: capabilities we cannot relay masked."""
+        caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
+        if self.hooks is not None:
+            caps &= ~int(SCRIPTED_MASKED_CAPABILITIES)
+        if self.settings.client_tls is not None:
+            caps |= int(Capability.SSL)
+        return hs.with_capabilities(caps)
+
+    async def read_login(self) -> tuple[bytes, HandshakeResponse41]:
+        """The client's login packet (after TLS when it asks for it), parsed."""
+        st = self.state
+        client_ch = st.client_ch
+        packet = await self._client_packet()
+        payload = packet.payload
+        st.cseq = (packet.seq + 1) & 0xFF
+        if is_ssl_request(payload):
+            if self.settings.client_tls is None:
+                st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "(proxy) TLS is not enabled on this proxy "
+                                   "(start it with --proxy-ssl-cert and --proxy-ssl-key)", "08S01")
+                raise ConnectionGone(f"client {st.name} asked for TLS, which is not configured")
+            assert client_ch.transport is not None
+            # Stop reading first: a ClientHello arriving between detach() and start_tls
+            # taking over the transport would land in the packet reader and be lost.
+            client_ch.transport.pause_reading()
+            try:
+                client_ch.transport = await tls.upgrade(
+                    client_ch.transport, client_ch, self.settings.client_tls, server_side=True,
+                    leftover=client_ch.detach(), timeout=min(self.settings.read_timeout, 60.0),
+                )
+            except (OSError, TimeoutError) as e:
+                raise ConnectionGone(f"TLS handshake with client {st.name} failed: "
+                                     f"{tls_failure(e)}") from None
+            st.client_secure = True
+            packet = await self._client_packet()
+            payload = packet.payload
+            st.cseq = (packet.seq + 1) & 0xFF
+        try:
+            login = HandshakeResponse41.parse(payload)
+        except ProtocolError as e:
+            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
+            raise ConnectionGone(f"bad handshake from client {st.name}: {e}") from None
+        st.client.username = login.username.decode("utf-8", "replace")
+        st.client.scrambled_password = login.auth_response
+        st.client.default_db = (login.database or b"").decode("utf-8", "replace")
+        if login.auth_plugin_name:
+            st.plugin = login.auth_plugin_name
+            st.client.auth_plugin_name = login.auth_plugin_name
+        st.client_capabilities = int(login.capabilities)
+        st.client_charset = login.charset
+        st.login_profile = (int(login.capabilities) & PROFILE_CAPABILITIES, login.charset)
+        return payload, login
+
+    async def _auth_exchange(self) -> None:
+        """Relay the server's auth packets and the client's answers until OK or ERR."""
+        st = self.state
+        client_ch, server_ch = st.client_ch, st.server_ch
+        assert server_ch is not None
+        timeout = self.settings.read_timeout
+        while True:
+            packet = await server_ch.read_packet(timeout)
+            st.sseq = (packet.seq + 1) & 0xFF
+            payload = packet.payload
+            if not payload:
+                raise ConnectionGone(f"backend {st.backend_name()} sent an empty auth packet")
+            backend_name = st.backend_name()  # read_auth_result may pool the connection
+            if payload[0] == 0x00:
+                self._logged_in()  # before the hook, which may pool the connection
+            if self.hooks is not None:
+                outcome = self.hooks.read_auth_result(payload)
+                if outcome.decision == Decision.SEND_RESULT and outcome.response:
+                    st.send_response(outcome, st.cseq)
+                    first = outcome.response[0][:1]
+                    if first == b"\x00":
+                        st.copy_login_to_server()
+                        return
+                    raise LoginFailed
+            head = payload[0]
+            if head == 0x00:
+                st.cseq = client_ch.send(payload, st.cseq)
+                st.copy_login_to_server()
+                log.debug("conn %d: client %s logged in as %r via %s", st.connection_id,
+                          st.name, st.client.username, backend_name)
+                return
+            if head == 0xFF:
+                st.cseq = client_ch.send(payload, st.cseq)
+                log.info("conn %d: login of %r from %s failed: %s", st.connection_id,
+                         st.client.username, st.name, err_text(payload))
+                raise LoginFailed
+            if head == 0xFE:
+                switch = AuthSwitchRequest.parse(payload)
+                if switch.plugin_name is not None:
+                    st.plugin = switch.plugin_name
+                    st.scramble = switch.scramble
+                st.cseq = client_ch.send(payload, st.cseq)
+                await self._client_to_server()
+                continue
+            if head == 0x01:
+                st.cseq = client_ch.send(payload, st.cseq)
+                if st.plugin == CACHING_SHA2 and payload == b"\x01\x03":
+                    continue  # fast auth succeeded: the server's OK follows, the client waits
+                if st.plugin == CACHING_SHA2 and payload == b"\x01\x04":
+                    await self._sha2_full_auth()
+                    continue
+                await self._client_to_server()
+                continue
+            raise ConnectionGone(f"backend {st.backend_name()} sent an unexpected packet "
+                                 f"(0x{head:02x}) during the login")
+
+    async def _client_packet(self) -> Packet:
+        """The client's next login packet; framing garbage ends the login with ERR 1043."""
+        st = self.state
+        try:
+            return await st.client_ch.read_packet(self.settings.read_timeout)
+        except ProtocolError as e:
+            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
+            raise ConnectionGone(f"bad handshake from client {st.name}: {e}") from None
+
+    async def _client_to_server(self) -> bytes:
+        st = self.state
+        assert st.server_ch is not None
+        packet = await self._client_packet()
+        st.cseq = (packet.seq + 1) & 0xFF
+        st.sseq = st.server_ch.send(packet.payload, st.sseq)
+        return packet.payload
+
+    async def _sha2_full_auth(self) -> None:
+        """caching_sha2_password full authentication across legs of different security."""
+        st = self.state
+        server_ch = st.server_ch
+        assert server_ch is not None
+        if st.client_secure == st.server_secure:
+            await self._client_to_server()  # both speak the same way: plain relay
+            return
+        from chassis_proxy import sha2
+
+        if st.client_secure:
+            # Clear text from the client; the server wants it RSA-encrypted with its key.
+            packet = await self._client_packet()
+            st.cseq = (packet.seq + 1) & 0xFF
+            password = packet.payload
+            st.sseq = server_ch.send(b"\x02", st.sseq)  # request the public key
+            key_packet = await server_ch.read_packet(self.settings.read_timeout)
+            st.sseq = (key_packet.seq + 1) & 0xFF
+            if key_packet.payload[:1] != b"\x01":
+                # An ERR (or anything else): the login is over.
+                st.cseq = st.client_ch.send(key_packet.payload, st.cseq)
+                raise LoginFailed
+            try:
+                encrypted = sha2.encrypt_password(password, st.scramble, key_packet.payload[1:])
+            except sha2.Sha2Error as e:
+                st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
+                raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
+            st.sseq = server_ch.send(encrypted, st.sseq)
+            return
+        # Plain client, secure server: the client asks for a key; give it ours.
+        packet = await self._client_packet()
+        st.cseq = (packet.seq + 1) & 0xFF
+        if packet.payload != b"\x02":
+            # The client already had a public key (of the real server): cannot convert.
+            st.sseq = server_ch.send(packet.payload, st.sseq)
+            return
+        try:
+            key = sha2.proxy_key()
+            st.cseq = st.client_ch.send(b"\x01" + key.public_pem, st.cseq)
+            packet = await self._client_packet()
+            st.cseq = (packet.seq + 1) & 0xFF
+            password = key.decrypt_password(packet.payload, st.scramble)
+        except sha2.Sha2Error as e:
+            st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
+            raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
+        st.sseq = server_ch.send(password, st.sseq)
+
+    def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> None:
+        """What the server connection is logged in with (the pool matches on it)."""
+        link = self.state.link
+        if link is None:
+            return
+        try:
+            login = HandshakeResponse41.parse(sent)  # a script may have replaced the packet
+        except ProtocolError:
+            pass
+        link.username = login.username.decode("utf-8", "replace")
+        link.login_response = login.auth_response
+        link.capabilities = int(login.capabilities)
+        link.charset = login.charset
+
+    def _logged_in(self) -> None:
+        """The server accepted the login: from now on the connection may be pooled."""
+        st = self.state
+        st.copy_login_to_server()
+        link = st.link
+        if link is not None and link.channel is st.server_ch:
+            link.authenticated = True
+            link.secure = st.server_secure
+            link.last_client = st.connection_id
+            st.pool_user = link.username
+
+    # a pooled server connection --------------------------------------------------------
+
+    async def pooled(self) -> None:
+        """A new client logs in on the pooled connection connect_server kept.
+
+        The server connection is logged in already. By default the client's login is
+        sent as COM_CHANGE_USER: the server checks the password (its new challenge
+        reaches the client as an auth switch) and resets the session. The client is
+        shown a fresh random challenge, never the one the connection's first client
+        answered. With --proxy-pool-no-change-user the client gets that original
+        challenge instead and must send what the first login sent (same user, same
+        password); the session is then reset with COM_RESET_CONNECTION.
+        """
+        st = self.state
+        link = st.link
+        hooks = self.hooks
+        assert link is not None and hooks is not None
+        no_change_user = self.settings.pool_no_change_user
+        hs = link.handshake
+        if not no_change_user:
+            hs = replace(hs, auth_plugin_data=new_challenge(len(hs.auth_plugin_data)))
+        st.server_handshake = hs
+        st.scramble = hs.auth_plugin_data
+        st.plugin = hs.auth_plugin_name
+        link.peer.scramble_buffer = scramble_buffer(hs)
+        self._show_challenge(hs, link.peer.mysqld_version)
+        touched = False
+        try:
+            outcome = hooks.read_handshake()
+            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
+                st.send_response(outcome, 0)
+                raise LoginFailed
+            st.cseq = st.client_ch.send(self._offered(hs).encode(), 0)
+            _payload, login = await self.read_login()
+            st.queries.reset()
+            outcome = hooks.read_auth()
+            if outcome.decision == Decision.SEND_RESULT:
+                st.send_response(outcome, st.cseq)
+                if outcome.response and outcome.response[0][:1] == b"\x00":
+                    self.handover.unchoose()  # the script logged the client in: no server needed
+                    st.backend_index = 0
+                    return
+                raise LoginFailed
+            if outcome.decision == Decision.SEND_QUERY and len(st.queries):
+                try:
+                    login = HandshakeResponse41.parse(st.queries.pop().packet)
+                except ProtocolError as e:
+                    log.critical("conn %d: read_auth queued a login packet that does not parse "
+                                 "(%s); the client's own is used", st.connection_id, e)
+            st.queries.reset()
+            if no_change_user:
+                self._check_first_login(login)
+                touched = True
+                await self._reset_for_login()
+            else:
+                touched = True
+                await self._change_user(login)
+        except BaseException:
+            if not touched:
+                self.handover.unchoose()  # nothing was sent on it: back to the pool as it was
+            raise
+        link.last_client = st.connection_id
+
+    async def _change_user(self, login: HandshakeResponse41) -> None:
+        st = self.state
+        link, ch = st.link, st.server_ch
+        assert link is not None and ch is not None
+        command = ComChangeUser(
+            username=login.username,
+            auth_response=login.auth_response,
+            database=login.database or b"",
+            charset=login.charset,
+            auth_plugin_name=login.auth_plugin_name or st.plugin,
+            connect_attrs=login.connect_attrs,
+        )
+        try:
+            packet = command.encode(link.capabilities)
+        except ProtocolError as e:
+            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, f"(proxy-pool) {e}", "08S01")
+            raise ConnectionGone(f"cannot log client {st.name} in on a pooled connection: "
+                                 f"{e}") from None
+        link.authenticated = False  # until the server accepts the new login
+        link.username = login.username.decode("utf-8", "replace")
+        link.charset = login.charset
+        link.reset_pending = False  # COM_CHANGE_USER resets the session
+        st.sseq = ch.send(packet, 0)
+        log.debug("conn %d: client %s logs in as %r on %s (COM_CHANGE_USER)",
+                  st.connection_id, st.name, link.username, link.name)
+        await self._auth_exchange()
+        if st.link is link:
+            self.handover.check_ready(link)  # its multi-statement setting may not be the client's
+
+    def _check_first_login(self, login: HandshakeResponse41) -> None:
+        """--proxy-pool-no-change-user: the same user and password as the first login."""
+        st = self.state
+        link = st.link
+        assert link is not None
+        user = login.username.decode("utf-8", "replace")
+        same_user = hmac.compare_digest(user.encode(), link.username.encode())
+        same_answer = hmac.compare_digest(login.auth_response, link.login_response)
+        if same_user and same_answer:
+            return
+        log.info("conn %d: login of %r from %s on the pooled connection %s failed: not the "
+                 "user and password of its first login (--proxy-pool-no-change-user)",
+                 st.connection_id, user, st.name, link.name)
+        st.send_client_err(ErrorCode.ACCESS_DENIED_ERROR, "(proxy-pool) login failed", "28000")
+        raise LoginFailed
+
+    async def _reset_for_login(self) -> None:
+        """--proxy-pool-no-change-user: reset the session, select the client's database,
+        then answer the login as the server would have."""
+        st = self.state
+        link, ch = st.link, st.server_ch
+        assert link is not None and ch is not None and self.hooks is not None
+        link.reset_pending = True
+        try:
+            await self.handover.prepare()
+        except PoolError as e:
+            st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
+            raise ConnectionGone(str(e)) from None
+        db = st.client.default_db
+        if db and db != link.peer.default_db:
+            link.busy = True
+            try:
+                reply = await self.handover.server_command(
+                    bytes((Command.INIT_DB,)) + db.encode("utf-8", "surrogateescape"))
+            finally:
+                link.busy = False
+            if reply[:1] != b"\x00":
+                st.cseq = st.client_ch.send(reply, st.cseq)  # e.g. unknown database
+                raise LoginFailed
+            link.peer.default_db = db
+        ok = ok_packet(status=st.server_handshake.status if st.server_handshake else 2,
+                       capabilities=st.client_capabilities)
+        self._logged_in()
+        outcome = self.hooks.read_auth_result(ok)
+        if outcome.decision == Decision.SEND_RESULT and outcome.response:
+            st.send_response(outcome, st.cseq)
+            if outcome.response[0][:1] != b"\x00":
+                raise LoginFailed
+            return
+        st.cseq = st.client_ch.send(ok, st.cseq)
+
+    # no server connection: the script is the server ---------------------------------
+
+    def mock_greeting(self, outcome: Outcome) -> None:
+        """connect_server answered itself: remember a handshake it sent as our challenge."""
+        st = self.state
+        packets = outcome.response or []
+        if packets and packets[0][:1] == b"\x0a":
+            try:
+                hs = HandshakeV10.parse(packets[0])
+            except ProtocolError:
+                hs = None
+            if hs is not None:
+                st.server_handshake = hs
+                st.scramble = hs.auth_plugin_data
+                st.client.scramble_buffer = hs.auth_plugin_data + b"\x00"
+                st.client.mysqld_version = version_number(hs.server_version)
+                st.client.thread_id = hs.connection_id
+        st.send_response(outcome, 0)
+
+    async def mock(self) -> bool:
+        """The login with a mock server: ``read_auth`` answers it (an OK when it does not).
+
+        Returns whether the client is logged in (the command phase follows).
+        """
+        st = self.state
+        hooks = self.hooks
+        if st.server_handshake is None or hooks is None:
+            return False  # the script sent something other than a handshake (an ERR): done
+        await self.read_login()
+        st.queries.reset()
+        outcome = hooks.read_auth()
+        if outcome.decision == Decision.SEND_RESULT and outcome.response:
+            st.send_response(outcome, st.cseq)
+            return outcome.response[0][:1] == b"\x00"
+        st.cseq = st.client_ch.send(ok_packet(), st.cseq)
+        return True
+
+
+def _with_classic_capabilities(payload: bytes, capabilities: int) -> bytes:
+    """The client's login packet with its 4 classic capability bytes replaced.
+
+    Patching in place keeps every other byte exactly as the client sent it.
+    """
+    return (capabilities & 0xFFFFFFFF).to_bytes(4, "little") + payload[4:]

@@ -1,0 +1,273 @@
+"""The response pumps: one server response, followed by the codec's tracker as it arrives.
+
+:class:`StreamPump` is the scripted mode's hot path: it runs in the server channel's
+``data_received`` and writes each buffer to the client as it came (sequence ids patched
+only when the two legs disagree). :class:`ResponsePump` is the framed one, for what the
+stream pump cannot take: results a script wants to see (``resultset_is_needed``),
+16 MiB packets, exchanges where the server waits for the client (LOCAL INFILE).
+
+Both are handed the connection's plain state (channels, counters) and report back
+through callbacks; neither knows the command loop that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from chassis_mysql.constants import Command
+from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import frame, frame_next_seq
+from chassis_mysql.response import Event, ResponseTracker
+
+from chassis_proxy.channel import ChannelTimeout
+from chassis_proxy.errors import ConnectionGone
+from chassis_proxy.state import ConnectionState
+
+
+class ResponsePump:
+    """Takes one response off the server channel as its bytes arrive.
+
+    ``deliver``: re-frame each packet for the client and write it; ``keep``: collect the
+    payloads for the script. Finishes when the tracker says the response is complete, or
+    that the server now waits for the client (LOCAL INFILE data, an auth answer).
+    """
+
+    def __init__(self, state: ConnectionState, tracker: ResponseTracker, *, deliver: bool,
+                 keep: bool, client_seq: int) -> None:
+        self.state = state
+        self.tracker = tracker
+        self.deliver = deliver
+        self.packets: list[bytes] | None = [] if keep else None
+        self.client_seq = client_seq
+        self.server_seq = 0
+        self.first: bytes | None = None
+        self.first_ns = 0
+        self.last_ns = 0
+        self.rows = 0
+        self.row_bytes = 0
+        self.status_packet = b""
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def run(self, timeout: float) -> None:
+        server, client = self.state.server_ch, self.state.client_ch
+        assert server is not None
+        server.sink = self._on_data
+        client.on_resume = self._resume
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(timeout, self._expire)
+        try:
+            self._on_data()  # bytes that arrived before the pump was attached
+            await self.future
+        finally:
+            handle.cancel()
+            server.sink = None
+            client.on_resume = None
+            if server.transport is not None and not server.closed:
+                server.transport.resume_reading()
+
+    def _expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(ChannelTimeout())
+
+    def _resume(self) -> None:
+        server = self.state.server_ch
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
+    def _on_data(self, data: bytes = b"") -> None:
+        server, client = self.state.server_ch, self.state.client_ch
+        assert server is not None
+        if data:
+            self.state.server_seen = data
+            server.reader.feed(data)
+        if self.future.done():
+            return
+        tracker = self.tracker
+        out: list[bytes] = []
+        finished = False
+        try:
+            while True:
+                packet = server.reader.next_packet()
+                if packet is None:
+                    break
+                payload = packet.payload
+                self.server_seq = (packet.seq + 1) & 0xFF
+                if self.first is None:
+                    self.first = payload
+                    self.first_ns = time.monotonic_ns()
+                event = tracker.feed(payload)
+                if event == Event.ROW:
+                    self.rows += 1
+                    self.row_bytes += len(payload) + 4 * (len(payload) // 0xFFFFFF + 1)
+                elif event in (Event.OK, Event.EOF):
+                    self.status_packet = payload
+                if self.deliver:
+                    out.append(frame(payload, self.client_seq))
+                    self.client_seq = frame_next_seq(len(payload), self.client_seq)
+                if self.packets is not None:
+                    self.packets.append(payload)
+                if tracker.done or tracker.awaiting_client:
+                    finished = True
+                    break
+        except ProtocolError as e:
+            self.future.set_exception(e)
+            return
+        if out:
+            data = b"".join(out)
+            self.state.bytes_out += len(data)
+            client.write(data)
+        if finished:
+            self.last_ns = time.monotonic_ns()
+            self.future.set_result(None)
+        elif self.deliver and client.write_paused and server.transport is not None:
+            server.transport.pause_reading()  # the client is slow: stop reading the server
+
+
+class StreamPump:
+    """The hot path of scripted mode: a forwarded command's response, straight through.
+
+    Runs in the server leg's ``data_received``: the tracker's :meth:`~ResponseTracker.scan`
+    walks the packet headers of each buffer (rows are recognised by their first byte,
+    nothing is copied), and the buffer goes to the client as it is (sequence ids patched
+    only if the two legs disagree). Falls back to the framed :class:`ResponsePump`
+    machinery for 16 MiB packets, and hands over to a coroutine when the server waits
+    for the client (LOCAL INFILE data, change-user auth).
+
+    A session keeps one and starts it again for each forwarded command.
+    """
+
+    __slots__ = ("carry", "client_seq", "offset", "on_big_packet", "on_client_turn", "on_data_sink",
+                 "on_done", "on_error", "on_resume", "paused", "server_seq", "state", "tracker")
+
+    def __init__(self, state: ConnectionState, *, on_done: Callable[[], None],
+                 on_client_turn: Callable[[StreamPump], None],
+                 on_error: Callable[[BaseException], None],
+                 on_big_packet: Callable[[ResponseTracker, int], None]) -> None:
+        self.state = state
+        self.on_done = on_done
+        self.on_client_turn = on_client_turn
+        self.on_error = on_error
+        self.on_big_packet = on_big_packet
+        self.tracker = ResponseTracker(Command.QUIT, 0)  # a finished one, until start()
+        self.client_seq = 0  # the next sequence id on the client leg
+        self.server_seq = 1  # the next one on the server leg
+        self.offset: int | None = None  # client seq - server seq, once known
+        self.carry = b""
+        self.paused = False  # we paused reading the server (the client is slow)
+        # the channel callbacks, bound once
+        self.on_data_sink = self.on_data
+        self.on_resume = self._resume
+
+    def start(self, tracker: ResponseTracker, client_seq: int) -> None:
+        """Follow the response to a command just sent, as the server's bytes arrive."""
+        self.tracker = tracker
+        self.client_seq = client_seq
+        self.server_seq = 1
+        self.offset = None
+        self.carry = b""
+        self.paused = False
+        state = self.state
+        server = state.server_ch
+        assert server is not None
+        server.sink = self.on_data_sink
+        state.client_ch.on_resume = self.on_resume
+        if server.reader.buffered:
+            self.on_data(server.reader.drain())
+
+    def _resume(self) -> None:
+        self.paused = False
+        server = self.state.server_ch
+        if server is not None and server.transport is not None and not server.closed:
+            server.transport.resume_reading()
+
+    def on_data(self, data: bytes) -> None:
+        state = self.state
+        state.server_seen = data
+        if self.carry:
+            data = self.carry + data
+            self.carry = b""
+        n = len(data)
+        if self.offset is None:
+            if n < 4:
+                self.carry = data
+                return
+            self.offset = (self.client_seq - data[3]) & 0xFF
+        tracker = self.tracker
+        try:
+            pos = tracker.scan(data)
+        except ProtocolError as e:
+            self.on_error(ConnectionGone(f"backend {state.backend_name()} sent a "
+                                         f"malformed response: {e}"))
+            return
+        if pos:
+            if self.offset:
+                self._write(data, pos, tracker.last_seq)
+            else:  # _write without sequence ids to patch (the common case), inlined
+                self.server_seq = self.client_seq = (tracker.last_seq + 1) & 0xFF
+                state.bytes_out += pos
+                state.client_ch.write(data if pos == n else data[:pos])
+        if tracker.idle:
+            if pos < n:
+                # Bytes after a complete response: keep them for the next command.
+                assert state.server_ch is not None
+                state.server_ch.reader.feed(data[pos:])
+            self._finish()
+            return
+        if pos < n:
+            if pos + 4 <= n and data[pos] == data[pos + 1] == data[pos + 2] == 0xFF:
+                self._to_framed(data[pos:])
+                return
+            self.carry = data[pos:]
+        client, server = state.client_ch, state.server_ch
+        if client.write_paused and server is not None and server.transport is not None:
+            self.paused = True
+            server.transport.pause_reading()  # the client is slow: stop reading the server
+
+    def _write(self, data: bytes, end: int, last_seq: int) -> None:
+        chunk = data[:end] if end < len(data) else data
+        offset = self.offset or 0
+        if offset:
+            patched = bytearray(chunk)
+            pos = 0
+            while pos < end:
+                patched[pos + 3] = (patched[pos + 3] + offset) & 0xFF
+                pos += 4 + (patched[pos] | (patched[pos + 1] << 8) | (patched[pos + 2] << 16))
+            chunk = bytes(patched)
+        self.server_seq = (last_seq + 1) & 0xFF
+        self.client_seq = (last_seq + 1 + offset) & 0xFF
+        self.state.bytes_out += end
+        self.state.client_ch.write(chunk)
+
+    def _detach(self) -> None:
+        state = self.state
+        server = state.server_ch
+        if server is not None:
+            server.sink = None
+        state.client_ch.on_resume = None
+        if self.paused:
+            self.paused = False
+            if server is not None and server.transport is not None and not server.closed:
+                server.transport.resume_reading()
+
+    def _finish(self) -> None:
+        if self.paused:
+            self._detach()
+        else:  # _detach without reading to resume (the common case), inlined
+            state = self.state
+            if state.server_ch is not None:
+                state.server_ch.sink = None
+            state.client_ch.on_resume = None
+        if self.tracker.awaiting_client:
+            self.on_client_turn(self)
+        else:
+            self.on_done()
+
+    def _to_framed(self, rest: bytes) -> None:
+        """A 16 MiB packet: the rest of the response goes to the framed (joining) pump."""
+        self._detach()
+        server = self.state.server_ch
+        assert server is not None
+        server.reader.feed(rest)
+        self.on_big_packet(self.tracker, self.client_seq)
