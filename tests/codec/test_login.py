@@ -52,7 +52,7 @@ def logged_in_to_response(plugin: str = NATIVE, client_plugin: str | None = NATI
 
 def play(tracker: LoginTracker, packets: list[tuple[str, bytes]]) -> list[str]:
     """Feed ``("s" | "c", payload)`` pairs, checking ``expects`` before each; the events' names."""
-    events = []
+    events: list[str] = []
     for side, payload in packets:
         if side == "s":
             assert tracker.expects == "server", f"after {events}"
