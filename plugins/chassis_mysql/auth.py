@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Any
+from typing import Any, Protocol
 
 from chassis_mysql.errors import ProtocolError
 
@@ -90,12 +90,26 @@ def check_caching_sha2(scrambled: bytes, nonce: bytes, password_sha256_sha256: b
     return hmac.compare_digest(hashlib.sha256(p1).digest(), password_sha256_sha256)
 
 
+class RSAUnavailable(RuntimeError):
+    """The ``cryptography`` package is not installed, so no RSA password exchange.
+
+    Callers with a better remedy to offer (TLS, a proxy option) catch it and say so.
+    """
+
+
+class RSAPrivateKey(Protocol):
+    """A loaded private key (``cryptography``'s ``RSAPrivateKey``), for callers that keep
+    theirs in memory rather than as PEM."""
+
+    def decrypt(self, ciphertext: bytes, padding: Any) -> bytes: ...
+
+
 def _load_cryptography() -> Any:
     try:
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import padding
     except ImportError:
-        raise RuntimeError(
+        raise RSAUnavailable(
             "RSA password encryption needs the 'cryptography' package: "
             "pip install cryptography (or use TLS, which sends the password in the clear "
             "inside the encrypted connection)"
@@ -103,40 +117,62 @@ def _load_cryptography() -> Any:
     return hashes, serialization, padding
 
 
-def rsa_encrypt_password(password: bytes, nonce: bytes, pem: bytes) -> bytes:
-    """caching_sha2/sha256_password over a plain connection: the NUL-terminated password
-    XORed with the repeated nonce, RSA-OAEP encrypted with the server's public key."""
-    hashes, serialization, padding = _load_cryptography()
+def _oaep(hashes: Any, padding: Any) -> Any:
+    """OAEP with SHA-1 and MGF1(SHA-1): what mysqld and every client library use."""
+    return padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+
+
+def _xor_nonce(data: bytes, nonce: bytes) -> bytes:
+    """``data`` XORed with the 20-byte nonce repeated (the password's only disguise
+    besides RSA: it ties the ciphertext to this login)."""
     salt = _salt(nonce)
     if not salt:
-        raise ProtocolError("cannot encrypt a password without the server's nonce")
-    plain = password + b"\x00"
-    mixed = bytes(c ^ salt[i % len(salt)] for i, c in enumerate(plain))
+        raise ProtocolError("cannot encrypt or decrypt a password without the server's nonce")
+    return bytes(c ^ salt[i % len(salt)] for i, c in enumerate(data))
+
+
+def rsa_encrypt_password(password: bytes, nonce: bytes, pem: bytes) -> bytes:
+    """caching_sha2/sha256_password over a plain connection: the NUL-terminated password
+    XORed with the repeated nonce, RSA-OAEP encrypted with the server's public key.
+
+    Raises :class:`RSAUnavailable` without ``cryptography``, ProtocolError for a key
+    that does not load or cannot hold the password.
+    """
+    hashes, serialization, padding = _load_cryptography()
+    mixed = _xor_nonce(password + b"\x00", nonce)
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError as exc:
         raise ProtocolError(f"the server's RSA public key is not a valid PEM key: {exc}") from None
-    return bytes(
-        key.encrypt(
-            mixed,
-            padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
-        )
-    )
-
-
-def rsa_decrypt_password(encrypted: bytes, nonce: bytes, private_pem: bytes) -> bytes:
-    """The server side of :func:`rsa_encrypt_password` (for test servers): the password."""
-    hashes, serialization, padding = _load_cryptography()
-    key = serialization.load_pem_private_key(private_pem, password=None)
     try:
-        mixed = key.decrypt(
-            encrypted,
-            padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
-        )
+        return bytes(key.encrypt(mixed, _oaep(hashes, padding)))
+    except (ValueError, AttributeError, TypeError) as exc:  # too short, or not an RSA key
+        raise ProtocolError(f"cannot encrypt the password with the server's key: {exc}") from None
+
+
+def rsa_decrypt_password(
+    encrypted: bytes, nonce: bytes, private_key: bytes | RSAPrivateKey, *, require_nul: bool = True
+) -> bytes:
+    """The server side of :func:`rsa_encrypt_password`: the password, without its NUL.
+
+    ``private_key`` is PEM or an already loaded key. With ``require_nul`` False a
+    plaintext without the terminating NUL is returned whole instead of refused (a proxy
+    passes it on and lets the server judge it).
+    """
+    hashes, serialization, padding = _load_cryptography()
+    if isinstance(private_key, bytes):
+        try:
+            private_key = serialization.load_pem_private_key(private_key, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(f"the RSA private key is not a valid PEM key: {exc}") from None
+    assert not isinstance(private_key, bytes)
+    try:
+        mixed = private_key.decrypt(encrypted, _oaep(hashes, padding))
     except ValueError:
         raise ProtocolError("RSA-encrypted password does not decrypt with this key") from None
-    salt = _salt(nonce)
-    plain = bytes(c ^ salt[i % len(salt)] for i, c in enumerate(mixed))
-    if not plain.endswith(b"\x00"):
+    plain = _xor_nonce(mixed, nonce)
+    if plain.endswith(b"\x00"):
+        return plain[:-1]
+    if require_nul:
         raise ProtocolError("decrypted password is not NUL-terminated (wrong nonce?)")
-    return plain[:-1]
+    return plain

@@ -4,27 +4,36 @@
 decoded without the statement's parameter count (from the COM_STMT_PREPARE response)
 and, when the client does not resend them, the parameter types of the previous
 execution: ``parse_command`` keeps its parameter block raw, and
-:meth:`ComStmtExecute.parse` decodes it when given that context.
+:meth:`ComStmtExecute.parse` decodes it when given that context. COM_STMT_EXECUTE and
+the binary parameter block live in :mod:`chassis_mysql.execute` (their names are
+importable from here too).
 """
 
 from __future__ import annotations
 
-import datetime
 import struct
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from chassis_mysql.constants import Capability, Command, FieldType
+from chassis_mysql.constants import Capability, Command
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.handshake import _encode_attrs, _parse_attrs
-from chassis_mysql.resultset import (
-    BinaryValue,
-    encode_binary_value,
-    null_bitmap_size,
-    read_binary_value,
+from chassis_mysql.execute import SENT_AS_LONG_DATA as SENT_AS_LONG_DATA
+from chassis_mysql.execute import ComStmtExecute as ComStmtExecute
+from chassis_mysql.execute import ParamType as ParamType
+from chassis_mysql.execute import ParamValue as ParamValue
+from chassis_mysql.execute import QueryAttribute as QueryAttribute
+from chassis_mysql.execute import (
+    encode_null_bitmap,
+    encode_values,
+    read_params,
+    read_type,
+    type_code,
 )
-from chassis_mysql.wire import Reader, write_lenenc_int, write_lenenc_str
+from chassis_mysql.execute import stmt_execute as stmt_execute
+from chassis_mysql.handshake import _encode_attrs, _parse_attrs
+from chassis_mysql.resultset import null_bitmap_size
+from chassis_mysql.wire import Reader, command_body, write_lenenc_int, write_lenenc_str
 
 _QUERY_ATTRS = int(Capability.QUERY_ATTRIBUTES)
 
@@ -36,90 +45,10 @@ def command_of(payload: bytes) -> int:
     return payload[0]
 
 
-def _expect(payload: bytes, command: Command) -> Reader:
-    if not payload or payload[0] != command:
-        got = f"0x{payload[0]:02x}" if payload else "an empty packet"
-        raise ProtocolError(f"expected COM_{command.name} (0x{command:02x}), got {got}")
-    return Reader(payload, 1)
-
-
 def _nul(value: bytes, what: str) -> bytes:
     if b"\x00" in value:
         raise ProtocolError(f"{what} cannot contain a NUL byte")
     return value + b"\x00"
-
-
-class _LongData:
-    """Marker for a parameter whose value went by COM_STMT_SEND_LONG_DATA."""
-
-    _instance: ClassVar[_LongData | None] = None
-
-    def __new__(cls) -> _LongData:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "SENT_AS_LONG_DATA"
-
-
-#: Value of a COM_STMT_EXECUTE parameter that was streamed with COM_STMT_SEND_LONG_DATA
-#: (its bytes are absent from the execute packet).
-SENT_AS_LONG_DATA = _LongData()
-
-ParamType = tuple[int, bool]  # (FieldType, unsigned)
-ParamValue = BinaryValue | _LongData | object
-
-
-@dataclass(frozen=True, slots=True)
-class QueryAttribute:
-    """A MySQL 8 query attribute (CLIENT_QUERY_ATTRIBUTES): a named, typed value."""
-
-    name: bytes
-    type: int
-    value: ParamValue
-    unsigned: bool = False
-
-
-def _read_params(
-    r: Reader, bitmap: bytes, types: Sequence[ParamType], long_data: Collection[int]
-) -> list[ParamValue]:
-    """Parameter values after the types: NULLs come from the bitmap, streamed ones are absent."""
-    values: list[ParamValue] = []
-    for i, (ftype, unsigned) in enumerate(types):
-        if bitmap[i >> 3] & (1 << (i & 7)):
-            values.append(None)
-        elif i in long_data:
-            values.append(SENT_AS_LONG_DATA)
-        else:
-            values.append(read_binary_value(r, ftype, unsigned))
-    return values
-
-
-def _encode_null_bitmap(values: Sequence[object]) -> bytes:
-    bitmap = bytearray(null_bitmap_size(len(values), 0))
-    for i, value in enumerate(values):
-        if value is None:
-            bitmap[i >> 3] |= 1 << (i & 7)
-    return bytes(bitmap)
-
-
-def _encode_values(values: Sequence[object], types: Sequence[ParamType]) -> bytes:
-    return b"".join(
-        encode_binary_value(ftype, value, unsigned)
-        for value, (ftype, unsigned) in zip(values, types)
-        if value is not None and value is not SENT_AS_LONG_DATA
-    )
-
-
-def _type_code(ftype: int, unsigned: bool) -> bytes:
-    return struct.pack("<BB", ftype, 0x80 if unsigned else 0)
-
-
-def _read_type(r: Reader) -> ParamType:
-    ftype = r.u8()
-    flag = r.u8()
-    return ftype, bool(flag & 0x80)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +61,7 @@ class ComQuery:
     @classmethod
     def parse(cls, payload: bytes, capabilities: int = 0) -> ComQuery:
         """Parse a COM_QUERY payload."""
-        r = _expect(payload, Command.QUERY)
+        r = command_body(payload, Command.QUERY)
         attrs: tuple[QueryAttribute, ...] = ()
         if capabilities & _QUERY_ATTRS:
             count = r.lenenc_int_nonnull("parameter count")
@@ -145,8 +74,8 @@ class ComQuery:
                 bitmap = r.fixed(null_bitmap_size(count, 0))
                 if r.u8() != 1:
                     raise ProtocolError("COM_QUERY: query attributes without their types")
-                typed = [(_read_type(r), r.lenenc_str_nonnull("attribute name")) for _ in range(count)]
-                values = _read_params(r, bitmap, [t for t, _ in typed], ())
+                typed = [(read_type(r), r.lenenc_str_nonnull("attribute name")) for _ in range(count)]
+                values = read_params(r, bitmap, [t for t, _ in typed], ())
                 out = [
                     QueryAttribute(name, ftype, value, unsigned)
                     for ((ftype, unsigned), name), value in zip(typed, values)
@@ -161,11 +90,11 @@ class ComQuery:
             attrs = self.attributes
             head += write_lenenc_int(len(attrs)) + b"\x01"
             if attrs:
-                head += _encode_null_bitmap([a.value for a in attrs]) + b"\x01"
+                head += encode_null_bitmap([a.value for a in attrs]) + b"\x01"
                 head += b"".join(
-                    _type_code(a.type, a.unsigned) + write_lenenc_str(a.name) for a in attrs
+                    type_code(a.type, a.unsigned) + write_lenenc_str(a.name) for a in attrs
                 )
-                head += _encode_values([a.value for a in attrs], [(a.type, a.unsigned) for a in attrs])
+                head += encode_values([a.value for a in attrs], [(a.type, a.unsigned) for a in attrs])
         elif self.attributes:
             raise ProtocolError("query attributes need CLIENT_QUERY_ATTRIBUTES")
         return head + self.query
@@ -180,7 +109,7 @@ class ComInitDB:
     @classmethod
     def parse(cls, payload: bytes) -> ComInitDB:
         """Parse a COM_INIT_DB payload."""
-        return cls(_expect(payload, Command.INIT_DB).rest())
+        return cls(command_body(payload, Command.INIT_DB).rest())
 
     def encode(self) -> bytes:
         """The payload."""
@@ -197,7 +126,7 @@ class ComFieldList:
     @classmethod
     def parse(cls, payload: bytes) -> ComFieldList:
         """Parse a COM_FIELD_LIST payload."""
-        r = _expect(payload, Command.FIELD_LIST)
+        r = command_body(payload, Command.FIELD_LIST)
         return cls(r.nul_str(), r.rest())
 
     def encode(self) -> bytes:
@@ -214,7 +143,7 @@ class ComProcessKill:
     @classmethod
     def parse(cls, payload: bytes) -> ComProcessKill:
         """Parse a COM_PROCESS_KILL payload."""
-        r = _expect(payload, Command.PROCESS_KILL)
+        r = command_body(payload, Command.PROCESS_KILL)
         value = r.u32()
         r.expect_end("COM_PROCESS_KILL")
         return cls(value)
@@ -230,7 +159,7 @@ class _NoArgs:
 
     @classmethod
     def _parse(cls, payload: bytes) -> None:
-        r = _expect(payload, cls.COMMAND)
+        r = command_body(payload, cls.COMMAND)
         r.expect_end(f"COM_{cls.COMMAND.name}")
 
     def encode(self) -> bytes:
@@ -299,7 +228,7 @@ class ComStmtPrepare:
     @classmethod
     def parse(cls, payload: bytes) -> ComStmtPrepare:
         """Parse a COM_STMT_PREPARE payload."""
-        return cls(_expect(payload, Command.STMT_PREPARE).rest())
+        return cls(command_body(payload, Command.STMT_PREPARE).rest())
 
     def encode(self) -> bytes:
         """The payload."""
@@ -349,144 +278,6 @@ class StmtPrepareOK:
 
 
 @dataclass(frozen=True, slots=True)
-class ComStmtExecute:
-    """COM_STMT_EXECUTE: run a prepared statement with binary parameter values.
-
-    ``types`` are the ``(FieldType, unsigned)`` pairs sent with the new-params-bound
-    flag (None when the client reuses the previous ones). ``params`` are the decoded
-    values (``None`` for NULL, :data:`SENT_AS_LONG_DATA` for streamed ones), or
-    ``None`` when the packet was parsed without context: ``raw_params`` then holds the
-    parameter block untouched, and ``encode`` writes it back as it was.
-    """
-
-    statement_id: int
-    flags: int = 0
-    iteration_count: int = 1
-    params: list[ParamValue] | None = field(default=None, hash=False)
-    types: list[ParamType] | None = field(default=None, hash=False)
-    names: list[bytes] | None = field(default=None, hash=False)  # QUERY_ATTRIBUTES only
-    raw_params: bytes = b""
-
-    @classmethod
-    def parse(
-        cls,
-        payload: bytes,
-        num_params: int | None = None,
-        capabilities: int = 0,
-        previous_types: Sequence[ParamType] | None = None,
-        long_data_params: Collection[int] = (),
-    ) -> ComStmtExecute:
-        """Parse a COM_STMT_EXECUTE payload.
-
-        ``num_params`` comes from the statement's StmtPrepareOK (None: keep the block
-        raw); ``previous_types`` are needed when the client does not resend the types;
-        ``long_data_params`` are the indices sent with COM_STMT_SEND_LONG_DATA since.
-        """
-        r = _expect(payload, Command.STMT_EXECUTE)
-        stmt_id = r.u32()
-        flags = r.u8()
-        iterations = r.u32()
-        if num_params is None:
-            return cls(stmt_id, flags, iterations, raw_params=r.rest())
-        count = num_params
-        attrs = bool(capabilities & _QUERY_ATTRS)
-        if attrs and (count > 0 or flags & 0x08) and not r.at_end():
-            count = r.lenenc_int_nonnull("parameter count")
-        if count == 0:
-            r.expect_end("COM_STMT_EXECUTE")
-            return cls(stmt_id, flags, iterations, [], None)
-        if count > 8 * r.remaining():
-            raise ProtocolError(f"COM_STMT_EXECUTE: {count} parameters cannot fit the packet")
-        bitmap = r.fixed(null_bitmap_size(count, 0))
-        bound = r.u8()
-        types: list[ParamType] | None = None
-        names: list[bytes] | None = None
-        if bound:
-            types = []
-            names = [] if attrs else None
-            for _ in range(count):
-                types.append(_read_type(r))
-                if names is not None:
-                    names.append(r.lenenc_str_nonnull("parameter name"))
-            use = types
-        elif previous_types is not None:
-            if len(previous_types) != count:
-                raise ProtocolError(
-                    f"COM_STMT_EXECUTE: {len(previous_types)} previous parameter types "
-                    f"for {count} parameters"
-                )
-            use = list(previous_types)
-        else:
-            raise ProtocolError(
-                "COM_STMT_EXECUTE reuses earlier parameter types: pass previous_types "
-                "(or parse without num_params to keep the parameters raw)"
-            )
-        values = _read_params(r, bitmap, use, long_data_params)
-        r.expect_end("COM_STMT_EXECUTE")
-        return cls(stmt_id, flags, iterations, values, types, names)
-
-    def encode(self, capabilities: int = 0) -> bytes:
-        """The payload (for decoded params, types must be set or given as previous)."""
-        head = struct.pack("<BIBI", Command.STMT_EXECUTE, self.statement_id, self.flags,
-                           self.iteration_count)  # fmt: skip
-        if self.params is None:
-            return head + self.raw_params
-        return head + self.encode_params(capabilities)
-
-    def encode_params(
-        self, capabilities: int = 0, previous_types: Sequence[ParamType] | None = None
-    ) -> bytes:
-        """The parameter block of the payload."""
-        params = self.params or []
-        attrs = bool(capabilities & _QUERY_ATTRS)
-        out = b""
-        if attrs and (params or self.flags & 0x08):
-            out += write_lenenc_int(len(params))
-        if not params:
-            return out
-        out += _encode_null_bitmap(params)
-        if self.types is not None:
-            if len(self.types) != len(params):
-                raise ProtocolError(f"{len(self.types)} parameter types for {len(params)} values")
-            out += b"\x01"
-            for i, (ftype, unsigned) in enumerate(self.types):
-                out += _type_code(ftype, unsigned)
-                if attrs:
-                    out += write_lenenc_str(self.names[i] if self.names else b"")
-            use: Sequence[ParamType] = self.types
-        elif previous_types is not None:
-            out += b"\x00"
-            use = previous_types
-        else:
-            raise ProtocolError("cannot encode parameter values without their types")
-        return out + _encode_values(params, use)
-
-
-def _param_types_for(values: Sequence[object]) -> list[ParamType]:
-    """Binary types that hold Python values, for clients of the codec that build EXECUTEs."""
-    out: list[ParamType] = []
-    for v in values:
-        if v is None:
-            out.append((FieldType.NULL, False))
-        elif isinstance(v, bool | int):
-            out.append((FieldType.LONGLONG, int(v) >= 1 << 63))
-        elif isinstance(v, float):
-            out.append((FieldType.DOUBLE, False))
-        elif isinstance(v, datetime.datetime | datetime.date):
-            out.append((FieldType.DATETIME, False))
-        elif isinstance(v, datetime.timedelta | datetime.time):
-            out.append((FieldType.TIME, False))
-        else:
-            out.append((FieldType.VAR_STRING, False))
-    return out
-
-
-def stmt_execute(statement_id: int, values: Sequence[object], flags: int = 0) -> ComStmtExecute:
-    """A COM_STMT_EXECUTE for Python values, with types chosen to hold them."""
-    return ComStmtExecute(statement_id, flags, 1, list(values), _param_types_for(values))
-
-
-@dataclass(frozen=True, slots=True)
 class ComStmtSendLongData:
     """COM_STMT_SEND_LONG_DATA: a chunk of one parameter's value (no response)."""
 
@@ -497,7 +288,7 @@ class ComStmtSendLongData:
     @classmethod
     def parse(cls, payload: bytes) -> ComStmtSendLongData:
         """Parse a COM_STMT_SEND_LONG_DATA payload."""
-        r = _expect(payload, Command.STMT_SEND_LONG_DATA)
+        r = command_body(payload, Command.STMT_SEND_LONG_DATA)
         return cls(r.u32(), r.u16(), r.rest())
 
     def encode(self) -> bytes:
@@ -517,7 +308,7 @@ class _StmtId:
 
     @classmethod
     def _read_id(cls, payload: bytes) -> int:
-        r = _expect(payload, cls.COMMAND)
+        r = command_body(payload, cls.COMMAND)
         value = r.u32()
         r.expect_end(f"COM_{cls.COMMAND.name}")
         return value
@@ -557,7 +348,7 @@ class ComStmtFetch:
     @classmethod
     def parse(cls, payload: bytes) -> ComStmtFetch:
         """Parse a COM_STMT_FETCH payload."""
-        r = _expect(payload, Command.STMT_FETCH)
+        r = command_body(payload, Command.STMT_FETCH)
         value = cls(r.u32(), r.u32())
         r.expect_end("COM_STMT_FETCH")
         return value
@@ -576,7 +367,7 @@ class ComSetOption:
     @classmethod
     def parse(cls, payload: bytes) -> ComSetOption:
         """Parse a COM_SET_OPTION payload."""
-        r = _expect(payload, Command.SET_OPTION)
+        r = command_body(payload, Command.SET_OPTION)
         value = r.u16()
         r.expect_end("COM_SET_OPTION")
         return cls(value)
@@ -604,7 +395,7 @@ class ComChangeUser:
     @classmethod
     def parse(cls, payload: bytes, capabilities: int = Capability.SECURE_CONNECTION) -> ComChangeUser:
         """Parse a COM_CHANGE_USER payload under the connection's capabilities."""
-        r = _expect(payload, Command.CHANGE_USER)
+        r = command_body(payload, Command.CHANGE_USER)
         user = r.nul_str()
         auth = r.fixed(r.u8()) if capabilities & Capability.SECURE_CONNECTION else r.nul_str()
         database = r.nul_str()
@@ -649,7 +440,7 @@ class ComBinlogDump:
     @classmethod
     def parse(cls, payload: bytes) -> ComBinlogDump:
         """Parse a COM_BINLOG_DUMP payload."""
-        r = _expect(payload, Command.BINLOG_DUMP)
+        r = command_body(payload, Command.BINLOG_DUMP)
         return cls(r.u32(), r.u16(), r.u32(), r.rest())
 
     def encode(self) -> bytes:

@@ -3,8 +3,9 @@
 A logical payload of ``MAX_PAYLOAD`` (0xFFFFFF) bytes or more travels as several
 physical packets: full 0xFFFFFF-byte chunks with increasing sequence ids, ended by a
 shorter one (an empty one when the payload divides evenly). :func:`frame` splits,
-:class:`PacketReader` joins, and :func:`scan` lets a relay forward whole physical
-packets without building any objects.
+:class:`PacketReader` joins, :func:`scan` lets a relay forward whole physical
+packets without building any objects, and :func:`shift_sequence_ids` renumbers them
+when the relay's two legs count differently.
 """
 
 from __future__ import annotations
@@ -90,6 +91,53 @@ def scan(buf: Buffer, pos: int = 0) -> int:
             break
         pos = end
     return pos
+
+
+def shift_sequence_ids(buf: Buffer, end: int, offset: int) -> bytes:
+    """``buf[:end]`` with the sequence id of each physical packet moved by ``offset``
+    (mod 256).
+
+    For a relay whose two legs count sequence ids differently (the proxy sent packets
+    of its own to one of them): ``end`` is what :func:`scan` (or
+    :meth:`~chassis_mysql.response.ResponseTracker.scan`) returned, so only whole
+    packets are touched; an ``end`` inside a packet raises ProtocolError. One copy, and
+    the headers walked as :func:`scan` walks them, except that a run of packets of one
+    size (rows of fixed width) is checked and renumbered with slices that step from
+    header to header, at C speed.
+    """
+    offset &= 0xFF
+    out = bytearray(buf[:end] if end < len(buf) else buf)
+    if not offset:
+        return bytes(out)
+    n = len(out)
+    pos = 0
+    length = -1
+    while pos + 4 <= n:
+        size = out[pos] | (out[pos + 1] << 8) | (out[pos + 2] << 16)
+        if size != length:
+            out[pos + 3] = (out[pos + 3] + offset) & 0xFF
+            pos += 4 + size
+            length = size
+            continue
+        # The same size as the packet before: shift the ids of the whole run at once.
+        stride = size + 4
+        run = min((n - pos) // stride, _RUN_WINDOW)
+        for i, expected in ((0, size & 0xFF), (1, (size >> 8) & 0xFF), (2, size >> 16)):
+            column = out[pos + i : pos + run * stride : stride]
+            run = min(run, len(column) - len(column.lstrip(_BYTE[expected])))
+        stop = pos + run * stride
+        out[pos + 3 : stop : stride] = out[pos + 3 : stop : stride].translate(_SHIFTED[offset])
+        pos = stop
+    if pos != n:
+        raise ProtocolError(f"shift_sequence_ids: offset {end} is not the end of a packet")
+    return bytes(out)
+
+
+#: Packets of one size looked at per slice (bounds the work when a run is short).
+_RUN_WINDOW = 256
+_BYTE = [bytes((i,)) for i in range(256)]
+#: For each offset, a table mapping a sequence id to that id plus the offset (mod 256).
+_SHIFTED = [bytes((i + k) & 0xFF for i in range(256)) for k in range(256)]
 
 
 class PacketReader:

@@ -9,6 +9,7 @@ parsers that read many fields. Both raise :class:`ProtocolError` on truncation, 
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 
 from chassis_mysql.errors import ProtocolError
 
@@ -94,6 +95,15 @@ def read_nul_str(buf: Buffer, pos: int = 0) -> tuple[bytes, int]:
     if end < 0:
         raise ProtocolError(f"missing NUL terminator for string at offset {pos}")
     return bytes(buf[pos:end]), end + 1
+
+
+def command_body(payload: bytes, command: IntEnum) -> Reader:
+    """A :class:`Reader` just past the command byte, once the payload is that command
+    (``COM_<name>``); otherwise ProtocolError naming what was expected and what came."""
+    if not payload or payload[0] != command:
+        got = f"0x{payload[0]:02x}" if payload else "an empty packet"
+        raise ProtocolError(f"expected COM_{command.name} (0x{command:02x}), got {got}")
+    return Reader(payload, 1)
 
 
 def decode_text(raw: bytes, what: str, encoding: str = "utf-8") -> str:

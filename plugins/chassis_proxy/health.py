@@ -16,8 +16,8 @@ import contextlib
 import logging
 
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.handshake import HandshakeV10
-from chassis_mysql.packets import ERR
+from chassis_mysql.framing import PacketReader
+from chassis_mysql.login import LoginEvent, LoginTracker
 
 from chassis.listen import Address
 from chassis_proxy.backends import Backends
@@ -29,23 +29,26 @@ log = logging.getLogger("chassis.proxy.health")
 async def probe(addr: Address, timeout: float) -> str | None:
     """None when a MySQL server greets us at ``addr``, else why not."""
     writer: asyncio.StreamWriter | None = None
+    packets = PacketReader()
     try:
         async with asyncio.timeout(timeout):
             if addr.path is not None:
                 reader, writer = await asyncio.open_unix_connection(addr.path)
             else:
                 reader, writer = await asyncio.open_connection(addr.host, addr.port)
-            header = await reader.readexactly(4)
-            payload = await reader.readexactly(int.from_bytes(header[:3], "little"))
-        if payload[:1] == b"\xff":
-            err = ERR.parse(payload)
-            return f"greeted with error {err.error_code}: {err.message}"
-        HandshakeV10.parse(payload)
+            while (greeting := packets.next_packet()) is None:
+                data = await reader.read(65536)
+                if not data:
+                    return "closed the connection before its greeting"
+                packets.feed(data)
+        # The codec says whether it is a greeting or an ERR in its place.
+        login = LoginTracker()
+        if login.server_packet(greeting.payload) == LoginEvent.ERR:
+            assert login.error is not None
+            return f"greeted with error {login.error.error_code}: {login.error.message}"
         return None
     except TimeoutError:
         return f"no greeting within {timeout:g} s"
-    except asyncio.IncompleteReadError:
-        return "closed the connection before its greeting"
     except ProtocolError as e:
         return f"not a MySQL greeting: {e}"
     except OSError as e:

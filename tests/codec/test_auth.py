@@ -7,6 +7,7 @@ import os
 
 import pytest
 from chassis_mysql.auth import (
+    RSAUnavailable,
     check_caching_sha2,
     check_native_password,
     native_password_hash,
@@ -84,3 +85,57 @@ def test_rsa_password_round_trips_and_pymysql_agrees(rsa_keys: tuple[bytes, byte
         rsa_decrypt_password(encrypted, bytes(20), private)
     with pytest.raises(ProtocolError, match="PEM"):
         rsa_encrypt_password(b"x", nonce, b"not a key")
+
+
+def test_rsa_decrypt_takes_a_loaded_key(rsa_keys: tuple[bytes, bytes]) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    private, public = rsa_keys
+    key = serialization.load_pem_private_key(private, password=None)
+    nonce = os.urandom(20)
+    encrypted = rsa_encrypt_password(b"pw", nonce, public)
+    assert rsa_decrypt_password(encrypted, nonce, key) == b"pw"
+
+
+def test_rsa_decrypt_without_require_nul_returns_an_unterminated_plaintext_whole(
+        rsa_keys: tuple[bytes, bytes]) -> None:
+    """A proxy passes an odd plaintext on and lets the server judge it."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    private, public = rsa_keys
+    nonce = bytes(range(1, 21))
+    key = serialization.load_pem_public_key(public)
+    mixed = bytes(c ^ nonce[i % 20] for i, c in enumerate(b"no-nul"))
+    encrypted = key.encrypt(  # type: ignore[union-attr]
+        mixed, padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+    with pytest.raises(ProtocolError, match="not NUL-terminated"):
+        rsa_decrypt_password(encrypted, nonce, private)
+    assert rsa_decrypt_password(encrypted, nonce, private, require_nul=False) == b"no-nul"
+
+
+def test_rsa_uses_the_first_20_bytes_of_the_nonce(rsa_keys: tuple[bytes, bytes]) -> None:
+    private, public = rsa_keys
+    nonce = os.urandom(20)
+    encrypted = rsa_encrypt_password(b"s3cret", nonce + b"\x00", public)
+    assert rsa_decrypt_password(encrypted, nonce, private) == b"s3cret"
+
+
+def test_rsa_without_a_nonce_or_with_a_bad_key_is_a_protocol_error(
+        rsa_keys: tuple[bytes, bytes]) -> None:
+    private, public = rsa_keys
+    with pytest.raises(ProtocolError, match="nonce"):
+        rsa_encrypt_password(b"pw", b"", public)
+    with pytest.raises(ProtocolError, match="nonce"):
+        rsa_decrypt_password(rsa_encrypt_password(b"pw", b"n" * 20, public), b"", private)
+    with pytest.raises(ProtocolError, match="private key is not a valid PEM"):
+        rsa_decrypt_password(b"x" * 256, b"n" * 20, b"not a key")
+
+
+def test_rsa_without_cryptography_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives", None)
+    with pytest.raises(RSAUnavailable, match="pip install cryptography"):
+        rsa_encrypt_password(b"pw", b"n" * 20, b"")
+    assert issubclass(RSAUnavailable, RuntimeError)

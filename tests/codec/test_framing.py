@@ -7,7 +7,15 @@ import itertools
 import pytest
 from chassis_mysql.constants import MAX_PAYLOAD
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import Packet, PacketReader, frame, frame_next_seq, header, scan
+from chassis_mysql.framing import (
+    Packet,
+    PacketReader,
+    frame,
+    frame_next_seq,
+    header,
+    scan,
+    shift_sequence_ids,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +143,57 @@ def test_scan_stops_before_the_partial_tail(payloads: list[bytes], tail: bytes) 
     assert scan(data) == len(whole)
     assert scan(memoryview(bytearray(data))) == len(whole)
     assert scan(data, len(whole)) == len(whole)
+
+
+def test_shift_sequence_ids_moves_each_packets_id_and_wraps() -> None:
+    data = frame(b"one", 0) + frame(b"", 1) + frame(b"three", 255)
+    shifted = shift_sequence_ids(data, len(data), 2)
+    assert shifted == frame(b"one", 2) + frame(b"", 3) + frame(b"three", 1)
+    assert shift_sequence_ids(data, len(data), -1) == frame(b"one", 255) + frame(b"", 0) + frame(
+        b"three", 254)
+
+
+def test_shift_sequence_ids_stops_at_end_and_leaves_the_rest_out() -> None:
+    first, second = frame(b"first", 1), frame(b"second", 2)
+    data = first + second + second[:5]
+    assert shift_sequence_ids(data, len(first), 3) == frame(b"first", 4)
+    assert shift_sequence_ids(memoryview(bytearray(data)), len(first + second), 3) == (
+        frame(b"first", 4) + frame(b"second", 5))
+
+
+def test_shift_sequence_ids_by_zero_or_256_copies_unchanged() -> None:
+    data = frame(b"a", 5) + frame(b"b", 6)
+    assert shift_sequence_ids(data, len(data), 0) == data
+    assert shift_sequence_ids(bytearray(data), 5, 256) == data[:5]
+
+
+def test_shift_sequence_ids_refuses_an_end_inside_a_packet() -> None:
+    data = frame(b"abcdef", 1) + frame(b"gh", 2)
+    for end in (2, 5, 11):
+        with pytest.raises(ProtocolError, match=f"offset {end} is not the end of a packet"):
+            shift_sequence_ids(data, end, 1)
+
+
+def test_shift_sequence_ids_renumbers_a_split_payload_chunk_by_chunk() -> None:
+    data = frame(b"z" * MAX_PAYLOAD, 9)  # two chunks: 0xFFFFFF bytes, then an empty one
+    shifted = shift_sequence_ids(data, len(data), 1)
+    assert shifted == frame(b"z" * MAX_PAYLOAD, 10)
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 12)), max_size=20),
+       st.integers(-300, 300), st.integers(0, 255))
+def test_shift_sequence_ids_equals_reframing_runs_of_one_size_included(
+        runs: list[tuple[int, int]], offset: int, seq: int) -> None:
+    """Runs of equal-size packets (renumbered with slices) and lone ones agree with frame()."""
+    sizes = [size for size, count in runs for _ in range(count)]
+    data = b"".join(frame(bytes([i & 0xFF]) * size, seq + i) for i, size in enumerate(sizes))
+    expected = b"".join(frame(bytes([i & 0xFF]) * size, seq + i + offset)
+                        for i, size in enumerate(sizes))
+    assert shift_sequence_ids(data, len(data), offset) == expected
+    assert shift_sequence_ids(data + b"\x09\x00", len(data), offset) == expected
+
+
+def test_shift_sequence_ids_handles_runs_longer_than_one_window() -> None:
+    data = b"".join(frame(b"row", i) for i in range(1000)) + frame(b"end!", 232)
+    expected = b"".join(frame(b"row", i + 7) for i in range(1000)) + frame(b"end!", 239)
+    assert shift_sequence_ids(data, len(data), 7) == expected
