@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from chassis_mysql.constants import Capability, ColumnFlag, FieldType, ServerStatus
+from chassis_mysql.constants import Capability, ColumnFlag, ErrorCode, FieldType, ServerStatus
 from chassis_mysql.packets import ERR, OK
 from chassis_mysql.resultset import ColumnDefinition, text_resultset
 
@@ -28,7 +28,9 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def err_payload(message: str | bytes, code: int = 1105, sqlstate: str | bytes | None = None) -> bytes:
+def err_payload(
+    message: str | bytes, code: int = ErrorCode.UNKNOWN_ERROR, sqlstate: str | bytes | None = None
+) -> bytes:
     """An ERR payload the way MySQL Proxy writes it: the SQL state defaults to 07000 and
     exactly 5 bytes of it are used; the message is cut at 512 bytes."""
     raw = message.encode("utf-8", "surrogateescape") if isinstance(message, str) else message
@@ -66,8 +68,10 @@ class ResponseBuilder:
             ).encode(self.capabilities)
         )
 
-    def err(self, message: bytes, code: float, sqlstate: bytes | None) -> None:
-        self.payloads.append(err_payload(bytes(message), int(code), sqlstate))
+    def err(self, message: bytes, code: float | None, sqlstate: bytes | None) -> None:
+        """An ERR; ``code`` is None when the script gave no usable errcode (ER_UNKNOWN_ERROR)."""
+        number = ErrorCode.UNKNOWN_ERROR if code is None else int(code)
+        self.payloads.append(err_payload(bytes(message), number, sqlstate))
 
     def field(self, name: bytes, ftype: float) -> None:
         t = int(ftype) & 0xFF
