@@ -46,7 +46,7 @@ local unlimited, guarded, guarded_armed, describe = L.unlimited, L.guarded, L.gu
 local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
-local activate, new_private = O.activate, O.new_private
+local activate, new_private, proxy_mt = O.activate, O.new_private, O.proxy_mt
 local build_response = part("response", py, O.C)
 local make_injection = part("injection", py)
 
@@ -98,9 +98,12 @@ function api.call_hook(cs, name, ...)
 	return guarded(fn, ...)
 end
 
+-- read_query runs for every client command: its entries do activate()'s work inline.
 function api.call_read_query(cs, packet)
-	activate(cs)
-	cs.priv.response = {}
+	local priv = cs.priv
+	proxy_mt.__index = priv
+	proxy_mt.__newindex = priv
+	priv.response = {}
 	local fn = cs.env.read_query
 	if fn == nil then return ST_MISSING, nil end
 	return guarded(fn, packet)
@@ -109,8 +112,10 @@ end
 -- The same, for a caller that armed the memory ceiling itself and lifts it after the call
 -- (it checked there is room for the arguments): two Python callbacks fewer per command.
 function api.call_read_query_armed(cs, packet)
-	activate(cs)
-	cs.priv.response = {}
+	local priv = cs.priv
+	proxy_mt.__index = priv
+	proxy_mt.__newindex = priv
+	priv.response = {}
 	local fn = cs.env.read_query
 	if fn == nil then return ST_MISSING, nil end
 	return guarded_armed(fn, packet)

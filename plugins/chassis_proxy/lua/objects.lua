@@ -290,5 +290,7 @@ function O.new_private(cid)
 end
 
 O.C, O.proxy, O.activate, O.argerror, O.to_integer = C, proxy, activate, argerror, to_integer
+-- proxy's metatable, for bridge.lua's read_query entries, which do activate()'s work inline
+O.proxy_mt = proxy_mt
 
 return O

@@ -1,6 +1,6 @@
 """``proxy.response`` -> the payloads the client gets.
 
-bridge.lua reads the script's table with MySQL Proxy's rules (which types count as
+response.lua reads the script's table with MySQL Proxy's rules (which types count as
 numbers and strings, what becomes SQL NULL) and calls one of the ``resp_*`` callbacks
 per packet part; this module turns them into payloads with :mod:`chassis_mysql`,
 exactly as MySQL Proxy 0.8.5 builds them: OK with status AUTOCOMMIT and no warnings,
@@ -41,7 +41,7 @@ def err_payload(
 
 
 class ResponseBuilder:
-    """Collects one proxy.response while bridge.lua walks it."""
+    """Collects one proxy.response while response.lua walks it."""
 
     def __init__(self, capabilities: int = _CAPS) -> None:
         self.capabilities = capabilities | _CAPS
@@ -98,6 +98,42 @@ class ResponseBuilder:
         if self.columns:
             return text_resultset(self.columns, self.rows, self.capabilities, ServerStatus.AUTOCOMMIT)
         return self.payloads
+
+
+class ResponseCollector:
+    """The ``resp_*`` callbacks of one Lua state, routed to the builder of the
+    proxy.response being read (one at a time, but a response may be read while another
+    hook's is: each :meth:`collect` restores the one it interrupted)."""
+
+    def __init__(self) -> None:
+        self._builder: ResponseBuilder | None = None
+
+    def callbacks(self) -> dict[str, Callable[..., Any]]:
+        """The functions for response.lua (``py.resp_*``)."""
+        return {
+            "resp_ok": lambda *a: self._target().ok(*a),
+            "resp_err": lambda *a: self._target().err(*a),
+            "resp_field": lambda *a: self._target().field(*a),
+            "resp_row": lambda *a: self._target().row(*a),
+            "resp_raw": lambda *a: self._target().raw(*a),
+        }
+
+    def _target(self) -> ResponseBuilder:
+        if self._builder is None:  # only a collect()ing walk calls the resp_* callbacks
+            self._builder = ResponseBuilder()
+        return self._builder
+
+    def collect(self, capabilities: int, walk: Callable[[], Any]) -> tuple[Any, list[bytes] | None]:
+        """Run ``walk`` (response.lua reading proxy.response) into a fresh builder:
+        (None, payloads), or (why the response is unusable, None). Lua errors from
+        ``walk`` and ValueErrors from the builder propagate."""
+        builder = ResponseBuilder(capabilities)
+        previous, self._builder = self._builder, builder
+        try:
+            problem = walk()
+            return problem, (None if problem is not None else builder.result())
+        finally:
+            self._builder = previous
 
 
 def _unsigned(value: float) -> int:
