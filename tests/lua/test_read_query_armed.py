@@ -51,13 +51,13 @@ def host(request: pytest.FixtureRequest, env: Env) -> Any:
 def armed_calls(host: Any) -> list[bytes]:
     """Record the calls that take the armed entry point."""
     calls: list[bytes] = []
-    real = host._call_read_query_armed
+    real = host.calls.call_read_query_armed
 
     def recording(state: Any, packet: bytes) -> Any:
         calls.append(packet)
         return real(state, packet)
 
-    host._call_read_query_armed = recording
+    host.calls.call_read_query_armed = recording
     return calls
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from chassis_proxy.lua.host import EXEC_FAILED, LOAD_FAILED, LuaConnectionHooks, LuaScriptHost
+from chassis_proxy.lua.host import EXEC_FAILED, LOAD_FAILED, LuaScriptHost
+from chassis_proxy.lua.instance import LuaConnectionHooks
 from chassis_proxy.lua.limits import (
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_MAX_MEMORY,

@@ -1,5 +1,7 @@
-"""The Lua :class:`~chassis_proxy.hooks.ScriptHost`: loads the script, instantiates it per
-client connection and turns what the hooks do into :class:`~chassis_proxy.hooks.Outcome`.
+"""The Lua :class:`~chassis_proxy.hooks.ScriptHost`: creates the Lua state, loads the
+script and instantiates it per client connection as a
+:class:`~chassis_proxy.lua.instance.LuaConnectionHooks`, which turns what the hooks do
+into :class:`~chassis_proxy.hooks.Outcome`.
 
 Script semantics are MySQL Proxy 0.8.5's (reference section 3.1): the file is compiled
 once per version (path, nanosecond mtime and size) and run from the top for each new
@@ -22,32 +24,24 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from chassis_mysql.constants import Capability
-
 from chassis import logs
-from chassis_proxy.hooks import (
-    NO_DECISION,
-    ConnectionView,
-    Decision,
-    InjectionResult,
-    Outcome,
-    ScriptLoadError,
-)
-from chassis_proxy.lua.injection import ResultView
+from chassis_proxy.hooks import ConnectionView, ScriptLoadError
+from chassis_proxy.lua.calls import HookCalls
+from chassis_proxy.lua.instance import LuaConnectionHooks
 from chassis_proxy.lua.limits import (
+    CALL_OK,
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_MAX_MEMORY,
+    Limits,
     OnError,
-    format_memory_size,
     parse_memory_size,
 )
 from chassis_proxy.lua.modules import ModuleContext, bundled_modules
-from chassis_proxy.lua.objects import ObjectAccess
-from chassis_proxy.lua.response import RESPONSE_FAILED, ResponseBuilder, err_payload
+from chassis_proxy.lua.objects import ObjectAccess, log_prefix, python_text
+from chassis_proxy.lua.response import ResponseCollector
 from chassis_proxy.lua.runtime import (
     LIB_DIR,
     LuaError,
-    LuaMemoryError,
     LuaState,
     default_search_paths,
     search_path,
@@ -56,22 +50,6 @@ from chassis_proxy.lua.runtime import (
 #: ERR messages of MySQL Proxy 0.8.5 for a script that cannot be used (reference 3.9).
 LOAD_FAILED = "MySQL Proxy Lua script failed to load. Check the error log."
 EXEC_FAILED = "MySQL Proxy Lua script failed to execute. Check the error log."
-
-# statuses returned by bridge.lua's guarded calls
-_OK, _MISSING, _ERROR, _TIMEOUT, _MEMORY = 0, 1, 2, 3, 4
-
-_PROTOCOL_41 = int(Capability.PROTOCOL_41)
-_LUA_OR_VALUE_ERROR: tuple[type[Exception], ...] = (*LuaError, ValueError)
-_SEND_QUERY = int(Decision.SEND_QUERY)
-_SEND_RESULT = int(Decision.SEND_RESULT)
-_IGNORE_RESULT = int(Decision.IGNORE_RESULT)
-
-#: Room left under --lua-max-memory, beyond the packet itself, for read_query to arm the
-#: ceiling before calling into Lua (pushing the arguments must not hit it).
-_ARM_HEADROOM = 1 << 20
-
-_SEND_QUERY_OUTCOME = Outcome(Decision.SEND_QUERY)
-_IGNORE_OUTCOME = Outcome(Decision.IGNORE_RESULT)
 
 
 class _Compiled:
@@ -120,24 +98,18 @@ class LuaScriptHost:
         self.hook_timeout = float(hook_timeout)
         self.max_memory = parse_memory_size(max_memory)
         self.log = logger or logging.getLogger("chassis.proxy.lua")
+        self.limits = Limits(self.on_error, self.hook_timeout, self.max_memory, self.log)
         self._ids = itertools.count(1)
         self._instances: dict[int, weakref.ref[LuaConnectionHooks]] = {}
-        self._current: LuaConnectionHooks | None = None
-        self._builder: ResponseBuilder | None = None
         self._compiled: _Compiled | None = None
         self._closed = False
+        self._calls: HookCalls | None = None  # once the state exists
 
         self._objects = ObjectAccess(self._lookup, self._current_view, self.log)
+        self._responses = ResponseCollector()
         callbacks: dict[str, Callable[..., Any]] = dict(self._objects.callbacks())
-        callbacks.update(
-            log=self._lua_log,
-            stdout_write=_stdout_write,
-            resp_ok=lambda *a: self._response().ok(*a),
-            resp_err=lambda *a: self._response().err(*a),
-            resp_field=lambda *a: self._response().field(*a),
-            resp_row=lambda *a: self._response().row(*a),
-            resp_raw=lambda *a: self._response().raw(*a),
-        )
+        callbacks.update(self._responses.callbacks())
+        callbacks.update(log=self._lua_log, stdout_write=_stdout_write)
         self.lua = LuaState(
             callbacks,
             hook_timeout=self.hook_timeout,
@@ -174,23 +146,9 @@ class LuaScriptHost:
             for m in bundled_modules(ctx)
         }
         self.lua.call("install_modules", self.lua.table(specs))
-        self._entry = {
-            name: self.lua.api[name.encode()]
-            for name in (
-                "instantiate",
-                "call_hook",
-                "call_read_query",
-                "call_read_auth_result",
-                "call_read_query_result",
-            )
-        }
-        self._call_read_query = self._entry["call_read_query"]
-        # read_query arms the allocator's ceiling itself when there is room for the packet:
-        # cheaper than bridge.lua calling back into Python twice (see call_read_query_armed).
-        self._call_read_query_armed = self.lua.api[b"call_read_query_armed"]
-        self._arms_itself = self.lua.memory_enforced_by_allocator
-        self._set_max_memory = self.lua.runtime.set_max_memory
-        self._memory_used = self.lua.runtime.get_memory_used
+        self._calls = calls = HookCalls(self.lua)
+        #: The calls into the script's hooks (and whose hook is running).
+        self.calls = calls
 
     # -- ScriptHost --------------------------------------------------------------------------
 
@@ -200,20 +158,29 @@ class LuaScriptHost:
             raise ScriptLoadError(LOAD_FAILED)
         factory = self._factory(conn)
         cid = next(self._ids)
-        hooks = LuaConnectionHooks(self, conn, cid)
+        state = self.calls.new_connection(cid)
+        hooks = LuaConnectionHooks(
+            conn,
+            cid,
+            state,
+            calls=self.calls,
+            limits=self.limits,
+            responses=self._responses,
+            release=self._release,
+            log=self.log,
+        )
         instances = self._instances
         # a connection dropped without disconnect_client() still leaves the registry
         self._instances[cid] = weakref.ref(hooks, lambda _ref: instances.pop(cid, None))
         try:
-            hooks._state = self.lua.call("new_connection", cid)
-            status, value = self._guarded(hooks, "instantiate", hooks._state, factory)
+            status, value = self.calls.call(conn, "instantiate", state, factory)
         except BaseException:
             self._instances.pop(cid, None)
             raise
-        if status != _OK:
+        if status != CALL_OK:
             self._instances.pop(cid, None)
-            hooks._state = None
-            self._log_failure(conn, "script", status, value, what="the script's top level")
+            hooks.detach()
+            self.limits.log_failure(conn, "script", status, value, what="the script's top level")
             raise ScriptLoadError(EXEC_FAILED)
         return hooks
 
@@ -223,7 +190,7 @@ class LuaScriptHost:
         for ref in list(self._instances.values()):
             hooks = ref()
             if hooks is not None:
-                hooks._state = None
+                hooks.detach()
         self._instances.clear()
 
     # -- script cache ------------------------------------------------------------------------
@@ -238,111 +205,28 @@ class LuaScriptHost:
                 if cached is None or cached.key != key:
                     source = f.read()
                     factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
-                    message = None if factory is not None else _text(err)
+                    message = None if factory is not None else python_text(err)
                     cached = self._compiled = _Compiled(key, factory, message)
         except OSError as e:
             self.log.log(
                 logs.CRITICAL,
                 "%sLua script %s cannot be read: %s (check --proxy-lua-script)",
-                _prefix(conn), self.script, e.strerror or e,
+                log_prefix(conn), self.script, e.strerror or e,
             )
             raise ScriptLoadError(LOAD_FAILED) from None
         except LuaError as e:
-            self.log.log(logs.CRITICAL, "%sLua script %s failed to load: %s", _prefix(conn), self.script, e)
+            self.log.log(logs.CRITICAL, "%sLua script %s failed to load: %s", log_prefix(conn), self.script, e)
             raise ScriptLoadError(LOAD_FAILED) from None
         if cached.error is not None:
-            self.log.log(logs.CRITICAL, "%sLua script failed to load: %s", _prefix(conn), cached.error)
+            self.log.log(logs.CRITICAL, "%sLua script failed to load: %s", log_prefix(conn), cached.error)
             raise ScriptLoadError(LOAD_FAILED)
         return cached.factory
 
-    # -- calls into Lua ------------------------------------------------------------------------
-
-    def _guarded(self, hooks: LuaConnectionHooks, fn: str, *args: Any) -> tuple[int, Any]:
-        """Call a bridge.lua entry point for ``hooks``'s connection; (status, value)."""
-        previous = self._current
-        self._current = hooks
-        try:
-            status, value = self._entry[fn](*args)
-        except LuaMemoryError:
-            status, value = _MEMORY, None
-        except LuaError as e:
-            status, value = _ERROR, str(e).encode()
-        finally:
-            self._current = previous
-        return int(status), value
-
-    def _send_result(self, hooks: LuaConnectionHooks, hook: str) -> Outcome:
-        """proxy.response as payloads; an ERR (and one log line) when it is unusable."""
-        builder = ResponseBuilder(negotiated_capabilities(hooks.conn))
-        previous, self._builder = self._builder, builder
-        self._current, saved = hooks, self._current
-        try:
-            problem = self.lua.call("build_response", hooks._state)
-            payloads = None if problem is not None else builder.result()
-        except _LUA_OR_VALUE_ERROR as e:
-            problem, payloads = str(e).encode(), None
-        finally:
-            self._builder = previous
-            self._current = saved
-        if payloads is None or not payloads:
-            reason = _text(problem) if problem is not None else "proxy.response produced no packet"
-            self.log.log(logs.CRITICAL, "%s(%s) %s", _prefix(hooks.conn), hook, reason)
-            return Outcome(Decision.SEND_RESULT, [err_payload(RESPONSE_FAILED)])
-        return Outcome(Decision.SEND_RESULT, payloads)
-
-    def _response(self) -> ResponseBuilder:
-        if self._builder is None:  # only bridge.lua's build_response calls the resp_* callbacks
-            self._builder = ResponseBuilder()
-        return self._builder
-
-    # -- failures ------------------------------------------------------------------------------
-
-    def _log_failure(
-        self, conn: ConnectionView | None, hook: str, status: int, value: Any, what: str | None = None
-    ) -> None:
-        where = what or f"{hook}()"
-        if status == _TIMEOUT:
-            msg = (
-                f"({hook}) {where} ran longer than --lua-hook-timeout={self.hook_timeout:g}s "
-                "and was interrupted"
-            )
-        elif status == _MEMORY:
-            limit = format_memory_size(self.max_memory) if self.max_memory else "the available memory"
-            msg = f"({hook}) {where} ran out of memory (--lua-max-memory={limit}) and was interrupted"
-        else:
-            msg = f"({hook}) {_text(value)}"
-        self.log.log(logs.CRITICAL, "%s%s", _prefix(conn), msg)
-
-    def _failed(
-        self, hooks: LuaConnectionHooks, hook: str, status: int, value: Any, can_answer: bool = True
-    ) -> Outcome:
-        """A hook raised or was interrupted: log it, then the C default or an ERR.
-
-        ``can_answer`` is False where the client was already answered (a streamed result).
-        """
-        self._log_failure(hooks.conn, hook, status, value)
-        if self.on_error is OnError.REJECT and can_answer:
-            return Outcome(
-                Decision.SEND_RESULT,
-                [
-                    err_payload(
-                        f"(lua) {hook}() failed and --proxy-lua-on-error=reject is set; "
-                        "check the proxy's error log",
-                        1105,
-                        "HY000",
-                    )
-                ],
-            )
-        return NO_DECISION
-
-    def _unexpected(self, hooks: LuaConnectionHooks, hook: str, value: int, doing: str) -> None:
-        self.log.log(
-            logs.CRITICAL,
-            "%s(%s) returned %s, which this hook does not handle: %s",
-            _prefix(hooks.conn), hook, value, doing,
-        )
-
     # -- callbacks from bridge.lua -------------------------------------------------------------
+
+    def _release(self, cid: int) -> None:
+        """An instance's client disconnected: it leaves the registry."""
+        self._instances.pop(cid, None)
 
     def _lookup(self, cid: int) -> ConnectionView | None:
         ref = self._instances.get(int(cid))
@@ -350,262 +234,22 @@ class LuaScriptHost:
         return hooks.conn if hooks is not None else None
 
     def _current_view(self) -> ConnectionView | None:
-        return self._current.conn if self._current is not None else None
+        return self._calls.current if self._calls is not None else None
 
     def _lua_log(self, level: bytes, message: bytes) -> None:
         conn = self._current_view()
         self.log.log(
-            logs.LEVELS.get(_text(level), logs.MESSAGE), "%s%s", _prefix(conn), _text(message)
+            logs.LEVELS.get(python_text(level), logs.MESSAGE), "%s%s", log_prefix(conn), python_text(message)
         )
 
     def _module_log(self, level: str, message: str) -> None:
-        self.log.log(logs.LEVELS.get(level, logs.MESSAGE), "%s%s", _prefix(self._current_view()), message)
-
-
-class LuaConnectionHooks:
-    """One client's instance of the script (see :class:`chassis_proxy.hooks.ConnectionHooks`)."""
-
-    def __init__(self, host: LuaScriptHost, conn: ConnectionView, cid: int) -> None:
-        self.host = host
-        self.conn = conn
-        self.cid = cid
-        self._state: Any = None
-
-    def _call(self, fn: str, *args: Any) -> tuple[int, Any]:
-        if self._state is None:
-            return _MISSING, None
-        return self.host._guarded(self, fn, self._state, *args)
-
-    def has_hook(self, name: str) -> bool:
-        """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
-        if self._state is None:
-            return False
-        return bool(self.host.lua.call("has_hook", self._state, name.encode()))
-
-    def _decide(self, hook: str, status: int, value: Any) -> int | Outcome:
-        """The hook's number (0 for none), or the Outcome of a failure."""
-        if status == _MISSING:
-            return 0
-        if status != _OK:
-            return self.host._failed(self, hook, status, value)
-        if value is None:
-            return 0
-        return int(value)
-
-    def connect_server(self) -> Outcome:
-        d = self._decide("connect_server", *self._call("call_hook", b"connect_server"))
-        if isinstance(d, Outcome):
-            return d
-        if d == 0:
-            return NO_DECISION
-        if d == _SEND_RESULT:
-            return self.host._send_result(self, "connect_server")
-        if d == _IGNORE_RESULT:
-            return _IGNORE_OUTCOME
-        self.host._unexpected(self, "connect_server", d, "picking a backend as if it returned nothing")
-        return NO_DECISION
-
-    def read_handshake(self) -> Outcome:
-        d = self._decide("read_handshake", *self._call("call_hook", b"read_handshake"))
-        if isinstance(d, Outcome):
-            return d
-        if d == 0:
-            return NO_DECISION
-        if d == _SEND_QUERY:
-            self.host.log.log(
-                logs.WARNING,
-                "%s(read_handshake) proxy.PROXY_SEND_QUERY is deprecated here, use proxy.PROXY_SEND_RESULT",
-                _prefix(self.conn),
-            )
-            d = _SEND_RESULT
-        if d == _SEND_RESULT:
-            return self.host._send_result(self, "read_handshake")
-        self.host._unexpected(self, "read_handshake", d, "forwarding the handshake")
-        return NO_DECISION
-
-    def read_auth(self) -> Outcome:
-        d = self._decide("read_auth", *self._call("call_hook", b"read_auth"))
-        if isinstance(d, Outcome):
-            return d
-        if d == 0:
-            return NO_DECISION
-        if d == _SEND_RESULT:
-            return self.host._send_result(self, "read_auth")
-        if d == _SEND_QUERY:
-            if len(self.conn.queries) == 0:
-                self.host.log.log(
-                    logs.CRITICAL,
-                    "%s(read_auth) returned proxy.PROXY_SEND_QUERY but proxy.queries is empty: "
-                    "forwarding the client's login packet",
-                    _prefix(self.conn),
-                )
-                return NO_DECISION
-            return _SEND_QUERY_OUTCOME
-        self.host._unexpected(self, "read_auth", d, "forwarding the login packet")
-        return NO_DECISION
-
-    def read_auth_result(self, packet: bytes) -> Outcome:
-        d = self._decide("read_auth_result", *self._call("call_read_auth_result", packet))
-        if isinstance(d, Outcome):
-            return d
-        if d == 0:
-            return NO_DECISION
-        if d == _SEND_RESULT:
-            return self.host._send_result(self, "read_auth_result")
-        self.host._unexpected(self, "read_auth_result", d, "forwarding the server's answer")
-        return NO_DECISION
-
-    def read_query(self, packet: bytes) -> Outcome:
-        queries = self.conn.queries
-        queries.reset()
-        state = self._state
-        if state is None:
-            return NO_DECISION
-        # LuaScriptHost._guarded, inlined: this runs for every client command.
-        host = self.host
-        previous = host._current
-        host._current = self
-        try:
-            if host._arms_itself and (host._memory_used() + len(packet) + _ARM_HEADROOM
-                                      < host.max_memory):
-                host._set_max_memory(host.max_memory)
-                try:
-                    status, value = host._call_read_query_armed(state, packet)
-                finally:
-                    host._set_max_memory(0)
-            else:
-                status, value = host._call_read_query(state, packet)
-        except LuaMemoryError:
-            status, value = _MEMORY, None
-        except LuaError as e:
-            status, value = _ERROR, str(e).encode()
-        finally:
-            host._current = previous
-        if value is None and status <= _MISSING:  # the hook returned nothing, or there is none
-            if len(queries):
-                self._discard_queue()
-            return NO_DECISION
-        d = self._decide("read_query", int(status), value)
-        if isinstance(d, Outcome):
-            queries.reset()
-            return d
-        if d == 0:
-            if len(queries):
-                self._discard_queue()
-            return NO_DECISION
-        if d == _SEND_QUERY:
-            if len(queries) == 0:
-                self.host.log.log(
-                    logs.CRITICAL,
-                    "%s(read_query) returned proxy.PROXY_SEND_QUERY but proxy.queries is empty: "
-                    "sending the original query",
-                    _prefix(self.conn),
-                )
-                return NO_DECISION
-            return _SEND_QUERY_OUTCOME
-        if d == _SEND_RESULT:
-            queries.reset()
-            return self.host._send_result(self, "read_query")
-        queries.reset()
-        self.host._unexpected(self, "read_query", d, "sending the original query")
-        return NO_DECISION
-
-    def _discard_queue(self) -> None:
-        queries = self.conn.queries
-        self.host.log.log(
-            logs.CRITICAL,
-            "%s(read_query) proxy.queries has %d entries but the hook did not return "
-            "proxy.PROXY_SEND_QUERY: they are discarded and the original query is sent",
-            _prefix(self.conn), len(queries),
-        )
-        queries.reset()
-
-    def read_query_result(self, result: InjectionResult) -> Outcome:
-        buffered = result.packets is not None
-        if self._state is None:
-            return NO_DECISION
-        view = ResultView(result, self.host.lua.table, negotiated_capabilities(self.conn))
-        summary = self.host.lua.table(view.summary())
-        status, value = self._call("call_read_query_result", summary, view.fields, view.row)
-        if status == _MISSING:
-            return NO_DECISION
-        if status != _OK:
-            return self.host._failed(self, "read_query_result", status, value, can_answer=buffered)
-        d = 0 if value is None else int(value)
-        if d == 0:
-            return NO_DECISION
-        if d == _SEND_RESULT:
-            if not buffered:
-                self.host.log.log(
-                    logs.CRITICAL,
-                    "%s(read_query_result) returned proxy.PROXY_SEND_RESULT for injection %d, "
-                    "whose result was not buffered (append it with { resultset_is_needed = true }): "
-                    "the original result was sent",
-                    _prefix(self.conn), result.injection.id,
-                )
-                return NO_DECISION
-            return self.host._send_result(self, "read_query_result")
-        if d == _IGNORE_RESULT:
-            if not buffered:
-                self.host.log.log(
-                    logs.CRITICAL,
-                    "%s(read_query_result) returned proxy.PROXY_IGNORE_RESULT for injection %d, "
-                    "whose result was already streamed to the client (append it with "
-                    "{ resultset_is_needed = true } to drop it)",
-                    _prefix(self.conn), result.injection.id,
-                )
-                return NO_DECISION
-            return _IGNORE_OUTCOME
-        self.host._unexpected(
-            self, "read_query_result", d,
-            "the result is dropped" if buffered else "the result was already streamed",
-        )
-        return _IGNORE_OUTCOME if buffered else NO_DECISION
-
-    def disconnect_client(self) -> None:
-        try:
-            status, value = self._call("call_hook", b"disconnect_client")
-            if status not in (_OK, _MISSING):
-                self.host._log_failure(self.conn, "disconnect_client", status, value)
-        finally:
-            self._state = None
-            self.host._instances.pop(self.cid, None)
-
-
-def negotiated_capabilities(conn: ConnectionView) -> int:
-    """The capabilities the client and server agreed on, which decide how result sets end
-    (EOF or, with CLIENT_DEPRECATE_EOF, OK) and how column definitions look.
-
-    ConnectionView does not carry them; the proxy's connection has ``client_capabilities``
-    and ``server_handshake``, so they are read when present. Without them: PROTOCOL_41.
-    """
-    caps = getattr(conn, "client_capabilities", None)
-    if not isinstance(caps, int):
-        return _PROTOCOL_41
-    handshake = getattr(conn, "server_handshake", None)
-    server = getattr(handshake, "capabilities", None)
-    if server is not None:
-        caps &= int(server)
-    return caps | _PROTOCOL_41
-
-
-def _prefix(conn: ConnectionView | None) -> str:
-    """Log lines about a connection start with its id."""
-    if conn is None:
-        return ""
-    return f"conn {conn.connection_id}: "
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+        self.log.log(logs.LEVELS.get(level, logs.MESSAGE), "%s%s", log_prefix(self._current_view()), message)
 
 
 def _stdout_write(data: bytes) -> None:
     out = sys.stdout
     try:
-        out.write(_text(data))
+        out.write(python_text(data))
         out.flush()
     except (OSError, ValueError):
         pass

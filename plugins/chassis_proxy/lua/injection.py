@@ -1,4 +1,5 @@
-"""What ``read_query_result(inj)`` shows of one injected command's response.
+"""What ``read_query_result(inj)`` shows of one injected command's response
+(``injection.lua`` builds the ``inj`` object from it).
 
 The connection hands over an :class:`~chassis_proxy.hooks.InjectionResult`; the summary
 fields (``query_status``, ``row_count``, ``flags`` ...) always exist, while ``raw``,
@@ -14,9 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chassis_mysql.constants import Capability, FieldType, ServerStatus
+from chassis_mysql.constants import (
+    ERR_HEADER,
+    LOCAL_INFILE_HEADER,
+    OK_HEADER,
+    Capability,
+    FieldType,
+    ServerStatus,
+)
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import is_eof, is_err
+from chassis_mysql.packets import is_eof, is_err, is_ok_eof
 from chassis_mysql.resultset import (
     ColumnDefinition,
     DateTimeValue,
@@ -60,7 +68,7 @@ class ResultView:
         self._rows_start = 0
 
     def summary(self) -> dict[str, Any]:
-        """The values bridge.lua's injection and resultset objects return as they are."""
+        """The values injection.lua's injection and resultset objects return as they are."""
         r = self.result
         status = ServerStatus(r.server_status)
         return {
@@ -90,7 +98,7 @@ class ResultView:
         columns: list[ColumnDefinition] = []
         pos = len(packets)
         first = packets[0] if packets else b""
-        if first and first[0] not in (0x00, 0xFF, 0xFB):
+        if first and first[0] not in (OK_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER):
             try:
                 n = column_count(first)
                 for payload in packets[1 : 1 + n]:
@@ -128,7 +136,7 @@ class ResultView:
         """Row ``i`` (1-based) as a Lua array of strings with nil for NULL, and an error.
 
         ``(None, None)`` past the end; ``(None, message)`` when the row cannot be decoded
-        (bridge.lua raises it in the script).
+        (injection.lua raises it in the script).
         """
         columns = self.columns()
         packets = self.result.packets or []
@@ -136,7 +144,7 @@ class ResultView:
         if not columns or index >= len(packets) or index < self._rows_start:
             return None, None
         payload = packets[index]
-        if is_eof(payload) or is_err(payload) or (payload[:1] == b"\xfe" and len(payload) < 0xFFFFFF):
+        if is_ok_eof(payload) or is_err(payload):
             return None, None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
         try:
             if self.result.binary:

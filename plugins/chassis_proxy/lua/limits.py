@@ -4,12 +4,24 @@ what a client gets when a hook fails.
 MySQL Proxy 0.8.5 had none of these: a looping hook stalled every client and a script
 could exhaust the process. The option names below are the ones the proxy plugin
 registers (``--lua-hook-timeout``, ``--lua-max-memory``, ``--proxy-lua-on-error``).
+``limits.lua`` is the Lua half: it enforces the deadline and the ceiling while a hook
+runs and reports how the call ended with the statuses below; :class:`Limits` turns a
+failed call into one log line and the client's answer.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from enum import StrEnum
+from typing import Any
+
+from chassis_mysql.constants import ErrorCode
+
+from chassis import logs
+from chassis_proxy.hooks import NO_DECISION, ConnectionView, Decision, Outcome
+from chassis_proxy.lua.objects import log_prefix, python_text
+from chassis_proxy.lua.response import err_payload
 
 #: Seconds one hook call (or a script's top level) may run before it is interrupted.
 DEFAULT_HOOK_TIMEOUT = 1.0
@@ -55,3 +67,77 @@ def format_memory_size(n: int) -> str:
         if n and n % size == 0:
             return f"{n // size}{unit}"
     return str(n)
+
+
+# How a guarded call into bridge.lua ended (limits.lua's ST_*): plain ints, since the
+# read_query path compares them for every client command.
+#: The hook returned (the value is its number, or None).
+CALL_OK = 0
+#: The script does not define the hook.
+CALL_MISSING = 1
+#: The hook raised (the value is the message).
+CALL_ERROR = 2
+#: The hook ran longer than --lua-hook-timeout.
+CALL_TIMEOUT = 3
+#: The hook ran out of memory (--lua-max-memory).
+CALL_MEMORY = 4
+
+#: Room left under --lua-max-memory, beyond the packet itself, for read_query to arm the
+#: ceiling before calling into Lua (pushing the arguments must not hit it).
+ARM_HEADROOM = 1 << 20
+
+
+class Limits:
+    """The three options of one script host, and what a failed hook call becomes.
+
+    ``on_error`` is ``--proxy-lua-on-error``, ``hook_timeout`` ``--lua-hook-timeout`` in
+    seconds (0: no limit), ``max_memory`` ``--lua-max-memory`` in bytes (0: no limit).
+    """
+
+    def __init__(self, on_error: OnError, hook_timeout: float, max_memory: int, log: logging.Logger) -> None:
+        self.on_error = on_error
+        self.hook_timeout = hook_timeout
+        self.max_memory = max_memory
+        self._log = log
+
+    def log_failure(
+        self, conn: ConnectionView | None, hook: str, status: int, value: Any, what: str | None = None
+    ) -> None:
+        """One critical line, with the connection id, for a call that did not return.
+
+        ``what`` names the code that ran when it is not ``hook()`` (the script's top level).
+        """
+        where = what or f"{hook}()"
+        if status == CALL_TIMEOUT:
+            msg = (
+                f"({hook}) {where} ran longer than --lua-hook-timeout={self.hook_timeout:g}s "
+                "and was interrupted"
+            )
+        elif status == CALL_MEMORY:
+            limit = format_memory_size(self.max_memory) if self.max_memory else "the available memory"
+            msg = f"({hook}) {where} ran out of memory (--lua-max-memory={limit}) and was interrupted"
+        else:
+            msg = f"({hook}) {python_text(value)}"
+        self._log.log(logs.CRITICAL, "%s%s", log_prefix(conn), msg)
+
+    def failed(
+        self, conn: ConnectionView, hook: str, status: int, value: Any, can_answer: bool = True
+    ) -> Outcome:
+        """A hook raised or was interrupted: log it, then the C default or an ERR.
+
+        ``can_answer`` is False where the client was already answered (a streamed result).
+        """
+        self.log_failure(conn, hook, status, value)
+        if self.on_error is OnError.REJECT and can_answer:
+            return Outcome(
+                Decision.SEND_RESULT,
+                [
+                    err_payload(
+                        f"(lua) {hook}() failed and --proxy-lua-on-error=reject is set; "
+                        "check the proxy's error log",
+                        ErrorCode.UNKNOWN_ERROR,
+                        "HY000",
+                    )
+                ],
+            )
+        return NO_DECISION

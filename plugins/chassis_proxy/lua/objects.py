@@ -1,7 +1,8 @@
 """What ``proxy.connection``, its sockets, ``proxy.queries`` and ``proxy.global.backends``
-read and write on the Python side.
+read and write on the Python side (``objects.lua`` is the Lua half), and the few facts
+the rest of the bridge reads off a ConnectionView (its log prefix, its capabilities).
 
-bridge.lua builds those objects as Lua userdata whose metamethods call the functions of
+objects.lua builds those objects as Lua userdata whose metamethods call the functions of
 :class:`ObjectAccess` with a connection id; values are looked up in the
 :class:`~chassis_proxy.hooks.ConnectionView` at the moment a script reads them, so they
 stay current (``server.default_db`` after a COM_INIT_DB) and a kept reference never
@@ -15,6 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from chassis_mysql.constants import Capability
 
 from chassis_proxy.hooks import (
     AddressInfo,
@@ -33,6 +36,8 @@ _PEER_FIELDS = (
     "thread_id",
     "scramble_buffer",
 )
+
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
 
 # What scripts see of a backend state: OFFLINE (ours: draining) shows as DOWN.
 _LUA_STATE = {
@@ -59,15 +64,46 @@ def lua_number(value: int) -> int | float:
     return float(value)
 
 
+def python_text(value: Any) -> str:
+    """A Lua string (bytes) or any other value as text for a log line or a message."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def log_prefix(conn: ConnectionView | None) -> str:
+    """Log lines about a connection start with its id."""
+    if conn is None:
+        return ""
+    return f"conn {conn.connection_id}: "
+
+
+def negotiated_capabilities(conn: ConnectionView) -> int:
+    """The capabilities the client and server agreed on, which decide how result sets end
+    (EOF or, with CLIENT_DEPRECATE_EOF, OK) and how column definitions look.
+
+    ConnectionView does not carry them; the proxy's connection has ``client_capabilities``
+    and ``server_handshake``, so they are read when present. Without them: PROTOCOL_41.
+    """
+    caps = getattr(conn, "client_capabilities", None)
+    if not isinstance(caps, int):
+        return _PROTOCOL_41
+    handshake = getattr(conn, "server_handshake", None)
+    server = getattr(handshake, "capabilities", None)
+    if server is not None:
+        caps &= int(server)
+    return caps | _PROTOCOL_41
+
+
 def address_values(addr: AddressInfo | None) -> tuple[Any, ...] | None:
-    """(name, address, port, type) for bridge.lua's address tables, or None."""
+    """(name, address, port, type) for objects.lua's address tables, or None."""
     if addr is None:
         return None
     return (lua_text(addr.name), lua_text(addr.address), addr.port, addr.family)
 
 
 class ObjectAccess:
-    """The ``py.*`` callbacks of bridge.lua that reach connections and backends.
+    """The ``py.*`` callbacks of objects.lua that reach connections and backends.
 
     ``lookup(cid)`` returns the ConnectionView of a live script instance (None once it
     disconnected); ``current()`` the one whose hook is running, whose backend list
@@ -87,7 +123,7 @@ class ObjectAccess:
         self._pool_settings: dict[tuple[int, str], int] = {}
 
     def callbacks(self) -> dict[str, Callable[..., Any]]:
-        """The functions for bridge.lua, each guarded so that a failing ConnectionView
+        """The functions for objects.lua, each guarded so that a failing ConnectionView
         becomes one log line and a nil for the script, not a Python exception in Lua."""
         return {name: self._safe(name, fn) for name, fn in self._functions().items()}
 
@@ -167,7 +203,7 @@ class ObjectAccess:
         return self._peer(cid, side) is not None
 
     def peer_get(self, cid: int, side: bytes, key: bytes) -> tuple[Any, bool]:
-        """(value, known); unknown keys give (None, False) and a log line from bridge.lua."""
+        """(value, known); unknown keys give (None, False) and a log line from objects.lua."""
         name = key.decode("latin-1")
         if name not in _PEER_FIELDS:
             return None, False

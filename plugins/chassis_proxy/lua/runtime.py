@@ -23,6 +23,10 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 #: see docs/lualib.md); always on ``package.path``, after the user's directories.
 LIB_DIR = PACKAGE_DIR.parent / "lualib"
 
+#: The parts ``bridge.lua`` is built from (package data next to it), each the Lua half of the
+#: Python module of the same name; bridge.lua runs them in its own order.
+BRIDGE_PARTS = ("limits", "objects", "response", "injection")
+
 #: lupa's Lua 5.1 runtimes, preferred first.
 RUNTIMES = ("luajit21", "lua51")
 _NAMES = {"luajit21": "LuaJIT 2.1", "lua51": "Lua 5.1"}
@@ -122,7 +126,7 @@ def search_path(value: str | None, default: bytes, extra: Iterable[str] = ()) ->
 class LuaState:
     """One Lua state with the bridge loaded: the proxy.* objects, limits and modules.
 
-    ``callbacks`` are the Python functions ``bridge.lua`` calls (see its ``py.*``);
+    ``callbacks`` are the Python functions ``bridge.lua`` and its parts call (their ``py.*``);
     ``max_memory`` is in bytes (0: no limit); ``hook_timeout`` in seconds (0: no limit).
     """
 
@@ -173,14 +177,19 @@ class LuaState:
                 "basedir": basedir.encode() if basedir else None,
             }
         )
-        source = (PACKAGE_DIR / "bridge.lua").read_bytes()
-        loader = runtime.compile(source)
+        loader = runtime.compile((PACKAGE_DIR / "bridge.lua").read_bytes(), b"=bridge.lua")
+        parts = self.table(
+            {
+                name: runtime.compile((PACKAGE_DIR / f"{name}.lua").read_bytes(), f"={name}.lua".encode())
+                for name in BRIDGE_PARTS
+            }
+        )
         functions = dict(callbacks)
         if self.memory_enforced_by_allocator:
             # arm (while a hook's Lua code runs) or lift the allocator's ceiling: see bridge.lua
             functions["memory_arm"] = partial(runtime.set_max_memory, max_memory)
             functions["memory_lift"] = partial(runtime.set_max_memory, 0)
-        self.api = loader(self.table(functions), settings)
+        self.api = loader(self.table(functions), settings, parts)
 
     # -- conversions --------------------------------------------------------------------
 

@@ -4,13 +4,21 @@ credentials (``hash``, ``scramble``, ``unscramble``, ``check``).
 ``hash(pw)`` is SHA1(pw); the server stores SHA1(SHA1(pw)). ``scramble(challenge,
 hashed)`` is what a client sends: SHA1(pw) XOR SHA1(challenge + SHA1(SHA1(pw))). A
 21-byte challenge (20 bytes and the NUL that plugin-auth servers append) is used
-without its NUL.
+without its NUL; any other challenge is used whole.
+
+The codec's :mod:`chassis_mysql.auth` has the same scramble, but its functions start
+from the password itself (``scramble_native_password(password, salt)``) and cut every
+salt to 20 bytes, while MySQL Proxy's module works on SHA1(pw), which a script may hold
+without the password, and on the challenge as given; so the arithmetic is written here
+over the stage-1 hash. The tests pin both against each other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+
+from chassis_mysql.auth import SCRAMBLE_LENGTH
 
 from chassis_proxy.lua.modules import LuaModule, ModuleContext
 
@@ -23,8 +31,8 @@ def _sha1(*parts: bytes) -> bytes:
 
 
 def _challenge(challenge: bytes) -> bytes:
-    if len(challenge) == 21 and challenge.endswith(b"\x00"):
-        return challenge[:20]
+    if len(challenge) == SCRAMBLE_LENGTH + 1 and challenge.endswith(b"\x00"):
+        return challenge[:SCRAMBLE_LENGTH]
     return challenge
 
 
@@ -51,7 +59,7 @@ def unscramble(challenge: bytes, response: bytes, double_hashed: bytes) -> bytes
 
 def check(challenge: bytes, response: bytes, double_hashed: bytes) -> bool:
     """Whether ``response`` proves knowledge of the password whose SHA1(SHA1()) is given."""
-    if len(response) != 20 or len(double_hashed) != 20:
+    if len(response) != SCRAMBLE_LENGTH or len(double_hashed) != SCRAMBLE_LENGTH:
         return False
     hashed = unscramble(challenge, response, double_hashed)
     return hmac.compare_digest(_sha1(hashed), bytes(double_hashed))

@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from chassis_mysql.constants import Capability, FieldType
+from chassis_mysql.constants import Capability, Command, FieldType
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import EOF, ERR, OK
 from chassis_mysql.resultset import DateTimeValue, TimeValue, null_bitmap_size, read_binary_value
@@ -35,9 +35,9 @@ _PLUGIN_AUTH = int(Capability.PLUGIN_AUTH)
 _WITH_DB = int(Capability.CONNECT_WITH_DB)
 _LENENC_DATA = int(Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA)
 
-COM_STMT_PREPARE = 0x16
-COM_STMT_EXECUTE = 0x17
-COM_STMT_CLOSE = 0x19
+COM_STMT_PREPARE = int(Command.STMT_PREPARE)
+COM_STMT_EXECUTE = int(Command.STMT_EXECUTE)
+COM_STMT_CLOSE = int(Command.STMT_CLOSE)
 
 _VERSION = re.compile(rb"\s*([+-]?\d+)\.\s*([+-]?\d+)\.\s*([+-]?\d+)")
 _STRING_TYPES = frozenset(
@@ -137,7 +137,12 @@ def to_eof_packet(server_status: float, warnings: float) -> bytes:
 
 
 def server_version_number(text: bytes) -> int:
-    """``"5.5.5-10.11.6-MariaDB"`` -> 50505, as MySQL Proxy computes mysqld_version."""
+    """``"5.5.5-10.11.6-MariaDB"`` -> 50505, as MySQL Proxy computes mysqld_version.
+
+    Not :func:`chassis_mysql.handshake.version_number`, which is lenient (0 for no number,
+    digits picked out of each part): ``from_challenge_packet`` follows MySQL Proxy's
+    ``sscanf("%d.%d.%d")`` with its range check, and raises its errors.
+    """
     m = _VERSION.match(text)
     if not m:
         raise ProtoError("protocol 10, but version number not parsable")

@@ -1,0 +1,93 @@
+"""The calls into bridge.lua's entry points, and which connection's hook is running.
+
+Every call that runs script code goes through :class:`HookCalls`: it records the
+connection whose hook runs (``proxy.global.backends``, log lines and the response
+builder read it back as :attr:`HookCalls.current`) and turns a Lua error into the
+statuses of :mod:`chassis_proxy.lua.limits`. The one exception is ``read_query``, which
+runs for every client command: :meth:`LuaConnectionHooks.read_query
+<chassis_proxy.lua.instance.LuaConnectionHooks.read_query>` inlines :meth:`HookCalls.call`
+(a Python call fewer per command) with the public attributes below, and arms
+``--lua-max-memory`` itself when there is room for the packet, instead of limits.lua
+calling back into Python twice to arm and lift it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chassis_proxy.hooks import ConnectionView
+from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY
+from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
+
+#: bridge.lua's entry points that run script code (see its "hook dispatcher").
+_ENTRIES = (
+    "instantiate",
+    "call_hook",
+    "call_read_query",
+    "call_read_auth_result",
+    "call_read_query_result",
+)
+
+
+class HookCalls:
+    """bridge.lua's hook entry points for one Lua state, each call made on behalf of a
+    connection (``conn``) and returning ``(status, value)`` (see limits.lua)."""
+
+    def __init__(self, lua: LuaState) -> None:
+        self.lua = lua
+        #: A Lua table from a dict or a sequence (LuaState.table), for values handed to hooks.
+        self.table = lua.table
+        #: The connection whose hook (or proxy.response) is running, if any. Whoever calls
+        #: into Lua sets it for the call and restores the previous value after it.
+        self.current: ConnectionView | None = None
+        self._entry = {name: lua.api[name.encode()] for name in _ENTRIES}
+
+        # -- what read_query's inlined call uses --
+        #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
+        self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
+        #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it.
+        self.call_read_query_armed: Callable[[Any, bytes], Any] = lua.api[b"call_read_query_armed"]
+        #: Whether the allocator enforces --lua-max-memory (else nothing is armed).
+        self.arms_itself = lua.memory_enforced_by_allocator
+        #: --lua-max-memory in bytes, the ceiling to arm.
+        self.max_memory = lua.max_memory
+        #: read_query arms the ceiling itself while the state's bytes plus the packet's stay
+        #: under this (room left for pushing the arguments).
+        self.arm_below = lua.max_memory - ARM_HEADROOM
+        #: ``set_max_memory(bytes)`` arms the ceiling, ``set_max_memory(0)`` lifts it.
+        self.set_max_memory: Callable[[int], Any] = lua.runtime.set_max_memory
+        #: ``memory_used()``: the bytes the allocator counts for the state.
+        self.memory_used: Callable[[], int] = lua.runtime.get_memory_used
+
+    def new_connection(self, cid: int) -> Any:
+        """A fresh per-connection state (its env and private proxy.* keys) for ``cid``."""
+        return self.lua.call("new_connection", cid)
+
+    def has_hook(self, state: Any, name: str) -> bool:
+        """Whether the script instance behind ``state`` defines ``name``."""
+        return bool(self.lua.call("has_hook", state, name.encode()))
+
+    def call(self, conn: ConnectionView, fn: str, *args: Any) -> tuple[int, Any]:
+        """Call the entry point ``fn`` for ``conn``'s script instance: (status, value)."""
+        previous = self.current
+        self.current = conn
+        try:
+            status, value = self._entry[fn](*args)
+        except LuaMemoryError:
+            status, value = CALL_MEMORY, None
+        except LuaError as e:
+            status, value = CALL_ERROR, str(e).encode()
+        finally:
+            self.current = previous
+        return int(status), value
+
+    def build_response(self, conn: ConnectionView, state: Any) -> Any:
+        """Have response.lua read ``conn``'s proxy.response into the ``resp_*`` callbacks:
+        None, or why it cannot be sent. Lua errors propagate."""
+        previous = self.current
+        self.current = conn
+        try:
+            return self.lua.call("build_response", state)
+        finally:
+            self.current = previous

@@ -1,0 +1,298 @@
+"""One client's instance of the Lua script: what each hook returned, as an
+:class:`~chassis_proxy.hooks.Outcome` (see :class:`chassis_proxy.hooks.ConnectionHooks`).
+
+The instance is handed what it needs by the host (the hook calls, the limits, the
+response collector, a callback that takes it off the host's registry), never the host:
+the calls into Lua go through :class:`~chassis_proxy.lua.calls.HookCalls`, a failed call
+becomes what :class:`~chassis_proxy.lua.limits.Limits` says, and proxy.response is read
+through :class:`~chassis_proxy.lua.response.ResponseCollector`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from chassis import logs
+from chassis_proxy.hooks import (
+    NO_DECISION,
+    ConnectionView,
+    Decision,
+    InjectionResult,
+    Outcome,
+)
+from chassis_proxy.lua.calls import HookCalls
+from chassis_proxy.lua.injection import ResultView
+from chassis_proxy.lua.limits import CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK, Limits
+from chassis_proxy.lua.objects import log_prefix, negotiated_capabilities, python_text
+from chassis_proxy.lua.response import RESPONSE_FAILED, ResponseCollector, err_payload
+from chassis_proxy.lua.runtime import LuaError, LuaMemoryError
+
+_LUA_OR_VALUE_ERROR: tuple[type[Exception], ...] = (*LuaError, ValueError)
+_SEND_QUERY = int(Decision.SEND_QUERY)
+_SEND_RESULT = int(Decision.SEND_RESULT)
+_IGNORE_RESULT = int(Decision.IGNORE_RESULT)
+
+_SEND_QUERY_OUTCOME = Outcome(Decision.SEND_QUERY)
+_IGNORE_OUTCOME = Outcome(Decision.IGNORE_RESULT)
+
+
+class LuaConnectionHooks:
+    """One client's instance of the script (see :class:`chassis_proxy.hooks.ConnectionHooks`).
+
+    ``state`` is bridge.lua's per-connection state (the script's env and private
+    proxy.* keys), in which the host runs the script's top level; ``release(cid)`` takes
+    the instance off the host's registry when the client disconnects.
+    """
+
+    def __init__(
+        self,
+        conn: ConnectionView,
+        cid: int,
+        state: Any,
+        *,
+        calls: HookCalls,
+        limits: Limits,
+        responses: ResponseCollector,
+        release: Callable[[int], None],
+        log: logging.Logger,
+    ) -> None:
+        self.conn = conn
+        self.cid = cid
+        self._state: Any = state
+        self._calls = calls
+        self._limits = limits
+        self._responses = responses
+        self._release = release
+        self._log = log
+
+    def detach(self) -> None:
+        """Stop calling into Lua: the host closed, or the script's top level failed. Every
+        hook then answers as if the script did not define it."""
+        self._state = None
+
+    def _call(self, fn: str, *args: Any) -> tuple[int, Any]:
+        if self._state is None:
+            return CALL_MISSING, None
+        return self._calls.call(self.conn, fn, self._state, *args)
+
+    def has_hook(self, name: str) -> bool:
+        """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
+        if self._state is None:
+            return False
+        return self._calls.has_hook(self._state, name)
+
+    def _decide(self, hook: str, status: int, value: Any) -> int | Outcome:
+        """The hook's number (0 for none), or the Outcome of a failure."""
+        if status == CALL_MISSING:
+            return 0
+        if status != CALL_OK:
+            return self._limits.failed(self.conn, hook, status, value)
+        if value is None:
+            return 0
+        return int(value)
+
+    def connect_server(self) -> Outcome:
+        d = self._decide("connect_server", *self._call("call_hook", b"connect_server"))
+        if isinstance(d, Outcome):
+            return d
+        if d == 0:
+            return NO_DECISION
+        if d == _SEND_RESULT:
+            return self._send_result("connect_server")
+        if d == _IGNORE_RESULT:
+            return _IGNORE_OUTCOME
+        self._unexpected("connect_server", d, "picking a backend as if it returned nothing")
+        return NO_DECISION
+
+    def read_handshake(self) -> Outcome:
+        d = self._decide("read_handshake", *self._call("call_hook", b"read_handshake"))
+        if isinstance(d, Outcome):
+            return d
+        if d == 0:
+            return NO_DECISION
+        if d == _SEND_QUERY:
+            self._log.log(
+                logs.WARNING,
+                "%s(read_handshake) proxy.PROXY_SEND_QUERY is deprecated here, use proxy.PROXY_SEND_RESULT",
+                log_prefix(self.conn),
+            )
+            d = _SEND_RESULT
+        if d == _SEND_RESULT:
+            return self._send_result("read_handshake")
+        self._unexpected("read_handshake", d, "forwarding the handshake")
+        return NO_DECISION
+
+    def read_auth(self) -> Outcome:
+        d = self._decide("read_auth", *self._call("call_hook", b"read_auth"))
+        if isinstance(d, Outcome):
+            return d
+        if d == 0:
+            return NO_DECISION
+        if d == _SEND_RESULT:
+            return self._send_result("read_auth")
+        if d == _SEND_QUERY:
+            if len(self.conn.queries) == 0:
+                self._log.log(
+                    logs.CRITICAL,
+                    "%s(read_auth) returned proxy.PROXY_SEND_QUERY but proxy.queries is empty: "
+                    "forwarding the client's login packet",
+                    log_prefix(self.conn),
+                )
+                return NO_DECISION
+            return _SEND_QUERY_OUTCOME
+        self._unexpected("read_auth", d, "forwarding the login packet")
+        return NO_DECISION
+
+    def read_auth_result(self, packet: bytes) -> Outcome:
+        d = self._decide("read_auth_result", *self._call("call_read_auth_result", packet))
+        if isinstance(d, Outcome):
+            return d
+        if d == 0:
+            return NO_DECISION
+        if d == _SEND_RESULT:
+            return self._send_result("read_auth_result")
+        self._unexpected("read_auth_result", d, "forwarding the server's answer")
+        return NO_DECISION
+
+    def read_query(self, packet: bytes) -> Outcome:
+        conn = self.conn
+        queries = conn.queries
+        queries.reset()
+        state = self._state
+        if state is None:
+            return NO_DECISION
+        # HookCalls.call, inlined (this runs for every client command), arming the memory
+        # ceiling from here when there is room for the packet (see HookCalls.arm_below).
+        calls = self._calls
+        previous = calls.current
+        calls.current = conn
+        try:
+            if calls.arms_itself and calls.memory_used() + len(packet) < calls.arm_below:
+                calls.set_max_memory(calls.max_memory)
+                try:
+                    status, value = calls.call_read_query_armed(state, packet)
+                finally:
+                    calls.set_max_memory(0)
+            else:
+                status, value = calls.call_read_query(state, packet)
+        except LuaMemoryError:
+            status, value = CALL_MEMORY, None
+        except LuaError as e:
+            status, value = CALL_ERROR, str(e).encode()
+        finally:
+            calls.current = previous
+        if value is None and status <= CALL_MISSING:  # the hook returned nothing, or there is none
+            if len(queries):
+                self._discard_queue()
+            return NO_DECISION
+        d = self._decide("read_query", int(status), value)
+        if isinstance(d, Outcome):
+            queries.reset()
+            return d
+        if d == 0:
+            if len(queries):
+                self._discard_queue()
+            return NO_DECISION
+        if d == _SEND_QUERY:
+            if len(queries) == 0:
+                self._log.log(
+                    logs.CRITICAL,
+                    "%s(read_query) returned proxy.PROXY_SEND_QUERY but proxy.queries is empty: "
+                    "sending the original query",
+                    log_prefix(self.conn),
+                )
+                return NO_DECISION
+            return _SEND_QUERY_OUTCOME
+        if d == _SEND_RESULT:
+            queries.reset()
+            return self._send_result("read_query")
+        queries.reset()
+        self._unexpected("read_query", d, "sending the original query")
+        return NO_DECISION
+
+    def _discard_queue(self) -> None:
+        queries = self.conn.queries
+        self._log.log(
+            logs.CRITICAL,
+            "%s(read_query) proxy.queries has %d entries but the hook did not return "
+            "proxy.PROXY_SEND_QUERY: they are discarded and the original query is sent",
+            log_prefix(self.conn), len(queries),
+        )
+        queries.reset()
+
+    def read_query_result(self, result: InjectionResult) -> Outcome:
+        buffered = result.packets is not None
+        if self._state is None:
+            return NO_DECISION
+        table = self._calls.table
+        view = ResultView(result, table, negotiated_capabilities(self.conn))
+        status, value = self._call("call_read_query_result", table(view.summary()), view.fields, view.row)
+        if status == CALL_MISSING:
+            return NO_DECISION
+        if status != CALL_OK:
+            return self._limits.failed(self.conn, "read_query_result", status, value, can_answer=buffered)
+        d = 0 if value is None else int(value)
+        if d == 0:
+            return NO_DECISION
+        if d == _SEND_RESULT:
+            if not buffered:
+                self._log.log(
+                    logs.CRITICAL,
+                    "%s(read_query_result) returned proxy.PROXY_SEND_RESULT for injection %d, "
+                    "whose result was not buffered (append it with { resultset_is_needed = true }): "
+                    "the original result was sent",
+                    log_prefix(self.conn), result.injection.id,
+                )
+                return NO_DECISION
+            return self._send_result("read_query_result")
+        if d == _IGNORE_RESULT:
+            if not buffered:
+                self._log.log(
+                    logs.CRITICAL,
+                    "%s(read_query_result) returned proxy.PROXY_IGNORE_RESULT for injection %d, "
+                    "whose result was already streamed to the client (append it with "
+                    "{ resultset_is_needed = true } to drop it)",
+                    log_prefix(self.conn), result.injection.id,
+                )
+                return NO_DECISION
+            return _IGNORE_OUTCOME
+        self._unexpected(
+            "read_query_result", d,
+            "the result is dropped" if buffered else "the result was already streamed",
+        )
+        return _IGNORE_OUTCOME if buffered else NO_DECISION
+
+    def disconnect_client(self) -> None:
+        try:
+            status, value = self._call("call_hook", b"disconnect_client")
+            if status not in (CALL_OK, CALL_MISSING):
+                self._limits.log_failure(self.conn, "disconnect_client", status, value)
+        finally:
+            self._state = None
+            self._release(self.cid)
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def _send_result(self, hook: str) -> Outcome:
+        """proxy.response as payloads; an ERR (and one log line) when it is unusable."""
+        conn, state = self.conn, self._state
+        try:
+            problem, payloads = self._responses.collect(
+                negotiated_capabilities(conn), lambda: self._calls.build_response(conn, state)
+            )
+        except _LUA_OR_VALUE_ERROR as e:
+            problem, payloads = str(e).encode(), None
+        if payloads is None or not payloads:
+            reason = python_text(problem) if problem is not None else "proxy.response produced no packet"
+            self._log.log(logs.CRITICAL, "%s(%s) %s", log_prefix(conn), hook, reason)
+            return Outcome(Decision.SEND_RESULT, [err_payload(RESPONSE_FAILED)])
+        return Outcome(Decision.SEND_RESULT, payloads)
+
+    def _unexpected(self, hook: str, value: int, doing: str) -> None:
+        self._log.log(
+            logs.CRITICAL,
+            "%s(%s) returned %s, which this hook does not handle: %s",
+            log_prefix(self.conn), hook, value, doing,
+        )

@@ -1,0 +1,279 @@
+-- The limits part of the Lua bridge (limits.py is its Python half): a wall-clock deadline
+-- per hook call, a memory ceiling, and the guarded call that runs a hook under both and
+-- turns how it ended into a status for the Python side.
+--
+-- bridge.lua runs this chunk first, with the raw `py` callbacks and the settings, before
+-- any other part: it captures the real pcall/xpcall/coroutine functions and then replaces
+-- them in _G. It returns the table `L` below (unlimited, wrap_all, guarded, guarded_armed,
+-- fits, the statuses and the helpers the bundled modules use).
+
+local py, settings = ...
+
+local raw_pcall, raw_xpcall = pcall, xpcall
+local next, error = next, error
+local type, tostring, tonumber, select = type, tostring, tonumber, select
+local setmetatable = setmetatable
+local string_rep = string.rep
+local collectgarbage = collectgarbage
+local debug_sethook = debug.sethook
+local co_create, co_resume = coroutine.create, coroutine.resume
+
+local L = {}
+
+---------------------------------------------------------------------------------------------
+-- The memory ceiling around Python callbacks
+--
+-- The allocator's memory ceiling (lupa's max_memory) is only armed while a hook's Lua code
+-- runs. Outside it lupa allocates without protection (pushing arguments, building tables
+-- for Python), and an allocation failure there would abort the process; so every Python
+-- callback lifts the ceiling for its duration, and the hook's own allocations are the
+-- only ones that can fail.
+---------------------------------------------------------------------------------------------
+
+local py_arm, py_lift = py.memory_arm, py.memory_lift
+local in_hook = false
+local armed_by_caller = false  -- Python armed the ceiling before the call and lifts it after
+
+local function relimit(ok, ...)
+	py_arm()
+	if not ok then error((...), 0) end
+	return ...
+end
+
+-- f, wrapped so that it runs with the ceiling lifted when called from a hook
+local function unlimited(f)
+	if not py_arm then return f end
+	return function(...)
+		if not in_hook then return f(...) end
+		py_lift()
+		return relimit(raw_pcall(f, ...))
+	end
+end
+
+-- a table of Python callables, each wrapped by unlimited()
+local function wrap_all(t)
+	local w = {}
+	for k, f in next, t do w[k] = unlimited(f) end
+	return w
+end
+
+L.unlimited, L.wrap_all = unlimited, wrap_all
+
+---------------------------------------------------------------------------------------------
+-- The deadline and the memory ceiling of a hook call
+--
+-- LuaJIT never runs debug hooks inside compiled traces, so the JIT compiler is switched off
+-- for the whole state: the count hook then fires every HOOK_COUNT VM instructions, also in
+-- `while true do end`. An interrupted hook cannot swallow its interruption: pcall, xpcall
+-- and coroutine.resume re-raise while a hook is being interrupted.
+---------------------------------------------------------------------------------------------
+
+if jit and jit.off then
+	jit.off()
+	jit.flush()
+	-- a script turning the compiler back on would also turn the time limit off
+	jit.on = function() end
+end
+
+local clock = os.clock
+do
+	local ok, ffi = raw_pcall(require, "ffi")
+	if ok and type(ffi) == "table" then
+		local defined = raw_pcall(ffi.cdef, [[
+			typedef struct { long tv_sec; long tv_nsec; } chassis_bridge_timespec;
+			int clock_gettime(int clk_id, chassis_bridge_timespec *tp);
+		]])
+		if defined then
+			local ts = ffi.new("chassis_bridge_timespec")
+			local C = ffi.C
+			local ok_call = raw_pcall(C.clock_gettime, 1, ts)  -- 1: CLOCK_MONOTONIC on Linux
+			if ok_call then
+				clock = function()
+					C.clock_gettime(1, ts)
+					return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) * 1e-9
+				end
+			end
+		end
+	end
+end
+
+local INTERRUPT = setmetatable({}, { __tostring = function() return "interrupted by chassis" end })
+local OOM = "not enough memory"
+local HOOK_COUNT = 10000
+
+local hook_timeout = settings.hook_timeout or 0         -- seconds, 0 = no limit
+local soft_memory_kb = settings.soft_memory_kb           -- set when the allocator cannot cap memory
+local memory_limit = settings.max_memory or 0            -- bytes, 0 = no limit
+
+-- The deadline is set lazily, on the first count-hook firing (or the first glib2.usleep) of a
+-- hook call: a hook that finishes within HOOK_COUNT instructions never reads the clock, and
+-- the few microseconds before the first firing do not matter against a limit in seconds.
+local timed = false        -- a hook with a time limit is running
+local deadline = nil       -- clock() value once known
+local interrupted = nil    -- nil, "timeout" or "memory"
+
+local function current_deadline()
+	if timed and deadline == nil then deadline = clock() + hook_timeout end
+	return deadline
+end
+
+local function limit_hook()
+	if interrupted then error(INTERRUPT, 0) end
+	if timed and clock() > current_deadline() then
+		interrupted = "timeout"
+		error(INTERRUPT, 0)
+	end
+	if soft_memory_kb and collectgarbage("count") > soft_memory_kb then
+		collectgarbage("collect")
+		if collectgarbage("count") > soft_memory_kb then
+			interrupted = "memory"
+			error(OOM, 0)
+		end
+	end
+end
+
+debug_sethook(limit_hook, "", HOOK_COUNT)
+
+-- The time limit depends on this hook; a script may not replace it.
+debug.sethook = function(...)
+	local n = select("#", ...)
+	if n == 0 then return end
+	error("debug.sethook() is reserved by chassis (it enforces --lua-hook-timeout)", 2)
+end
+
+local function check_interrupt(ok, ...)
+	if not ok then
+		local err = (...)
+		if interrupted or err == INTERRUPT then error(INTERRUPT, 0) end
+		if err == OOM then
+			interrupted = "memory"
+			error(OOM, 0)
+		end
+	end
+	return ok, ...
+end
+
+_G.pcall = function(f, ...)
+	return check_interrupt(raw_pcall(f, ...))
+end
+
+-- Once a hook is being interrupted the script's error handler is not run: it could loop,
+-- and PUC Lua 5.1 leaves hooks disabled while an error raised by a hook is handled.
+_G.xpcall = function(f, handler, ...)
+	local function guarded_handler(e)
+		if interrupted or e == INTERRUPT or e == OOM then return e end
+		return handler(e)
+	end
+	return check_interrupt(raw_xpcall(f, guarded_handler, ...))
+end
+
+coroutine.resume = function(co, ...)
+	return check_interrupt(co_resume(co, ...))
+end
+
+-- PUC Lua 5.1 keeps hooks per coroutine (LuaJIT has one per VM): give every new one ours.
+coroutine.create = function(f)
+	local co = co_create(f)
+	debug_sethook(co, limit_hook, "", HOOK_COUNT)
+	return co
+end
+
+coroutine.wrap = function(f)
+	local co = coroutine.create(f)
+	return function(...)
+		local function pass(ok, ...)
+			if not ok then error((...), 0) end
+			return ...
+		end
+		return pass(check_interrupt(co_resume(co, ...)))
+	end
+end
+
+-- One call may ask for more memory than the whole limit; refuse it before allocating.
+local function fits(bytes)
+	if memory_limit <= 0 then return true end
+	return bytes + collectgarbage("count") * 1024 <= memory_limit
+end
+
+string.rep = function(s, n, ...)
+	if type(n) == "number" and type(s) == "string" and n > 0 and not fits(#s * n) then
+		interrupted = "memory"
+		error(OOM, 0)
+	end
+	return string_rep(s, n, ...)
+end
+
+function L.set_limits(timeout, max_memory, soft_kb)
+	hook_timeout = timeout or 0
+	memory_limit = max_memory or 0
+	soft_memory_kb = soft_kb
+end
+
+-- Run `f(...)` under the limits; returns status, value (the statuses of limits.py).
+--   0: returned (value = its first result when that is a number, else nil)
+--   1: no such hook (the callers' answer), 2: raised (value = the message), 3: timed out,
+--   4: out of memory
+local ST_OK, ST_MISSING, ST_ERROR, ST_TIMEOUT, ST_MEMORY = 0, 1, 2, 3, 4
+
+local function describe(err)
+	if type(err) == "string" then return err end
+	local ok, s = raw_pcall(tostring, err)
+	if ok and type(s) == "string" then return s end
+	return "(error object is a " .. type(err) .. " value)"
+end
+
+local function finish(ok, ...)
+	timed = false
+	deadline = nil
+	if in_hook then
+		in_hook = false
+		if py_lift and not armed_by_caller then py_lift() end
+	end
+	armed_by_caller = false
+	local why = interrupted
+	interrupted = nil
+	if ok then
+		local ret = (...)
+		if type(ret) == "number" then return ST_OK, ret end
+		return ST_OK, nil
+	end
+	local err = (...)
+	if why == "memory" or (why == nil and err == OOM) then
+		collectgarbage("collect")  -- give the memory back before Python touches the state again
+		return ST_MEMORY, nil
+	end
+	if why == "timeout" or err == INTERRUPT then return ST_TIMEOUT, nil end
+	return ST_ERROR, describe(err)
+end
+
+local function guarded(f, ...)
+	interrupted = nil
+	deadline = nil
+	timed = hook_timeout > 0
+	in_hook = true
+	if py_arm then py_arm() end
+	return finish(raw_pcall(f, ...))
+end
+
+-- guarded(f, arg) for a caller that armed the memory ceiling itself and lifts it after the
+-- call (host.py's read_query, when there is room for the packet): no Python callback here.
+local function guarded_armed(f, arg)
+	interrupted = nil
+	deadline = nil
+	timed = hook_timeout > 0
+	in_hook = true
+	armed_by_caller = true
+	return finish(raw_pcall(f, arg))
+end
+
+L.ST_OK, L.ST_MISSING, L.ST_ERROR, L.ST_TIMEOUT, L.ST_MEMORY = ST_OK, ST_MISSING, ST_ERROR, ST_TIMEOUT, ST_MEMORY
+L.describe, L.guarded, L.guarded_armed = describe, guarded, guarded_armed
+L.fits, L.clock, L.deadline = fits, clock, current_deadline
+
+-- for the bundled modules (glib2.usleep): end the running hook as timed out or out of memory
+function L.interrupt(why)
+	interrupted = why
+	error(why == "memory" and OOM or INTERRUPT, 0)
+end
+
+return L
