@@ -77,6 +77,16 @@ def frame_next_seq(payload_length: int, seq: int) -> int:
     return (seq + payload_length // MAX_PAYLOAD + 1) & 0xFF
 
 
+def is_one_packet(buf: Buffer) -> bool:
+    """True when ``buf`` is exactly one physical packet: a header and all of its payload.
+
+    Lets a relay that reads a whole command in one buffer slice the payload out instead
+    of running a :class:`PacketReader` (the common case of a short query).
+    """
+    n = len(buf)
+    return n >= 4 and buf[0] | (buf[1] << 8) | (buf[2] << 16) == n - 4
+
+
 def scan(buf: Buffer, pos: int = 0) -> int:
     """Offset just past the last complete physical packet starting at ``pos``.
 

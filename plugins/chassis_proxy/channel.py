@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from chassis_mysql.framing import Packet, PacketReader, frame
+from chassis_mysql.framing import Packet, PacketReader, frame, frame_next_seq
 
 
 class ChannelClosed(ConnectionError):
@@ -130,7 +130,7 @@ class PacketChannel(asyncio.Protocol):
     def send(self, payload: bytes, seq: int) -> int:
         """Frame and write one logical payload; returns the next sequence id."""
         self.write(frame(payload, seq))
-        return (seq + len(payload) // 0xFFFFFF + 1) & 0xFF
+        return frame_next_seq(len(payload), seq)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""

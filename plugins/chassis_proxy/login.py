@@ -33,15 +33,9 @@ from chassis_mysql.commands import ComChangeUser
 from chassis_mysql.constants import Capability, ClientError, Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import Packet
-from chassis_mysql.handshake import (
-    AuthSwitchRequest,
-    HandshakeResponse41,
-    HandshakeV10,
-    SSLRequest,
-    is_ssl_request,
-    version_number,
-)
-from chassis_mysql.packets import ok_packet
+from chassis_mysql.handshake import HandshakeResponse41, HandshakeV10, SSLRequest, version_number
+from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
+from chassis_mysql.packets import is_ok, ok_packet
 
 from chassis_proxy import tls
 from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
@@ -72,8 +66,6 @@ SCRIPTED_MASKED_CAPABILITIES = (
     | Capability.MARIADB_CLIENT_PROGRESS
 )
 
-CACHING_SHA2 = "caching_sha2_password"
-
 
 def scramble_buffer(hs: HandshakeV10) -> bytes:
     """``scramble_buffer`` as MySQL Proxy showed it: the challenge and its NUL."""
@@ -89,6 +81,8 @@ class Login:
         self.hooks = hooks
         self.handover = handover
         self.settings = state.settings
+        #: The server leg's login, as the server sees it (what it sent, what it was sent).
+        self.tracker = LoginTracker()
 
     # a new server connection ---------------------------------------------------------
 
@@ -97,16 +91,19 @@ class Login:
         st = self.state
         server_ch, backend = st.server_ch, st.backend
         assert server_ch is not None and backend is not None
-        if greeting[:1] == b"\xff":
-            st.client_ch.send(greeting, 0)
-            raise ConnectionGone(f"backend {backend.addr} refused the connection: "
-                                 f"{err_text(greeting)}")
+        tracker = self.tracker
         try:
-            hs = HandshakeV10.parse(greeting)
+            event = tracker.server_packet(greeting)
         except ProtocolError as e:
             st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, f"(proxy) backend {backend.addr} sent "
                              f"a bad handshake: {e}", "08S01")
             raise ConnectionGone(f"backend {backend.addr} sent a bad handshake: {e}") from None
+        if event == LoginEvent.ERR:
+            st.client_ch.send(greeting, 0)
+            raise ConnectionGone(f"backend {backend.addr} refused the connection: "
+                                 f"{err_text(greeting)}")
+        hs = tracker.handshake
+        assert hs is not None
         st.server_handshake = hs
         st.scramble = hs.auth_plugin_data
         st.plugin = hs.auth_plugin_name
@@ -149,7 +146,7 @@ class Login:
             if outcome.decision == Decision.SEND_RESULT:
                 # The script answers the login itself; nothing goes to the server.
                 st.send_response(outcome, st.cseq)
-                if outcome.response and outcome.response[0][:1] == b"\x00":
+                if outcome.response and is_ok(outcome.response[0]):
                     self.handover.drop("the script answered the login itself")
                     return
                 raise LoginFailed
@@ -198,7 +195,7 @@ class Login:
         packet = await self._client_packet()
         payload = packet.payload
         st.cseq = (packet.seq + 1) & 0xFF
-        if is_ssl_request(payload):
+        if self._client_login_packet(payload) == LoginEvent.SSL_REQUEST:
             if self.settings.client_tls is None:
                 st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "(proxy) TLS is not enabled on this proxy "
                                    "(start it with --proxy-ssl-cert and --proxy-ssl-key)", "08S01")
@@ -219,11 +216,9 @@ class Login:
             packet = await self._client_packet()
             payload = packet.payload
             st.cseq = (packet.seq + 1) & 0xFF
-        try:
-            login = HandshakeResponse41.parse(payload)
-        except ProtocolError as e:
-            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
-            raise ConnectionGone(f"bad handshake from client {st.name}: {e}") from None
+            self._client_login_packet(payload)
+        login = self.tracker.response
+        assert login is not None
         st.client.username = login.username.decode("utf-8", "replace")
         st.client.scrambled_password = login.auth_response
         st.client.default_db = (login.database or b"").decode("utf-8", "replace")
@@ -235,61 +230,57 @@ class Login:
         st.login_profile = (int(login.capabilities) & PROFILE_CAPABILITIES, login.charset)
         return payload, login
 
+    def _client_login_packet(self, payload: bytes) -> LoginEvent:
+        """The client's SSLRequest or login packet; anything else ends the login with ERR 1043."""
+        try:
+            return self.tracker.client_packet(payload)
+        except ProtocolError as e:
+            self.state.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
+            raise ConnectionGone(f"bad handshake from client {self.state.name}: {e}") from None
+
     async def _auth_exchange(self) -> None:
         """Relay the server's auth packets and the client's answers until OK or ERR."""
         st = self.state
         client_ch, server_ch = st.client_ch, st.server_ch
         assert server_ch is not None
+        tracker = self.tracker
         timeout = self.settings.read_timeout
         while True:
             packet = await server_ch.read_packet(timeout)
             st.sseq = (packet.seq + 1) & 0xFF
             payload = packet.payload
-            if not payload:
-                raise ConnectionGone(f"backend {st.backend_name()} sent an empty auth packet")
+            try:
+                event = tracker.server_packet(payload)
+            except ProtocolError as e:
+                raise ConnectionGone(f"backend {st.backend_name()} broke the login: {e}") from None
             backend_name = st.backend_name()  # read_auth_result may pool the connection
-            if payload[0] == 0x00:
+            if event == LoginEvent.OK:
                 self._logged_in()  # before the hook, which may pool the connection
             if self.hooks is not None:
                 outcome = self.hooks.read_auth_result(payload)
                 if outcome.decision == Decision.SEND_RESULT and outcome.response:
                     st.send_response(outcome, st.cseq)
-                    first = outcome.response[0][:1]
-                    if first == b"\x00":
+                    if is_ok(outcome.response[0]):
                         st.copy_login_to_server()
                         return
                     raise LoginFailed
-            head = payload[0]
-            if head == 0x00:
-                st.cseq = client_ch.send(payload, st.cseq)
+            st.cseq = client_ch.send(payload, st.cseq)
+            if event == LoginEvent.OK:
                 st.copy_login_to_server()
                 log.debug("conn %d: client %s logged in as %r via %s", st.connection_id,
                           st.name, st.client.username, backend_name)
                 return
-            if head == 0xFF:
-                st.cseq = client_ch.send(payload, st.cseq)
+            if event == LoginEvent.ERR:
                 log.info("conn %d: login of %r from %s failed: %s", st.connection_id,
                          st.client.username, st.name, err_text(payload))
                 raise LoginFailed
-            if head == 0xFE:
-                switch = AuthSwitchRequest.parse(payload)
-                if switch.plugin_name is not None:
-                    st.plugin = switch.plugin_name
-                    st.scramble = switch.scramble
-                st.cseq = client_ch.send(payload, st.cseq)
+            if event == LoginEvent.AUTH_SWITCH:
+                st.plugin = tracker.plugin
+                st.scramble = tracker.scramble
+            if event == LoginEvent.FULL_AUTH:
+                await self._sha2_full_auth()
+            elif event != LoginEvent.FAST_AUTH_OK:  # after 01 03 the server's OK follows
                 await self._client_to_server()
-                continue
-            if head == 0x01:
-                st.cseq = client_ch.send(payload, st.cseq)
-                if st.plugin == CACHING_SHA2 and payload == b"\x01\x03":
-                    continue  # fast auth succeeded: the server's OK follows, the client waits
-                if st.plugin == CACHING_SHA2 and payload == b"\x01\x04":
-                    await self._sha2_full_auth()
-                    continue
-                await self._client_to_server()
-                continue
-            raise ConnectionGone(f"backend {st.backend_name()} sent an unexpected packet "
-                                 f"(0x{head:02x}) during the login")
 
     async def _client_packet(self) -> Packet:
         """The client's next login packet; framing garbage ends the login with ERR 1043."""
@@ -305,8 +296,15 @@ class Login:
         assert st.server_ch is not None
         packet = await self._client_packet()
         st.cseq = (packet.seq + 1) & 0xFF
-        st.sseq = st.server_ch.send(packet.payload, st.sseq)
+        self._to_server(packet.payload)
         return packet.payload
+
+    def _to_server(self, payload: bytes) -> None:
+        """An auth answer to the server, as the server's login tracker sees it."""
+        st = self.state
+        assert st.server_ch is not None
+        self.tracker.client_packet(payload)
+        st.sseq = st.server_ch.send(payload, st.sseq)
 
     async def _sha2_full_auth(self) -> None:
         """caching_sha2_password full authentication across legs of different security."""
@@ -323,10 +321,14 @@ class Login:
             packet = await self._client_packet()
             st.cseq = (packet.seq + 1) & 0xFF
             password = packet.payload
-            st.sseq = server_ch.send(b"\x02", st.sseq)  # request the public key
+            self._to_server(PUBLIC_KEY_REQUEST)  # the server's public key, please
             key_packet = await server_ch.read_packet(self.settings.read_timeout)
             st.sseq = (key_packet.seq + 1) & 0xFF
-            if key_packet.payload[:1] != b"\x01":
+            try:
+                event = self.tracker.server_packet(key_packet.payload)
+            except ProtocolError as e:
+                raise ConnectionGone(f"backend {st.backend_name()} broke the login: {e}") from None
+            if event != LoginEvent.PUBLIC_KEY:
                 # An ERR (or anything else): the login is over.
                 st.cseq = st.client_ch.send(key_packet.payload, st.cseq)
                 raise LoginFailed
@@ -335,14 +337,14 @@ class Login:
             except sha2.Sha2Error as e:
                 st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
                 raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
-            st.sseq = server_ch.send(encrypted, st.sseq)
+            self._to_server(encrypted)
             return
         # Plain client, secure server: the client asks for a key; give it ours.
         packet = await self._client_packet()
         st.cseq = (packet.seq + 1) & 0xFF
-        if packet.payload != b"\x02":
+        if packet.payload != PUBLIC_KEY_REQUEST:
             # The client already had a public key (of the real server): cannot convert.
-            st.sseq = server_ch.send(packet.payload, st.sseq)
+            self._to_server(packet.payload)
             return
         try:
             key = sha2.proxy_key()
@@ -353,7 +355,7 @@ class Login:
         except sha2.Sha2Error as e:
             st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
             raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
-        st.sseq = server_ch.send(password, st.sseq)
+        self._to_server(password)
 
     def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> None:
         """What the server connection is logged in with (the pool matches on it)."""
@@ -412,13 +414,15 @@ class Login:
             if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
                 st.send_response(outcome, 0)
                 raise LoginFailed
-            st.cseq = st.client_ch.send(self._offered(hs).encode(), 0)
+            offered = self._offered(hs).encode()
+            self.tracker.server_packet(offered)  # the client's side of the login, this time
+            st.cseq = st.client_ch.send(offered, 0)
             _payload, login = await self.read_login()
             st.queries.reset()
             outcome = hooks.read_auth()
             if outcome.decision == Decision.SEND_RESULT:
                 st.send_response(outcome, st.cseq)
-                if outcome.response and outcome.response[0][:1] == b"\x00":
+                if outcome.response and is_ok(outcome.response[0]):
                     self.handover.unchoose()  # the script logged the client in: no server needed
                     st.backend_index = 0
                     return
@@ -465,6 +469,8 @@ class Login:
         link.username = login.username.decode("utf-8", "replace")
         link.charset = login.charset
         link.reset_pending = False  # COM_CHANGE_USER resets the session
+        self.tracker = LoginTracker(change_user_plugin=command.auth_plugin_name or "",
+                                    scramble=st.scramble)
         st.sseq = ch.send(packet, 0)
         log.debug("conn %d: client %s logs in as %r on %s (COM_CHANGE_USER)",
                   st.connection_id, st.name, link.username, link.name)
@@ -508,7 +514,7 @@ class Login:
                     bytes((Command.INIT_DB,)) + db.encode("utf-8", "surrogateescape"))
             finally:
                 link.busy = False
-            if reply[:1] != b"\x00":
+            if not is_ok(reply):
                 st.cseq = st.client_ch.send(reply, st.cseq)  # e.g. unknown database
                 raise LoginFailed
             link.peer.default_db = db
@@ -518,7 +524,7 @@ class Login:
         outcome = self.hooks.read_auth_result(ok)
         if outcome.decision == Decision.SEND_RESULT and outcome.response:
             st.send_response(outcome, st.cseq)
-            if outcome.response[0][:1] != b"\x00":
+            if not is_ok(outcome.response[0]):
                 raise LoginFailed
             return
         st.cseq = st.client_ch.send(ok, st.cseq)
@@ -529,11 +535,13 @@ class Login:
         """connect_server answered itself: remember a handshake it sent as our challenge."""
         st = self.state
         packets = outcome.response or []
-        if packets and packets[0][:1] == b"\x0a":
+        hs = None
+        if packets:
             try:
-                hs = HandshakeV10.parse(packets[0])
+                if self.tracker.server_packet(packets[0]) == LoginEvent.GREETING:
+                    hs = self.tracker.handshake
             except ProtocolError:
-                hs = None
+                pass
             if hs is not None:
                 st.server_handshake = hs
                 st.scramble = hs.auth_plugin_data
@@ -556,7 +564,7 @@ class Login:
         outcome = hooks.read_auth()
         if outcome.decision == Decision.SEND_RESULT and outcome.response:
             st.send_response(outcome, st.cseq)
-            return outcome.response[0][:1] == b"\x00"
+            return is_ok(outcome.response[0])
         st.cseq = st.client_ch.send(ok_packet(), st.cseq)
         return True
 

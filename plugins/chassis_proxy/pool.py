@@ -29,6 +29,8 @@ import logging
 import time
 from collections import deque
 
+from chassis_mysql.packets import is_err
+
 from chassis_proxy.link import ServerLink
 
 log = logging.getLogger("chassis.proxy.pool")
@@ -162,7 +164,7 @@ class Pool:
         # MariaDB and MySQL write an ERR before closing a connection they kill or time
         # out; any data means the connection is no longer a clean idle session.
         self._drop(link, f"the server sent {len(data)} bytes while it was idle",
-                   logging.WARNING if data[4:5] != b"\xff" else logging.INFO)
+                   logging.INFO if is_err(data[4:]) else logging.WARNING)
 
     def _arm_timer(self) -> None:
         if self._timer is not None or self.max_age <= 0 or not self._count:

@@ -16,14 +16,17 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from chassis_mysql.constants import Command
+from chassis_mysql.constants import MAX_PAYLOAD, Command
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame, frame_next_seq
+from chassis_mysql.framing import frame, frame_next_seq, shift_sequence_ids
 from chassis_mysql.response import Event, ResponseTracker
 
 from chassis_proxy.channel import ChannelTimeout
 from chassis_proxy.errors import ConnectionGone
 from chassis_proxy.state import ConnectionState
+
+#: The length bytes of a physical packet of MAX_PAYLOAD bytes: a payload split in several.
+_SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
 
 
 class ResponsePump:
@@ -216,7 +219,7 @@ class StreamPump:
             self._finish()
             return
         if pos < n:
-            if pos + 4 <= n and data[pos] == data[pos + 1] == data[pos + 2] == 0xFF:
+            if pos + 4 <= n and data[pos:pos + 3] == _SPLIT_HEADER:
                 self._to_framed(data[pos:])
                 return
             self.carry = data[pos:]
@@ -226,15 +229,8 @@ class StreamPump:
             server.transport.pause_reading()  # the client is slow: stop reading the server
 
     def _write(self, data: bytes, end: int, last_seq: int) -> None:
-        chunk = data[:end] if end < len(data) else data
         offset = self.offset or 0
-        if offset:
-            patched = bytearray(chunk)
-            pos = 0
-            while pos < end:
-                patched[pos + 3] = (patched[pos + 3] + offset) & 0xFF
-                pos += 4 + (patched[pos] | (patched[pos + 1] << 8) | (patched[pos + 2] << 16))
-            chunk = bytes(patched)
+        chunk = shift_sequence_ids(data, end, offset)
         self.server_seq = (last_seq + 1) & 0xFF
         self.client_seq = (last_seq + 1 + offset) & 0xFF
         self.state.bytes_out += end

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from chassis_mysql.constants import Command
+from chassis_mysql.framing import frame
+
 #: What a relay reports when one of its legs closes: the leg and the transport's error.
 LostCallback = Callable[["RelayLeg", BaseException | None], None]
 
 #: A client's COM_QUIT, as it ends its last buffer (length 1, sequence 0, command 0x01).
-COM_QUIT_PACKET = b"\x01\x00\x00\x00\x01"
+COM_QUIT_PACKET = frame(bytes((Command.QUIT,)), 0)
 
 
 class RelayLeg(asyncio.Protocol):

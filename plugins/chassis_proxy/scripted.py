@@ -27,8 +27,9 @@ from typing import Any
 
 from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame, frame_next_seq
-from chassis_mysql.packets import OK, err_packet, ok_packet
+from chassis_mysql.framing import frame, frame_next_seq, is_one_packet
+from chassis_mysql.infile import is_local_infile_request
+from chassis_mysql.packets import EOF, OK, err_packet, is_eof, is_err, is_ok, ok_packet
 from chassis_mysql.response import ResponseTracker
 
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
@@ -115,8 +116,8 @@ class ScriptedSession:
         if data:
             self.client_seen = data
             n = len(data)
-            if (not self.busy and n > 4 and data[0] | (data[1] << 8) | (data[2] << 16) == n - 4
-                    and n - 4 <= self.max_command and not reader.buffered):
+            if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
+                    and is_one_packet(data)):
                 whole = data
             else:
                 reader.feed(data)
@@ -170,7 +171,7 @@ class ScriptedSession:
         decision = outcome.decision
         if decision == _SEND_RESULT:
             response = outcome.response or []
-            if response and response[0][:1] != b"\xfb":
+            if response and not is_local_infile_request(response[0]):
                 self._send_packets(response, client_seq)
             else:
                 self._spawn(self._answer(response, client_seq))
@@ -260,7 +261,7 @@ class ScriptedSession:
         if not tracker.expects_response:
             return
         pump = await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
-        if payload[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00":
+        if payload[0] == Command.INIT_DB and is_ok(pump.first or b""):
             db = payload[1:].decode("utf-8", "surrogateescape")
             state.client.default_db = db
             if state.server is not None:
@@ -302,7 +303,7 @@ class ScriptedSession:
                                         client_seq=client_seq)
             if stream:
                 answered = True
-            if inj.packet[0] == Command.INIT_DB and (pump.first or b"")[:1] == b"\x00" \
+            if inj.packet[0] == Command.INIT_DB and is_ok(pump.first or b"") \
                     and state.server is not None:
                 state.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
             result = _injection_result(inj, pump, tracker, sent_ns)
@@ -424,7 +425,7 @@ class ScriptedSession:
             response = [err_packet(_UNKNOWN_ERROR,
                                    "(lua) handling proxy.response failed, check error-log")]
         seq = self._send_packets(response, client_seq)
-        if response[0][:1] == b"\xfb":
+        if is_local_infile_request(response[0]):
             # A LOCAL INFILE request without a server: take the file and throw it away.
             while True:
                 packet = await self.client.read_packet(self.settings.read_timeout)
@@ -437,15 +438,14 @@ class ScriptedSession:
 def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTracker,
                       sent_ns: int) -> InjectionResult:
     first = pump.first or b""
-    head = first[:1]
     status: int | None = 0
     affected: int | None = None
     insert_id: int | None = None
-    if head == b"\xff":
+    if is_err(first):
         status = 255
-    elif head == b"\xfb":
+    elif is_local_infile_request(first):
         status = None
-    elif head == b"\x00" and tracker.command != Command.STMT_PREPARE:
+    elif is_ok(first) and tracker.command != Command.STMT_PREPARE:
         try:
             ok = OK.parse(first, tracker.capabilities)
             affected, insert_id = ok.affected_rows, ok.last_insert_id
@@ -453,8 +453,9 @@ def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTrack
             pass
     warnings = 0
     last = pump.status_packet
-    if last[:1] == b"\xfe" and 5 <= len(last) < 9:
-        warnings = last[1] | (last[2] << 8)
+    if is_eof(last):
+        if len(last) >= 5:  # a 4.1 EOF (not the 1-byte one of old servers)
+            warnings = EOF.parse(last).warnings
     elif last:
         try:
             warnings = OK.parse(last, tracker.capabilities).warnings

@@ -13,6 +13,7 @@ from chassis_mysql.framing import (
     frame,
     frame_next_seq,
     header,
+    is_one_packet,
     scan,
     shift_sequence_ids,
 )
@@ -197,3 +198,12 @@ def test_shift_sequence_ids_handles_runs_longer_than_one_window() -> None:
     data = b"".join(frame(b"row", i) for i in range(1000)) + frame(b"end!", 232)
     expected = b"".join(frame(b"row", i + 7) for i in range(1000)) + frame(b"end!", 239)
     assert shift_sequence_ids(data, len(data), 7) == expected
+
+
+def test_is_one_packet_only_for_exactly_one_whole_packet() -> None:
+    one = frame(b"\x03SELECT 1", 0)
+    assert is_one_packet(one)
+    assert is_one_packet(frame(b"", 0))
+    assert not is_one_packet(one[:-1])  # payload cut short
+    assert not is_one_packet(one + frame(b"\x01", 0))  # two packets
+    assert not is_one_packet(b"\x01\x00")  # not even a header
