@@ -68,7 +68,8 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
 
     Called in every worker, before privileges are dropped, so ports below 1024 can be
     bound. With several workers (``--event-threads``) each binds its own socket with
-    ``SO_REUSEPORT``: :func:`chassis.listen.bind_listener` does that. Raise
+    ``SO_REUSEPORT``: :func:`chassis.listen.bind_listener` does that, and refuses an
+    address another process (a second chassis) already listens on. Raise
     :class:`chassis.errors.StartupError` with a message that tells the user what to do.
     """
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from chassis import logs, privileges, signals
+from chassis import listen, logs, privileges, signals
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
@@ -177,6 +177,8 @@ class Worker:
 
     async def _start(self) -> None:
         setup = self.setup
+        # Listeners may be shared with our sibling workers only (chassis.listen).
+        listen.set_instance(setup.angel_pid or os.getpid())
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)

@@ -80,7 +80,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.admin_address, default_port=4041)
     except ValueError as e:
         raise StartupError(f"--admin-address: {e}") from None
-    sock: socket.socket = bind_listener(address)
+    sock: socket.socket = bind_listener(address, option="--admin-address")
     _state.update(sock=sock, username=config.admin_username, password=password, script=script,
                   address=address)
 

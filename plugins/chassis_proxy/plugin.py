@@ -99,7 +99,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             # Processes cannot share a unix socket path the way SO_REUSEPORT shares a port.
             log.info("unix socket %s is served by worker 1 only", settings.listen)
         else:
-            sock = bind_listener(settings.listen)
+            sock = bind_listener(settings.listen, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
     except BaseException:

@@ -77,7 +77,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.echo_address, default_port=4050)
     except ValueError as e:
         raise StartupError(f"--echo-address: {e}") from None
-    _state["sock"] = bind_listener(address)
+    _state["sock"] = bind_listener(address, option="--echo-address")
     _state["config"] = config
     log.log(25, "echo listening on %s", address)
 
