@@ -16,6 +16,7 @@ import click
 import chassis
 from chassis.config import Config
 from chassis.errors import StartupError
+from chassis.listen import DEFAULT_BACKLOG
 from chassis.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -34,6 +35,10 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="The admin password (visible in ps: prefer --admin-password-file)."),
         click.Option(["--admin-password-file"], metavar="FILE",
                      help="Read the admin password from the first line of FILE (mode 0600 or stricter)."),
+        click.Option(["--admin-backlog"], type=click.IntRange(min=1), default=DEFAULT_BACKLOG,
+                     show_default=True, metavar="N",
+                     help="Connections the kernel queues until a worker accepts them "
+                          "(capped by net.core.somaxconn)."),
         click.Option(["--admin-lua-script"], metavar="FILE",
                      help="Lua script answering admin queries (MySQL Proxy admin scripts run unchanged)."),
     ]
@@ -80,8 +85,9 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.admin_address, default_port=4041)
     except ValueError as e:
         raise StartupError(f"--admin-address: {e}") from None
-    sock: socket.socket = bind_listener(address, option="--admin-address")
-    _state.update(sock=sock, username=config.admin_username, password=password, script=script,
+    backlog = int(config.get("admin_backlog") or DEFAULT_BACKLOG)
+    sock: socket.socket = bind_listener(address, backlog=backlog, option="--admin-address")
+    _state.update(sock=sock, backlog=backlog, username=config.admin_username, password=password, script=script,
                   address=address)
 
 
@@ -90,7 +96,7 @@ async def chassis_serve(runtime: Runtime) -> None:
     from chassis_admin.server import AdminServer
 
     server = AdminServer(runtime, _state["username"], _state["password"], _state["script"])
-    await server.start(_state["sock"])
+    await server.start(_state["sock"], _state["backlog"])
     _state["server"] = server
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])
 

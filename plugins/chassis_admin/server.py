@@ -64,8 +64,9 @@ class AdminServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._accept, sock=sock)
+    async def start(self, sock: socket.socket, backlog: int) -> None:
+        # backlog: asyncio listens again with its own default (100) unless told
+        self._server = await asyncio.start_server(self._accept, sock=sock, backlog=backlog)
 
     async def stop(self) -> None:
         if self._server is not None:

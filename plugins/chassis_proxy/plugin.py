@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import chassis
+from chassis.listen import DEFAULT_BACKLOG
 
 if TYPE_CHECKING:
     from chassis.config import Config
@@ -46,6 +47,10 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--lua-max-memory"], default=None, metavar="SIZE",
                      help="Memory limit of the worker's Lua state, e.g. 256M (default 256M)."),
         click.Option(["--no-proxy"], is_flag=True, help="Do not open the proxy listener."),
+        click.Option(["--proxy-backlog"], type=click.IntRange(min=1), default=DEFAULT_BACKLOG,
+                     show_default=True, metavar="N",
+                     help="Connections the kernel queues until a worker accepts them (a burst "
+                          "of logins); the kernel caps it at net.core.somaxconn."),
         click.Option(["--proxy-pool-no-change-user"], is_flag=True,
                      help="A client logging in on a pooled connection is checked against "
                           "its first login instead of by COM_CHANGE_USER."),
@@ -99,7 +104,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             # Processes cannot share a unix socket path the way SO_REUSEPORT shares a port.
             log.info("unix socket %s is served by worker 1 only", settings.listen)
         else:
-            sock = bind_listener(settings.listen, option="--proxy-address")
+            sock = bind_listener(settings.listen, backlog=settings.backlog, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
     except BaseException:
