@@ -28,8 +28,12 @@ _state: dict[str, Any] = {}
 @chassis.hookimpl
 def chassis_add_options() -> Sequence[click.Option]:
     return [
-        click.Option(["--admin-address"], default=":4041", show_default=True,
-                     help="Listen address host:port, or a unix socket path."),
+        click.Option(["--admin-address"], default="127.0.0.1:4041", show_default=True,
+                     help="Listen address host:port, or a unix socket path (:4041 for every "
+                          "address: the admin port controls the proxy, keep it local)."),
+        click.Option(["--admin-login-timeout"], type=click.FloatRange(min=0), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="Cut a connection that has not logged in within this time (0: never)."),
         click.Option(["--admin-username"], metavar="NAME", help="The admin login name (required)."),
         click.Option(["--admin-password"], metavar="PASSWORD",
                      help="The admin password (visible in ps: prefer --admin-password-file)."),
@@ -87,7 +91,9 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         raise StartupError(f"--admin-address: {e}") from None
     backlog = int(config.get("admin_backlog") or DEFAULT_BACKLOG)
     sock: socket.socket = bind_listener(address, backlog=backlog, option="--admin-address")
-    _state.update(sock=sock, backlog=backlog, username=config.admin_username, password=password, script=script,
+    login_timeout = float(config.get("admin_login_timeout") or 0)
+    _state.update(sock=sock, backlog=backlog, login_timeout=login_timeout,
+                  username=config.admin_username, password=password, script=script,
                   address=address)
 
 
@@ -95,7 +101,8 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
 async def chassis_serve(runtime: Runtime) -> None:
     from chassis_admin.server import AdminServer
 
-    server = AdminServer(runtime, _state["username"], _state["password"], _state["script"])
+    server = AdminServer(runtime, _state["username"], _state["password"], _state["script"],
+                         login_timeout=_state["login_timeout"])
     await server.start(_state["sock"], _state["backlog"])
     _state["server"] = server
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])
