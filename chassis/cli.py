@@ -177,10 +177,19 @@ def build_command(
     )
 
 
-def version_text(selected: Sequence[str], found: dict[str, plugins.PluginInfo]) -> str:
+def version_text(selected: Sequence[str], found: dict[str, plugins.PluginInfo],
+                 pm: Any = None) -> str:
+    """Versions of the chassis, Python, the selected plugins and what they report
+    through ``chassis_version_info`` (the proxy: lupa and its Lua runtime)."""
     lines = [f"chassis {__version__}", f"  python: {platform.python_version()}"]
     lines.append("-- modules")
     lines += [f"  {name}: {found[name].version}" for name in selected if name in found]
+    if pm is not None:
+        reported = [line for lines_ in reversed(pm.hook.chassis_version_info())
+                    for line in lines_ or ()]
+        if reported:
+            lines.append("-- libraries")
+            lines += [f"  {line}" for line in reported]
     return "\n".join(lines)
 
 
@@ -215,7 +224,7 @@ def parse(argv: Sequence[str]) -> tuple[Config, Any] | int:
         return 2
     values = dict(ctx.params)
     if values.pop("version", False):
-        click.echo(version_text(names, found))
+        click.echo(version_text(names, found, pm))
         return 0
     sources: dict[str, str] = {}
     for name in values:

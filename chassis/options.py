@@ -49,7 +49,7 @@ def core_options() -> list[click.Option]:
                      help="Accepted for compatibility; plugins are found by entry point (group chassis.plugins)."),
         click.Option(["--plugins"], multiple=True, metavar="NAMES",
                      help="Plugins to load; repeatable and comma-separated (default: proxy)."),
-        click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default="critical",
+        click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default="message",
                      show_default=True, help="Least important level to log."),
         click.Option(["--log-file"], metavar="FILE", help="Log to FILE instead of stderr; SIGHUP reopens it."),
         click.Option(["--log-use-syslog"], is_flag=True, help="Log to syslog."),

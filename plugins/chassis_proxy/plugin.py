@@ -84,6 +84,22 @@ def chassis_add_options() -> Sequence[click.Option]:
     ]
 
 
+@chassis.hookimpl
+def chassis_version_info() -> Sequence[str]:
+    """lupa's version and the Lua runtime scripts run on (asked of the Lua bridge)."""
+    from importlib import metadata
+
+    try:
+        lupa_version = metadata.version("lupa")
+    except metadata.PackageNotFoundError:
+        return ["lupa: not installed (--proxy-lua-script cannot work)"]
+    try:
+        from chassis_proxy.lua.runtime import implementation
+    except ImportError as e:
+        return [f"lupa: {lupa_version} (no usable Lua runtime: {e})"]
+    return [f"lupa: {lupa_version} (Lua runtime: {implementation()})"]
+
+
 # The worker's proxy; one per process (each --event-threads worker has its own).
 _service: ProxyService | None = None
 
@@ -114,6 +130,30 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
+    if runtime.worker_id == 0:
+        _say_what_we_use(settings, _service.port)
+
+
+def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
+    """Where the proxy listens, its backends and its script: one ``message`` line each,
+    so that a foreground chassis at the default level tells what it does."""
+    from chassis.listen import Address
+    from chassis.logs import MESSAGE
+
+    log = logging.getLogger("chassis.proxy")
+    listen = settings.listen
+    if listen is None:
+        log.log(MESSAGE, "proxy: not listening (--no-proxy)")
+    else:
+        if port is not None and listen.port != port:
+            listen = Address(host=listen.host, port=port)
+        log.log(MESSAGE, "proxy listening on %s", listen)
+    log.log(MESSAGE, "proxy backends: %s", ", ".join(
+        f"{b.address} ({'read-only' if b.read_only else 'read/write'})" for b in settings.backends))
+    if settings.lua_script is None:
+        log.log(MESSAGE, "proxy Lua script: none (queries are relayed as they are)")
+    else:
+        log.log(MESSAGE, "proxy Lua script: %s", settings.lua_script)
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:

@@ -40,7 +40,7 @@ def test_preparse_finds_plugins_and_defaults_file_in_both_spellings() -> None:
 def test_defaults_apply_without_file() -> None:
     config = parsed(["--plugins=echo"])
     assert config.event_threads == 1
-    assert config.log_level == "critical"
+    assert config.log_level == "message"
     assert config.source("event_threads") == DEFAULT
     assert config.plugins == ["echo"]
 

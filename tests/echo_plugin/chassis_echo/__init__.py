@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import platform
 import resource
 import signal
 import socket
@@ -67,6 +68,11 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--echo-stop-hang"], is_flag=True,
                      help="Never finish chassis_stop (tests --shutdown-timeout)."),
     ]
+
+
+@chassis.hookimpl
+def chassis_version_info() -> Sequence[str]:
+    return [f"echo protocol: 1 (python {platform.python_version()})"]
 
 
 @chassis.hookimpl
