@@ -146,6 +146,29 @@ def _keys_of_unselected(found: dict[str, plugins.PluginInfo], selected: Sequence
     }
 
 
+def add_negations(params: Sequence[click.Parameter], taken: dict[str, str]) -> None:
+    """Give every boolean flag its ``--no-`` form (``--daemon / --no-daemon``), so that a
+    flag set in the defaults-file can be turned off on the command line.
+
+    A flag named ``--no-x`` is negated by ``--x``. ``--version`` and ``--help`` are not
+    negated (they are command-line actions, not settings).
+    """
+    for param in params:
+        if not isinstance(param, click.Option) or not param.is_flag or not param.is_bool_flag:
+            continue
+        if param.secondary_opts or param.name in ("version", "help"):
+            continue
+        long_names = _long_names(param)
+        if not long_names:
+            continue
+        name = long_names[0]
+        negation = "--" + (name[3:] if name.startswith("no-") else f"no-{name}")
+        if negation in taken:
+            continue  # another option has that name: keep it
+        param.secondary_opts = [negation]
+        taken[negation] = taken.get(f"--{name}", "chassis")
+
+
 def build_command(
     grouped: dict[str, list[click.Option]], default_map: dict[str, Any] | None = None
 ) -> GroupedCommand:
@@ -164,6 +187,7 @@ def build_command(
                 seen[name] = plugin_name
         groups[f"{plugin_name} options"] = list(opts)
     params = [p for ps in groups.values() for p in ps]
+    add_negations(params, seen)
     return GroupedCommand(
         "chassis",
         params=params,

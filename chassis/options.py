@@ -58,7 +58,8 @@ def core_options() -> list[click.Option]:
         click.Option(["--keepalive"], is_flag=True,
                      help="Run an angel process that restarts a crashed worker."),
         click.Option(["--max-open-files"], type=click.IntRange(min=0), default=0,
-                     help="Raise RLIMIT_NOFILE to this many descriptors (0: leave as is)."),
+                     help="Set the open files limit (RLIMIT_NOFILE) to N: raised, with the hard limit "
+                          "when allowed, or lowered (0: leave as is)."),
         click.Option(["--event-threads"], type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of worker processes, each with its own event loop."),
         click.Option(["--lua-path"], metavar="PATH", help="Lua package.path (exported as LUA_PATH)."),

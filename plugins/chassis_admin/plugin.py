@@ -38,7 +38,8 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--admin-password"], metavar="PASSWORD",
                      help="The admin password (visible in ps: prefer --admin-password-file)."),
         click.Option(["--admin-password-file"], metavar="FILE",
-                     help="Read the admin password from the first line of FILE (mode 0600 or stricter)."),
+                     help="Read the admin password from the first line of FILE; others may not read it "
+                          "and only its owner may write it (mode 0640 or stricter)."),
         click.Option(["--admin-backlog"], type=click.IntRange(min=1), default=DEFAULT_BACKLOG,
                      show_default=True, metavar="N",
                      help="Connections the kernel queues until a worker accepts them "
@@ -59,8 +60,8 @@ def read_password(config: Config) -> str:
             mode = path.stat().st_mode
             if mode & 0o077 & ~0o040:  # group may read, nobody may write, others nothing
                 raise StartupError(
-                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read or "
-                    f"write it; run: chmod 0600 {path}"
+                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read "
+                    f"it or its group write it (0640 or stricter required); run: chmod 0600 {path}"
                 )
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as e:
