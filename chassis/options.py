@@ -57,6 +57,11 @@ def core_options() -> list[click.Option]:
                      help="Dump the Python tracebacks of all threads on a fatal signal."),
         click.Option(["--keepalive"], is_flag=True,
                      help="Run an angel process that restarts a crashed worker."),
+        click.Option(["--watchdog-timeout"], type=click.FloatRange(min=0), default=30.0,
+                     show_default=True, metavar="SECONDS",
+                     help="With --keepalive: a worker whose event loop has not run for this "
+                          "long is killed (tracebacks dumped with --log-backtrace-on-crash) "
+                          "and restarted (0: off)."),
         click.Option(["--max-open-files"], type=click.IntRange(min=0), default=0,
                      help="Set the open files limit (RLIMIT_NOFILE) to N: raised, with the hard limit "
                           "when allowed, or lowered (0: leave as is)."),
