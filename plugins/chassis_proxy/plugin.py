@@ -149,7 +149,7 @@ def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
             listen = Address(host=listen.host, port=port)
         log.log(MESSAGE, "proxy listening on %s", listen)
     log.log(MESSAGE, "proxy backends: %s", ", ".join(
-        f"{b.address} ({'read-only' if b.read_only else 'read/write'})" for b in settings.backends))
+        f"{b.address} ({'ro' if b.read_only else 'rw'})" for b in settings.backends))
     if settings.lua_script is None:
         log.log(MESSAGE, "proxy Lua script: none (queries are relayed as they are)")
     else:

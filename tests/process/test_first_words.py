@@ -25,7 +25,7 @@ def test_a_foreground_proxy_says_where_it_listens_and_what_it_uses_at_the_defaul
                                f"--proxy-lua-script={script}"])
     text = chassis.stderr_text()
     for line in (f"proxy listening on 127.0.0.1:{port}",
-                 "proxy backends: 127.0.0.1:1 (read/write), 127.0.0.1:2 (read-only)",
+                 "proxy backends: 127.0.0.1:1 (rw), 127.0.0.1:2 (ro)",
                  f"proxy Lua script: {script}"):
         assert re.search(rf"\(message\) \[worker \d+\] {re.escape(line)}$", text, re.M), text
         assert text.count(line) == 1
@@ -37,7 +37,7 @@ def test_a_proxy_without_a_script_says_so(chassis_factory: Factory) -> None:
                                "--event-threads=2"])
     text = chassis.stderr_text()
     assert text.count(f"proxy listening on 127.0.0.1:{port}") == 1  # not once per worker
-    assert "proxy backends: 127.0.0.1:3306 (read/write)" in text
+    assert "proxy backends: 127.0.0.1:3306 (rw)" in text
     assert "proxy Lua script: none" in text
 
 
