@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from chassis import logs, signals, worker
+from chassis import logs, signals, watchdog, worker
 from chassis.config import Config
 from chassis.pidfile import PidFile
 from chassis.privileges import TargetUser
@@ -103,6 +103,10 @@ class Slot:
     delay: float = 0.0
     restart_at: float | None = None
     generation: int = 0
+    heartbeat: watchdog.Heartbeat | None = None
+    #: Set once the watchdog found it hung: when to SIGKILL it (None: done or not hung).
+    hung: bool = False
+    kill_hung_at: float | None = None
 
 
 @dataclass
@@ -119,6 +123,8 @@ class Angel:
     def __post_init__(self) -> None:
         self.count = int(self.config.get("event_threads") or 1)
         self.keepalive = bool(self.config.get("keepalive"))
+        self.watchdog_timeout = (float(self.config.get("watchdog_timeout") or 0)
+                                 if self.keepalive else 0.0)
         self.slots = [Slot(i) for i in range(self.count)]
         self.failures: deque[float] = deque()
         self.ready = False
@@ -149,6 +155,7 @@ class Angel:
                     break
                 self._kill_stragglers()
             else:
+                self._watch()
                 self._restart_due()
         return self._finish()
 
@@ -158,12 +165,17 @@ class Angel:
         deadlines += [s.restart_at - now for s in self.slots if s.restart_at is not None]
         if self.kill_at is not None and not self.killed:
             deadlines.append(self.kill_at - now)
+        deadlines += [s.kill_hung_at - now for s in self.slots if s.kill_hung_at is not None]
+        if self.watchdog_timeout > 0:
+            deadlines.append(watchdog.interval(self.watchdog_timeout))
         return max(0.0, min(deadlines))
 
     def _finish(self) -> int:
         for slot in self.slots:
             if slot.listener is not None:
                 slot.listener.close()
+            if slot.heartbeat is not None:
+                slot.heartbeat.close()
         if self.pidfile is not None:
             self.pidfile.release()
         level = logs.CRITICAL if self.config.get("verbose_shutdown") else logs.MESSAGE
@@ -226,6 +238,12 @@ class Angel:
     # -- workers --------------------------------------------------------------------
 
     def _spawn(self, slot: Slot) -> None:
+        if self.watchdog_timeout > 0:
+            if slot.heartbeat is None:
+                slot.heartbeat = watchdog.Heartbeat()
+            slot.heartbeat.beat()  # the new worker's clock starts now
+        slot.hung = False
+        slot.kill_hung_at = None
         listener, reporter = pipe()
         fcntl.fcntl(listener.fd, fcntl.F_SETOWN, os.getpid())
         flags = fcntl.fcntl(listener.fd, fcntl.F_GETFL)
@@ -261,7 +279,8 @@ class Angel:
             code = worker.run(worker.WorkerSetup(
                 config=self.config, pm=self.pm, logs=self.logs, worker_id=slot.index,
                 worker_count=self.count, reporter=reporter, angel_pid=self.pid,
-                user=self.user,
+                user=self.user, heartbeat=slot.heartbeat,
+                heartbeat_interval=watchdog.interval(self.watchdog_timeout or 4.0),
             ))
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -270,6 +289,40 @@ class Angel:
             with contextlib.suppress(BaseException):
                 self.logs.flush()
             os._exit(code)
+
+    def _watch(self) -> None:
+        """The watchdog: a worker whose loop stopped beating is dumped, killed, restarted."""
+        if self.watchdog_timeout <= 0:
+            return
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.pid is None or slot.heartbeat is None:
+                continue
+            if slot.hung:
+                if slot.kill_hung_at is not None and now >= slot.kill_hung_at:
+                    slot.kill_hung_at = None
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.pid, signal.SIGKILL)
+                continue
+            if _is_stopped(slot.pid):  # SIGSTOP by an operator: not a hang
+                slot.heartbeat.beat()
+                continue
+            silent = slot.heartbeat.silent_for()
+            if silent < self.watchdog_timeout:
+                continue
+            slot.hung = True
+            dump = bool(self.config.get("log_backtrace_on_crash"))
+            log.log(logs.CRITICAL, "worker %d (pid=%d) is hung: its event loop has not run for "
+                    "%.1f s (--watchdog-timeout); %s", slot.index + 1, slot.pid, silent,
+                    "dumping its tracebacks, killing and restarting it" if dump
+                    else "killing and restarting it")
+            self.logs.flush()
+            with contextlib.suppress(ProcessLookupError):
+                if dump:
+                    os.kill(slot.pid, watchdog.DUMP_SIGNAL)
+                    slot.kill_hung_at = now + watchdog.DUMP_GRACE
+                else:
+                    os.kill(slot.pid, signal.SIGKILL)
 
     def _poll_reports(self) -> None:
         for slot in self.slots:
@@ -374,3 +427,12 @@ class Angel:
         if not self.ready:
             self.launcher.failed(error, code or 1)
         self._begin_stop(code or 1)
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped (SIGSTOP, a debugger): state T or t in /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False

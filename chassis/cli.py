@@ -146,6 +146,29 @@ def _keys_of_unselected(found: dict[str, plugins.PluginInfo], selected: Sequence
     }
 
 
+def add_negations(params: Sequence[click.Parameter], taken: dict[str, str]) -> None:
+    """Give every boolean flag its ``--no-`` form (``--daemon / --no-daemon``), so that a
+    flag set in the defaults-file can be turned off on the command line.
+
+    A flag named ``--no-x`` is negated by ``--x``. ``--version`` and ``--help`` are not
+    negated (they are command-line actions, not settings).
+    """
+    for param in params:
+        if not isinstance(param, click.Option) or not param.is_flag or not param.is_bool_flag:
+            continue
+        if param.secondary_opts or param.name in ("version", "help"):
+            continue
+        long_names = _long_names(param)
+        if not long_names:
+            continue
+        name = long_names[0]
+        negation = "--" + (name[3:] if name.startswith("no-") else f"no-{name}")
+        if negation in taken:
+            continue  # another option has that name: keep it
+        param.secondary_opts = [negation]
+        taken[negation] = taken.get(f"--{name}", "chassis")
+
+
 def build_command(
     grouped: dict[str, list[click.Option]], default_map: dict[str, Any] | None = None
 ) -> GroupedCommand:
@@ -164,6 +187,7 @@ def build_command(
                 seen[name] = plugin_name
         groups[f"{plugin_name} options"] = list(opts)
     params = [p for ps in groups.values() for p in ps]
+    add_negations(params, seen)
     return GroupedCommand(
         "chassis",
         params=params,
@@ -177,10 +201,19 @@ def build_command(
     )
 
 
-def version_text(selected: Sequence[str], found: dict[str, plugins.PluginInfo]) -> str:
+def version_text(selected: Sequence[str], found: dict[str, plugins.PluginInfo],
+                 pm: Any = None) -> str:
+    """Versions of the chassis, Python, the selected plugins and what they report
+    through ``chassis_version_info`` (the proxy: lupa and its Lua runtime)."""
     lines = [f"chassis {__version__}", f"  python: {platform.python_version()}"]
     lines.append("-- modules")
     lines += [f"  {name}: {found[name].version}" for name in selected if name in found]
+    if pm is not None:
+        reported = [line for lines_ in reversed(pm.hook.chassis_version_info())
+                    for line in lines_ or ()]
+        if reported:
+            lines.append("-- libraries")
+            lines += [f"  {line}" for line in reported]
     return "\n".join(lines)
 
 
@@ -215,7 +248,7 @@ def parse(argv: Sequence[str]) -> tuple[Config, Any] | int:
         return 2
     values = dict(ctx.params)
     if values.pop("version", False):
-        click.echo(version_text(names, found))
+        click.echo(version_text(names, found, pm))
         return 0
     sources: dict[str, str] = {}
     for name in values:

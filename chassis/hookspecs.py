@@ -11,7 +11,7 @@ Implement hooks with the :data:`chassis.hookimpl` marker. Every hook is optional
 Life of a plugin, per process:
 
 1. ``chassis_add_options`` (in every process, also for ``--help`` of plugins that are
-   found but not selected).
+   found but not selected); ``chassis_version_info`` for ``--version`` only.
 2. The chassis parses the command line and the defaults-file, daemonizes, forks the
    angel and the workers (``--keepalive``, ``--event-threads``). The rest runs in
    **each worker process**, inside its asyncio event loop:
@@ -63,12 +63,25 @@ def chassis_add_options() -> Sequence[click.Option]:
 
 
 @hookspec
+def chassis_version_info() -> Sequence[str]:
+    """Return lines for ``chassis --version``: the libraries and runtimes this plugin uses.
+
+    Called in the launching process, for the selected plugins only, with nothing else
+    started; import what you report inside the hook, so that ``--help`` stays quick.
+    One line per library, ``name: version``, e.g. ``lupa: 2.8 (Lua runtime LuaJIT 2.1)``.
+    A library that cannot be imported is worth a line too (``lupa: not available``).
+    """
+    raise NotImplementedError
+
+
+@hookspec
 def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     """Check the configuration and prepare to serve: bind listening sockets here.
 
     Called in every worker, before privileges are dropped, so ports below 1024 can be
     bound. With several workers (``--event-threads``) each binds its own socket with
-    ``SO_REUSEPORT``: :func:`chassis.listen.bind_listener` does that. Raise
+    ``SO_REUSEPORT``: :func:`chassis.listen.bind_listener` does that, and refuses an
+    address another process (a second chassis) already listens on. Raise
     :class:`chassis.errors.StartupError` with a message that tells the user what to do.
     """
 

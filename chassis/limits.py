@@ -20,7 +20,8 @@ def set_max_open_files(wanted: int) -> tuple[int, int]:
     except (ValueError, OSError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ChassisError(
-            f"--max-open-files={wanted}: cannot raise the open files limit (soft {soft}, "
+            f"--max-open-files={wanted}: cannot {'raise' if wanted > soft else 'set'} the open "
+            f"files limit (soft {soft}, "
             f"hard {hard}): {reason}; raise the hard limit first (ulimit -Hn, systemd "
             "LimitNOFILE=, or start as root; the kernel caps it at /proc/sys/fs/nr_open)"
         ) from None

@@ -9,6 +9,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from chassis import portowners
 from chassis.errors import StartupError
 
 
@@ -64,11 +65,29 @@ def parse_address(text: str, default_port: int) -> Address:
     return Address(host=host, port=int(port_text))
 
 
-def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = 128) -> socket.socket:
-    """Bind and listen; several processes may bind the same TCP address (``SO_REUSEPORT``).
+#: Listen backlog when the caller gives none: bursts of logins must not overflow the
+#: accept queue (the kernel caps it at ``net.core.somaxconn``, 4096 on current kernels).
+DEFAULT_BACKLOG = 4096
 
-    A stale unix socket file nobody answers on is removed first. Raises
-    :class:`StartupError` with an actionable message.
+_instance_pid: int | None = None
+
+
+def set_instance(pid: int) -> None:
+    """Name the chassis process whose workers may share our listeners (the angel's pid, or
+    the worker's own without an angel); called by the worker before the plugins bind."""
+    global _instance_pid
+    _instance_pid = pid
+
+
+def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = DEFAULT_BACKLOG,
+                  option: str | None = None) -> socket.socket:
+    """Bind and listen; the workers of this chassis may share a TCP address (``SO_REUSEPORT``).
+
+    Only our own workers: a listener of any other process on the address (a second
+    chassis, which ``SO_REUSEPORT`` would let in) is a :class:`StartupError`, found
+    before binding and checked again after it (two starting at once both refuse rather
+    than share). A stale unix socket file nobody answers on is removed first.
+    ``option`` names the option that gave the address, for the error's hint.
     """
     if address.path is not None:
         return _bind_unix(address.path, backlog)
@@ -80,6 +99,10 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = 1
     except socket.gaierror as e:
         raise StartupError(f"cannot resolve listen address {address}: {e.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
+    hint = f"is another chassis or server running there? see {option or 'the listen address'}"
+    shared = reuse_port and hasattr(socket, "SO_REUSEPORT") and address.port != 0
+    if shared:
+        _refuse_strangers(address, str(sockaddr[0]), address.port, None, hint)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -91,10 +114,30 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = 1
         sock.listen(backlog)
     except OSError as e:
         sock.close()
-        hint = " (is another server running there?)" if e.errno == errno.EADDRINUSE else ""
-        raise StartupError(f"cannot listen on {address}: {e.strerror}{hint}") from None
+        extra = f" ({hint})" if e.errno == errno.EADDRINUSE else ""
+        raise StartupError(f"cannot listen on {address}: {e.strerror}{extra}") from None
+    if shared:
+        try:
+            _refuse_strangers(address, str(sockaddr[0]), address.port,
+                              os.fstat(sock.fileno()).st_ino, hint)
+        except StartupError:
+            sock.close()
+            raise
     sock.setblocking(False)
     return sock
+
+
+def _refuse_strangers(address: Address, host: str, port: int, own_inode: int | None,
+                      hint: str) -> None:
+    instance = _instance_pid if _instance_pid is not None else os.getpid()
+    strangers = portowners.foreign_listeners(host, port, instance, own_inode)
+    if not strangers:
+        return
+    who = portowners.holder(strangers[0].inode)
+    raise StartupError(
+        f"cannot listen on {address}: address in use by another process"
+        f"{f' ({who})' if who else ''}; only this chassis' own workers may share it ({hint})"
+    )
 
 
 def _bind_unix(path: str, backlog: int) -> socket.socket:

@@ -18,6 +18,7 @@ import faulthandler
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -168,6 +169,8 @@ class Logs:
             return
         stream: Any = self.file.stream if self.file is not None else sys.stderr
         faulthandler.enable(file=stream, all_threads=True)
+        # The angel's watchdog asks a hung worker for its tracebacks with SIGQUIT.
+        faulthandler.register(signal.SIGQUIT, file=stream, all_threads=True, chain=False)
 
     def reopen_after_sighup(self) -> None:
         """What SIGHUP does: MySQL Proxy's two lines around a reopen of the log file."""

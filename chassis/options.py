@@ -49,7 +49,7 @@ def core_options() -> list[click.Option]:
                      help="Accepted for compatibility; plugins are found by entry point (group chassis.plugins)."),
         click.Option(["--plugins"], multiple=True, metavar="NAMES",
                      help="Plugins to load; repeatable and comma-separated (default: proxy)."),
-        click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default="critical",
+        click.Option(["--log-level"], type=click.Choice(LOG_LEVELS), default="message",
                      show_default=True, help="Least important level to log."),
         click.Option(["--log-file"], metavar="FILE", help="Log to FILE instead of stderr; SIGHUP reopens it."),
         click.Option(["--log-use-syslog"], is_flag=True, help="Log to syslog."),
@@ -57,8 +57,14 @@ def core_options() -> list[click.Option]:
                      help="Dump the Python tracebacks of all threads on a fatal signal."),
         click.Option(["--keepalive"], is_flag=True,
                      help="Run an angel process that restarts a crashed worker."),
+        click.Option(["--watchdog-timeout"], type=click.FloatRange(min=0), default=30.0,
+                     show_default=True, metavar="SECONDS",
+                     help="With --keepalive: a worker whose event loop has not run for this "
+                          "long is killed (tracebacks dumped with --log-backtrace-on-crash) "
+                          "and restarted (0: off)."),
         click.Option(["--max-open-files"], type=click.IntRange(min=0), default=0,
-                     help="Raise RLIMIT_NOFILE to this many descriptors (0: leave as is)."),
+                     help="Set the open files limit (RLIMIT_NOFILE) to N: raised, with the hard limit "
+                          "when allowed, or lowered (0: leave as is)."),
         click.Option(["--event-threads"], type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of worker processes, each with its own event loop."),
         click.Option(["--lua-path"], metavar="PATH", help="Lua package.path (exported as LUA_PATH)."),

@@ -59,7 +59,7 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
         os.umask(umask)
     chassis_logs = logs.Logs()
     chassis_logs.setup(
-        level=config.get("log_level") or "critical",
+        level=config.get("log_level") or "message",
         path=config.path(config.get("log_file")),
         use_syslog=bool(config.get("log_use_syslog")),
         owner=owner,
@@ -72,6 +72,11 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
     signals.block()
     launcher: Reporter = _Terminal(echo=not chassis_logs.on_stderr)
     if config.get("daemon"):
+        if chassis_logs.on_stderr:
+            # The daemon's stderr is /dev/null: say so while there is a terminal.
+            print("chassis: --daemon without --log-file or --log-use-syslog: the daemon's "
+                  "log is discarded (its stderr is /dev/null); give --log-file=FILE to keep it",
+                  file=sys.stderr, flush=True)
         result = daemon.daemonize(umask)
         if isinstance(result, int):
             return result  # the launching shell's process: the daemon reported

@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from chassis import logs, privileges, signals
+from chassis import listen, logs, privileges, signals, watchdog
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
@@ -55,6 +55,9 @@ class WorkerSetup:
     #: Main-process duties when there is no angel: pid file, systemd, launcher.
     on_ready: Callable[[], None] | None = None
     on_stopping: Callable[[], None] | None = None
+    #: Shared with the angel, which restarts a worker that stops beating (--keepalive).
+    heartbeat: watchdog.Heartbeat | None = None
+    heartbeat_interval: float = 1.0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -119,6 +122,10 @@ class Worker:
 
     async def main(self) -> int:
         self.runtime.loop = asyncio.get_running_loop()
+        if self.setup.heartbeat is not None:
+            self.runtime.loop.create_task(
+                watchdog.beat_forever(self.setup.heartbeat, self.setup.heartbeat_interval),
+                name="chassis-heartbeat")
         try:
             ready = await self._start_unless_stopped()
             if ready and self.setup.on_ready is not None:
@@ -177,6 +184,8 @@ class Worker:
 
     async def _start(self) -> None:
         setup = self.setup
+        # Listeners may be shared with our sibling workers only (chassis.listen).
+        listen.set_instance(setup.angel_pid or os.getpid())
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)

@@ -16,6 +16,7 @@ import click
 import chassis
 from chassis.config import Config
 from chassis.errors import StartupError
+from chassis.listen import DEFAULT_BACKLOG
 from chassis.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -27,13 +28,22 @@ _state: dict[str, Any] = {}
 @chassis.hookimpl
 def chassis_add_options() -> Sequence[click.Option]:
     return [
-        click.Option(["--admin-address"], default=":4041", show_default=True,
-                     help="Listen address host:port, or a unix socket path."),
+        click.Option(["--admin-address"], default="127.0.0.1:4041", show_default=True,
+                     help="Listen address host:port, or a unix socket path (:4041 for every "
+                          "address: the admin port controls the proxy, keep it local)."),
+        click.Option(["--admin-login-timeout"], type=click.FloatRange(min=0), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="Cut a connection that has not logged in within this time (0: never)."),
         click.Option(["--admin-username"], metavar="NAME", help="The admin login name (required)."),
         click.Option(["--admin-password"], metavar="PASSWORD",
                      help="The admin password (visible in ps: prefer --admin-password-file)."),
         click.Option(["--admin-password-file"], metavar="FILE",
-                     help="Read the admin password from the first line of FILE (mode 0600 or stricter)."),
+                     help="Read the admin password from the first line of FILE; others may not read it "
+                          "and only its owner may write it (mode 0640 or stricter)."),
+        click.Option(["--admin-backlog"], type=click.IntRange(min=1), default=DEFAULT_BACKLOG,
+                     show_default=True, metavar="N",
+                     help="Connections the kernel queues until a worker accepts them "
+                          "(capped by net.core.somaxconn)."),
         click.Option(["--admin-lua-script"], metavar="FILE",
                      help="Lua script answering admin queries (MySQL Proxy admin scripts run unchanged)."),
     ]
@@ -50,8 +60,8 @@ def read_password(config: Config) -> str:
             mode = path.stat().st_mode
             if mode & 0o077 & ~0o040:  # group may read, nobody may write, others nothing
                 raise StartupError(
-                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read or "
-                    f"write it; run: chmod 0600 {path}"
+                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read "
+                    f"it or its group write it (0640 or stricter required); run: chmod 0600 {path}"
                 )
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as e:
@@ -80,8 +90,11 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.admin_address, default_port=4041)
     except ValueError as e:
         raise StartupError(f"--admin-address: {e}") from None
-    sock: socket.socket = bind_listener(address)
-    _state.update(sock=sock, username=config.admin_username, password=password, script=script,
+    backlog = int(config.get("admin_backlog") or DEFAULT_BACKLOG)
+    sock: socket.socket = bind_listener(address, backlog=backlog, option="--admin-address")
+    login_timeout = float(config.get("admin_login_timeout") or 0)
+    _state.update(sock=sock, backlog=backlog, login_timeout=login_timeout,
+                  username=config.admin_username, password=password, script=script,
                   address=address)
 
 
@@ -89,8 +102,9 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
 async def chassis_serve(runtime: Runtime) -> None:
     from chassis_admin.server import AdminServer
 
-    server = AdminServer(runtime, _state["username"], _state["password"], _state["script"])
-    await server.start(_state["sock"])
+    server = AdminServer(runtime, _state["username"], _state["password"], _state["script"],
+                         login_timeout=_state["login_timeout"])
+    await server.start(_state["sock"], _state["backlog"])
     _state["server"] = server
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])
 

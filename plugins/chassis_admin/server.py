@@ -52,8 +52,12 @@ _ids = itertools.count(1)
 
 
 class AdminServer:
-    def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None):
+    def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None,
+                 login_timeout: float = 10.0):
         self.runtime = runtime
+        #: Seconds a client may take to log in (0: no limit): an unauthenticated
+        #: connection must not hold a slot forever.
+        self.login_timeout = login_timeout
         self.username = username.encode()
         #: SHA1(SHA1(password)), what the login checks against (the password is not kept).
         self.password_hash = native_password_hash(password.encode())
@@ -64,8 +68,9 @@ class AdminServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._accept, sock=sock)
+    async def start(self, sock: socket.socket, backlog: int) -> None:
+        # backlog: asyncio listens again with its own default (100) unless told
+        self._server = await asyncio.start_server(self._accept, sock=sock, backlog=backlog)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -126,7 +131,7 @@ class AdminConnection:
         await self.writer.drain()
 
     async def run(self) -> None:
-        if not await self.login():
+        if not await self.login_in_time():
             return
         while True:
             packet = await self.read_packet()
@@ -147,6 +152,24 @@ class AdminConnection:
                 await self.send(err_packet(ErrorCode.UNKNOWN_ERROR,
                                            "[admin] we only handle text-based queries (COM_QUERY)"))
 
+    async def login_in_time(self) -> bool:
+        """The login, cut after ``--admin-login-timeout`` with an ERR and a log line."""
+        limit = self.server.login_timeout
+        if limit <= 0:
+            return await self.login()
+        try:
+            async with asyncio.timeout(limit):
+                return await self.login()
+        except TimeoutError:
+            log.warning("admin connection %d from %s: no login within %g s "
+                        "(--admin-login-timeout); closing it", self.id, self.peer, limit)
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(self.send(err_packet(
+                    ErrorCode.NET_READ_INTERRUPTED,
+                    "Got timeout reading communication packets (--admin-login-timeout)",
+                    "08S01")), 1.0)
+            return False
+
     async def login(self) -> bool:
         challenge = new_challenge()
         hello = HandshakeV10(
@@ -157,9 +180,10 @@ class AdminConnection:
         await self.send(hello.encode())
         payload = await self.read_packet(MAX_LOGIN_PACKET)
         if is_ssl_request(payload):
-            await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
-                                       "the admin port does not offer TLS", "08004"))
-            return False
+            upgraded = await self.start_tls(payload)
+            if upgraded is None:
+                return False
+            payload = upgraded
         response = HandshakeResponse41.parse(payload)
         auth = response.auth_response
         if response.auth_plugin_name not in (None, "", NATIVE):
@@ -183,6 +207,16 @@ class AdminConnection:
         await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
                                    f"Access denied for user '{user}' (admin)", "28000"))
         return False
+
+    async def start_tls(self, ssl_request: bytes) -> bytes | None:
+        """The client sent an SSLRequest: TLS, then its handshake response over it.
+
+        The place for the admin port's TLS (the proxy's options, a later item); until
+        then the request is refused and None returned (the login ends).
+        """
+        await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
+                                   "the admin port does not offer TLS", "08004"))
+        return None
 
     async def query(self, text: str) -> None:
         statement = sql.parse(text)

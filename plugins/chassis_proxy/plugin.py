@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import chassis
+from chassis.listen import DEFAULT_BACKLOG
 
 if TYPE_CHECKING:
     from chassis.config import Config
@@ -46,6 +47,10 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--lua-max-memory"], default=None, metavar="SIZE",
                      help="Memory limit of the worker's Lua state, e.g. 256M (default 256M)."),
         click.Option(["--no-proxy"], is_flag=True, help="Do not open the proxy listener."),
+        click.Option(["--proxy-backlog"], type=click.IntRange(min=1), default=DEFAULT_BACKLOG,
+                     show_default=True, metavar="N",
+                     help="Connections the kernel queues until a worker accepts them (a burst "
+                          "of logins); the kernel caps it at net.core.somaxconn."),
         click.Option(["--proxy-pool-no-change-user"], is_flag=True,
                      help="A client logging in on a pooled connection is checked against "
                           "its first login instead of by COM_CHANGE_USER."),
@@ -79,6 +84,22 @@ def chassis_add_options() -> Sequence[click.Option]:
     ]
 
 
+@chassis.hookimpl
+def chassis_version_info() -> Sequence[str]:
+    """lupa's version and the Lua runtime scripts run on (asked of the Lua bridge)."""
+    from importlib import metadata
+
+    try:
+        lupa_version = metadata.version("lupa")
+    except metadata.PackageNotFoundError:
+        return ["lupa: not installed (--proxy-lua-script cannot work)"]
+    try:
+        from chassis_proxy.lua.runtime import implementation
+    except ImportError as e:
+        return [f"lupa: {lupa_version} (no usable Lua runtime: {e})"]
+    return [f"lupa: {lupa_version} (Lua runtime: {implementation()})"]
+
+
 # The worker's proxy; one per process (each --event-threads worker has its own).
 _service: ProxyService | None = None
 
@@ -99,7 +120,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             # Processes cannot share a unix socket path the way SO_REUSEPORT shares a port.
             log.info("unix socket %s is served by worker 1 only", settings.listen)
         else:
-            sock = bind_listener(settings.listen)
+            sock = bind_listener(settings.listen, backlog=settings.backlog, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
     except BaseException:
@@ -109,6 +130,30 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
+    if runtime.worker_id == 0:
+        _say_what_we_use(settings, _service.port)
+
+
+def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
+    """Where the proxy listens, its backends and its script: one ``message`` line each,
+    so that a foreground chassis at the default level tells what it does."""
+    from chassis.listen import Address
+    from chassis.logs import MESSAGE
+
+    log = logging.getLogger("chassis.proxy")
+    listen = settings.listen
+    if listen is None:
+        log.log(MESSAGE, "proxy: not listening (--no-proxy)")
+    else:
+        if port is not None and listen.port != port:
+            listen = Address(host=listen.host, port=port)
+        log.log(MESSAGE, "proxy listening on %s", listen)
+    log.log(MESSAGE, "proxy backends: %s", ", ".join(
+        f"{b.address} ({'ro' if b.read_only else 'rw'})" for b in settings.backends))
+    if settings.lua_script is None:
+        log.log(MESSAGE, "proxy Lua script: none (queries are relayed as they are)")
+    else:
+        log.log(MESSAGE, "proxy Lua script: %s", settings.lua_script)
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:

@@ -54,7 +54,9 @@ class ProxyService:
             return
         from chassis_proxy.connection import accept  # the hot modules load here, not at --help
 
-        self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock)
+        # backlog: asyncio listens again with its own default (100) unless told
+        self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock,
+                                                     backlog=self.settings.backlog)
         self.accepting = True
         self._sweeper = self.loop.create_task(self._sweep())
         if self.settings.health_check_interval > 0:

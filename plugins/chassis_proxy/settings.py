@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chassis.config import Config
 from chassis.errors import StartupError
-from chassis.listen import Address, parse_address
+from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
 
 DEFAULT_BACKEND = "127.0.0.1:3306"
 MYSQL_PORT = 3306
@@ -59,6 +59,7 @@ class ProxySettings:
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     pool_max_idle_age: float = DEFAULT_POOL_MAX_IDLE_AGE  # 0: no age limit
     health_check_interval: float = 4.0  # seconds between probes of DOWN backends; 0: none
+    backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -207,6 +208,7 @@ def load(config: Config) -> ProxySettings:
         pool_max_idle_age=(DEFAULT_POOL_MAX_IDLE_AGE if pool_max_idle_age is None
                            else max(0.0, float(pool_max_idle_age))),
         health_check_interval=_timeout(config, "proxy_health_check_interval", 4.0),
+        backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
     )
 
 

@@ -47,10 +47,35 @@ ensure_venv() {
   want=$(cat pyproject.toml tests/echo_plugin/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "== installing chassis and its test extras into .venv (log: .venv/pip.log)"
+    # an older checkout installed this project under the name "chassis" (an unrelated
+    # PyPI project's name): remove it so that one distribution provides the command
+    .venv/bin/python -m pip uninstall -y -q chassis >/dev/null 2>&1 || true
     if ! { .venv/bin/python -m pip install --upgrade pip &&
            .venv/bin/python -m pip install -e '.[test]' -e tests/echo_plugin; } >.venv/pip.log 2>&1; then
       tail -n 40 .venv/pip.log >&2
       echo "pip could not install the project; the whole log is in .venv/pip.log" >&2
+      exit 1
+    fi
+    echo "$want" > "$stamp"
+  fi
+}
+
+# The demo's own environment: the project as a user installs it (pip install), without
+# the test tools or the echo test plugin, so that its `chassis --help` is what a user
+# sees. Inside .venv/ (ignored by git); DEMO_VENV overrides the place.
+ensure_demo_venv() {
+  local venv=${DEMO_VENV:-.venv/demo}
+  if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating the demo's environment $venv"
+    python3 -m venv "$venv"
+  fi
+  local stamp=$venv/.chassis-installed want
+  want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "== installing chassis into $venv (pip install -e .; log: $venv/pip.log)"
+    if ! "$venv/bin/python" -m pip install -e . >"$venv/pip.log" 2>&1; then
+      tail -n 40 "$venv/pip.log" >&2
+      echo "pip could not install the project; the whole log is in $venv/pip.log" >&2
       exit 1
     fi
     echo "$want" > "$stamp"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 
 from chassis.cli import parse, preparse, split_list
@@ -40,7 +41,7 @@ def test_preparse_finds_plugins_and_defaults_file_in_both_spellings() -> None:
 def test_defaults_apply_without_file() -> None:
     config = parsed(["--plugins=echo"])
     assert config.event_threads == 1
-    assert config.log_level == "critical"
+    assert config.log_level == "message"
     assert config.source("event_threads") == DEFAULT
     assert config.plugins == ["echo"]
 
@@ -197,3 +198,38 @@ def test_unknown_command_line_option_exits_2() -> None:
     result = run_chassis("--plugins=echo", "--no-such-option")
     assert result.returncode == 2
     assert "No such option '--no-such-option'" in result.stderr
+
+
+def _bool_flags() -> list[str]:
+    """Every boolean flag of the chassis and of every installed plugin."""
+    from chassis import plugins
+    from chassis.cli import build_command
+
+    found = plugins.available()
+    pm = plugins.load(list(found), found)
+    command = build_command(plugins.options_by_plugin(pm))
+    return sorted(p.opts[0][2:] for p in command.params
+                  if isinstance(p, click.Option) and p.is_flag and p.is_bool_flag
+                  and p.name not in ("version", "help"))
+
+
+@pytest.mark.parametrize("flag", _bool_flags())
+def test_a_flag_set_in_the_defaults_file_is_turned_off_on_the_command_line(
+        tmp_path: Path, flag: str) -> None:
+    owner = "echo" if flag.startswith("echo-") else "admin" if flag.startswith("admin-") \
+        else "proxy"
+    path = cnf(tmp_path, f"[mysql-proxy]\nplugins = {owner}\n{flag} = true\n")
+    name = flag.replace("-", "_")
+    assert parsed([f"--defaults-file={path}"]).get(name) is True
+    negation = flag[3:] if flag.startswith("no-") else f"no-{flag}"
+    config = parsed([f"--defaults-file={path}", f"--{negation}"])
+    assert config.get(name) is False and config.source(name) == COMMAND_LINE
+
+
+def test_help_shows_both_forms_of_a_flag() -> None:
+    out = subprocess.run([CHASSIS, "--plugins=proxy", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for pair in ("--daemon / --no-daemon", "--keepalive / --no-keepalive",
+                 "--no-proxy / --proxy", "--max-open-files"):
+        assert pair in out, pair
+    assert "--no-version" not in out

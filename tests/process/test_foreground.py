@@ -51,7 +51,8 @@ def test_every_log_line_has_a_timestamp_level_role_and_pid(
 
 def test_verbose_shutdown_logs_the_exit_code_at_critical(
         chassis_factory: Factory, echo: EchoSetup) -> None:
-    quiet = chassis_factory(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}"])
+    quiet = chassis_factory(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}",
+                             "--log-level=critical"])
     assert quiet.stop() == 0
     assert "exit code is" not in quiet.stderr_text()  # message level is below critical
     loud = chassis_factory(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}",

@@ -11,7 +11,9 @@ back, except a few commands the process tests need:
 * ``offered NAME``: whether anything is offered under NAME (``yes``/``no``);
 * ``exit``: ``runtime.request_shutdown()`` (the worker stops on its own, exit 0);
 * ``die N``: ``os._exit(N)`` (a crash with an exit code);
-* ``crash``: a segmentation fault (for ``--log-backtrace-on-crash``; no core file).
+* ``crash``: a segmentation fault (for ``--log-backtrace-on-crash``; no core file);
+* ``block``: a blocking call that never returns, so the worker's event loop is stuck
+  (for the angel's watchdog, ``--watchdog-timeout``).
 
 Options that make it misbehave on purpose: ``--echo-fail-startup`` (StartupError in
 apply_config), ``--echo-fail-serve`` (an unexpected exception in serve),
@@ -28,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import platform
 import resource
 import signal
 import socket
@@ -70,6 +73,11 @@ def chassis_add_options() -> Sequence[click.Option]:
 
 
 @chassis.hookimpl
+def chassis_version_info() -> Sequence[str]:
+    return [f"echo protocol: 1 (python {platform.python_version()})"]
+
+
+@chassis.hookimpl
 def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     if config.echo_fail_startup:
         raise StartupError("echo: failing on purpose (--echo-fail-startup)")
@@ -77,7 +85,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.echo_address, default_port=4050)
     except ValueError as e:
         raise StartupError(f"--echo-address: {e}") from None
-    _state["sock"] = bind_listener(address)
+    _state["sock"] = bind_listener(address, option="--echo-address")
     _state["config"] = config
     log.log(25, "echo listening on %s", address)
 
@@ -155,6 +163,13 @@ def _segfault() -> None:
     ctypes.string_at(0)
 
 
+def _block_the_loop() -> None:
+    """What a plugin's blocking call does to its worker: nothing else runs, ever."""
+    log.log(25, "echo: blocking the event loop on purpose")
+    while True:
+        time.sleep(3600)
+
+
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     runtime: Runtime = _state["runtime"]
     try:
@@ -179,6 +194,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 os._exit(int(command.split()[1]))
             elif command == b"crash":
                 _segfault()
+            elif command == b"block":
+                _block_the_loop()
             else:
                 writer.write(line)
                 _state["echoed"] = _state.get("echoed", 0) + 1
