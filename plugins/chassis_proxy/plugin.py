@@ -71,10 +71,12 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--proxy-max-connections"], type=click.IntRange(min=0), default=0,
                      help="Most client connections per worker (0: no limit)."),
         click.Option(["--proxy-max-allowed-packet"], type=click.IntRange(min=1024),
-                     default=1024 * 1024 * 1024, show_default=True, metavar="BYTES",
+                     default=64 * 1024 * 1024, show_default=True, metavar="BYTES",
                      help="With a script: largest client command it is shown; a bigger one "
                           "gets ERR 1153 and the connection is closed (match the server's "
-                          "max_allowed_packet). Without a script every packet is relayed."),
+                          "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
+                          "script cannot hold twice within --lua-max-memory also gets "
+                          "ERR 1153. Without a script every packet is relayed."),
         click.Option(["--proxy-ssl-cert"], metavar="FILE",
                      help="PEM certificate: offer TLS to clients."),
         click.Option(["--proxy-ssl-key"], metavar="FILE", help="PEM key for --proxy-ssl-cert."),

@@ -22,6 +22,8 @@ MYSQL_PORT = 3306
 DEFAULT_CONNECT_TIMEOUT = 2.0
 DEFAULT_READ_TIMEOUT = 28800.0
 DEFAULT_WRITE_TIMEOUT = 28800.0
+#: --proxy-max-allowed-packet: the largest command a script is shown (MariaDB's own default is 16 MiB).
+DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
 
 #: Scripts shipped with chassis (``rw-splitting.lua``): a bare ``--proxy-lua-script``
 #: name that is not a file (relative to --basedir) is looked up here.
@@ -51,7 +53,7 @@ class ProxySettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     max_connections: int = 0
-    max_allowed_packet: int = 1024 * 1024 * 1024  # scripted mode only
+    max_allowed_packet: int = DEFAULT_MAX_ALLOWED_PACKET  # scripted mode only
     lua_script: Path | None = None
     client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
     backend_tls: ssl.SSLContext | None = None  # used towards every backend
@@ -199,7 +201,7 @@ def load(config: Config) -> ProxySettings:
         read_timeout=_timeout(config, "proxy_read_timeout", DEFAULT_READ_TIMEOUT),
         write_timeout=_timeout(config, "proxy_write_timeout", DEFAULT_WRITE_TIMEOUT),
         max_connections=int(config.get("proxy_max_connections") or 0),
-        max_allowed_packet=int(config.get("proxy_max_allowed_packet") or 1024 * 1024 * 1024),
+        max_allowed_packet=int(config.get("proxy_max_allowed_packet") or DEFAULT_MAX_ALLOWED_PACKET),
         lua_script=lua_script_path(config, config.get("proxy_lua_script")),
         client_tls=client_tls,
         backend_tls=backend_tls,

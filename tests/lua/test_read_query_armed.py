@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from chassis_mysql.constants import ErrorCode
 from chassis_proxy.hooks import Decision
 from chassis_proxy.lua.runtime import available_runtimes
 
@@ -107,3 +108,48 @@ def test_near_the_ceiling_bridge_lua_arms_it(env: Env, host: Any) -> None:
     assert lifted(host)
     # and Python may go on allocating in the state: 8 MiB more than the ceiling leaves
     assert len(host.lua.table(list(range(1 << 20)))) == 1 << 20
+
+
+GARBAGE_SCRIPT = """
+function read_query(packet)
+  local junk = packet:upper() .. packet:lower()   -- three copies of the packet, all garbage
+  return #junk > 0 and nil
+end
+
+function read_auth()
+  local junk = {}
+  for i = 1, 40 do junk[i] = ('g'):rep(262144) .. i end   -- 10 MiB of garbage
+end
+"""
+
+
+@pytest.mark.parametrize("hook", ["read_query", "read_auth"])
+def test_the_garbage_of_a_big_hook_is_collected_before_the_next_hook(env: Env, hook: str) -> None:
+    """Neither Lua collects when an allocation fails: garbage left by one client's big hook
+    would fail the next client's hook on the ceiling."""
+    host = env.host(GARBAGE_SCRIPT, max_memory=MEMORY)
+    hooks = host.open(env.conn())
+    host.lua.collect()
+    before = host.lua.memory_used()
+    if hook == "read_query":
+        assert hooks.read_query(b"\x03" + b"q" * (3 * 1024 * 1024)).decision == Decision.NO_DECISION
+    else:
+        assert hooks.read_auth().decision == Decision.NO_DECISION
+    # what stays is LuaJIT's string buffer (halved by each collection), not the garbage
+    assert host.lua.memory_used() - before < MEMORY // 4
+    assert env.lines(logs.CRITICAL) == []
+
+
+def test_a_packet_the_script_cannot_hold_twice_gets_err_1153(env: Env) -> None:
+    host = env.host(GARBAGE_SCRIPT, max_memory=MEMORY)
+    hooks = host.open(env.conn())
+    out = hooks.read_query(b"\x03" + b"q" * (MEMORY // 2))
+    assert out.decision == Decision.SEND_RESULT and out.response is not None
+    (err,) = out.response
+    assert err[0] == 0xFF and int.from_bytes(err[1:3], "little") == ErrorCode.NET_PACKET_TOO_LARGE
+    assert b"--lua-max-memory=32M" in err
+    (line,) = env.lines(logs.WARNING)
+    assert f"a command of {MEMORY // 2 + 1} bytes cannot be shown" in line
+    # one byte less than half of what is left fits
+    room = (MEMORY - host.lua.memory_used()) // 2 - 1024
+    assert hooks.read_query(b"\x03" + b"q" * room).decision == Decision.NO_DECISION

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -214,17 +215,27 @@ def test_proxy_global_survives_a_reload(env: Env) -> None:
     assert probe(host.open(env.conn()), "proxy.global.n") == [True, "11"]
 
 
-def test_a_broken_reload_refuses_clients_until_the_file_is_fixed(env: Env) -> None:
-    host = env.host(PROBE)
+def test_a_broken_reload_keeps_the_last_good_version_until_the_file_is_fixed(env: Env) -> None:
+    host = env.host(PROBE + "version = 'good'")
     host.open(env.conn())
     assert env.script is not None
     env.script.write_text("this is not lua")
     for _ in range(2):
-        with pytest.raises(ScriptLoadError, match="failed to load"):
-            host.open(env.conn())
-    assert len(env.lines(logs.CRITICAL)) == 2  # one line per refused client
+        assert probe(host.open(env.conn()), "version") == [True, "good"]
+    (line,) = env.lines(logs.CRITICAL)  # once per change of the file, not per client
+    assert "failed to load" in line and "keep using the last version that loaded" in line
     env.script.write_text(PROBE + "fixed = true")
     assert probe(host.open(env.conn()), "fixed") == [True, True]
+    os.unlink(env.script)
+    assert probe(host.open(env.conn()), "fixed") == [True, True]
+    assert "No such file" in env.lines(logs.CRITICAL)[1]
+
+
+def test_check_names_the_file_line_and_reason(env: Env) -> None:
+    host = env.host("function read_query(p)\n  if then\nend\n")
+    problem = host.check()
+    assert problem is not None and re.search(r"script\.lua:2: unexpected symbol near 'then'", problem)
+    assert env.host(PROBE).check() is None
 
 
 def test_the_script_is_compiled_once_per_version(env: Env) -> None:

@@ -93,3 +93,15 @@ def test_auto_config_through_the_mariadb_cli(lua_proxy: LuaProxyFactory, mariadb
     assert cli(f'PROXY LOAD CONFIG FROM "{saved}"')[0] == 0
     assert proxy.rows("SELECT GREETING") == [("bonjour",)]
     assert proxy.rows("SELECT 40 + 2") == [(42,)]  # other queries go to the server
+
+
+def test_rw_splitting_is_debug_goes_to_the_log_not_stdout(lua_proxy: LuaProxyFactory) -> None:
+    """stdout is gone with --daemon: the routing decisions go to the chassis log."""
+    proxy = lua_proxy(Path("rw-splitting.lua"))  # the bundled script
+    with proxy.connect() as conn:
+        assert query(conn, "PROXY SET GLOBAL rwsplit.is_debug = true") == []
+        assert query(conn, "SELECT 'routed'") == [("routed",)]
+    log = proxy.wait_log("[rw-splitting] ")
+    assert any("(message)" in line and "rw-splitting.lua:" in line
+               for line in log.splitlines() if "[rw-splitting] " in line), log
+    assert "[rw-splitting]" not in proxy.process.stderr_text()

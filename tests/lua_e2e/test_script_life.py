@@ -14,13 +14,11 @@ from tests.lua_e2e.conftest import (
     LuaProxyFactory,
     expect_error,
     query,
-    run_cli,
     write_script,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-LOAD_FAILED = "MySQL Proxy Lua script failed to load. Check the error log."
 EXEC_FAILED = "MySQL Proxy Lua script failed to execute. Check the error log."
 
 ANSWER_LUA = """
@@ -135,37 +133,6 @@ def test_a_changed_script_is_used_by_new_connections_even_within_the_same_second
         _write_version(script, "v3", second + 102_000_000)
         assert proxy.rows("SELECT 'version'") == [("v3", "v1 v2 v3")]
         assert query(old, "SELECT 'version'") == [("v1", "v1 v2 v3")]
-
-
-def test_a_script_with_a_syntax_error_refuses_new_clients_until_fixed(
-        lua_proxy: LuaProxyFactory, tmp_path: Path, mariadb_cli: str) -> None:
-    script = write_script(tmp_path / "fragile.lua", ANSWER_LUA + """
-        function read_query(packet)
-            if packet:sub(2) == "SELECT 'alive'" then return answer("yes") end
-        end
-    """)
-    proxy = lua_proxy(script)
-    with proxy.connect() as old:
-        assert query(old, "SELECT 'alive'") == [("yes",)]
-        script.write_text("function read_query(packet)\n  if then\nend\n")
-        assert expect_error(proxy.connect) == (1105, LOAD_FAILED)
-        result = run_cli(mariadb_cli, proxy, "SELECT 1")
-        assert result.returncode == 1 and LOAD_FAILED in result.stderr, result.stderr
-        assert re.search(r"\(critical\) .*conn \d+: Lua script failed to load: "
-                         r".*fragile\.lua:2: unexpected symbol near 'then'", proxy.log_text()), \
-            proxy.log_text()
-        assert query(old, "SELECT 'alive'") == [("yes",)]  # the connection already in goes on
-
-        write_script(script, ANSWER_LUA + """
-            function read_query(packet)
-                if packet:sub(2) == "SELECT 'alive'" then return answer("again") end
-            end
-        """)
-        assert proxy.rows("SELECT 'alive'") == [("again",)]
-
-        script.unlink()  # a missing file is a load failure too
-        assert expect_error(proxy.connect) == (1105, LOAD_FAILED)
-        proxy.wait_log("cannot be read")
 
 
 def test_a_top_level_runtime_error_refuses_new_clients(lua_proxy: LuaProxyFactory) -> None:

@@ -57,8 +57,34 @@ class HookCalls:
         self.arm_below = lua.max_memory - ARM_HEADROOM
         #: ``set_max_memory(bytes)`` arms the ceiling, ``set_max_memory(0)`` lifts it.
         self.set_max_memory: Callable[[int], Any] = lua.runtime.set_max_memory
-        #: ``memory_used()``: the bytes the allocator counts for the state.
-        self.memory_used: Callable[[], int] = lua.runtime.get_memory_used
+        #: ``memory_used()``: the bytes the state holds (the allocator's count when it
+        #: enforces the ceiling, else the garbage collector's).
+        self.memory_used: Callable[[], int] = (
+            lua.runtime.get_memory_used if lua.memory_enforced_by_allocator else lua.memory_used
+        )
+        #: A hook that grew the state by more than this (its packet included) leaves its
+        #: garbage to a full collection at once, before the ceiling is armed for anyone else.
+        self.big_hook = max(ARM_HEADROOM, lua.max_memory // 8)
+        self._live = 0  # bytes in use after the last full collection
+
+    def collect(self) -> int:
+        """A full garbage collection, with the ceiling lifted: the bytes still in use."""
+        self.lua.collect()
+        self._live = used = self.memory_used()
+        return used
+
+    def fits(self, size: int, used: int) -> bool:
+        """Whether a packet of ``size`` bytes can be shown to ``read_query`` within
+        --lua-max-memory, the state holding ``used`` bytes: room for it twice (the packet
+        and the copy ``packet:sub(2)`` makes). Short of room, the garbage is collected
+        first (when there can be a MiB of it), so that one client's big packet or hook
+        never leaves the next client's hook without room.
+        """
+        if used + 2 * size <= self.arm_below:
+            return True
+        if used - self._live > ARM_HEADROOM:
+            used = self.collect()
+        return used + 2 * size <= self.max_memory
 
     def new_connection(self, cid: int) -> Any:
         """A fresh per-connection state (its env and private proxy.* keys) for ``cid``."""

@@ -166,10 +166,15 @@ class LuaConnectionHooks:
         # HookCalls.call, inlined (this runs for every client command), arming the memory
         # ceiling from here when there is room for the packet (see HookCalls.arm_below).
         calls = self._calls
+        used = 0
+        if calls.max_memory:
+            used = calls.memory_used()
+            if not calls.fits(len(packet), used):
+                return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
         previous = calls.current
         calls.current = conn
         try:
-            if calls.arms_itself and calls.memory_used() + len(packet) < calls.arm_below:
+            if calls.arms_itself and used + len(packet) < calls.arm_below:
                 calls.set_max_memory(calls.max_memory)
                 try:
                     status, value = calls.call_read_query_armed(state, packet)
@@ -183,6 +188,8 @@ class LuaConnectionHooks:
             status, value = CALL_ERROR, str(e).encode()
         finally:
             calls.current = previous
+        if used and calls.memory_used() - used > calls.big_hook:
+            calls.collect()  # the packet and the hook's garbage, before anyone arms again
         if value is None and status <= CALL_MISSING:  # the hook returned nothing, or there is none
             if len(queries):
                 self._discard_queue()

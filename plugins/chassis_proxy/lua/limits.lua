@@ -222,6 +222,29 @@ local function describe(err)
 	return "(error object is a " .. type(err) .. " value)"
 end
 
+-- Garbage is collected before the ceiling is armed again: before a hook when the state is
+-- within a MiB (or a quarter of the limit) of the ceiling, and after a hook that grew the
+-- state by more than an eighth of the limit (or a MiB). Neither Lua 5.1 nor LuaJIT collects
+-- when an allocation fails, so garbage left by one connection's big hook would otherwise
+-- fail the next connection's hook on the memory limit.
+local MiB = 1048576
+local before_kb = 0  -- the state's size when the running hook started
+
+local function collect_if_near()
+	if memory_limit <= 0 then return end
+	local headroom = memory_limit / 4
+	if headroom > MiB then headroom = MiB end
+	if collectgarbage("count") * 1024 > memory_limit - headroom then collectgarbage("collect") end
+	before_kb = collectgarbage("count")
+end
+
+local function collect_if_big()
+	if memory_limit <= 0 then return end
+	local big = memory_limit / 8
+	if big < MiB then big = MiB end
+	if (collectgarbage("count") - before_kb) * 1024 > big then collectgarbage("collect") end
+end
+
 local function finish(ok, ...)
 	timed = false
 	deadline = nil
@@ -229,6 +252,8 @@ local function finish(ok, ...)
 		in_hook = false
 		if py_lift and not armed_by_caller then py_lift() end
 	end
+	-- (read_query's armed caller checks after lifting the ceiling itself)
+	if not armed_by_caller then collect_if_big() end
 	armed_by_caller = false
 	local why = interrupted
 	interrupted = nil
@@ -250,6 +275,7 @@ local function guarded(f, ...)
 	interrupted = nil
 	deadline = nil
 	timed = hook_timeout > 0
+	collect_if_near()
 	in_hook = true
 	if py_arm then py_arm() end
 	return finish(raw_pcall(f, ...))

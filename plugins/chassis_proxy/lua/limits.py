@@ -120,6 +120,30 @@ class Limits:
             msg = f"({hook}) {python_text(value)}"
         self._log.log(logs.CRITICAL, "%s%s", log_prefix(conn), msg)
 
+    def too_big(self, conn: ConnectionView, hook: str, size: int, used: int) -> Outcome:
+        """A packet the script cannot be shown within --lua-max-memory: one log line, and
+        ERR 1153 for the client (the packet is never shown, so a filter is never bypassed
+        by a hook that fails for want of memory)."""
+        limit = format_memory_size(self.max_memory)
+        self._log.log(
+            logs.WARNING,
+            "%s(%s) a command of %d bytes cannot be shown to the script within "
+            "--lua-max-memory=%s (%d bytes in use, twice the command needed): "
+            "answered with ERR %d",
+            log_prefix(conn), hook, size, limit, used, ErrorCode.NET_PACKET_TOO_LARGE,
+        )
+        return Outcome(
+            Decision.SEND_RESULT,
+            [
+                err_payload(
+                    f"Got a packet bigger than the proxy's Lua script may be shown ({size} bytes, "
+                    f"--lua-max-memory={limit})",
+                    ErrorCode.NET_PACKET_TOO_LARGE,
+                    "08S01",
+                )
+            ],
+        )
+
     def failed(
         self, conn: ConnectionView, hook: str, status: int, value: Any, can_answer: bool = True
     ) -> Outcome:

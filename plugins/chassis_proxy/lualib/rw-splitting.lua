@@ -45,6 +45,7 @@
 -- Configuration (also through PROXY SET GLOBAL rwsplit.<option> = <value>, see
 -- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug.
 
+local chassis     = require("chassis")
 local commands    = require("proxy.commands")
 local lb          = require("proxy.balance")
 local auto_config = require("proxy.auto-config")
@@ -72,9 +73,10 @@ local last_conn = nil      -- the server connection the previous statement ran o
 
 local ID_QUERY, ID_SYNC_DB, ID_SYNC_SET = 1, 2, 3
 
+-- To the chassis log, not stdout: stdout is gone with --daemon (MySQL Proxy printed it).
 local function debug(fmt, ...)
 	if config.is_debug then
-		print(("[rw-splitting] " .. fmt):format(...))
+		chassis.message(("[rw-splitting] " .. fmt):format(...))
 	end
 end
 
