@@ -352,8 +352,7 @@ class ProxyConnection:
             if backend is None:
                 backend = backends.pick(exclude)
             if backend is None:
-                listing = "; ".join(tried) if tried else backends.describe_down()
-                message = f"(proxy) all backends are down: {listing}"
+                message = backends.no_backend_message(tried)
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
                 self.service.stats.errors += 1
                 st.fail_greeting(ErrorCode.UNKNOWN_ERROR, message)

@@ -65,6 +65,18 @@ def test_all_backends_down_error_names_each(start_proxy: StartProxy) -> None:
     proxy.wait_log("all backends are down")
 
 
+def test_error_names_a_read_only_backend_that_is_up(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    proxy = start_proxy([dead], [f"--proxy-read-only-backend-addresses={mariadb.address}"])
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        proxy.connect()
+    code, message = info.value.args
+    assert code == 1105
+    assert f"{dead} (connection refused)" in message
+    assert f"read-only backend {mariadb.address} is up, but without a script only read/write " \
+        "backends get clients" in message
+
+
 def test_backend_that_never_greets_times_out_and_the_next_is_used(
         start_proxy: StartProxy, mariadb: MariaDB, silent_backend: str) -> None:
     proxy = start_proxy([silent_backend, mariadb.address], ["--proxy-connect-timeout=0.3"])
