@@ -28,7 +28,14 @@ from chassis_mysql.packets import err_packet
 from chassis_proxy import relay, scripted
 from chassis_proxy.backends import Backend, Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
-from chassis_proxy.errors import ConnectionGone, LoginFailed, connect_failure
+from chassis_proxy.errors import (
+    LOCAL_ERRNOS,
+    ConnectionGone,
+    LoginFailed,
+    connect_failure,
+    local_failure,
+    local_failures,
+)
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import BackendState, ConnectionHooks, Decision, ScriptHost, ScriptLoadError
 from chassis_proxy.login import LOGIN_MAX_PAYLOAD, Login
@@ -360,13 +367,19 @@ class ProxyConnection:
             exclude.add(backend.index)
             try:
                 greeting = await self._open(backend)
-            except (OSError, TimeoutError, ChannelClosed, ChannelTimeout) as e:
-                reason = connect_failure(e, self.settings.connect_timeout)
-                tried.append(f"{backend.addr} ({reason})")
-                backend.mark_down(reason)
-                if st.server_ch is not None:
-                    st.server_ch.abort()
-                    st.server_ch = None
+            except OSError as e:
+                if e.errno not in LOCAL_ERRNOS:
+                    self._backend_failed(backend, e, tried)
+                    continue
+                # Our own limits, not the backend's health: the backend stays as it is.
+                self._drop_server_channel()
+                self.service.stats.errors += 1
+                st.fail_greeting(ErrorCode.UNKNOWN_ERROR, f"(proxy) cannot connect to a backend: "
+                                 f"{local_failure(e)}")
+                local_failures.report(self.connection_id, e)
+                return None
+            except (TimeoutError, ChannelClosed, ChannelTimeout) as e:
+                self._backend_failed(backend, e, tried)
                 continue
             backend.mark_up()
             st.backend = backend
@@ -374,6 +387,19 @@ class ProxyConnection:
             backend.connected_clients += 1
             st.counted = True
             return greeting
+
+    def _backend_failed(self, backend: Backend, e: BaseException, tried: list[str]) -> None:
+        """The backend refused or timed out: DOWN, and the next one is tried."""
+        reason = connect_failure(e, self.settings.connect_timeout)
+        tried.append(f"{backend.addr} ({reason})")
+        backend.mark_down(reason)
+        self._drop_server_channel()
+
+    def _drop_server_channel(self) -> None:
+        st = self.state
+        if st.server_ch is not None:
+            st.server_ch.abort()
+            st.server_ch = None
 
     async def _open(self, backend: Backend) -> bytes:
         st = self.state

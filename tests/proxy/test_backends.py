@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pymysql
@@ -211,3 +213,27 @@ def test_proxy_is_shared_by_several_workers(start_proxy: StartProxy, mariadb: Ma
             conn.close()
 
 
+def test_out_of_file_descriptors_is_not_a_backend_failure(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    proxy = start_proxy([mariadb.address])
+    with proxy.connect() as conn:
+        assert port_of(conn) == mariadb.port
+    proxy.wait_log(f"backend {mariadb.address}: UNKNOWN -> UP")
+    worker = proxy.worker_pid()
+    fds = {int(fd) for fd in os.listdir(f"/proc/{worker}/fd")}
+    first_free = min(set(range(len(fds) + 1)) - fds)
+    soft = subprocess.run(["prlimit", f"--pid={worker}", "--nofile", "--output=SOFT", "--noheadings"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # The next client's socket is the last descriptor the worker may open: its backend
+    # connection cannot be made.
+    subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={first_free + 1}:"], check=True)
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            proxy.connect()
+        assert info.value.args[0] == 1105
+        assert "(proxy) cannot connect to a backend: Too many open files" in info.value.args[1]
+        proxy.wait_log("no backend connection for lack of local resources: Too many open files")
+    finally:
+        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={soft}:"], check=True)
+    assert "-> DOWN" not in proxy.log_text()
+    with proxy.connect() as conn:  # the backend was never marked down
+        assert port_of(conn) == mariadb.port
