@@ -223,20 +223,24 @@ class ProxyConnection:
         if cl is not None and sl is not None:
             seen: tuple[object, object] = (cl.last, sl.last)
             paused = cl.paused or sl.paused
+            running = cl.turn[0]
         elif session is not None:
             seen = (st.client_seen, st.server_seen)
             paused = st.client_ch.write_paused or bool(
                 st.server_ch is not None and st.server_ch.write_paused)
+            running = session.busy
         else:
-            return  # the login has its own timeouts
+            return  # the login has its own timeout
         if self._active_at == 0.0:
             self._active_at = now
+        idle_timeout = self.settings.idle_timeout
         if seen[0] is not self._activity[0] or seen[1] is not self._activity[1]:
             self._activity = seen
             self._active_at = now
-        elif now - self._active_at > self.settings.read_timeout:
-            log.warning("conn %d: no data for %.3g s (--proxy-read-timeout); closing client %s",
-                        self.connection_id, now - self._active_at, self.name)
+        elif idle_timeout > 0 and not running and now - self._active_at > idle_timeout:
+            # A running query is never cut: only a client that has its answers and is silent.
+            log.info("conn %d: client %s idle for %.3g s (--proxy-idle-timeout); closing it",
+                     self.connection_id, self.name, now - self._active_at)
             self.close()
             return
         if paused:
@@ -264,16 +268,19 @@ class ProxyConnection:
                     log.error("conn %d: script failed: %s", self.connection_id, e)
                     return
             login = Login(st, self.hooks, self.handover)
-            greeting = await self._connect(login)
-            if greeting is None:
-                if self.hooks is not None and not st.closed and st.client_ch.transport \
-                        and await login.mock():
-                    await self._serve_scripted(self.hooks)
+            try:
+                async with asyncio.timeout(self.settings.login_timeout or None):
+                    logged_in = await self._log_in(login)
+            except TimeoutError as e:
+                if isinstance(e, ChannelTimeout):
+                    raise
+                self._login_timed_out()
                 return
-            if st.link is not None and st.link.authenticated:
-                await login.pooled()  # connect_server kept a pooled connection
-            else:
-                await login.relay(greeting)
+            if not logged_in:
+                return
+            if st.server_ch is None and self.hooks is not None:  # a script plays the server
+                await self._serve_scripted(self.hooks)
+                return
             if self.hooks is None:
                 self._start_relay()
                 relaying = True
@@ -300,6 +307,32 @@ class ProxyConnection:
         finally:
             if not relaying:
                 self.close()
+
+    async def _log_in(self, login: Login) -> bool:
+        """Backend choice and the login; False when the connection ends here. True with
+        no server connection: a script plays the server (``connect_server`` answered)."""
+        st = self.state
+        greeting = await self._connect(login)
+        if greeting is None:
+            return bool(self.hooks is not None and not st.closed and st.client_ch.transport
+                        and await login.mock())
+        if st.link is not None and st.link.authenticated:
+            await login.pooled()  # connect_server kept a pooled connection
+        else:
+            await login.relay(greeting)
+        return True
+
+    def _login_timed_out(self) -> None:
+        st = self.state
+        timeout = self.settings.login_timeout
+        log.warning("conn %d: client %s did not log in within %g s (--proxy-login-timeout); "
+                    "closing it", self.connection_id, self.name, timeout)
+        self.service.stats.errors += 1
+        message = f"(proxy) login timed out after {timeout:g} s"
+        if st.cseq == 0:  # no greeting sent yet
+            st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
+        else:
+            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
 
     async def _serve_scripted(self, hooks: ConnectionHooks) -> None:
         session = scripted.ScriptedSession(self.state, hooks, self.handover.prepare)

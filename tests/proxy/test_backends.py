@@ -159,11 +159,11 @@ def test_max_connections(start_proxy: StartProxy, mariadb: MariaDB) -> None:
         second.close()
 
 
-def test_read_timeout_closes_an_idle_client(start_proxy: StartProxy, mariadb: MariaDB) -> None:
-    proxy = start_proxy([mariadb.address], ["--proxy-read-timeout=0.4"])
+def test_idle_timeout_closes_an_idle_client(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    proxy = start_proxy([mariadb.address], ["--proxy-idle-timeout=0.4"])
     conn = proxy.connect()
     try:
-        proxy.process.wait_for_log("(--proxy-read-timeout)", timeout=10)
+        proxy.process.wait_for_log("(--proxy-idle-timeout)", timeout=10)
         with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
             cur.execute("SELECT 1")
         assert info.value.args[0] in (2006, 2013)
