@@ -48,8 +48,7 @@ def create_script_host(*, config: Config, runtime: Runtime, settings: Any) -> Lu
     ``--basedir``), ``--proxy-lua-on-error``, ``--lua-hook-timeout`` and
     ``--lua-max-memory`` (defaults when the options are not registered);
     ``--lua-path``/``--lua-cpath`` arrive through LUA_PATH/LUA_CPATH, which the chassis
-    exports. ``chassis.set_shutdown()`` stops the worker. A script that cannot be read
-    or compiled raises StartupError with the file, line and reason.
+    exports. ``chassis.set_shutdown()`` stops the worker.
     """
     from chassis.errors import StartupError
 
@@ -75,7 +74,7 @@ def create_script_host(*, config: Config, runtime: Runtime, settings: Any) -> Lu
     except ValueError as e:
         raise StartupError(f"--lua-max-memory: {e}") from None
 
-    host = LuaScriptHost(
+    return LuaScriptHost(
         settings.lua_script,
         on_error=on_error,
         hook_timeout=timeout,
@@ -83,9 +82,3 @@ def create_script_host(*, config: Config, runtime: Runtime, settings: Any) -> Lu
         basedir=config.basedir,
         set_shutdown=lambda: runtime.request_shutdown("chassis.set_shutdown() called by the Lua script"),
     )
-    # A script that cannot be used stops the start (exit 3) rather than refusing every client.
-    problem = host.check()
-    if problem is not None:
-        host.close()
-        raise StartupError(f"--proxy-lua-script: {problem}")
-    return host

@@ -6,10 +6,8 @@ into :class:`~chassis_proxy.hooks.Outcome`.
 Script semantics are MySQL Proxy 0.8.5's (reference section 3.1): the file is compiled
 once per version (path, nanosecond mtime and size) and run from the top for each new
 connection in a fresh environment that falls back to ``_G``; ``proxy.global`` and
-``require``\\d modules are shared by the connections of the worker. A new version that
-cannot be read or compiled is logged once and new connections keep the last version that
-compiled; with none (or a top level that fails) the client gets the ERR of section 3.9.
-The proxy checks the script at start-up (:meth:`LuaScriptHost.check`). Hook errors, timeouts and
+``require``\\d modules are shared by the connections of the worker. A script that fails
+to compile or to run gives the client the ERR of section 3.9. Hook errors, timeouts and
 memory errors are logged once with the connection id and the script's file and line;
 the client then gets the C default (``--proxy-lua-on-error=forward``, MySQL Proxy's
 fail-open) or an ERR (``reject``).
@@ -103,9 +101,7 @@ class LuaScriptHost:
         self.limits = Limits(self.on_error, self.hook_timeout, self.max_memory, self.log)
         self._ids = itertools.count(1)
         self._instances: dict[int, weakref.ref[LuaConnectionHooks]] = {}
-        self._compiled: _Compiled | None = None  # the last version that compiled
-        self._broken: _Compiled | None = None  # the file's version that does not, if newer
-        self._reported: str | None = None  # the problem last logged while falling back
+        self._compiled: _Compiled | None = None
         self._closed = False
         self._calls: HookCalls | None = None  # once the state exists
 
@@ -199,57 +195,32 @@ class LuaScriptHost:
 
     # -- script cache ------------------------------------------------------------------------
 
-    def check(self) -> str | None:
-        """Compile the script now: why it cannot be used (file, line and reason), or None.
-
-        The start-up check of ``--proxy-lua-script``; the version compiled here is the
-        first good one, which a later broken or unreadable file falls back to.
-        """
-        factory, problem = self._load()
-        return None if factory is not None else problem
-
-    def _load(self) -> tuple[Any, str | None]:
-        """The file's compiled factory (recompiled when its mtime_ns or size changed), or
-        None and why it cannot be used. A broken version is compiled once, not per client."""
+    def _factory(self, conn: ConnectionView) -> Any:
+        """The compiled script, recompiled when the file changed (mtime_ns or size)."""
         try:
             with open(self.script, "rb") as f:  # stat and read the same file, even if replaced
                 st = os.fstat(f.fileno())
                 key = (st.st_mtime_ns, st.st_size)
-                good, broken = self._compiled, self._broken
-                if good is not None and good.key == key:
-                    return good.factory, None
-                if broken is not None and broken.key == key:
-                    return None, broken.error
-                source = f.read()
-                factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
+                cached = self._compiled
+                if cached is None or cached.key != key:
+                    source = f.read()
+                    factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
+                    message = None if factory is not None else python_text(err)
+                    cached = self._compiled = _Compiled(key, factory, message)
         except OSError as e:
-            return None, f"Lua script {self.script} cannot be read: {e.strerror or e} (check --proxy-lua-script)"
-        except LuaError as e:
-            return None, f"Lua script {self.script} failed to load: {e}"
-        if factory is None:
-            self._broken = _Compiled(key, None, f"Lua script failed to load: {python_text(err)}")
-            return None, self._broken.error
-        self._compiled = _Compiled(key, factory, None)
-        self._broken = None
-        return factory, None
-
-    def _factory(self, conn: ConnectionView) -> Any:
-        """The script for a new connection: the file's current version, else the last good
-        one (the problem logged once per change of the file), else ScriptLoadError."""
-        factory, problem = self._load()
-        if factory is not None:
-            self._reported = None  # usable again: the next problem is news
-            return factory
-        good = self._compiled
-        if good is None:  # nothing to fall back to: this client is refused
-            self.log.log(logs.CRITICAL, "%s%s", log_prefix(conn), problem)
-            raise ScriptLoadError(LOAD_FAILED)
-        if problem != self._reported:
-            self._reported = problem
             self.log.log(
-                logs.CRITICAL, "%s; new connections keep using the last version that loaded", problem
+                logs.CRITICAL,
+                "%sLua script %s cannot be read: %s (check --proxy-lua-script)",
+                log_prefix(conn), self.script, e.strerror or e,
             )
-        return good.factory
+            raise ScriptLoadError(LOAD_FAILED) from None
+        except LuaError as e:
+            self.log.log(logs.CRITICAL, "%sLua script %s failed to load: %s", log_prefix(conn), self.script, e)
+            raise ScriptLoadError(LOAD_FAILED) from None
+        if cached.error is not None:
+            self.log.log(logs.CRITICAL, "%sLua script failed to load: %s", log_prefix(conn), cached.error)
+            raise ScriptLoadError(LOAD_FAILED)
+        return cached.factory
 
     # -- callbacks from bridge.lua -------------------------------------------------------------
 
