@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 from chassis.listen import Address
+from chassis.logs import MESSAGE
 from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
 from chassis_proxy.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_AGE, Pool
 from chassis_proxy.settings import BackendAddress
@@ -47,6 +48,7 @@ class Backend:
         "_type",
         "addr",
         "address",
+        "admin_state",
         "connected_clients",
         "down_reason",
         "down_since",
@@ -62,6 +64,9 @@ class Backend:
         self.address = address_info(config.address)
         self._type = BackendType.RO if config.read_only else BackendType.RW
         self._state = BackendState.UNKNOWN
+        #: A state an operator set (admin console): DOWN or OFFLINE stays until the operator
+        #: changes it; health checks, retries and connects never flip it.
+        self.admin_state: BackendState | None = None
         self.connected_clients = 0
         self.uuid: str | None = None
         self.index = index  # 1-based, as scripts see it
@@ -84,13 +89,28 @@ class Backend:
         self.set_state(BackendState(value), "set by a script")
 
     def set_state(self, state: BackendState, reason: str) -> None:
+        """A state change seen by the proxy (connects, health checks, scripts); an
+        operator's DOWN or OFFLINE holds until the operator lifts it."""
+        if self.admin_state is not None and state != self.admin_state:
+            log.debug("backend %s: stays %s (set from the admin console); not %s (%s)",
+                      self.addr, self.admin_state.name, state.name, reason)
+            return
+        self._change(state, reason)
+
+    def set_admin_state(self, state: BackendState) -> None:
+        """The operator's word (admin console): DOWN and OFFLINE are sticky; UP and
+        UNKNOWN hand the backend back to health checks and connects."""
+        sticky = state in (BackendState.DOWN, BackendState.OFFLINE)
+        self.admin_state = state if sticky else None
+        self._change(state, "set from the admin console")
+
+    def _change(self, state: BackendState, reason: str) -> None:
         if state == self._state:
             if state == BackendState.DOWN:
                 self.down_since = time.monotonic()
                 self.down_reason = reason
             return
-        level = logging.WARNING if state == BackendState.DOWN else logging.INFO
-        log.log(level, "backend %s: %s -> %s (%s)", self.addr, self._state.name, state.name, reason)
+        log.log(MESSAGE, "backend %s: %s -> %s (%s)", self.addr, self._state.name, state.name, reason)
         self._state = state
         if state == BackendState.DOWN:
             self.down_since = time.monotonic()
@@ -129,7 +149,8 @@ class Backends:
             return
         self._last_check = now
         for b in self.items:
-            if b.state == BackendState.DOWN and now - b.down_since > DOWN_RETRY_SECONDS:
+            if b.state == BackendState.DOWN and b.admin_state is None and \
+                    now - b.down_since > DOWN_RETRY_SECONDS:
                 b.set_state(BackendState.UNKNOWN, f"down for more than {DOWN_RETRY_SECONDS:g} s, will retry")
 
     def candidates(self, exclude: set[int]) -> Iterator[Backend]:
@@ -144,7 +165,8 @@ class Backends:
         return next(self.candidates(exclude), None)
 
     def describe_down(self) -> str:
-        """Why no read/write backend can take a client, for the client's ERR message."""
+        """Why no read/write backend can take a client, for the client's ERR message
+        (read-only backends that are up are named too: only scripts send clients there)."""
         now = time.monotonic()
         parts = []
         for b in self.items:
@@ -156,6 +178,19 @@ class Backends:
             else:
                 parts.append(f"{b.addr} ({b.state.name.lower()})")
         return "; ".join(parts) or "no read/write backend is configured"
+
+    def no_backend_message(self, tried: list[str]) -> str:
+        """The ERR a client gets when no read/write backend took it: what was tried, and
+        the read-only backends that are up (only scripts send clients there)."""
+        listing = "; ".join(tried) if tried else self.describe_down()
+        ro_up = [str(b.addr) for b in self.items
+                 if b.type == BackendType.RO and b.state in (BackendState.UP, BackendState.UNKNOWN)]
+        if not ro_up:
+            return f"(proxy) all backends are down: {listing}"
+        many = len(ro_up) > 1
+        return (f"(proxy) no read/write backend is up: {listing}; read-only "
+                f"backend{'s' if many else ''} {', '.join(ro_up)} {'are' if many else 'is'} up, "
+                "but without a script only read/write backends get clients")
 
     def close_pools(self) -> None:
         """Close every idle pooled connection (at shutdown)."""

@@ -28,7 +28,14 @@ from chassis_mysql.packets import err_packet
 from chassis_proxy import relay, scripted
 from chassis_proxy.backends import Backend, Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
-from chassis_proxy.errors import ConnectionGone, LoginFailed, connect_failure
+from chassis_proxy.errors import (
+    LOCAL_ERRNOS,
+    ConnectionGone,
+    LoginFailed,
+    connect_failure,
+    local_failure,
+    local_failures,
+)
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import BackendState, ConnectionHooks, Decision, ScriptHost, ScriptLoadError
 from chassis_proxy.login import LOGIN_MAX_PAYLOAD, Login
@@ -216,20 +223,24 @@ class ProxyConnection:
         if cl is not None and sl is not None:
             seen: tuple[object, object] = (cl.last, sl.last)
             paused = cl.paused or sl.paused
+            running = cl.turn[0]
         elif session is not None:
             seen = (st.client_seen, st.server_seen)
             paused = st.client_ch.write_paused or bool(
                 st.server_ch is not None and st.server_ch.write_paused)
+            running = session.busy
         else:
-            return  # the login has its own timeouts
+            return  # the login has its own timeout
         if self._active_at == 0.0:
             self._active_at = now
+        idle_timeout = self.settings.idle_timeout
         if seen[0] is not self._activity[0] or seen[1] is not self._activity[1]:
             self._activity = seen
             self._active_at = now
-        elif now - self._active_at > self.settings.read_timeout:
-            log.warning("conn %d: no data for %.3g s (--proxy-read-timeout); closing client %s",
-                        self.connection_id, now - self._active_at, self.name)
+        elif idle_timeout > 0 and not running and now - self._active_at > idle_timeout:
+            # A running query is never cut: only a client that has its answers and is silent.
+            log.info("conn %d: client %s idle for %.3g s (--proxy-idle-timeout); closing it",
+                     self.connection_id, self.name, now - self._active_at)
             self.close()
             return
         if paused:
@@ -257,16 +268,19 @@ class ProxyConnection:
                     log.error("conn %d: script failed: %s", self.connection_id, e)
                     return
             login = Login(st, self.hooks, self.handover)
-            greeting = await self._connect(login)
-            if greeting is None:
-                if self.hooks is not None and not st.closed and st.client_ch.transport \
-                        and await login.mock():
-                    await self._serve_scripted(self.hooks)
+            try:
+                async with asyncio.timeout(self.settings.login_timeout or None):
+                    logged_in = await self._log_in(login)
+            except TimeoutError as e:
+                if isinstance(e, ChannelTimeout):
+                    raise
+                self._login_timed_out()
                 return
-            if st.link is not None and st.link.authenticated:
-                await login.pooled()  # connect_server kept a pooled connection
-            else:
-                await login.relay(greeting)
+            if not logged_in:
+                return
+            if st.server_ch is None and self.hooks is not None:  # a script plays the server
+                await self._serve_scripted(self.hooks)
+                return
             if self.hooks is None:
                 self._start_relay()
                 relaying = True
@@ -293,6 +307,32 @@ class ProxyConnection:
         finally:
             if not relaying:
                 self.close()
+
+    async def _log_in(self, login: Login) -> bool:
+        """Backend choice and the login; False when the connection ends here. True with
+        no server connection: a script plays the server (``connect_server`` answered)."""
+        st = self.state
+        greeting = await self._connect(login)
+        if greeting is None:
+            return bool(self.hooks is not None and not st.closed and st.client_ch.transport
+                        and await login.mock())
+        if st.link is not None and st.link.authenticated:
+            await login.pooled()  # connect_server kept a pooled connection
+        else:
+            await login.relay(greeting)
+        return True
+
+    def _login_timed_out(self) -> None:
+        st = self.state
+        timeout = self.settings.login_timeout
+        log.warning("conn %d: client %s did not log in within %g s (--proxy-login-timeout); "
+                    "closing it", self.connection_id, self.name, timeout)
+        self.service.stats.errors += 1
+        message = f"(proxy) login timed out after {timeout:g} s"
+        if st.cseq == 0:  # no greeting sent yet
+            st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
+        else:
+            st.send_client_err(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
 
     async def _serve_scripted(self, hooks: ConnectionHooks) -> None:
         session = scripted.ScriptedSession(self.state, hooks, self.handover.prepare)
@@ -352,8 +392,7 @@ class ProxyConnection:
             if backend is None:
                 backend = backends.pick(exclude)
             if backend is None:
-                listing = "; ".join(tried) if tried else backends.describe_down()
-                message = f"(proxy) all backends are down: {listing}"
+                message = backends.no_backend_message(tried)
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
                 self.service.stats.errors += 1
                 st.fail_greeting(ErrorCode.UNKNOWN_ERROR, message)
@@ -361,13 +400,19 @@ class ProxyConnection:
             exclude.add(backend.index)
             try:
                 greeting = await self._open(backend)
-            except (OSError, TimeoutError, ChannelClosed, ChannelTimeout) as e:
-                reason = connect_failure(e, self.settings.connect_timeout)
-                tried.append(f"{backend.addr} ({reason})")
-                backend.mark_down(reason)
-                if st.server_ch is not None:
-                    st.server_ch.abort()
-                    st.server_ch = None
+            except OSError as e:
+                if e.errno not in LOCAL_ERRNOS:
+                    self._backend_failed(backend, e, tried)
+                    continue
+                # Our own limits, not the backend's health: the backend stays as it is.
+                self._drop_server_channel()
+                self.service.stats.errors += 1
+                st.fail_greeting(ErrorCode.UNKNOWN_ERROR, f"(proxy) cannot connect to a backend: "
+                                 f"{local_failure(e)}")
+                local_failures.report(self.connection_id, e)
+                return None
+            except (TimeoutError, ChannelClosed, ChannelTimeout) as e:
+                self._backend_failed(backend, e, tried)
                 continue
             backend.mark_up()
             st.backend = backend
@@ -375,6 +420,19 @@ class ProxyConnection:
             backend.connected_clients += 1
             st.counted = True
             return greeting
+
+    def _backend_failed(self, backend: Backend, e: BaseException, tried: list[str]) -> None:
+        """The backend refused or timed out: DOWN, and the next one is tried."""
+        reason = connect_failure(e, self.settings.connect_timeout)
+        tried.append(f"{backend.addr} ({reason})")
+        backend.mark_down(reason)
+        self._drop_server_channel()
+
+    def _drop_server_channel(self) -> None:
+        st = self.state
+        if st.server_ch is not None:
+            st.server_ch.abort()
+            st.server_ch = None
 
     async def _open(self, backend: Backend) -> bytes:
         st = self.state

@@ -62,7 +62,7 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "message": f"no backend {request.get('ndx')} (see SELECT * FROM backends)"}
         if state is None:
             return {"ok": False, "message": f"unknown state {request.get('state')!r} (up, down, offline)"}
-        backend.set_state(state, "set from the admin console")
+        backend.set_admin_state(state)
         return {"ok": True}
     raise ValueError(f"unknown proxy control operation {op!r}")
 

@@ -6,6 +6,11 @@ Every room of a connection (login, hand-over, command loop, pumps) raises one of
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import time
+
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import ERR
 
@@ -51,3 +56,41 @@ def err_text(payload: bytes) -> str:
     except ProtocolError:
         return "malformed ERR packet"
     return f"{err.error_code} {err.message}"
+
+
+#: Errors of this process or machine, not of a backend: too many open files (EMFILE: the
+#: process, ENFILE: the system), no buffer space, no memory. A backend is never marked DOWN
+#: for them, and the next backend is not tried (it would fail the same way).
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def local_failure(e: OSError) -> str:
+    """What a client and the log are told about a local resource error."""
+    text = os.strerror(e.errno) if e.errno else str(e)
+    hint = " (raise --max-open-files or the system's file limit)" \
+        if e.errno in (errno.EMFILE, errno.ENFILE) else ""
+    return f"{text}{hint}"
+
+
+class RateLimitedLog:
+    """One warning per ``interval`` seconds for a burst of the same local failure, with
+    how many clients it hit meanwhile (a full fd table fails every client at once)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._last = -interval
+        self._suppressed = 0
+
+    def report(self, connection_id: int, e: OSError) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        also = f" ({self._suppressed} more client(s) since the last such line)" if self._suppressed else ""
+        self._last, self._suppressed = now, 0
+        self.logger.warning("conn %d: no backend connection for lack of local resources: %s; the "
+                            "backend is not marked down%s", connection_id, local_failure(e), also)
+
+
+local_failures = RateLimitedLog(logging.getLogger("chassis.proxy"))

@@ -62,7 +62,7 @@ async def probe(addr: Address, timeout: float) -> str | None:
 
 async def check_down_backends(backends: Backends, timeout: float) -> None:
     """Probe every DOWN backend once, concurrently; mark the ones that answer UP."""
-    down = [b for b in backends if b.state == BackendState.DOWN]
+    down = [b for b in backends if b.state == BackendState.DOWN and b.admin_state is None]
     reasons = await asyncio.gather(*(probe(b.addr, timeout) for b in down))
     for backend, reason in zip(down, reasons, strict=True):
         if backend.state != BackendState.DOWN:

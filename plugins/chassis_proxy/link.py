@@ -13,6 +13,7 @@ from typing import Protocol
 from chassis_mysql.constants import Capability
 from chassis_mysql.handshake import HandshakeV10
 
+from chassis.listen import Address
 from chassis_proxy.channel import PacketChannel
 from chassis_proxy.hooks import AddressInfo, PeerInfo
 from chassis_proxy.stats import Counters
@@ -38,7 +39,7 @@ class LinkBackend(Protocol):
     @property
     def pool(self) -> LinkPool: ...
     @property
-    def addr(self) -> object: ...
+    def addr(self) -> Address: ...
     @property
     def address(self) -> AddressInfo: ...
 

@@ -37,7 +37,7 @@ from chassis_mysql.handshake import HandshakeResponse41, HandshakeV10, SSLReques
 from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
 from chassis_mysql.packets import is_ok, ok_packet
 
-from chassis_proxy import tls
+from chassis_proxy import peer_identity, tls
 from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import ConnectionHooks, Decision, Outcome, PeerInfo
@@ -167,7 +167,8 @@ class Login:
                 st.send_client_err(ClientError.SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
                 raise ConnectionGone(message) from None
             st.server_secure = True
-        self._remember_login(to_server, login)
+        sent = self._remember_login(to_server, login)
+        await self._check_identity(sent.username)
         st.sseq = server_ch.send(to_server, st.sseq)
         await self._auth_exchange()
 
@@ -357,19 +358,43 @@ class Login:
             raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
         self._to_server(password)
 
-    def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> None:
+    def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> HandshakeResponse41:
         """What the server connection is logged in with (the pool matches on it)."""
-        link = self.state.link
-        if link is None:
-            return
         try:
             login = HandshakeResponse41.parse(sent)  # a script may have replaced the packet
         except ProtocolError:
             pass
+        link = self.state.link
+        if link is None:
+            return login
         link.username = login.username.decode("utf-8", "replace")
         link.login_response = login.auth_response
         link.capabilities = int(login.capabilities)
         link.charset = login.charset
+        return login
+
+    async def _check_identity(self, username: bytes) -> None:
+        """Refuse a login a unix socket backend would accept by the proxy's own OS user
+        (see :mod:`chassis_proxy.peer_identity`)."""
+        st = self.state
+        backend = st.backend
+        if backend is None or backend.addr.path is None:
+            return
+        why = await peer_identity.accepts_anything(backend.addr.path, username,
+                                                   self.settings.connect_timeout)
+        user = username.decode("utf-8", "replace")
+        if why is None:
+            log.debug("conn %d: %s checks the password of %r (identity check passed)",
+                      st.connection_id, backend.addr, user)
+            return
+        log.warning("conn %d: refused the login of %r from %s on backend %s: %s; give the "
+                    "account a password plugin, or reach the backend over TCP",
+                    st.connection_id, user, st.name, backend.addr, why)
+        st.send_client_err(ErrorCode.ACCESS_DENIED_ERROR,
+                           f"(proxy) login of '{user}' refused: backend {backend.addr} would "
+                           "log this account in by the proxy's own OS user, not by your password",
+                           "28000")
+        raise LoginFailed
 
     def _logged_in(self) -> None:
         """The server accepted the login: from now on the connection may be pooled."""
@@ -434,6 +459,7 @@ class Login:
                     log.critical("conn %d: read_auth queued a login packet that does not parse "
                                  "(%s); the client's own is used", st.connection_id, e)
             st.queries.reset()
+            await self._check_identity(login.username)
             if no_change_user:
                 self._check_first_login(login)
                 touched = True

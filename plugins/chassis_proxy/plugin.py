@@ -62,8 +62,14 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Close pooled connections idle for longer (0: never)."),
         click.Option(["--proxy-connect-timeout"], type=float, default=2.0, show_default=True,
                      help="Seconds to wait for a backend connection."),
+        click.Option(["--proxy-login-timeout"], type=float, default=10.0, show_default=True,
+                     help="Seconds a client has from connecting to being logged in (0: no limit)."),
+        click.Option(["--proxy-idle-timeout"], type=float, default=0.0, show_default=True,
+                     help="Close a logged-in client idle this long with no command running "
+                          "(0: never, like MariaDB's wait_timeout left to the server)."),
         click.Option(["--proxy-read-timeout"], type=float, default=28800.0, show_default=True,
-                     help="Seconds to wait for a read."),
+                     help="Seconds to wait for a client's LOCAL INFILE data and for answers to "
+                          "the proxy's own commands; a running query is never cut."),
         click.Option(["--proxy-write-timeout"], type=float, default=28800.0, show_default=True,
                      help="Seconds to wait for a write."),
         click.Option(["--proxy-health-check-interval"], type=float, default=4.0, show_default=True,

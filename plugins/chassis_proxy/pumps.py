@@ -21,7 +21,6 @@ from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame, frame_next_seq, shift_sequence_ids
 from chassis_mysql.response import Event, ResponseTracker
 
-from chassis_proxy.channel import ChannelTimeout
 from chassis_proxy.errors import ConnectionGone
 from chassis_proxy.state import ConnectionState
 
@@ -53,26 +52,21 @@ class ResponsePump:
         self.status_packet = b""
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def run(self, timeout: float) -> None:
+    async def run(self) -> None:
+        """Until the response is complete. No time limit: a running query is never cut
+        (a server that vanishes closes the channel; TCP keepalive finds a dead host)."""
         server, client = self.state.server_ch, self.state.client_ch
         assert server is not None
         server.sink = self._on_data
         client.on_resume = self._resume
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(timeout, self._expire)
         try:
             self._on_data()  # bytes that arrived before the pump was attached
             await self.future
         finally:
-            handle.cancel()
             server.sink = None
             client.on_resume = None
             if server.transport is not None and not server.closed:
                 server.transport.resume_reading()
-
-    def _expire(self) -> None:
-        if not self.future.done():
-            self.future.set_exception(ChannelTimeout())
 
     def _resume(self) -> None:
         server = self.state.server_ch

@@ -25,6 +25,9 @@ LostCallback = Callable[["RelayLeg", BaseException | None], None]
 #: A client's COM_QUIT, as it ends its last buffer (length 1, sequence 0, command 0x01).
 COM_QUIT_PACKET = frame(bytes((Command.QUIT,)), 0)
 
+#: Commands the server does not answer: after them the client is not waiting.
+_UNANSWERED = frozenset({int(Command.STMT_CLOSE), int(Command.STMT_SEND_LONG_DATA), int(Command.QUIT)})
+
 
 class RelayLeg(asyncio.Protocol):
     """One direction's reader: forwards what it reads to ``peer``.
@@ -35,11 +38,14 @@ class RelayLeg(asyncio.Protocol):
     """
 
     __slots__ = ("commands", "is_client", "last", "nbytes", "on_lost", "paused", "peer",
-                 "transport")
+                 "transport", "turn")
 
     def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
-                 peer: asyncio.Transport, is_client: bool) -> None:
+                 peer: asyncio.Transport, is_client: bool, turn: list[bool]) -> None:
         self.on_lost = on_lost
+        #: Shared by both legs: ``turn[0]`` is True while the client's last command has
+        #: had no answer yet (a query is running), for the idle timeout.
+        self.turn = turn
         self.transport = transport
         self.peer = peer
         self.is_client = is_client
@@ -51,6 +57,7 @@ class RelayLeg(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last = data
         self.nbytes += len(data)
+        self.turn[0] = False  # the server answered
         self.peer.write(data)
 
     def eof_received(self) -> bool:
@@ -89,6 +96,8 @@ class ClientRelayLeg(RelayLeg):
         self.nbytes += len(data)
         if len(data) > 4 and data[3] == 0:
             self.commands += 1
+            if data[4] not in _UNANSWERED:
+                self.turn[0] = True
         self.peer.write(data)
 
 
@@ -98,8 +107,9 @@ def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Tran
 
     ``on_lost`` is called once per leg that closes (the connection closes the other).
     """
-    client_leg = ClientRelayLeg(on_lost, client, server, True)
-    server_leg = RelayLeg(on_lost, server, client, False)
+    turn = [False]
+    client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
+    server_leg = RelayLeg(on_lost, server, client, False, turn)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

@@ -244,7 +244,7 @@ class ScriptedSession:
         async def rest_of_response() -> None:
             pump = ResponsePump(self.state, tracker, deliver=True, keep=False,
                                 client_seq=client_seq)
-            await self._run_pump(pump, self.settings.read_timeout)
+            await self._run_pump(pump)
             if tracker.awaiting_client:
                 await self._exchange(tracker, deliver=True, keep=False,
                                      client_seq=pump.client_seq, server_seq=pump.server_seq)
@@ -368,7 +368,7 @@ class ScriptedSession:
         timeout = self.settings.read_timeout
         pump = ResponsePump(self.state, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
         if server_seq is None:
-            await self._run_pump(pump, timeout)
+            await self._run_pump(pump)
         else:
             pump.server_seq = server_seq
         while tracker.awaiting_client:
@@ -384,21 +384,22 @@ class ScriptedSession:
                     packet = await self.client.read_packet(timeout)
                 except ProtocolError as e:
                     raise ConnectionGone(f"client {state.name}: {e}") from None
+                except ChannelTimeout:
+                    raise ConnectionGone(f"client {state.name} sent no more of what the server "
+                                         f"waits for (LOCAL INFILE data) for {timeout:g} s "
+                                         "(--proxy-read-timeout)") from None
                 tracker.feed_client(packet.payload)
                 pump.server_seq = server.send(packet.payload, pump.server_seq)
                 pump.client_seq = (packet.seq + 1) & 0xFF
             if tracker.awaiting_client:
                 continue  # more LOCAL INFILE data to come
             pump.future = asyncio.get_running_loop().create_future()
-            await self._run_pump(pump, timeout)
+            await self._run_pump(pump)
         return pump
 
-    async def _run_pump(self, pump: ResponsePump, timeout: float) -> None:
+    async def _run_pump(self, pump: ResponsePump) -> None:
         try:
-            await pump.run(timeout)
-        except ChannelTimeout:
-            raise ConnectionGone(f"backend {self.state.backend_name()} did not answer within "
-                               f"{timeout:g} s (--proxy-read-timeout)") from None
+            await pump.run()
         except ProtocolError as e:
             raise ConnectionGone(f"backend {self.state.backend_name()} sent a malformed "
                                f"response: {e}") from None

@@ -143,7 +143,8 @@ class ProxyService:
         last buffer it saw, and this loop notices whether it changed.
         """
         s = self.settings
-        interval = min(max(min(s.read_timeout, s.write_timeout) / 4, 0.05), 30.0)
+        shortest = min(s.write_timeout, s.idle_timeout or s.write_timeout)
+        interval = min(max(shortest / 4, 0.05), 30.0)
         while True:
             await asyncio.sleep(interval)
             now = asyncio.get_running_loop().time()

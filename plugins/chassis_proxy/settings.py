@@ -62,6 +62,8 @@ class ProxySettings:
     pool_max_idle_age: float = DEFAULT_POOL_MAX_IDLE_AGE  # 0: no age limit
     health_check_interval: float = 4.0  # seconds between probes of DOWN backends; 0: none
     backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
+    login_timeout: float = 10.0  # accept to logged in; 0: no limit
+    idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -211,6 +213,8 @@ def load(config: Config) -> ProxySettings:
                            else max(0.0, float(pool_max_idle_age))),
         health_check_interval=_timeout(config, "proxy_health_check_interval", 4.0),
         backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
+        login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
+        idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
     )
 
 

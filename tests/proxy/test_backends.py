@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 from collections.abc import Iterator
 
 import pymysql
@@ -63,6 +65,18 @@ def test_all_backends_down_error_names_each(start_proxy: StartProxy) -> None:
     assert f"{first} (connection refused)" in message
     assert f"{second} (connection refused)" in message
     proxy.wait_log("all backends are down")
+
+
+def test_error_names_a_read_only_backend_that_is_up(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    proxy = start_proxy([dead], [f"--proxy-read-only-backend-addresses={mariadb.address}"])
+    with pytest.raises(pymysql.err.OperationalError) as info:
+        proxy.connect()
+    code, message = info.value.args
+    assert code == 1105
+    assert f"{dead} (connection refused)" in message
+    assert f"read-only backend {mariadb.address} is up, but without a script only read/write " \
+        "backends get clients" in message
 
 
 def test_backend_that_never_greets_times_out_and_the_next_is_used(
@@ -145,11 +159,11 @@ def test_max_connections(start_proxy: StartProxy, mariadb: MariaDB) -> None:
         second.close()
 
 
-def test_read_timeout_closes_an_idle_client(start_proxy: StartProxy, mariadb: MariaDB) -> None:
-    proxy = start_proxy([mariadb.address], ["--proxy-read-timeout=0.4"])
+def test_idle_timeout_closes_an_idle_client(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    proxy = start_proxy([mariadb.address], ["--proxy-idle-timeout=0.4"])
     conn = proxy.connect()
     try:
-        proxy.process.wait_for_log("(--proxy-read-timeout)", timeout=10)
+        proxy.process.wait_for_log("(--proxy-idle-timeout)", timeout=10)
         with pytest.raises(pymysql.err.OperationalError) as info, conn.cursor() as cur:
             cur.execute("SELECT 1")
         assert info.value.args[0] in (2006, 2013)
@@ -199,3 +213,27 @@ def test_proxy_is_shared_by_several_workers(start_proxy: StartProxy, mariadb: Ma
             conn.close()
 
 
+def test_out_of_file_descriptors_is_not_a_backend_failure(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    proxy = start_proxy([mariadb.address])
+    with proxy.connect() as conn:
+        assert port_of(conn) == mariadb.port
+    proxy.wait_log(f"backend {mariadb.address}: UNKNOWN -> UP")
+    worker = proxy.worker_pid()
+    fds = {int(fd) for fd in os.listdir(f"/proc/{worker}/fd")}
+    first_free = min(set(range(len(fds) + 1)) - fds)
+    soft = subprocess.run(["prlimit", f"--pid={worker}", "--nofile", "--output=SOFT", "--noheadings"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # The next client's socket is the last descriptor the worker may open: its backend
+    # connection cannot be made.
+    subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={first_free + 1}:"], check=True)
+    try:
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            proxy.connect()
+        assert info.value.args[0] == 1105
+        assert "(proxy) cannot connect to a backend: Too many open files" in info.value.args[1]
+        proxy.wait_log("no backend connection for lack of local resources: Too many open files")
+    finally:
+        subprocess.run(["prlimit", f"--pid={worker}", f"--nofile={soft}:"], check=True)
+    assert "-> DOWN" not in proxy.log_text()
+    with proxy.connect() as conn:  # the backend was never marked down
+        assert port_of(conn) == mariadb.port

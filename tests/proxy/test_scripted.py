@@ -500,7 +500,7 @@ def test_rows_over_16_mib_in_scripted_mode(run_proxy: Any) -> None:
 
 
 def test_idle_client_times_out_in_scripted_mode(run_proxy: Any) -> None:
-    proxy, host = run_proxy(Hooks, read_timeout=0.3)
+    proxy, host = run_proxy(Hooks, idle_timeout=0.3)
     conn = connect(proxy)
     try:
         wait_for(lambda: "disconnect_client" in host.calls, timeout=10,
