@@ -147,8 +147,8 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     """``--proxy-lua-script``: a path (relative to --basedir), or the bare name of a
     bundled script such as ``rw-splitting.lua`` when no file of that name exists.
 
-    A path that exists nowhere is returned as given: the script host reports it when a
-    client connects (MySQL Proxy's behaviour, and the file may appear later).
+    A path that exists nowhere is returned as given: the script host's start-up check
+    then stops the start naming it (``--proxy-lua-script: ...``, exit 3).
     """
     if not value:
         return None
