@@ -22,7 +22,7 @@ import logging
 import socket
 from typing import Protocol
 
-from chassis_mysql.constants import Command, ErrorCode
+from chassis_mysql.constants import ErrorCode
 from chassis_mysql.packets import err_packet
 
 from chassis_proxy import relay, scripted
@@ -44,6 +44,9 @@ from chassis_proxy.state import ConnectionState, peer_address
 from chassis_proxy.stats import Counters
 
 log = logging.getLogger("chassis.proxy")
+
+#: Seconds of silence after the server's answer before a relayed client counts as at rest.
+RELAY_QUIET = 0.25
 
 
 class ConnectionRegistry(Protocol):
@@ -151,12 +154,34 @@ class ProxyConnection:
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
 
+    def at_rest(self) -> bool:
+        """Logged in and no command running: the client may be closed at a shutdown.
+
+        In the relay the proxy does not parse responses: a client counts as at rest when
+        the server spoke after its last command and nothing moved for :data:`RELAY_QUIET`
+        seconds (nor is paused).
+        """
+        cl, sl = self.client_leg, self.server_leg
+        if cl is not None and sl is not None:
+            if cl.turn[0] or cl.paused or sl.paused:
+                return False
+            seen = (cl.last, sl.last)
+            now = asyncio.get_running_loop().time()
+            if seen[0] is not self._activity[0] or seen[1] is not self._activity[1]:
+                self._activity, self._active_at = seen, now
+            return now - self._active_at >= RELAY_QUIET
+        if self.session is not None:
+            return not self.session.busy
+        return False  # still logging in: the login timeout bounds it
+
     def _close_server(self) -> None:
         """Close the server connection still attached (a script did not pool it)."""
         ch = self.state.server_ch
         if ch is not None and ch.transport is not None:
-            if self.session is not None and not ch.closed and self.handover.is_at_rest():
-                ch.send(bytes((Command.QUIT,)), 0)  # a polite goodbye: no "aborted" count
+            if not ch.closed and (self.handover.is_at_rest() if self.session is not None
+                                  else self.client_leg is not None and self.at_rest()):
+                # A polite goodbye: the server counts no aborted connection.
+                ch.transport.write(relay.COM_QUIT_PACKET)
             ch.transport.close()
         self.handover.uncount()
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chassis.proxy")
 
+#: How often a stopping worker looks for clients whose command has ended (seconds).
+STOP_POLL = 0.05
+
 
 class ProxyService:
     """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
@@ -73,20 +76,30 @@ class ProxyService:
         return int(self.sock.getsockname()[1])
 
     async def stop(self, deadline: float) -> None:
-        """Stop accepting; wait for clients to finish until ``deadline``, then close them."""
+        """Stop accepting; close clients at rest at once (their server connections get
+        COM_QUIT); let running commands finish until ``deadline``, closing each client as
+        its command ends; then close what is left."""
         self.accepting = False
         if self._server is not None:
             self._server.close()
         loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._close_resting()
         if self.connections:
             log.info("waiting for %d client connection(s) to finish", len(self.connections))
-        self._idle = asyncio.Event()
-        if not self.connections:
+        else:
             self._idle.set()
         # The chassis cancels this at the deadline; chassis_shutdown closes what is left.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+        while not self._idle.is_set() and loop.time() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), min(STOP_POLL, max(0.0, deadline - loop.time())))
+            self._close_resting()
         self.close_all()
+
+    def _close_resting(self) -> None:
+        for conn in list(self.connections):
+            if conn.at_rest():
+                conn.close("proxy is shutting down")
 
     def close_all(self) -> None:
         if self.connections:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
+from pathlib import Path
 
 import pymysql
 import pytest
@@ -17,25 +19,64 @@ from tests.support.mariadb import MariaDB
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_stop_lets_running_clients_finish_until_the_deadline(start_proxy: StartProxy,
-                                                            mariadb: MariaDB) -> None:
-    proxy = start_proxy([mariadb.address], ["--shutdown-timeout=3"])
-    conn = proxy.connect()
+def _aborted_clients(mariadb: MariaDB) -> int:
+    return int(mariadb.sql("SHOW GLOBAL STATUS LIKE 'Aborted_clients'")[0][1])
+
+
+def _closed_by_peer(conn: pymysql.Connection) -> bool:
+    sock = conn._sock
+    assert sock is not None
+    sock.settimeout(0.1)
     try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["relay", "scripted"])
+def test_stop_closes_resting_clients_at_once_and_lets_running_commands_finish(
+        start_proxy: StartProxy, mariadb: MariaDB, tmp_path: Path, scripted: bool) -> None:
+    extra = ["--shutdown-timeout=30"]
+    if scripted:
+        script = tmp_path / "pass.lua"
+        script.write_text("function read_query(packet) end\n")
+        extra.append(f"--proxy-lua-script={script}")
+    proxy = start_proxy([mariadb.address], extra)
+    resting, running = proxy.connect(), proxy.connect()
+    try:
+        with resting.cursor() as cur:
+            cur.execute("SELECT 1")
+        aborted = _aborted_clients(mariadb)
+        result: list[tuple[object, ...]] = []
+
+        def query() -> None:
+            with running.cursor() as cur:
+                cur.execute("SELECT SLEEP(2), 'finished'")
+                result.append(cur.fetchone())
+
+        worker = threading.Thread(target=query)
+        worker.start()
+        wait_for(lambda: mariadb.sql("SELECT COUNT(*) FROM information_schema.processlist "
+                                     "WHERE info LIKE 'SELECT SLEEP(2)%'")[0][0] == 1,
+                 timeout=10, message="the query to run")
+        started = time.monotonic()
         proxy.process.signal(signal.SIGTERM)
-        proxy.process.wait_for_log("waiting for 1 client connection(s) to finish")
-        # New clients are turned away, the running one is served.
+        # The resting client is closed at once; new clients are turned away.
+        wait_for(lambda: _closed_by_peer(resting), timeout=5, message="the resting client closed")
+        assert time.monotonic() - started < 1.5
         with pytest.raises((ConnectionRefusedError, pymysql.err.OperationalError)):
             socket.create_connection((proxy.host, proxy.port), timeout=2).recv(1)
-        with conn.cursor() as cur:
-            cur.execute("SELECT 'still served'")
-            assert cur.fetchone() == ("still served",)
-        started = time.monotonic()
+        # The running query gets its answer; then its client is closed and the proxy exits.
+        worker.join(timeout=15)
+        assert result == [(0, "finished")]
         proxy.process.wait(timeout=10)
-        assert time.monotonic() - started < 5
-        proxy.wait_log("still open at the shutdown deadline")
+        assert time.monotonic() - started < 10  # long before --shutdown-timeout=30
+        # Both server connections were told COM_QUIT: none counts as aborted.
+        assert _aborted_clients(mariadb) == aborted
+        assert "still open at the shutdown deadline" not in proxy.log_text()
     finally:
-        conn.close()
+        resting.close()
+        running.close()
 
 
 def test_stop_is_immediate_when_no_client_is_connected(start_proxy: StartProxy,
