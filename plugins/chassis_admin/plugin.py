@@ -5,6 +5,7 @@ Kept light: the server modules are imported when the plugin starts, not for ``--
 
 from __future__ import annotations
 
+import importlib
 import socket
 import stat
 from collections.abc import Sequence
@@ -80,6 +81,10 @@ def read_password(config: Config) -> str:
 def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     from chassis.listen import bind_listener, parse_address
 
+    # The server's modules load here, before --user drops privileges (the installation
+    # may not be readable by the user the worker becomes), and not for --help.
+    importlib.import_module("chassis_admin.server")
+
     if not config.admin_username:
         raise StartupError("the admin plugin needs --admin-username")
     password = read_password(config)
@@ -100,7 +105,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
 
 @chassis.hookimpl
 async def chassis_serve(runtime: Runtime) -> None:
-    from chassis_admin.server import AdminServer
+    from chassis_admin.server import AdminServer  # imported already: see chassis_apply_config
 
     server = AdminServer(runtime, _state["username"], _state["password"], _state["script"],
                          login_timeout=_state["login_timeout"])

@@ -37,7 +37,7 @@ from chassis_mysql.handshake import HandshakeResponse41, HandshakeV10, SSLReques
 from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
 from chassis_mysql.packets import is_ok, ok_packet
 
-from chassis_proxy import peer_identity, tls
+from chassis_proxy import peer_identity, sha2, tls
 from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import ConnectionHooks, Decision, Outcome, PeerInfo
@@ -315,8 +315,6 @@ class Login:
         if st.client_secure == st.server_secure:
             await self._client_to_server()  # both speak the same way: plain relay
             return
-        from chassis_proxy import sha2
-
         if st.client_secure:
             # Clear text from the client; the server wants it RSA-encrypted with its key.
             packet = await self._client_packet()

@@ -13,7 +13,11 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+# Imported with the service, in chassis_apply_config: before --user drops privileges, so
+# a worker that can no longer read the installation has every module it needs.
+from chassis_proxy import health
 from chassis_proxy.backends import Backends
+from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
 from chassis_proxy.settings import ProxySettings
 from chassis_proxy.stats import Counters
@@ -55,16 +59,12 @@ class ProxyService:
         self.loop = asyncio.get_running_loop()
         if self.sock is None:
             return
-        from chassis_proxy.connection import accept  # the hot modules load here, not at --help
-
         # backlog: asyncio listens again with its own default (100) unless told
         self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock,
                                                      backlog=self.settings.backlog)
         self.accepting = True
         self._sweeper = self.loop.create_task(self._sweep())
         if self.settings.health_check_interval > 0:
-            from chassis_proxy import health
-
             self._health = self.loop.create_task(health.run(
                 self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
 

@@ -5,7 +5,8 @@ server on plain TCP only accepts it RSA-encrypted (password XOR nonce, OAEP with
 the server's public key); and the other way round. The proxy converts that one packet
 and forgets it. The encryption itself is the codec's (:mod:`chassis_mysql.auth`); what
 lives here is proxy policy: the proxy's own key pair, and errors worded for the client.
-``cryptography`` is imported only when needed.
+``cryptography`` (when installed) is imported with this module, in the proxy's
+``chassis_apply_config``: before ``--user`` drops privileges.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ from typing import Any
 
 from chassis_mysql.auth import RSAUnavailable, rsa_decrypt_password, rsa_encrypt_password
 from chassis_mysql.errors import ProtocolError
+
+try:  # loaded now, while the installation is surely readable (see the module docstring)
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: F401
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: F401
+except ImportError:
+    pass
 
 _NO_CRYPTOGRAPHY = (
     "caching_sha2_password full authentication between a TLS client and a plain "

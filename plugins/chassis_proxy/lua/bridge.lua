@@ -242,6 +242,21 @@ function api.set_search_path(path, cpath)
 	if cpath then package.cpath = cpath end
 end
 
+-- The bundled proxy.* library, read at start-up: a searcher after Lua's own path searcher,
+-- so the files on package.path (the user's first, then ours) still win, and a module whose
+-- file can no longer be read (the worker dropped privileges with --user) is served from
+-- memory.
+function api.set_bundled_library(modules)
+	local loaders = package.loaders or package.searchers
+	table.insert(loaders, 3, function(name)
+		local m = modules[name]
+		if not m then return "\n\tno module '" .. name .. "' bundled with chassis" end
+		local chunk, err = loadstring(m[1], m[2])
+		if not chunk then error(err, 2) end
+		return chunk
+	end)
+end
+
 function api.memory_kb()
 	return collectgarbage("count")
 end

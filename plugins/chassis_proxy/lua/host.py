@@ -45,6 +45,7 @@ from chassis_proxy.lua.runtime import (
     LIB_DIR,
     LuaError,
     LuaState,
+    bundled_library,
     default_search_paths,
     search_path,
 )
@@ -131,6 +132,8 @@ class LuaScriptHost:
             lua_cpath if lua_cpath is not None else os.environ.get("LUA_CPATH"), default_cpath
         )
         self.lua.call("set_search_path", path, cpath)
+        self.lua.call("set_bundled_library", self.lua.table(
+            {name: self.lua.table([source, chunk]) for name, (source, chunk) in bundled_library().items()}))
         ctx = ModuleContext(
             log=self._module_log,
             table=self.lua.table,

@@ -104,6 +104,21 @@ def default_search_paths() -> tuple[bytes, bytes]:
     return _default_paths
 
 
+def bundled_library() -> dict[bytes, tuple[bytes, bytes]]:
+    """Every module of :data:`LIB_DIR` as ``{name: (source, chunk name)}``, read now.
+
+    The bridge serves them from memory when their files cannot be read later: after
+    ``--user`` dropped privileges, the installation may be closed to the worker's user.
+    """
+    found: dict[bytes, tuple[bytes, bytes]] = {}
+    for path in sorted(LIB_DIR.rglob("*.lua")):
+        parts = list(path.relative_to(LIB_DIR).with_suffix("").parts)
+        if parts[-1] == "init" and len(parts) > 1:
+            parts.pop()
+        found[".".join(parts).encode()] = (path.read_bytes(), f"@{path}".encode())
+    return found
+
+
 def search_path(value: str | None, default: bytes, extra: Iterable[str] = ()) -> bytes:
     """``package.path`` from a LUA_PATH-style value: ``;;`` becomes the default path.
 
