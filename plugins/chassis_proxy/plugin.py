@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import chassis
+from chassis_proxy import tls as proxy_tls
 
 if TYPE_CHECKING:
     from chassis.config import Config
@@ -70,12 +71,7 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="With a script: largest client command it is shown; a bigger one "
                           "gets ERR 1153 and the connection is closed (match the server's "
                           "max_allowed_packet). Without a script every packet is relayed."),
-        click.Option(["--proxy-ssl-cert"], metavar="FILE",
-                     help="PEM certificate: offer TLS to clients."),
-        click.Option(["--proxy-ssl-key"], metavar="FILE", help="PEM key for --proxy-ssl-cert."),
-        click.Option(["--proxy-backend-ssl"], is_flag=True, help="Use TLS towards the backends."),
-        click.Option(["--proxy-backend-ssl-ca"], metavar="FILE",
-                     help="CA to verify backends with (verification is on when given)."),
+        *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
     ]
 
 
