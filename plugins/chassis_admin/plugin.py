@@ -17,6 +17,7 @@ import chassis
 from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.runtime import Runtime
+from chassis_admin import tls as admin_tls
 
 if TYPE_CHECKING:
     from chassis_admin.server import AdminServer
@@ -36,6 +37,7 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Read the admin password from the first line of FILE (mode 0600 or stricter)."),
         click.Option(["--admin-lua-script"], metavar="FILE",
                      help="Lua script answering admin queries (MySQL Proxy admin scripts run unchanged)."),
+        *admin_tls.options(),  # --admin-ssl-*
     ]
 
 
@@ -80,6 +82,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.admin_address, default_port=4041)
     except ValueError as e:
         raise StartupError(f"--admin-address: {e}") from None
+    _state["tls"] = admin_tls.load(config)  # before binding: a bad certificate binds nothing
     sock: socket.socket = bind_listener(address)
     _state.update(sock=sock, username=config.admin_username, password=password, script=script,
                   address=address)
@@ -90,6 +93,7 @@ async def chassis_serve(runtime: Runtime) -> None:
     from chassis_admin.server import AdminServer
 
     server = AdminServer(runtime, _state["username"], _state["password"], _state["script"])
+    server.tls = _state["tls"]
     await server.start(_state["sock"])
     _state["server"] = server
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])

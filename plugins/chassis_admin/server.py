@@ -26,13 +26,13 @@ from chassis_mysql.handshake import (
     AuthSwitchRequest,
     HandshakeResponse41,
     HandshakeV10,
-    is_ssl_request,
 )
 from chassis_mysql.packets import err_packet, ok_packet
 
 from chassis.logs import MESSAGE
 from chassis.runtime import Runtime
-from chassis_admin import scripted, sql
+from chassis.tls import ListenerTLS
+from chassis_admin import scripted, sql, tls
 from chassis_admin.results import text_resultset
 
 log = logging.getLogger("chassis.admin")
@@ -52,6 +52,8 @@ _ids = itertools.count(1)
 
 
 class AdminServer:
+    tls: ListenerTLS = tls.NO_TLS  # --admin-ssl-*, set by the plugin
+
     def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None):
         self.runtime = runtime
         self.username = username.encode()
@@ -119,6 +121,10 @@ class AdminConnection:
         self.seq = (packet.seq + 1) & 0xFF
         return packet.payload
 
+    def buffered(self) -> bytes:
+        """Bytes read from the client but not yet returned as a packet (taken away)."""
+        return self.packets.drain()
+
     async def send(self, *payloads: bytes) -> None:
         for payload in payloads:
             self.writer.write(frame(payload, self.seq))
@@ -151,14 +157,13 @@ class AdminConnection:
         challenge = new_challenge()
         hello = HandshakeV10(
             server_version=SERVER_VERSION, connection_id=self.id, auth_plugin_data=challenge,
-            capabilities=CAPABILITIES, charset=33, auth_plugin_name=NATIVE,
+            capabilities=CAPABILITIES | tls.capabilities(self.server.tls), charset=33, auth_plugin_name=NATIVE,
         )
         self.seq = 0
         await self.send(hello.encode())
-        payload = await self.read_packet(MAX_LOGIN_PACKET)
-        if is_ssl_request(payload):
-            await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
-                                       "the admin port does not offer TLS", "08004"))
+        payload = await tls.login_packet(self, self.server.tls, await self.read_packet(MAX_LOGIN_PACKET),
+                                         MAX_LOGIN_PACKET)
+        if payload is None:
             return False
         response = HandshakeResponse41.parse(payload)
         auth = response.auth_response
