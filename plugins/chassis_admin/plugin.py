@@ -19,6 +19,7 @@ from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG
 from chassis.runtime import Runtime
+from chassis_admin import tls as admin_tls
 
 if TYPE_CHECKING:
     from chassis_admin.server import AdminServer
@@ -47,6 +48,7 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "(capped by net.core.somaxconn)."),
         click.Option(["--admin-lua-script"], metavar="FILE",
                      help="Lua script answering admin queries (MySQL Proxy admin scripts run unchanged)."),
+        *admin_tls.options(),  # --admin-ssl-*
     ]
 
 
@@ -95,6 +97,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         address = parse_address(config.admin_address, default_port=4041)
     except ValueError as e:
         raise StartupError(f"--admin-address: {e}") from None
+    _state["tls"] = admin_tls.load(config)  # before binding: a bad certificate binds nothing
     backlog = int(config.get("admin_backlog") or DEFAULT_BACKLOG)
     sock: socket.socket = bind_listener(address, backlog=backlog, option="--admin-address")
     login_timeout = float(config.get("admin_login_timeout") or 0)
@@ -109,6 +112,7 @@ async def chassis_serve(runtime: Runtime) -> None:
 
     server = AdminServer(runtime, _state["username"], _state["password"], _state["script"],
                          login_timeout=_state["login_timeout"])
+    server.tls = _state["tls"]
     await server.start(_state["sock"], _state["backlog"])
     _state["server"] = server
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])

@@ -26,13 +26,13 @@ from chassis_mysql.handshake import (
     AuthSwitchRequest,
     HandshakeResponse41,
     HandshakeV10,
-    is_ssl_request,
 )
 from chassis_mysql.packets import err_packet, ok_packet
 
 from chassis.logs import MESSAGE
 from chassis.runtime import Runtime
-from chassis_admin import scripted, sql
+from chassis.tls import ListenerTLS
+from chassis_admin import scripted, sql, tls
 from chassis_admin.results import text_resultset
 
 log = logging.getLogger("chassis.admin")
@@ -52,6 +52,8 @@ _ids = itertools.count(1)
 
 
 class AdminServer:
+    tls: ListenerTLS = tls.NO_TLS  # --admin-ssl-*, set by the plugin
+
     def __init__(self, runtime: Runtime, username: str, password: str, script: Path | None,
                  login_timeout: float = 10.0):
         self.runtime = runtime
@@ -124,6 +126,10 @@ class AdminConnection:
         self.seq = (packet.seq + 1) & 0xFF
         return packet.payload
 
+    def buffered(self) -> bytes:
+        """Bytes read from the client but not yet returned as a packet (taken away)."""
+        return self.packets.drain()
+
     async def send(self, *payloads: bytes) -> None:
         for payload in payloads:
             self.writer.write(frame(payload, self.seq))
@@ -174,16 +180,14 @@ class AdminConnection:
         challenge = new_challenge()
         hello = HandshakeV10(
             server_version=SERVER_VERSION, connection_id=self.id, auth_plugin_data=challenge,
-            capabilities=CAPABILITIES, charset=33, auth_plugin_name=NATIVE,
+            capabilities=CAPABILITIES | tls.capabilities(self.server.tls), charset=33, auth_plugin_name=NATIVE,
         )
         self.seq = 0
         await self.send(hello.encode())
-        payload = await self.read_packet(MAX_LOGIN_PACKET)
-        if is_ssl_request(payload):
-            upgraded = await self.start_tls(payload)
-            if upgraded is None:
-                return False
-            payload = upgraded
+        payload = await tls.login_packet(self, self.server.tls, await self.read_packet(MAX_LOGIN_PACKET),
+                                         MAX_LOGIN_PACKET)
+        if payload is None:
+            return False
         response = HandshakeResponse41.parse(payload)
         auth = response.auth_response
         if response.auth_plugin_name not in (None, "", NATIVE):
@@ -207,16 +211,6 @@ class AdminConnection:
         await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
                                    f"Access denied for user '{user}' (admin)", "28000"))
         return False
-
-    async def start_tls(self, ssl_request: bytes) -> bytes | None:
-        """The client sent an SSLRequest: TLS, then its handshake response over it.
-
-        The place for the admin port's TLS (the proxy's options, a later item); until
-        then the request is refused and None returned (the login ends).
-        """
-        await self.send(err_packet(ErrorCode.ACCESS_DENIED_ERROR,
-                                   "the admin port does not offer TLS", "08004"))
-        return None
 
     async def query(self, text: str) -> None:
         statement = sql.parse(text)

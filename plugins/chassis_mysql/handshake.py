@@ -434,3 +434,12 @@ def version_number(server_version: str) -> int:
     except ValueError:
         return 0
     return major * 10000 + minor * 100 + patch
+
+
+def with_classic_capabilities(response: bytes, capabilities: int) -> bytes:
+    """A HandshakeResponse41 payload with its 4 classic capability bytes replaced.
+
+    For a relay that changes one bit (TLS on its own leg, compression masked) and must
+    keep every other byte exactly as the client sent it.
+    """
+    return (capabilities & 0xFFFFFFFF).to_bytes(4, "little") + response[4:]

@@ -21,6 +21,7 @@ from chassis_mysql.constants import Capability, Command, SetOption
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import is_err, is_ok
 
+from chassis_proxy import tls
 from chassis_proxy.backends import Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import PoolError, err_text
@@ -161,7 +162,15 @@ class Handover:
         backend = self.backends.by_index(n)
         if backend is None or backend.state in (BackendState.DOWN, BackendState.OFFLINE):
             return
-        link = backend.pool.take("", self.state.connection_id, None, any_user=True)
+        st = self.state
+        may_take, leg_tls = tls.pool_filter(st.settings.backend_tls, st.settings.client_tls, None,
+                                            unix_client=st.client_secure)
+        if not may_take:
+            log.debug("conn %d: backend_ndx = %d keeps no pooled connection: whether this "
+                      "client's leg will be TLS is not known yet (--proxy-backend-ssl-mode="
+                      "as_client)", st.connection_id, n)
+            return
+        link = backend.pool.take("", st.connection_id, None, any_user=True, tls=leg_tls)
         if link is not None:
             self.attach(link)
 
@@ -195,8 +204,10 @@ class Handover:
             log.debug("conn %d: backend_ndx = %d ignored: the backend is down or offline",
                       st.connection_id, n)
             return
+        _, leg_tls = tls.pool_filter(st.settings.backend_tls, st.settings.client_tls,
+                                     tls.is_tls(st.client_ch.transport))
         taken = backend.pool.take(st.pool_user, st.connection_id, st.login_profile,
-                                  any_user=False)
+                                  any_user=False, tls=leg_tls)
         if taken is None:
             # A new connection cannot log in for this client: the proxy never learns its
             # password, and every server sends its own challenge.

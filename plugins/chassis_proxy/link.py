@@ -26,7 +26,7 @@ class LinkPool(Protocol):
     def idle_count(self) -> int: ...
     def park(self, link: ServerLink) -> bool: ...
     def take(self, username: str, client_id: int, profile: tuple[int, int] | None,
-             any_user: bool) -> ServerLink | None: ...
+             any_user: bool, tls: bool | None = None) -> ServerLink | None: ...
 
 
 class LinkBackend(Protocol):
@@ -76,6 +76,10 @@ class ServerLink:
     handshake: HandshakeV10
     greeting: bytes
     secure: bool = False
+    #: The leg is TLS. A connection is only handed to a client whose backend leg calls
+    #: for the same (chassis_proxy.tls.pool_filter): a plaintext client must never get
+    #: a TLS leg under --proxy-backend-ssl-mode=as_client, nor a TLS client a plain one.
+    tls: bool = False
     username: str = ""
     login_response: bytes = field(default=b"", repr=False)
     capabilities: int = 0

@@ -30,10 +30,16 @@ from dataclasses import replace
 
 from chassis_mysql.auth import new_challenge
 from chassis_mysql.commands import ComChangeUser
-from chassis_mysql.constants import Capability, ClientError, Command, ErrorCode
+from chassis_mysql.constants import Capability, Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import Packet
-from chassis_mysql.handshake import HandshakeResponse41, HandshakeV10, SSLRequest, version_number
+from chassis_mysql.handshake import (
+    HandshakeResponse41,
+    HandshakeV10,
+    SSLRequest,
+    version_number,
+    with_classic_capabilities,
+)
 from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
 from chassis_mysql.packets import is_ok, ok_packet
 
@@ -126,20 +132,26 @@ class Login:
                 st.send_response(outcome, 0)
                 raise LoginFailed
         backend_tls = self.settings.backend_tls
-        if backend_tls is not None and not hs.capabilities & Capability.SSL:
-            message = f"(proxy) backend {backend.addr} does not offer TLS, but --proxy-backend-ssl is set"
-            st.fail_greeting(ClientError.SSL_CONNECTION_ERROR, message, "HY000")
+        if backend_tls.must(client_tls=False) and not hs.capabilities & Capability.SSL:
+            message = f"backend {backend.addr} does not offer TLS, but --proxy-backend-ssl-mode=required"
+            st.fail_greeting(ErrorCode.UNKNOWN_ERROR, f"(proxy) {message}", "HY000")
             raise ConnectionGone(message)
 
         st.cseq = st.client_ch.send(self._offered(hs).encode(), 0)
 
         payload, login = await self.read_login()
+        try:
+            use_tls = tls.backend_leg(backend_tls, tls.is_tls(st.client_ch.transport),
+                                      bool(hs.capabilities & Capability.SSL), str(backend.addr))
+        except tls.LegRefused as e:  # server-range errnos: the CLI shows a CR_* one as garbage
+            st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
+            raise ConnectionGone(str(e)) from None
 
         # What goes to the server: the client's packet with our leg's TLS bit.
         server_caps = int(login.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
-        if backend_tls is not None:
+        if use_tls:
             server_caps |= int(Capability.SSL)
-        to_server = _with_classic_capabilities(payload, server_caps)
+        to_server = with_classic_capabilities(payload, server_caps)
         if self.hooks is not None:
             st.queries.reset()
             outcome = self.hooks.read_auth()
@@ -153,24 +165,32 @@ class Login:
             if outcome.decision == Decision.SEND_QUERY and len(st.queries):
                 to_server = st.queries.pop().packet
             st.queries.reset()
-        if backend_tls is not None:
-            request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
-            st.sseq = server_ch.send(request.encode(), st.sseq)
-            assert server_ch.transport is not None
-            try:
-                server_ch.transport = await tls.upgrade(
-                    server_ch.transport, server_ch, backend_tls, server_side=False,
-                    timeout=self.settings.connect_timeout,
-                )
-            except (OSError, TimeoutError) as e:
-                message = f"TLS handshake with backend {st.backend_name()} failed: {tls_failure(e)}"
-                st.send_client_err(ClientError.SSL_CONNECTION_ERROR, f"(proxy) {message}", "HY000")
-                raise ConnectionGone(message) from None
-            st.server_secure = True
+        if use_tls:
+            await self._backend_tls(login)
         sent = self._remember_login(to_server, login)
-        await self._check_identity(sent.username)
+        await peer_identity.refuse_proxy_identity(st, sent.username)
         st.sseq = server_ch.send(to_server, st.sseq)
         await self._auth_exchange()
+
+    async def _backend_tls(self, login: HandshakeResponse41) -> None:
+        """Switch the new server connection to TLS (SSLRequest, then the TLS handshake)."""
+        st = self.state
+        server_ch, backend, link, context = st.server_ch, st.backend, st.link, self.settings.backend_tls.context
+        assert server_ch is not None and server_ch.transport is not None and backend is not None
+        assert link is not None and context is not None
+        request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
+        st.sseq = server_ch.send(request.encode(), st.sseq)
+        try:
+            server_ch.transport = await tls.upgrade(
+                server_ch.transport, server_ch, context, server_side=False,
+                timeout=self.settings.connect_timeout,
+                server_hostname=tls.server_hostname(backend.address),
+            )
+        except (OSError, TimeoutError) as e:
+            message = f"TLS handshake with backend {st.backend_name()} failed: {tls_failure(e)}"
+            st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {message}{tls.verify_hint(e)}", "HY000")
+            raise ConnectionGone(message) from None
+        st.server_secure = link.tls = True
 
     def _show_challenge(self, hs: HandshakeV10, mysqld_version: int) -> None:
         """``proxy.connection.client`` shows the challenge the client is about to get."""
@@ -185,7 +205,7 @@ class Login:
         caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
         if self.hooks is not None:
             caps &= ~int(SCRIPTED_MASKED_CAPABILITIES)
-        if self.settings.client_tls is not None:
+        if self.settings.client_tls.offered:
             caps |= int(Capability.SSL)
         return hs.with_capabilities(caps)
 
@@ -196,8 +216,9 @@ class Login:
         packet = await self._client_packet()
         payload = packet.payload
         st.cseq = (packet.seq + 1) & 0xFF
+        client_tls = self.settings.client_tls
         if self._client_login_packet(payload) == LoginEvent.SSL_REQUEST:
-            if self.settings.client_tls is None:
+            if client_tls.context is None:
                 st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "(proxy) TLS is not enabled on this proxy "
                                    "(start it with --proxy-ssl-cert and --proxy-ssl-key)", "08S01")
                 raise ConnectionGone(f"client {st.name} asked for TLS, which is not configured")
@@ -207,7 +228,7 @@ class Login:
             client_ch.transport.pause_reading()
             try:
                 client_ch.transport = await tls.upgrade(
-                    client_ch.transport, client_ch, self.settings.client_tls, server_side=True,
+                    client_ch.transport, client_ch, client_tls.context, server_side=True,
                     leftover=client_ch.detach(), timeout=min(self.settings.read_timeout, 60.0),
                 )
             except (OSError, TimeoutError) as e:
@@ -218,6 +239,10 @@ class Login:
             payload = packet.payload
             st.cseq = (packet.seq + 1) & 0xFF
             self._client_login_packet(payload)
+        elif client_tls.required and not st.client_secure:  # a unix socket is secure
+            st.send_client_err(ErrorCode.ACCESS_DENIED_ERROR, f"(proxy) {tls.NO_TLS_REFUSED}", "28000")
+            log.info("conn %d: client %s refused: %s", st.connection_id, st.name, tls.NO_TLS_REFUSED)
+            raise LoginFailed
         login = self.tracker.response
         assert login is not None
         st.client.username = login.username.decode("utf-8", "replace")
@@ -371,29 +396,6 @@ class Login:
         link.charset = login.charset
         return login
 
-    async def _check_identity(self, username: bytes) -> None:
-        """Refuse a login a unix socket backend would accept by the proxy's own OS user
-        (see :mod:`chassis_proxy.peer_identity`)."""
-        st = self.state
-        backend = st.backend
-        if backend is None or backend.addr.path is None:
-            return
-        why = await peer_identity.accepts_anything(backend.addr.path, username,
-                                                   self.settings.connect_timeout)
-        user = username.decode("utf-8", "replace")
-        if why is None:
-            log.debug("conn %d: %s checks the password of %r (identity check passed)",
-                      st.connection_id, backend.addr, user)
-            return
-        log.warning("conn %d: refused the login of %r from %s on backend %s: %s; give the "
-                    "account a password plugin, or reach the backend over TCP",
-                    st.connection_id, user, st.name, backend.addr, why)
-        st.send_client_err(ErrorCode.ACCESS_DENIED_ERROR,
-                           f"(proxy) login of '{user}' refused: backend {backend.addr} would "
-                           "log this account in by the proxy's own OS user, not by your password",
-                           "28000")
-        raise LoginFailed
-
     def _logged_in(self) -> None:
         """The server accepted the login: from now on the connection may be pooled."""
         st = self.state
@@ -441,6 +443,10 @@ class Login:
             self.tracker.server_packet(offered)  # the client's side of the login, this time
             st.cseq = st.client_ch.send(offered, 0)
             _payload, login = await self.read_login()
+            mismatch = tls.pooled_mismatch(self.settings.backend_tls, st.client_ch.transport, link)
+            if mismatch:  # handover.choose never takes such a connection: the last guard
+                st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy-pool) {mismatch}", "HY000")
+                raise ConnectionGone(mismatch)
             st.queries.reset()
             outcome = hooks.read_auth()
             if outcome.decision == Decision.SEND_RESULT:
@@ -457,7 +463,7 @@ class Login:
                     log.critical("conn %d: read_auth queued a login packet that does not parse "
                                  "(%s); the client's own is used", st.connection_id, e)
             st.queries.reset()
-            await self._check_identity(login.username)
+            await peer_identity.refuse_proxy_identity(st, login.username)
             if no_change_user:
                 self._check_first_login(login)
                 touched = True
@@ -591,11 +597,3 @@ class Login:
             return is_ok(outcome.response[0])
         st.cseq = st.client_ch.send(ok_packet(), st.cseq)
         return True
-
-
-def _with_classic_capabilities(payload: bytes, capabilities: int) -> bytes:
-    """The client's login packet with its 4 classic capability bytes replaced.
-
-    Patching in place keeps every other byte exactly as the client sent it.
-    """
-    return (capabilities & 0xFFFFFFFF).to_bytes(4, "little") + payload[4:]

@@ -23,11 +23,14 @@ import contextlib
 import logging
 
 from chassis_mysql.auth import new_challenge
-from chassis_mysql.constants import Capability, Command
+from chassis_mysql.constants import Capability, Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import PacketReader, frame
 from chassis_mysql.handshake import HandshakeResponse41
 from chassis_mysql.login import LoginEvent, LoginTracker
+
+from chassis_proxy.errors import LoginFailed
+from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
 
@@ -36,6 +39,28 @@ _CAPABILITIES = (Capability.LONG_PASSWORD | Capability.PROTOCOL_41 | Capability.
 
 #: Auth rounds answered before the probe gives up (real plugins need one or two).
 _MAX_ROUNDS = 8
+
+
+async def refuse_proxy_identity(state: ConnectionState, username: bytes) -> None:
+    """Refuse (ERR 1045, one log line, :class:`LoginFailed`) a login that the attached
+    unix socket backend would accept by the proxy's own OS user. TCP backends pass."""
+    backend = state.backend
+    if backend is None or backend.addr.path is None:
+        return
+    why = await accepts_anything(backend.addr.path, username, state.settings.connect_timeout)
+    user = username.decode("utf-8", "replace")
+    if why is None:
+        log.debug("conn %d: %s checks the password of %r (identity check passed)",
+                  state.connection_id, backend.addr, user)
+        return
+    log.warning("conn %d: refused the login of %r from %s on backend %s: %s; give the "
+                "account a password plugin, or reach the backend over TCP",
+                state.connection_id, user, state.name, backend.addr, why)
+    state.send_client_err(ErrorCode.ACCESS_DENIED_ERROR,
+                          f"(proxy) login of '{user}' refused: backend {backend.addr} would "
+                          "log this account in by the proxy's own OS user, not by your password",
+                          "28000")
+    raise LoginFailed
 
 
 async def accepts_anything(path: str, username: bytes, timeout: float) -> str | None:

@@ -14,6 +14,7 @@ import click
 
 import chassis
 from chassis.listen import DEFAULT_BACKLOG
+from chassis_proxy import tls as proxy_tls
 
 if TYPE_CHECKING:
     from chassis.config import Config
@@ -83,12 +84,7 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
                           "script cannot hold twice within --lua-max-memory also gets "
                           "ERR 1153. Without a script every packet is relayed."),
-        click.Option(["--proxy-ssl-cert"], metavar="FILE",
-                     help="PEM certificate: offer TLS to clients."),
-        click.Option(["--proxy-ssl-key"], metavar="FILE", help="PEM key for --proxy-ssl-cert."),
-        click.Option(["--proxy-backend-ssl"], is_flag=True, help="Use TLS towards the backends."),
-        click.Option(["--proxy-backend-ssl-ca"], metavar="FILE",
-                     help="CA to verify backends with (verification is on when given)."),
+        *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
     ]
 
 

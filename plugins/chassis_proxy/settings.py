@@ -7,13 +7,15 @@ Built from :class:`chassis.config.Config` by :func:`load`; every problem becomes
 from __future__ import annotations
 
 import os
-import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
+from chassis.tls import ListenerTLS, TLSMode
+from chassis_proxy import tls
+from chassis_proxy.tls import BackendTLS
 
 DEFAULT_BACKEND = "127.0.0.1:3306"
 MYSQL_PORT = 3306
@@ -55,8 +57,10 @@ class ProxySettings:
     max_connections: int = 0
     max_allowed_packet: int = DEFAULT_MAX_ALLOWED_PACKET  # scripted mode only
     lua_script: Path | None = None
-    client_tls: ssl.SSLContext | None = None  # offered to clients (CLIENT_SSL advertised)
-    backend_tls: ssl.SSLContext | None = None  # used towards every backend
+    #: The client leg's TLS (--proxy-ssl-*): CLIENT_SSL is advertised when offered.
+    client_tls: ListenerTLS = field(default_factory=lambda: ListenerTLS(TLSMode.DISABLED))
+    #: The backend leg's TLS (--proxy-backend-ssl-*).
+    backend_tls: BackendTLS = field(default_factory=BackendTLS)
     pool_no_change_user: bool = False
     pool_max_idle: int = DEFAULT_POOL_MAX_IDLE
     pool_max_idle_age: float = DEFAULT_POOL_MAX_IDLE_AGE  # 0: no age limit
@@ -99,50 +103,6 @@ def parse_backends(rw: tuple[str, ...] | list[str], ro: tuple[str, ...] | list[s
     return result
 
 
-def _readable(path: Path, option: str) -> Path:
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise StartupError(f"{option}: cannot read {path}: {e.strerror}") from None
-    return path
-
-
-def client_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """The context offered to clients that send an SSLRequest."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(str(cert), str(key))
-    except (ssl.SSLError, OSError) as e:
-        raise StartupError(
-            f"--proxy-ssl-cert/--proxy-ssl-key: cannot use {cert} with {key}: {e} "
-            "(both must be PEM files, and the key must match the certificate)"
-        ) from None
-    return ctx
-
-
-def backend_tls_context(ca: Path | None) -> ssl.SSLContext:
-    """The context for backend connections: verified against ``ca`` when given.
-
-    Without a CA the backend's certificate is not checked (encryption only), which is
-    what MySQL clients do with ``--ssl`` alone; give ``--proxy-backend-ssl-ca`` to verify.
-    Host names are not checked: backends are usually addressed by IP.
-    """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = False
-    if ca is None:
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    try:
-        ctx.load_verify_locations(cafile=str(ca))
-    except (ssl.SSLError, OSError) as e:
-        raise StartupError(f"--proxy-backend-ssl-ca: cannot load {ca}: {e}") from None
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
-
 def lua_script_path(config: Config, value: str | None) -> Path | None:
     """``--proxy-lua-script``: a path (relative to --basedir), or the bare name of a
     bundled script such as ``rw-splitting.lua`` when no file of that name exists.
@@ -175,24 +135,7 @@ def load(config: Config) -> ProxySettings:
         tuple(config.get("proxy_read_only_backend_addresses") or ()),
     )
 
-    cert_opt, key_opt = config.get("proxy_ssl_cert"), config.get("proxy_ssl_key")
-    client_tls = None
-    if bool(cert_opt) != bool(key_opt):
-        raise StartupError(
-            "--proxy-ssl-cert and --proxy-ssl-key go together: give both (or neither)"
-        )
-    if cert_opt and key_opt:
-        cert = _readable(config.path(cert_opt) or Path(cert_opt), "--proxy-ssl-cert")
-        key = _readable(config.path(key_opt) or Path(key_opt), "--proxy-ssl-key")
-        client_tls = client_tls_context(cert, key)
-
-    backend_tls = None
-    ca_opt = config.get("proxy_backend_ssl_ca")
-    if ca_opt and not config.get("proxy_backend_ssl"):
-        raise StartupError("--proxy-backend-ssl-ca needs --proxy-backend-ssl")
-    if config.get("proxy_backend_ssl"):
-        ca = _readable(config.path(ca_opt) or Path(ca_opt), "--proxy-backend-ssl-ca") if ca_opt else None
-        backend_tls = backend_tls_context(ca)
+    client_tls, backend_tls = tls.load(config)
 
     pool_max_idle = config.get("proxy_pool_max_idle")
     pool_max_idle_age = config.get("proxy_pool_max_idle_age")
@@ -224,13 +167,9 @@ def describe(settings: ProxySettings, port: int | None = None) -> str:
     listen = settings.listen
     if listen is not None and port is not None and listen.port != port:
         listen = Address(host=listen.host, port=port)
-    tls = []
-    if settings.client_tls is not None:
-        tls.append("TLS for clients")
-    if settings.backend_tls is not None:
-        tls.append("TLS to backends")
+    parts = tls.describe(settings.client_tls, settings.backend_tls)
     return (
         f"proxy listening on {listen}, backends: {backends}"
-        + (f"; {', '.join(tls)}" if tls else "")
+        + (f"; {', '.join(parts)}" if parts else "")
         + f"; pid {os.getpid()}"
     )

@@ -423,3 +423,16 @@ def test_garbage_from_either_side_raises_only_protocol_error(packets: list[tuple
             feed(payload)
         except ProtocolError:
             return
+
+
+def test_with_classic_capabilities_changes_only_the_four_capability_bytes() -> None:
+    from chassis_mysql.handshake import with_classic_capabilities
+
+    response = HandshakeResponse41(capabilities=Capability.PROTOCOL_41 | Capability.SSL
+                                   | Capability.SECURE_CONNECTION | Capability.PLUGIN_AUTH,
+                                   username=b"u", auth_response=b"x" * 20,
+                                   auth_plugin_name="mysql_native_password").encode()
+    patched = with_classic_capabilities(response, int(HandshakeResponse41.parse(response).capabilities)
+                                        & ~int(Capability.SSL))
+    assert patched[4:] == response[4:]
+    assert not HandshakeResponse41.parse(patched).capabilities & Capability.SSL

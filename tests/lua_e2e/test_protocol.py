@@ -186,7 +186,7 @@ def test_a_tls_client_through_a_script(lua_proxy: LuaProxyFactory, tls_certs: TL
             return inspect(packet)
         end
         function inspect(packet)"""), f"--proxy-ssl-cert={tls_certs.proxy_cert}",
-        f"--proxy-ssl-key={tls_certs.proxy_key}")
+        f"--proxy-ssl-key={tls_certs.proxy_key}", f"--proxy-backend-ssl-ca={tls_certs.ca_cert}")
     with proxy.connect(user="native", ssl={"ca": str(tls_certs.ca_cert)}) as conn:
         assert conn._sock.version().startswith("TLS")
         assert query(conn, "SELECT 'tls user'") == [("native",)]

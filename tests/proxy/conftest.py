@@ -94,10 +94,12 @@ def start_proxy(tmp_path: Path) -> Iterator[StartProxy]:
 @pytest.fixture(scope="session")
 def proxy(mariadb: MariaDB, tls_certs: TLSCerts,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    """One chassis for the session in front of ``mariadb``, offering TLS to clients."""
+    """One chassis for the session in front of ``mariadb``, offering TLS to clients; its
+    backend leg is always plain TCP (the tests show what the server sees of each leg)."""
     port = free_port()
     log_file = tmp_path_factory.mktemp("proxy") / "chassis.log"
-    extra = [f"--proxy-ssl-cert={tls_certs.proxy_cert}", f"--proxy-ssl-key={tls_certs.proxy_key}"]
+    extra = [f"--proxy-ssl-cert={tls_certs.proxy_cert}", f"--proxy-ssl-key={tls_certs.proxy_key}",
+             "--proxy-backend-ssl-mode=disabled"]
     process = start_chassis(proxy_args(port, log_file, [mariadb.address], extra))
     try:
         yield Proxy(process, "127.0.0.1", port, log_file)

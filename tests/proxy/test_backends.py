@@ -177,7 +177,7 @@ def test_idle_timeout_closes_an_idle_client(start_proxy: StartProxy, mariadb: Ma
     (["--proxy-ssl-cert=/etc/hostname"], "--proxy-ssl-cert and --proxy-ssl-key go together"),
     (["--proxy-ssl-cert=/nonexistent.pem", "--proxy-ssl-key=/nonexistent.pem"],
      "cannot read /nonexistent.pem"),
-    (["--proxy-backend-ssl-ca=/etc/hostname"], "needs --proxy-backend-ssl"),
+    (["--proxy-backend-ssl-ca=/etc/hostname"], "--proxy-backend-ssl-ca: cannot load /etc/hostname"),
 ])
 def test_bad_options_stop_the_start(args: list[str], message: str) -> None:
     with pytest.raises(ChassisStartError) as info:
