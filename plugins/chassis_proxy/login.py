@@ -124,13 +124,7 @@ class Login:
         st.link = ServerLink(server_ch, backend, st.server, hs, greeting, secure=st.server_secure)
         self._show_challenge(hs, st.server.mysqld_version)
         if self.hooks is not None:
-            outcome = self.hooks.read_handshake()
-            if outcome.decision == Decision.SEND_QUERY:  # MySQL Proxy's deprecated alias
-                log.warning("conn %d: read_handshake returned proxy.PROXY_SEND_QUERY, a deprecated "
-                            "alias of PROXY_SEND_RESULT", st.connection_id)
-            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
-                st.send_response(outcome, 0)
-                raise LoginFailed
+            self._ask_read_handshake(self.hooks)
         backend_tls = self.settings.backend_tls
         if backend_tls.must(client_tls=False) and not hs.capabilities & Capability.SSL:
             message = f"backend {backend.addr} does not offer TLS, but --proxy-backend-ssl-mode=required"
@@ -153,18 +147,11 @@ class Login:
             server_caps |= int(Capability.SSL)
         to_server = with_classic_capabilities(payload, server_caps)
         if self.hooks is not None:
-            st.queries.reset()
-            outcome = self.hooks.read_auth()
-            if outcome.decision == Decision.SEND_RESULT:
-                # The script answers the login itself; nothing goes to the server.
-                st.send_response(outcome, st.cseq)
-                if outcome.response and is_ok(outcome.response[0]):
-                    self.handover.drop("the script answered the login itself")
-                    return
-                raise LoginFailed
-            if outcome.decision == Decision.SEND_QUERY and len(st.queries):
-                to_server = st.queries.pop().packet
-            st.queries.reset()
+            answered, replacement = self._ask_read_auth(self.hooks)
+            if answered:  # the script logged the client in itself; nothing goes to the server
+                self.handover.drop("the script answered the login itself")
+                return
+            to_server = replacement or to_server
         if use_tls:
             await self._backend_tls(login)
         sent = self._remember_login(to_server, login)
@@ -191,6 +178,35 @@ class Login:
             st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {message}{tls.verify_hint(e)}", "HY000")
             raise ConnectionGone(message) from None
         st.server_secure = link.tls = True
+
+    def _ask_read_handshake(self, hooks: ConnectionHooks) -> None:
+        """``read_handshake``: a script that answers (``PROXY_SEND_RESULT``, or MySQL
+        Proxy's deprecated alias ``PROXY_SEND_QUERY``) ends the login with its answer."""
+        outcome = hooks.read_handshake()
+        if outcome.decision == Decision.SEND_QUERY:
+            log.warning("conn %d: read_handshake returned proxy.PROXY_SEND_QUERY, a deprecated "
+                        "alias of PROXY_SEND_RESULT", self.state.connection_id)
+        if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
+            self.state.send_response(outcome, 0)
+            raise LoginFailed
+
+    def _ask_read_auth(self, hooks: ConnectionHooks) -> tuple[bool, bytes | None]:
+        """``read_auth``, the same rules for every kind of login: whether the script logged
+        the client in itself (its OK was sent; its ERR ends the login), and the login
+        packet it queued in place of the client's (``PROXY_SEND_QUERY``)."""
+        st = self.state
+        st.queries.reset()
+        outcome = hooks.read_auth()
+        if outcome.decision == Decision.SEND_RESULT and outcome.response:
+            st.send_response(outcome, st.cseq)
+            if is_ok(outcome.response[0]):
+                return True, None
+            raise LoginFailed
+        replacement = None
+        if outcome.decision == Decision.SEND_QUERY and len(st.queries):
+            replacement = st.queries.pop().packet
+        st.queries.reset()
+        return False, replacement
 
     def _show_challenge(self, hs: HandshakeV10, mysqld_version: int) -> None:
         """``proxy.connection.client`` shows the challenge the client is about to get."""
@@ -333,53 +349,47 @@ class Login:
         st.sseq = st.server_ch.send(payload, st.sseq)
 
     async def _sha2_full_auth(self) -> None:
-        """caching_sha2_password full authentication across legs of different security."""
+        """caching_sha2_password full authentication across legs of different security
+        (the conversion itself is :mod:`chassis_proxy.sha2`'s)."""
         st = self.state
-        server_ch = st.server_ch
-        assert server_ch is not None
         if st.client_secure == st.server_secure:
             await self._client_to_server()  # both speak the same way: plain relay
             return
-        if st.client_secure:
-            # Clear text from the client; the server wants it RSA-encrypted with its key.
-            packet = await self._client_packet()
-            st.cseq = (packet.seq + 1) & 0xFF
-            password = packet.payload
-            self._to_server(PUBLIC_KEY_REQUEST)  # the server's public key, please
-            key_packet = await server_ch.read_packet(self.settings.read_timeout)
-            st.sseq = (key_packet.seq + 1) & 0xFF
-            try:
-                event = self.tracker.server_packet(key_packet.payload)
-            except ProtocolError as e:
-                raise ConnectionGone(f"backend {st.backend_name()} broke the login: {e}") from None
-            if event != LoginEvent.PUBLIC_KEY:
-                # An ERR (or anything else): the login is over.
-                st.cseq = st.client_ch.send(key_packet.payload, st.cseq)
-                raise LoginFailed
-            try:
-                encrypted = sha2.encrypt_password(password, st.scramble, key_packet.payload[1:])
-            except sha2.Sha2Error as e:
-                st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
-                raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
-            self._to_server(encrypted)
-            return
-        # Plain client, secure server: the client asks for a key; give it ours.
         packet = await self._client_packet()
         st.cseq = (packet.seq + 1) & 0xFF
-        if packet.payload != PUBLIC_KEY_REQUEST:
-            # The client already had a public key (of the real server): cannot convert.
-            self._to_server(packet.payload)
-            return
         try:
-            key = sha2.proxy_key()
-            st.cseq = st.client_ch.send(b"\x01" + key.public_pem, st.cseq)
-            packet = await self._client_packet()
-            st.cseq = (packet.seq + 1) & 0xFF
-            password = key.decrypt_password(packet.payload, st.scramble)
+            if st.client_secure:
+                # Clear text from the client; the server wants it RSA-encrypted with its key.
+                key = await self._server_public_key()
+                self._to_server(sha2.encrypt_password(packet.payload, st.scramble, key))
+            elif packet.payload != PUBLIC_KEY_REQUEST:
+                # The client already had a public key (of the real server): cannot convert.
+                self._to_server(packet.payload)
+            else:  # plain client, secure server: the client asks for a key; it gets ours
+                proxy_key = sha2.proxy_key()
+                st.cseq = st.client_ch.send(b"\x01" + proxy_key.public_pem, st.cseq)
+                packet = await self._client_packet()
+                st.cseq = (packet.seq + 1) & 0xFF
+                self._to_server(proxy_key.decrypt_password(packet.payload, st.scramble))
         except sha2.Sha2Error as e:
             st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
             raise ConnectionGone(f"caching_sha2_password full authentication: {e}") from None
-        self._to_server(password)
+
+    async def _server_public_key(self) -> bytes:
+        """Ask the server for its RSA key; anything else (an ERR) ends the login."""
+        st = self.state
+        assert st.server_ch is not None
+        self._to_server(PUBLIC_KEY_REQUEST)
+        packet = await st.server_ch.read_packet(self.settings.read_timeout)
+        st.sseq = (packet.seq + 1) & 0xFF
+        try:
+            event = self.tracker.server_packet(packet.payload)
+        except ProtocolError as e:
+            raise ConnectionGone(f"backend {st.backend_name()} broke the login: {e}") from None
+        if event != LoginEvent.PUBLIC_KEY:
+            st.cseq = st.client_ch.send(packet.payload, st.cseq)
+            raise LoginFailed
+        return packet.payload[1:]
 
     def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> HandshakeResponse41:
         """What the server connection is logged in with (the pool matches on it)."""
@@ -435,10 +445,7 @@ class Login:
         self._show_challenge(hs, link.peer.mysqld_version)
         touched = False
         try:
-            outcome = hooks.read_handshake()
-            if outcome.decision in (Decision.SEND_RESULT, Decision.SEND_QUERY):
-                st.send_response(outcome, 0)
-                raise LoginFailed
+            self._ask_read_handshake(hooks)
             offered = self._offered(hs).encode()
             self.tracker.server_packet(offered)  # the client's side of the login, this time
             st.cseq = st.client_ch.send(offered, 0)
@@ -447,22 +454,17 @@ class Login:
             if mismatch:  # handover.choose never takes such a connection: the last guard
                 st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy-pool) {mismatch}", "HY000")
                 raise ConnectionGone(mismatch)
-            st.queries.reset()
-            outcome = hooks.read_auth()
-            if outcome.decision == Decision.SEND_RESULT:
-                st.send_response(outcome, st.cseq)
-                if outcome.response and is_ok(outcome.response[0]):
-                    self.handover.unchoose()  # the script logged the client in: no server needed
-                    st.backend_index = 0
-                    return
-                raise LoginFailed
-            if outcome.decision == Decision.SEND_QUERY and len(st.queries):
+            answered, replacement = self._ask_read_auth(hooks)
+            if answered:
+                self.handover.unchoose()  # the script logged the client in: no server needed
+                st.backend_index = 0
+                return
+            if replacement is not None:
                 try:
-                    login = HandshakeResponse41.parse(st.queries.pop().packet)
+                    login = HandshakeResponse41.parse(replacement)
                 except ProtocolError as e:
                     log.critical("conn %d: read_auth queued a login packet that does not parse "
                                  "(%s); the client's own is used", st.connection_id, e)
-            st.queries.reset()
             await peer_identity.refuse_proxy_identity(st, login.username)
             if no_change_user:
                 self._check_first_login(login)
@@ -590,10 +592,7 @@ class Login:
         if st.server_handshake is None or hooks is None:
             return False  # the script sent something other than a handshake (an ERR): done
         await self.read_login()
-        st.queries.reset()
-        outcome = hooks.read_auth()
-        if outcome.decision == Decision.SEND_RESULT and outcome.response:
-            st.send_response(outcome, st.cseq)
-            return is_ok(outcome.response[0])
-        st.cseq = st.client_ch.send(ok_packet(), st.cseq)
+        answered, _replacement = self._ask_read_auth(hooks)  # no server: nothing to replace
+        if not answered:
+            st.cseq = st.client_ch.send(ok_packet(), st.cseq)
         return True
