@@ -23,10 +23,11 @@ throwaway MariaDB (``tests.support.mariadb``), not a server on port 3306; upstre
 failing test it lists.
 
 ``mariadb-test`` words some client errors differently from libmysqlclient 5.x, which wrote
-the ``.result`` files. When a result differs, the recorded output is normalised with
-:data:`CLIENT_WORDING` and compared again; a test that passes only so says so. Tests that
-need it: ``failover`` ("Lost connection to MySQL server during query", "MySQL server has
-gone away").
+the ``.result`` files, and echoes the connect/connection/disconnect commands that 5.x's
+mysqltest did not. When a result differs, the recorded output is normalised
+(:func:`normalise`) and compared again; a test that passes only so says so. Tests that
+need it: ``failover`` (wording: "Lost connection to MySQL server during query", "MySQL
+server has gone away"; and the echo), ``pooling`` and ``load_multi`` (the echo).
 """
 
 from __future__ import annotations
@@ -391,7 +392,9 @@ class Suite:
             return Outcome(name, True, output=output)
         reject = logdir / f"{name}.reject"
         if not reject.exists():
-            return Outcome(name, False, note=self._died() or _first_error(output), output=output)
+            died = self._died()
+            note = _first_error(output) + (f" ({died})" if died else "")
+            return Outcome(name, False, note=note, output=output)
         want = expected.read_text(errors="replace")
         got = reject.read_text(errors="replace")
         normalised = normalise(got)
@@ -408,7 +411,8 @@ class Suite:
             if instance.proc.poll() is not None:
                 lines = instance.log.read_text(errors="replace").splitlines()
                 critical = [line for line in lines if "(critical)" in line] or lines or [""]
-                return f"{instance.name} exited: {critical[-1].split(': ', 1)[-1][:300]}"
+                why = critical[-1].split(": ", 1)[-1][:300]
+                return f"{instance.name} exited" + (f": {why}" if why else "")
         return ""
 
 
