@@ -50,6 +50,9 @@ class ResponsePump:
         self.rows = 0
         self.row_bytes = 0
         self.status_packet = b""
+        #: A kept response whose LOCAL INFILE request went to the client, and its file to
+        #: the server: the rest is answered from ``client_seq`` on.
+        self.infile_relayed = False
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self) -> None:

@@ -299,8 +299,12 @@ class ScriptedSession:
                 log.error("conn %d: injected query %d has no resultset_is_needed = true but the "
                           "client already got a result for this command; its result is dropped "
                           "(MySQL Proxy closed the connection here)", state.connection_id, inj.id)
+            # The client's own LOAD DATA LOCAL, forwarded as the script's injection: the
+            # client waits for the file request even when the result is kept for the script.
             pump = await self._exchange(tracker, deliver=stream, keep=not stream,
-                                        client_seq=client_seq)
+                                        client_seq=client_seq,
+                                        client_asked=inj.packet == original and not answered)
+            answer_seq = pump.client_seq if pump.infile_relayed else client_seq
             if stream:
                 answered = True
             if inj.packet[0] == Command.INIT_DB and is_ok(pump.first or b"") \
@@ -322,7 +326,7 @@ class ScriptedSession:
                                  "client; the answer for injection %d is dropped",
                                  state.connection_id, inj.id)
                 else:
-                    await self._answer(outcome.response or [], client_seq)
+                    await self._answer(outcome.response or [], answer_seq)
                     answered = True
             elif outcome.decision == Decision.IGNORE_RESULT:
                 if stream:
@@ -335,7 +339,7 @@ class ScriptedSession:
                                  "client; the result of injection %d is dropped",
                                  state.connection_id, inj.id)
                 else:
-                    self._send_packets(pump.packets, client_seq)
+                    self._send_packets(pump.packets, answer_seq)
                     answered = True
         if not answered and ResponseTracker(original[0], self.capabilities).expects_response:
             log.error("conn %d: the script sent no result for this command; the client gets "
@@ -358,11 +362,14 @@ class ScriptedSession:
         return server.send(payload, 0)
 
     async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
-                        client_seq: int, server_seq: int | None = None) -> ResponsePump:
+                        client_seq: int, server_seq: int | None = None,
+                        client_asked: bool = False) -> ResponsePump:
         """Pump a response; relay the client's packets while the server waits for them.
 
         With ``server_seq`` the response has begun already (a StreamPump saw the server
-        ask for the client's packets) and the exchange goes on from there.
+        ask for the client's packets) and the exchange goes on from there. With
+        ``client_asked`` a kept response's LOCAL INFILE request still goes to the client
+        (it sent that statement and waits for the request), and its file to the server.
         """
         state = self.state
         timeout = self.settings.read_timeout
@@ -374,7 +381,12 @@ class ScriptedSession:
         while tracker.awaiting_client:
             server = self.state.server_ch
             assert server is not None
-            if not deliver:
+            if not deliver and client_asked and pump.packets and not pump.infile_relayed \
+                    and is_local_infile_request(pump.packets[0]):
+                pump.client_seq = self._send_packets(pump.packets, client_seq)
+                pump.packets.clear()
+                pump.infile_relayed = True
+            if not deliver and not pump.infile_relayed:
                 # The client never saw the request (an injected LOAD DATA LOCAL, or an
                 # injected COM_CHANGE_USER's auth switch): answer with an empty packet.
                 tracker.feed_client(b"")

@@ -192,3 +192,30 @@ def test_a_tls_client_through_a_script(lua_proxy: LuaProxyFactory, tls_certs: TL
         assert query(conn, "SELECT 'tls user'") == [("native",)]
         assert query(conn, "SELECT CURRENT_USER()") == [("native@%",)]
     assert int(seen(proxy)[f"command {COM_QUERY}"]) >= 2
+
+
+BUFFERING_LUA = """
+    -- Every command goes to the server as an injection whose result the script keeps,
+    -- then reaches the client untouched (read_query_result decides nothing).
+    function read_query(packet)
+        proxy.queries:append(1, packet, { resultset_is_needed = true })
+        return proxy.PROXY_SEND_QUERY
+    end
+    function read_query_result(inj)
+        if inj.id == 1 then proxy.global.last_rows = inj.resultset.affected_rows end
+    end
+"""
+
+
+def test_load_data_local_through_a_buffering_injection(lua_proxy: LuaProxyFactory, table: str,
+                                                       tmp_path: Path) -> None:
+    """The client's own LOAD DATA LOCAL, injected with resultset_is_needed: the client still
+    gets the file request, its file reaches the server, the result comes back after it."""
+    proxy = lua_proxy(BUFFERING_LUA)
+    csv = tmp_path / "rows.csv"
+    csv.write_text("".join(f"{i}\tvalue {i}\n" for i in range(1, 501)))
+    with proxy.connect(local_infile=True) as conn, conn.cursor() as cur:
+        assert cur.execute(f"LOAD DATA LOCAL INFILE '{csv}' INTO TABLE {table}") == 500
+        assert cur.execute(f"LOAD DATA LOCAL INFILE '{csv}' IGNORE INTO TABLE {table}") == 0
+        cur.execute(f"SELECT COUNT(*) FROM {table}")  # sequence ids in step again
+        assert cur.fetchone() == (500,)
