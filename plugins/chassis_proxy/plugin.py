@@ -43,6 +43,10 @@ def chassis_add_options() -> Sequence[click.Option]:
         click.Option(["--proxy-lua-on-error"], type=click.Choice(["forward", "reject"]),
                      default=None, help="When a hook fails: forward the query as MySQL Proxy "
                                         "did (default), or reject it with an ERR."),
+        click.Option(["--lua-runtime"], type=click.Choice(["lua5.1", "luajit"]), default=None,
+                     callback=_note_lua_runtime,
+                     help="Lua of the scripts: lua5.1 (default; PUC Lua 5.1, as MySQL Proxy "
+                          "0.8.5 ran) or luajit (faster; rejects some 5.1 sources, see docs/lua.md)."),
         click.Option(["--lua-hook-timeout"], type=float, default=None, metavar="SECONDS",
                      help="Interrupt a Lua hook running longer than this (default 1; 0: never)."),
         click.Option(["--lua-max-memory"], default=None, metavar="SIZE",
@@ -88,9 +92,20 @@ def chassis_add_options() -> Sequence[click.Option]:
     ]
 
 
+#: ``--lua-runtime`` as parsed in this process (for ``--version``, which has no config).
+_lua_runtime_given: str | None = None
+
+
+def _note_lua_runtime(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    global _lua_runtime_given
+    _lua_runtime_given = value
+    return value
+
+
 @chassis.hookimpl
 def chassis_version_info() -> Sequence[str]:
-    """lupa's version and the Lua runtime scripts run on (asked of the Lua bridge)."""
+    """lupa's version and the Lua runtime scripts run on (``--lua-runtime``, asked of the
+    Lua bridge)."""
     from importlib import metadata
 
     try:
@@ -99,9 +114,10 @@ def chassis_version_info() -> Sequence[str]:
         return ["lupa: not installed (--proxy-lua-script cannot work)"]
     try:
         from chassis_proxy.lua.runtime import implementation
+        in_use = implementation(_lua_runtime_given)
     except ImportError as e:
         return [f"lupa: {lupa_version} (no usable Lua runtime: {e})"]
-    return [f"lupa: {lupa_version} (Lua runtime: {implementation()})"]
+    return [f"lupa: {lupa_version} (Lua runtime: {in_use})"]
 
 
 # The worker's proxy; one per process (each --event-threads worker has its own).

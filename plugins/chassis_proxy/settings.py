@@ -27,9 +27,13 @@ DEFAULT_WRITE_TIMEOUT = 28800.0
 #: --proxy-max-allowed-packet: the largest command a script is shown (MariaDB's own default is 16 MiB).
 DEFAULT_MAX_ALLOWED_PACKET = 64 * 1024 * 1024
 
-#: Scripts shipped with chassis (``rw-splitting.lua``): a bare ``--proxy-lua-script``
-#: name that is not a file (relative to --basedir) is looked up here.
-BUNDLED_SCRIPTS = Path(__file__).resolve().parent / "lualib"
+#: Scripts shipped with chassis (``rw-splitting.lua``, the examples such as
+#: ``query-logger.lua``): a bare ``--proxy-lua-script`` name that is not a file (relative
+#: to --basedir) is looked up in these directories, in order.
+BUNDLED_SCRIPTS = (
+    Path(__file__).resolve().parent / "lualib",
+    Path(__file__).resolve().parent / "lua" / "examples",
+)
 
 # Connection pool limits (see chassis_proxy.pool): per backend, idle connections kept
 # and seconds one may stay idle.
@@ -105,7 +109,8 @@ def parse_backends(rw: tuple[str, ...] | list[str], ro: tuple[str, ...] | list[s
 
 def lua_script_path(config: Config, value: str | None) -> Path | None:
     """``--proxy-lua-script``: a path (relative to --basedir), or the bare name of a
-    bundled script such as ``rw-splitting.lua`` when no file of that name exists.
+    bundled script such as ``rw-splitting.lua`` or ``query-logger.lua`` when no file of
+    that name exists (each example's usage line names it so).
 
     A path that exists nowhere is returned as given: the script host's start-up check
     then stops the start naming it (``--proxy-lua-script: ...``, exit 3).
@@ -116,9 +121,10 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     assert path is not None
     if path.exists() or "/" in value or value.startswith("~"):
         return path
-    bundled = BUNDLED_SCRIPTS / value
-    if bundled.is_file():
-        return bundled
+    for directory in BUNDLED_SCRIPTS:
+        bundled = directory / value
+        if bundled.is_file():
+            return bundled
     return path
 
 

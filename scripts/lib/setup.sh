@@ -12,6 +12,10 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [sysbench]=sysbench
 )
 
+# Debian packages without a program to look for: the Lua 5.1 C modules the tests load
+# through --lua-cpath (tests/lua_e2e/test_cmodules.py), as MySQL Proxy users load them.
+CHASSIS_DEBIAN_LIBRARIES=(lua-lpeg lua-filesystem lua-cjson)
+
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: $*; install them as root: apt-get install -y $*" >&2
@@ -27,6 +31,12 @@ ensure_debian_packages() {
   for prog in "${!CHASSIS_DEBIAN_NEEDS[@]}"; do
     if ! command -v "$prog" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$prog" ]; then
       missing+=("${CHASSIS_DEBIAN_NEEDS[$prog]}")
+    fi
+  done
+  local pkg
+  for pkg in "${CHASSIS_DEBIAN_LIBRARIES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$pkg")
     fi
   done
   # python3-venv and headers for building mysqlclient

@@ -2,7 +2,8 @@
 
 The ConnectionView here is an ordinary dataclass implementing the Protocol of
 ``chassis_proxy.hooks`` (the proxy's connection code implements the same Protocol);
-the bridge under test runs for real on LuaJIT.
+the bridge under test runs for real on the default runtime (PUC Lua 5.1; test_limits also
+on LuaJIT).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Lua bridge: MySQL Proxy 0.8 scripts (hooks, ``proxy.*``, modules) on LuaJIT via lupa.
+"""The Lua bridge: MySQL Proxy 0.8 scripts (hooks, ``proxy.*``, modules) on Lua 5.1 or LuaJIT via lupa.
 
 :class:`LuaScriptHost` implements :class:`chassis_proxy.hooks.ScriptHost`; the proxy
 plugin creates one per worker with :func:`create_script_host`::
@@ -23,6 +23,7 @@ from chassis_proxy.lua.limits import (
     OnError,
     parse_memory_size,
 )
+from chassis_proxy.lua.runtime import LuaUnavailable
 
 if TYPE_CHECKING:
     from chassis.config import Config
@@ -45,8 +46,8 @@ def create_script_host(*, config: Config, runtime: Runtime, settings: Any) -> Lu
     """The worker's script host from the proxy's options.
 
     Reads ``--proxy-lua-script`` (``settings.lua_script``, already resolved against
-    ``--basedir``), ``--proxy-lua-on-error``, ``--lua-hook-timeout`` and
-    ``--lua-max-memory`` (defaults when the options are not registered);
+    ``--basedir``), ``--proxy-lua-on-error``, ``--lua-runtime``, ``--lua-hook-timeout``
+    and ``--lua-max-memory`` (defaults when the options are not registered);
     ``--lua-path``/``--lua-cpath`` arrive through LUA_PATH/LUA_CPATH, which the chassis
     exports. ``chassis.set_shutdown()`` stops the worker. A script that cannot be read
     or compiled raises StartupError with the file, line and reason.
@@ -75,14 +76,18 @@ def create_script_host(*, config: Config, runtime: Runtime, settings: Any) -> Lu
     except ValueError as e:
         raise StartupError(f"--lua-max-memory: {e}") from None
 
-    host = LuaScriptHost(
-        settings.lua_script,
-        on_error=on_error,
-        hook_timeout=timeout,
-        max_memory=max_memory,
-        basedir=config.basedir,
-        set_shutdown=lambda: runtime.request_shutdown("chassis.set_shutdown() called by the Lua script"),
-    )
+    try:
+        host = LuaScriptHost(
+            settings.lua_script,
+            on_error=on_error,
+            hook_timeout=timeout,
+            max_memory=max_memory,
+            basedir=config.basedir,
+            set_shutdown=lambda: runtime.request_shutdown("chassis.set_shutdown() called by the Lua script"),
+            runtime=config.get("lua_runtime"),
+        )
+    except LuaUnavailable as e:
+        raise StartupError(str(e)) from None
     # A script that cannot be used stops the start (exit 3) rather than refusing every client.
     problem = host.check()
     if problem is not None:

@@ -219,14 +219,63 @@ local helpers = {
 	end,
 }
 
--- modules: { [name] = { source = <shim chunk>, py = <python functions>, global = <name> } }
+-- The searchers, in order: package.preload (MySQL Proxy's modules, built in), the Lua path
+-- (--lua-path first, then chassis' proxy.* library), the bundled library from memory, the C
+-- path (--lua-cpath) and its all-in-one searcher, then the fallback modules (lfs: the real
+-- LuaFileSystem on the C path wins over our subset).
+local loaders = package.loaders or package.searchers
+local fallbacks = {}
+loaders[#loaders + 1] = function(name)
+	local load = fallbacks[name]
+	if not load then return "\n\tno module '" .. name .. "' built into chassis" end
+	return load
+end
+
+-- The file a C searcher would open for `name` (package.searchpath is Lua 5.2).
+local io_open = io.open
+local function find_c_module(name)
+	local file = name:gsub("%.", "/")
+	for template in package.cpath:gmatch("[^;]+") do
+		local path = template:gsub("%?", file)
+		local f = io_open(path, "rb")
+		if f then f:close() return path end
+	end
+	return nil
+end
+
+-- C modules bind to the Lua C API of one runtime per process (runtime.py): in a state of
+-- the other, a module found on the C path is refused with the reason instead of crashing.
+-- A module that fails to load gives one line: "error loading module 'x' from file 'f': why"
+-- (Lua 5.1 puts the reason on a line of its own).
+local c_refused = settings.c_modules_refused
+local c_index = #loaders - 2  -- the C searcher, then the all-in-one searcher, then ours
+local function one_line(ok, ...)
+	if ok then return ... end
+	local err = (...)
+	if type(err) == "string" then err = err:gsub(":\n\t", ": ") end
+	error(err, 0)
+end
+for i = c_index, c_index + 1 do
+	local search = loaders[i]
+	loaders[i] = function(name)
+		if c_refused then
+			local path = find_c_module(name)
+			if not path then return "\n\tno C module '" .. name .. "' on package.cpath" end
+			error(string_format("error loading module '%s' from file '%s': %s", name, path, c_refused), 0)
+		end
+		return one_line(raw_pcall(search, name))
+	end
+end
+
+-- modules: { [name] = { source = <shim chunk>, py = <python functions>, global = <name>,
+-- fallback = <found after every path> } }
 function api.install_modules(modules)
 	for name, m in next, modules do
 		local shim, err = loadstring(m.source, "=" .. name)
 		if not shim then error("cannot compile the shim of module " .. name .. ": " .. err) end
 		local global = m.global
 		local functions = L.wrap_all(m.py)
-		package.preload[name] = function(...)
+		local load = function(...)
 			local t = shim(functions, helpers, ...)
 			if global then
 				rawset(_G, global, t)
@@ -234,6 +283,7 @@ function api.install_modules(modules)
 			end
 			return t
 		end
+		if m.fallback then fallbacks[name] = load else package.preload[name] = load end
 	end
 end
 
@@ -247,7 +297,6 @@ end
 -- file can no longer be read (the worker dropped privileges with --user) is served from
 -- memory.
 function api.set_bundled_library(modules)
-	local loaders = package.loaders or package.searchers
 	table.insert(loaders, 3, function(name)
 		local m = modules[name]
 		if not m then return "\n\tno module '" .. name .. "' bundled with chassis" end

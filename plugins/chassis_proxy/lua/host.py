@@ -75,8 +75,9 @@ class LuaScriptHost:
     default to LUA_PATH/LUA_CPATH from the environment (``;;`` is Lua's default path);
     the bundled modules are always found after them. ``set_shutdown`` is what
     ``chassis.set_shutdown()`` calls, ``stats`` adds sections to ``chassis.get_stats()``,
-    ``basedir`` is stripped from the sources in ``chassis.*`` log lines. ``runtime``
-    (``"luajit21"`` or ``"lua51"``) overrides the choice of Lua runtime, for tests.
+    ``basedir`` is stripped from the sources in ``chassis.*`` log lines. ``runtime`` is
+    ``--lua-runtime`` (``"lua5.1"``, the default, or ``"luajit"``; lupa's names
+    ``"lua51"``/``"luajit21"`` too).
     """
 
     def __init__(
@@ -122,7 +123,7 @@ class LuaScriptHost:
             basedir=os.fspath(basedir) if basedir is not None else None,
             runtime_name=runtime,
         )
-        default_path, default_cpath = default_search_paths()
+        default_path, default_cpath = default_search_paths(self.lua.name)
         path = search_path(
             lua_path if lua_path is not None else os.environ.get("LUA_PATH"),
             default_path,
@@ -148,6 +149,7 @@ class LuaScriptHost:
                     "source": m.shim(),
                     "py": self.lua.table(m.functions),
                     "global": m.global_name.encode() if m.global_name else None,
+                    "fallback": m.fallback,
                 }
             )
             for m in bundled_modules(ctx)
@@ -230,7 +232,10 @@ class LuaScriptHost:
         except LuaError as e:
             return None, f"Lua script {self.script} failed to load: {e}"
         if factory is None:
-            self._broken = _Compiled(key, None, f"Lua script failed to load: {python_text(err)}")
+            why = python_text(err)
+            if self.lua.name == "luajit21" and "invalid escape sequence" in why:
+                why += " (LuaJIT rejects escapes that Lua 5.1 accepted: --lua-runtime=lua5.1 loads it)"
+            self._broken = _Compiled(key, None, f"Lua script failed to load: {why}")
             return None, self._broken.error
         self._compiled = _Compiled(key, factory, None)
         self._broken = None

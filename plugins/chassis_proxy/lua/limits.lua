@@ -75,7 +75,9 @@ if jit and jit.off then
 	jit.on = function() end
 end
 
-local clock = os.clock
+-- A wall clock: LuaJIT reads CLOCK_MONOTONIC through its FFI; PUC Lua asks Python (os.clock
+-- is CPU time, which runs slow when the worker waits or shares a busy CPU).
+local clock = py.clock or os.clock
 do
 	local ok, ffi = raw_pcall(require, "ffi")
 	if ok and type(ffi) == "table" then

@@ -1,17 +1,27 @@
 """The one place that knows lupa: pick a Lua 5.1 runtime, create the state, load the bridge.
 
-MySQL Proxy scripts are Lua 5.1 (``module()``, ``setfenv``), so the runtime is LuaJIT 2.1
-(``lupa.luajit21``) or, where lupa has no LuaJIT build, PUC Lua 5.1 (``lupa.lua51``);
-never 5.2+. One :class:`LuaState` per worker process: every connection of the worker
-runs in it, which is what gives ``proxy.global`` and ``require``\\d modules their
-sharing. Everything else in the bridge talks to Lua through the functions returned by
-``bridge.lua`` and catches :data:`LuaError` from here.
+MySQL Proxy scripts are Lua 5.1 (``module()``, ``setfenv``). ``--lua-runtime`` picks the
+runtime: ``lua5.1`` (the default; lupa's PUC Lua 5.1, what MySQL Proxy 0.8.5 ran, so
+scripts load and order ``pairs()`` as they did) or ``luajit`` (lupa's LuaJIT 2.1:
+faster, but it rejects some 5.1 sources, such as the invalid escape in
+``"^(%d+)\\.(%d+)"``); never 5.2+. One :class:`LuaState` per worker process: every
+connection of the worker runs in it, which is what gives ``proxy.global`` and
+``require``\\d modules their sharing. Everything else in the bridge talks to Lua through
+the functions returned by ``bridge.lua`` and catches :data:`LuaError` from here.
+
+C modules (``require("lpeg")`` from ``--lua-cpath``) are built against the Lua C API and
+resolve ``lua_*`` symbols when they are loaded; lupa links its Lua into its extension
+module with local symbols. The first state created makes its runtime's extension global
+(:func:`_bind_c_api`), so the modules bind to the Lua that runs them; a state of the other
+runtime in the same process refuses C modules with a clear error instead of crashing.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -27,8 +37,10 @@ LIB_DIR = PACKAGE_DIR.parent / "lualib"
 #: Python module of the same name; bridge.lua runs them in its own order.
 BRIDGE_PARTS = ("limits", "objects", "response", "injection")
 
-#: lupa's Lua 5.1 runtimes, preferred first.
-RUNTIMES = ("luajit21", "lua51")
+#: ``--lua-runtime`` values and lupa's module for each, the default first.
+RUNTIME_OPTIONS = {"lua5.1": "lua51", "luajit": "luajit21"}
+#: lupa's Lua 5.1 runtimes, the default first.
+RUNTIMES = tuple(RUNTIME_OPTIONS.values())
 _NAMES = {"luajit21": "LuaJIT 2.1", "lua51": "Lua 5.1"}
 
 
@@ -46,7 +58,7 @@ def _import_runtimes() -> dict[str, ModuleType]:
             errors.append(f"lupa.{name}: {e}")
     if not found:
         raise LuaUnavailable(
-            "no Lua 5.1 runtime: lupa provides neither LuaJIT 2.1 nor Lua 5.1 here ("
+            "no Lua 5.1 runtime: lupa provides neither Lua 5.1 nor LuaJIT 2.1 here ("
             + "; ".join(errors) + "); install lupa>=2 (pip install 'lupa>=2')"
         )
     return found
@@ -54,54 +66,85 @@ def _import_runtimes() -> dict[str, ModuleType]:
 
 _runtimes = _import_runtimes()
 
-
-def _default_runtime() -> str:
-    # CHASSIS_LUA_RUNTIME=lua51 picks PUC Lua 5.1 even where LuaJIT exists (for testing)
-    wanted = os.environ.get("CHASSIS_LUA_RUNTIME")
-    if not wanted:
-        return next(iter(_runtimes))
-    if wanted not in _runtimes:
-        raise LuaUnavailable(
-            f"CHASSIS_LUA_RUNTIME={wanted!r} is not available here; use one of {', '.join(_runtimes)}"
-        )
-    return wanted
-
-
-DEFAULT_RUNTIME = _default_runtime()
+#: The runtime of a state created without naming one: ``lua5.1`` (``--lua-runtime``'s
+#: default), or LuaJIT where this lupa has no PUC Lua 5.1.
+DEFAULT_RUNTIME = next(iter(_runtimes))
 
 #: Raised by every call into Lua that fails (syntax errors included), whichever runtime.
 LuaError: tuple[type[Exception], ...] = tuple(m.LuaError for m in _runtimes.values())
 #: The memory limit was reached (subclasses of LuaError and MemoryError).
 LuaMemoryError: tuple[type[Exception], ...] = tuple(m.LuaMemoryError for m in _runtimes.values())
 
-_default_paths: tuple[bytes, bytes] | None = None
+#: The runtime C modules bind to in this process (the first one a state was created with).
+_c_api_runtime: str | None = None
+
+
+def resolve_runtime(option: str | None) -> str:
+    """lupa's name (``lua51``, ``luajit21``) for a ``--lua-runtime`` value (``lua5.1``,
+    ``luajit``; lupa's own names are accepted too); None: the default.
+
+    Raises :class:`LuaUnavailable` naming the choices when it is unknown or not built here.
+    """
+    if option is None:
+        return DEFAULT_RUNTIME
+    name = RUNTIME_OPTIONS.get(option, option)
+    if name not in _runtimes:
+        known = [o for o, n in RUNTIME_OPTIONS.items() if n in _runtimes]
+        why = "is not built into this lupa" if name in RUNTIMES else "is not a Lua runtime"
+        raise LuaUnavailable(f"--lua-runtime={option} {why}; use one of {', '.join(known)}")
+    return name
+
+
+def _bind_c_api(name: str) -> str | None:
+    """Make runtime ``name``'s Lua C API the one C modules resolve against, once per
+    process; None when they can load into its states, else why not."""
+    global _c_api_runtime
+    if _c_api_runtime is None:
+        path = _runtimes[name].__file__
+        try:
+            # promote the already loaded extension to the global symbol scope
+            ctypes.CDLL(path, mode=os.RTLD_NOW | os.RTLD_GLOBAL | getattr(os, "RTLD_NOLOAD", 0))
+        except OSError as e:
+            return f"lupa's {_NAMES[name]} cannot export the Lua C API ({e})"
+        _c_api_runtime = name
+    if _c_api_runtime != name:
+        return (
+            f"this process already bound C modules to {_NAMES[_c_api_runtime]}; "
+            f"they cannot also load into {_NAMES[name]}"
+        )
+    return None
+
+
+_default_paths: dict[str, tuple[bytes, bytes]] = {}
 
 
 def available_runtimes() -> list[str]:
-    """The runtimes lupa provides here, preferred first (``luajit21``, ``lua51``)."""
+    """The runtimes lupa provides here, the default first (``lua51``, ``luajit21``)."""
     return list(_runtimes)
 
 
 def implementation(runtime: str | None = None) -> str:
-    """``"LuaJIT 2.1"`` or ``"Lua 5.1"``: what scripts run on."""
-    return _NAMES[runtime or DEFAULT_RUNTIME]
+    """``"Lua 5.1"`` or ``"LuaJIT 2.1"``: what scripts of runtime ``runtime`` (a
+    ``--lua-runtime`` value or lupa's name; None: the default) run on."""
+    return _NAMES[resolve_runtime(runtime)]
 
 
-def default_search_paths() -> tuple[bytes, bytes]:
-    """Lua's compiled-in ``package.path`` and ``package.cpath`` (what ``;;`` stands for).
+def default_search_paths(runtime: str | None = None) -> tuple[bytes, bytes]:
+    """Lua's compiled-in ``package.path`` and ``package.cpath`` (what ``;;`` stands for)
+    of ``runtime`` (None: the default; LuaJIT's adds its own share directory).
 
     Read from a throw-away state created with LUA_PATH/LUA_CPATH hidden, because a state
     reads them from the environment when it is created.
     """
-    global _default_paths
-    if _default_paths is None:
+    name = resolve_runtime(runtime)
+    if name not in _default_paths:
         saved = {k: os.environ.pop(k) for k in ("LUA_PATH", "LUA_CPATH") if k in os.environ}
         try:
-            probe = _runtimes[DEFAULT_RUNTIME].LuaRuntime(encoding=None)
-            _default_paths = (bytes(probe.eval(b"package.path")), bytes(probe.eval(b"package.cpath")))
+            probe = _runtimes[name].LuaRuntime(encoding=None)
+            _default_paths[name] = (bytes(probe.eval(b"package.path")), bytes(probe.eval(b"package.cpath")))
         finally:
             os.environ.update(saved)
-    return _default_paths
+    return _default_paths[name]
 
 
 def bundled_library() -> dict[bytes, tuple[bytes, bytes]]:
@@ -154,9 +197,7 @@ class LuaState:
         basedir: str | None = None,
         runtime_name: str | None = None,
     ) -> None:
-        name = runtime_name or DEFAULT_RUNTIME
-        if name not in _runtimes:
-            raise LuaUnavailable(f"Lua runtime {name!r} is not available; use one of {', '.join(_runtimes)}")
+        name = resolve_runtime(runtime_name)
         self.name = name
         self.implementation = _NAMES[name]
         lupa = _runtimes[name]
@@ -184,12 +225,14 @@ class LuaState:
         self.memory_enforced_by_allocator = max_memory > 0 and soft_memory_kb is None
         if self.memory_enforced_by_allocator:
             runtime.set_max_memory(0)  # lifted until a hook runs
+        c_refused = _bind_c_api(name)  # why C modules cannot load into this state, or None
         settings = self.table(
             {
                 "hook_timeout": float(hook_timeout),
                 "max_memory": int(max_memory),
                 "soft_memory_kb": soft_memory_kb,
                 "basedir": basedir.encode() if basedir else None,
+                "c_modules_refused": c_refused.encode() if c_refused else None,
             }
         )
         loader = runtime.compile((PACKAGE_DIR / "bridge.lua").read_bytes(), b"=bridge.lua")
@@ -200,6 +243,7 @@ class LuaState:
             }
         )
         functions = dict(callbacks)
+        functions.setdefault("clock", time.monotonic)  # limits.lua's wall clock without an FFI
         if self.memory_enforced_by_allocator:
             # arm (while a hook's Lua code runs) or lift the allocator's ceiling: see bridge.lua
             functions["memory_arm"] = partial(runtime.set_max_memory, max_memory)

@@ -5,7 +5,7 @@ proxy-version.lua: answer a query without asking any server.
   +-----------------+--------------+
   | proxy_version() | lua          |
   +-----------------+--------------+
-  | 0.8.5           | LuaJIT 2.1.x |
+  | 0.8.5           | Lua 5.1      |
   +-----------------+--------------+
 
 Every other command is forwarded.

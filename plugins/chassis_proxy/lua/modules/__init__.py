@@ -4,10 +4,12 @@ and behaviour: ``mysql.proto``, ``mysql.password``, ``mysql.tokenizer``, ``chass
 
 Each module is a Python half (functions that do the work, returning Lua-ready values
 and never raising) and a Lua shim (``<name>.lua`` next to it) that checks arguments
-with Lua's own error messages and builds the module table. They are registered in
-``package.preload``, so they win over any ``mysql.so`` or ``lfs.so`` on
-``package.cpath``, and like MySQL Proxy's C modules each also sets a global
-(``proto``, ``password``, ``tokenizer``, ``chassis`` ...).
+with Lua's own error messages and builds the module table. MySQL Proxy's own modules
+are registered in ``package.preload``, so they win over any ``mysql.so`` on
+``package.cpath``; ``lfs``, a subset of LuaFileSystem, is a *fallback*: the real
+LuaFileSystem found on ``package.cpath`` (``--lua-cpath``) wins over it. Like MySQL
+Proxy's C modules each also sets a global (``proto``, ``password``, ``tokenizer``,
+``chassis`` ...).
 """
 
 from __future__ import annotations
@@ -40,12 +42,14 @@ class ModuleContext:
 @dataclass
 class LuaModule:
     """One module for ``package.preload``: its require name, the global it sets, its
-    Python functions and its Lua shim."""
+    Python functions and its Lua shim. A ``fallback`` module is found after every search
+    path instead: a real C module of that name on ``package.cpath`` wins."""
 
     name: str
     global_name: str | None
     functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     shim_file: str = ""
+    fallback: bool = False
 
     def shim(self) -> bytes:
         return (_HERE / self.shim_file).read_bytes()

@@ -2,7 +2,9 @@
 
 ``attributes(path [, name])``, ``currentdir()``, ``chdir(path)``, ``dir(path)`` (with
 ``.`` and ``..`` like LuaFileSystem), ``mkdir``, ``rmdir`` and ``touch``. Failures return
-``nil, message`` as LuaFileSystem does; ``lock``/``unlock`` are not provided.
+``nil, message`` as LuaFileSystem does; ``lock``/``unlock`` are not provided. The real
+LuaFileSystem, when ``require`` finds it on ``package.cpath`` (``--lua-cpath``), wins over
+this subset (a fallback module).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def module(ctx: ModuleContext) -> LuaModule:
     return LuaModule(
         name="lfs",
         global_name="lfs",
+        fallback=True,
         functions={
             "attributes": attributes,
             "currentdir": currentdir,
