@@ -96,6 +96,7 @@ class ConsoleScripts:
             basedir=config.basedir,
             set_shutdown=set_shutdown,
             logger=logger,
+            runtime=config.get("lua_runtime"),  # the proxy's: C modules bind to one per process
         )
         return ConsoleScriptHost(host, self.backends)
 
