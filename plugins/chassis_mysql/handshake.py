@@ -443,3 +443,9 @@ def with_classic_capabilities(response: bytes, capabilities: int) -> bytes:
     keep every other byte exactly as the client sent it.
     """
     return (capabilities & 0xFFFFFFFF).to_bytes(4, "little") + response[4:]
+
+
+def is_protocol_320_response(payload: bytes) -> bool:
+    """True for a pre-4.1 client login (HandshakeResponse320): its 2-byte capability
+    field lacks CLIENT_PROTOCOL_41. MySQL Proxy refused those clients."""
+    return len(payload) >= 5 and not (payload[0] | (payload[1] << 8)) & Capability.PROTOCOL_41

@@ -16,10 +16,8 @@ Sequence ids are kept per leg: the client leg and the server leg can differ by o
 when only one of them did an SSLRequest, so every forwarded login packet gets the next
 id of the leg it goes to.
 
-caching_sha2_password full authentication needs the password itself. A client on a
-secure leg (TLS or unix socket) sends it in clear text; a client on plain TCP asks for
-the server's RSA key and sends it encrypted. When the two legs differ in security the
-proxy converts, in memory, for that one packet (see :mod:`chassis_proxy.sha2`).
+caching_sha2_password full authentication across legs of different security is
+converted in memory for that one packet (see :mod:`chassis_proxy.sha2`).
 """
 
 from __future__ import annotations
@@ -30,18 +28,19 @@ from dataclasses import replace
 
 from chassis_mysql.auth import new_challenge
 from chassis_mysql.commands import ComChangeUser
-from chassis_mysql.constants import Capability, Command, ErrorCode
+from chassis_mysql.constants import Capability, ClientError, Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import Packet
 from chassis_mysql.handshake import (
     HandshakeResponse41,
     HandshakeV10,
     SSLRequest,
+    is_protocol_320_response,
     version_number,
     with_classic_capabilities,
 )
 from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
-from chassis_mysql.packets import is_ok, ok_packet
+from chassis_mysql.packets import err_packet, is_ok, ok_packet
 
 from chassis_proxy import peer_identity, sha2, tls
 from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
@@ -273,11 +272,16 @@ class Login:
         return payload, login
 
     def _client_login_packet(self, payload: bytes) -> LoginEvent:
-        """The client's SSLRequest or login packet; anything else ends the login with ERR 1043."""
+        """The client's SSLRequest or login packet; anything else ends the login with ERR 1043
+        (a pre-4.1 client gets MySQL Proxy's 2007, in the ERR format it can read)."""
         try:
             return self.tracker.client_packet(payload)
         except ProtocolError as e:
-            self.state.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
+            if is_protocol_320_response(payload):
+                self.state.client_ch.send(err_packet(ClientError.VERSION_ERROR, "4.0 protocol is not "
+                                                     "supported", capabilities=0), self.state.cseq)
+            else:
+                self.state.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
             raise ConnectionGone(f"bad handshake from client {self.state.name}: {e}") from None
 
     async def _auth_exchange(self) -> None:
@@ -583,10 +587,8 @@ class Login:
         st.send_response(outcome, 0)
 
     async def mock(self) -> bool:
-        """The login with a mock server: ``read_auth`` answers it (an OK when it does not).
-
-        Returns whether the client is logged in (the command phase follows).
-        """
+        """The login with a mock server: ``read_auth`` answers it (an OK when it does not);
+        whether the client is logged in (the command phase follows)."""
         st = self.state
         hooks = self.hooks
         if st.server_handshake is None or hooks is None:

@@ -436,3 +436,13 @@ def test_with_classic_capabilities_changes_only_the_four_capability_bytes() -> N
                                         & ~int(Capability.SSL))
     assert patched[4:] == response[4:]
     assert not HandshakeResponse41.parse(patched).capabilities & Capability.SSL
+
+
+def test_a_pre_4_1_login_is_recognised() -> None:
+    from chassis_mysql.handshake import is_protocol_320_response
+
+    assert is_protocol_320_response(b"\x01\x20\x00\x00\x01root\x00")
+    modern = HandshakeResponse41(capabilities=Capability.PROTOCOL_41 | Capability.SECURE_CONNECTION,
+                                 username=b"root").encode()
+    assert not is_protocol_320_response(modern)
+    assert not is_protocol_320_response(b"\x01")

@@ -244,3 +244,16 @@ def test_server_kills_leak_nothing(start_proxy: StartProxy, mariadb: MariaDB) ->
         assert proxy.log_text().count("closed the connection; closing client") >= 1000
     finally:
         killer.close()
+
+
+def test_a_pre_4_1_client_gets_mysql_proxys_2007(proxy: Proxy) -> None:
+    """A HandshakeResponse320 (no CLIENT_PROTOCOL_41): ERR 2007 in the pre-4.1 ERR format
+    (no SQL state), as MySQL Proxy 0.8.5 answered it."""
+    with RawClient(proxy.host, proxy.port) as raw:
+        raw.read_packet()  # the greeting
+        # capabilities (2 bytes: LONG_PASSWORD | TRANSACTIONS), max packet (3), user, NUL, scramble
+        raw.send_packet(struct.pack("<H", 0x2001) + b"\x00\x00\x01" + b"root\x00" + b"12345678", 1)
+        seq, answer = raw.read_packet()
+        assert seq == 2
+        assert answer == b"\xff\xd7\x07" + b"4.0 protocol is not supported"
+        assert raw.read_until_closed() == b""
