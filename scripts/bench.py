@@ -171,7 +171,7 @@ def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
         port = free_port()
         cmd = [executable or args.chassis, "--plugins=proxy", f"--proxy-backend-addresses={db.address}",
                f"--proxy-address=127.0.0.1:{port}", f"--event-threads={args.event_threads}",
-               *args.chassis_arg]
+               *(args.chassis_arg if executable is None else args.baseline_arg)]
         if lua is not None:
             cmd.append(f"--proxy-lua-script={lua}")
         with log.open("w") as log_file:
@@ -330,6 +330,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", metavar="CHASSIS",
                         help="another chassis executable (e.g. an older checkout's"
                              " .venv/bin/chassis) measured in the same run as 'baseline'")
+    parser.add_argument("--baseline-arg", action="append", default=[],
+                        help="extra argument for the baseline chassis (repeatable; --chassis-arg"
+                             " is for the chassis under test only)")
     parser.add_argument("--sysbench", default=shutil.which("sysbench") or "sysbench")
     args = parser.parse_args(argv)
     if args.lua is not None and not args.lua.is_file():
