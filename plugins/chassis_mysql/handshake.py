@@ -446,6 +446,23 @@ def with_classic_capabilities(response: bytes, capabilities: int) -> bytes:
 
 
 def is_protocol_320_response(payload: bytes) -> bool:
-    """True for a pre-4.1 client login (HandshakeResponse320): its 2-byte capability
-    field lacks CLIENT_PROTOCOL_41. MySQL Proxy refused those clients."""
-    return len(payload) >= 5 and not (payload[0] | (payload[1] << 8)) & Capability.PROTOCOL_41
+    """True for a well-formed pre-4.1 client login (HandshakeResponse320): 2 capability
+    bytes without CLIENT_PROTOCOL_41, 3 of max packet size, the user name and NUL, then the
+    old 8-byte scramble (with CONNECT_WITH_DB: scramble, NUL, database, NUL) and nothing
+    else; names printable ASCII. MySQL Proxy refused those clients; garbage is not one."""
+    if len(payload) < 6:
+        return False
+    caps = payload[0] | (payload[1] << 8)
+    if caps & Capability.PROTOCOL_41:
+        return False
+    parts = payload[5:].split(b"\x00")
+    user, rest = parts[0], parts[1:]
+    if caps & Capability.CONNECT_WITH_DB:
+        fields = [user, *rest[:2]]
+        well_formed = len(rest) == 3 and rest[2] == b""
+    else:
+        fields = [user, *rest[:1]]
+        well_formed = len(rest) == 1 or (len(rest) == 2 and rest[1] == b"")
+    scramble = fields[1] if len(fields) > 1 else b""
+    return (well_formed and bool(user) and len(scramble) <= 8
+            and all(0x20 <= b < 0x7F for field in fields for b in field))

@@ -191,6 +191,14 @@ class ProxyConnection:
         if st.closed:
             return
         if ch is st.client_ch:
+            session = self.session
+            if session is not None and session.busy:
+                # As MySQL Proxy did, the command's queue of injections still runs (its
+                # results go nowhere, read_query_result sees them); then the close.
+                log.info("conn %d: client %s went away%s; finishing its command first",
+                         self.connection_id, self.name, f" ({exc})" if exc else "")
+                session.client_gone()
+                return
             # Whatever the coroutine awaits (a backend, a result), the client is gone.
             log.info("conn %d: client %s went away%s", self.connection_id, self.name,
                      f" ({exc})" if exc else "")

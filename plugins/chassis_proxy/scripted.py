@@ -76,6 +76,7 @@ class ScriptedSession:
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
                                  on_big_packet=self._rest_framed)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
+        self.gone = False  # the client left while a command ran (see client_gone)
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -224,8 +225,15 @@ class ScriptedSession:
             return
         self.command_done()
 
+    def client_gone(self) -> None:
+        """The client closed its connection while a command runs: end after the command."""
+        self.gone = True
+
     def command_done(self) -> None:
         """The command is answered: take the next one (maybe already buffered)."""
+        if self.gone:
+            self._stop()
+            return
         self.busy = False
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
