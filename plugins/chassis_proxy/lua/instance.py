@@ -24,13 +24,15 @@ from chassis_proxy.hooks import (
 )
 from chassis_proxy.lua.calls import HookCalls
 from chassis_proxy.lua.injection import ResultView
-from chassis_proxy.lua.limits import CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK, Limits
+from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK, Limits
 from chassis_proxy.lua.objects import log_prefix, negotiated_capabilities, python_text
 from chassis_proxy.lua.response import RESPONSE_FAILED, ResponseCollector, err_payload
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError
 
 _LUA_OR_VALUE_ERROR: tuple[type[Exception], ...] = (*LuaError, ValueError)
 _SEND_QUERY = int(Decision.SEND_QUERY)
+#: A command this small cannot crowd the headroom the count hook keeps (LuaJIT's soft limit).
+SMALL_PACKET = ARM_HEADROOM // 4
 _SEND_RESULT = int(Decision.SEND_RESULT)
 _IGNORE_RESULT = int(Decision.IGNORE_RESULT)
 
@@ -167,7 +169,9 @@ class LuaConnectionHooks:
         # ceiling from here when there is room for the packet (see HookCalls.arm_below).
         calls = self._calls
         used = 0
-        if calls.max_memory:
+        # Where the allocator counts, asking is a C call; else (LuaJIT) it is a Lua call, and
+        # only a packet that could crowd the headroom the count hook keeps is worth it.
+        if calls.max_memory and (calls.arms_itself or len(packet) > SMALL_PACKET):
             used = calls.memory_used()
             if not calls.fits(len(packet), used):
                 return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
