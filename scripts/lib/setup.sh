@@ -10,6 +10,7 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [openssl]=openssl
   [setpriv]=util-linux
   [sysbench]=sysbench
+  [prometheus]=prometheus
 )
 
 apt_install() {
