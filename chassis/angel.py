@@ -276,6 +276,8 @@ class Angel:
                 if other.listener is not None:
                     other.listener.close()
             logs.set_role("worker" if self.count == 1 else f"worker#{slot.index + 1}")
+            # what this slot's earlier workers cannot count themselves (--metrics-address)
+            os.environ["CHASSIS_WORKER_RESTARTS"] = str(slot.generation)
             code = worker.run(worker.WorkerSetup(
                 config=self.config, pm=self.pm, logs=self.logs, worker_id=slot.index,
                 worker_count=self.count, reporter=reporter, angel_pid=self.pid,

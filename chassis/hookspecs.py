@@ -42,6 +42,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from chassis.config import Config
+    from chassis.metrics import Metric
     from chassis.runtime import Runtime
 
 hookspec = pluggy.HookspecMarker("chassis")
@@ -137,6 +138,32 @@ def chassis_offer(name: str, runtime: Runtime) -> Any:
     Asked after every plugin's ``chassis_apply_config`` (from ``chassis_serve`` on) and
     possibly per request: answer quickly, and return None for names that are not
     yours and while you have nothing to offer (before the start, after the shutdown).
+    """
+
+
+@hookspec
+def chassis_metrics(runtime: Runtime) -> Sequence[Metric] | None:
+    """Return this worker's metrics, for ``--metrics-address`` (Prometheus' ``/metrics``).
+
+    Build them with :func:`chassis.metrics.counter`, :func:`~chassis.metrics.gauge` and
+    :func:`~chassis.metrics.histogram`: plain JSON values (a name, a help line, a type,
+    samples with labels), read from the counters the plugin keeps anyway, so that the hot
+    path only increments integers and the work is done when Prometheus scrapes. Name them
+    after Prometheus' conventions: ``chassis_<plugin>_``, ``_total`` for counters, base
+    units (``_seconds``, ``_bytes``). The worker that gets the scrape asks every worker
+    over the control channel and sums counters and histograms with the same labels;
+    gauges are summed too unless ``aggregate="worker"`` (one series per worker, with a
+    ``worker`` label) or ``"max"``. Runs inside the event loop: keep it quick.
+    """
+
+
+@hookspec
+def chassis_ready(runtime: Runtime) -> str | None:
+    """Why this worker is not ready to serve (``/readyz`` of ``--metrics-address``), or None.
+
+    A proxy returns a reason while its listener is closed or no backend is up. ``/readyz``
+    answers 200 only when every worker answered and none gave a reason (and none is
+    stopping); ``/healthz`` only says that a worker answers HTTP.
     """
 
 

@@ -71,6 +71,9 @@ def core_options() -> list[click.Option]:
         click.Option(["--lua-cpath"], metavar="PATH", help="Lua package.cpath (exported as LUA_CPATH)."),
         click.Option(["--umask"], type=UmaskType(), default=None,
                      help="Octal umask for created files (default 027 with --daemon, else inherited)."),
+        click.Option(["--metrics-address"], metavar="HOST:PORT", default=None,
+                     help="Serve Prometheus metrics (/metrics), /healthz and /readyz over HTTP "
+                          "on HOST:PORT, for every worker (default: off)."),
         click.Option(["--shutdown-timeout"], type=click.FloatRange(min=0), default=30.0,
                      show_default=True,
                      help="Seconds a graceful stop (SIGTERM) waits for running work."),

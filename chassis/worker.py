@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from chassis import listen, logs, privileges, signals, watchdog
+from chassis import listen, logs, metrics_http, privileges, signals, watchdog
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
@@ -186,6 +186,7 @@ class Worker:
         setup = self.setup
         # Listeners may be shared with our sibling workers only (chassis.listen).
         listen.set_instance(setup.angel_pid or os.getpid())
+        metrics_http.install(setup.pm, self.config, setup.angel_pid)  # --metrics-address
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)

@@ -131,3 +131,20 @@ def chassis_shutdown(runtime: Runtime) -> None:
     if sock is not None:
         sock.close()
     _state.clear()
+
+
+@chassis.hookimpl
+def chassis_metrics(runtime: Runtime) -> list[Any] | None:
+    """This worker's console metrics (``--metrics-address``): see :mod:`chassis_admin.metrics`."""
+    from chassis_admin.metrics import collect
+
+    server = _state.get("server")
+    return None if server is None else list(collect(server))
+
+
+@chassis.hookimpl
+def chassis_ready(runtime: Runtime) -> str | None:
+    """Not ready until the console listens (``/readyz``)."""
+    from chassis_admin.metrics import not_ready
+
+    return not_ready(_state.get("server"), runtime.worker_id)

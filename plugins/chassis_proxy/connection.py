@@ -122,6 +122,7 @@ class ProxyConnection:
             log.warning("conn %d: refused client %s: %s (--proxy-max-connections=%d)",
                         self.connection_id, self.name, why, self.settings.max_connections)
             self.service.stats.errors += 1
+            self.service.stats.refused["max_connections" if self.service.accepting else "shutting_down"] += 1
             return
         self.service.stats.connections += 1
         self.service.register(self)
@@ -321,6 +322,7 @@ class ProxyConnection:
                 await self._serve_scripted(self.hooks)
         except LoginFailed:
             self.service.stats.errors += 1
+            self.service.stats.refused["login_failed"] += 1
         except ConnectionGone as e:
             log.warning("conn %d: %s", self.connection_id, e)
         except ChannelClosed as e:
@@ -361,6 +363,7 @@ class ProxyConnection:
         log.warning("conn %d: client %s did not log in within %g s (--proxy-login-timeout); "
                     "closing it", self.connection_id, self.name, timeout)
         self.service.stats.errors += 1
+        self.service.stats.refused["login_timeout"] += 1
         message = f"(proxy) login timed out after {timeout:g} s"
         if st.cseq == 0:  # no greeting sent yet
             st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
@@ -428,6 +431,7 @@ class ProxyConnection:
                 message = backends.no_backend_message(tried)
                 log.warning("conn %d: client %s: %s", self.connection_id, self.name, message)
                 self.service.stats.errors += 1
+                self.service.stats.refused["no_backend"] += 1
                 st.fail_greeting(ErrorCode.UNKNOWN_ERROR, message)
                 return None
             exclude.add(backend.index)

@@ -247,3 +247,23 @@ def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any]
     from chassis_proxy.control import answer
 
     return answer(_service, request)
+
+
+@chassis.hookimpl
+def chassis_metrics(runtime: Runtime) -> list[Any] | None:
+    """This worker's proxy metrics (``--metrics-address``): see :mod:`chassis_proxy.metrics`."""
+    if _service is None:
+        return None
+    from chassis_proxy.metrics import collect
+
+    return list(collect(_service))
+
+
+@chassis.hookimpl
+def chassis_ready(runtime: Runtime) -> str | None:
+    """Not ready while the listener is closed or no backend is up (``/readyz``)."""
+    if _service is None:
+        return None
+    from chassis_proxy.metrics import not_ready
+
+    return not_ready(_service)

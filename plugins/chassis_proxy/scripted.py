@@ -72,6 +72,7 @@ class ScriptedSession:
         if state.server_ch is not None:
             state.server_ch.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
+        self.started = 0.0  # when the command being answered went to the server (metrics)
         self.stream = StreamPump(state, on_done=self.command_done,
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
                                  on_big_packet=self._rest_framed)
@@ -179,6 +180,7 @@ class ScriptedSession:
             return
         if len(queries):
             if decision == _SEND_QUERY:
+                self.started = time.monotonic()
                 self._spawn(self._injections(payload, client_seq))
                 return
             log.critical("conn %d: read_query queued %d queries but did not return "
@@ -196,6 +198,7 @@ class ScriptedSession:
         if server is None or server.closed:
             self._need_server(client_seq)
         link = state.link
+        self.started = time.monotonic()
         if command == _INIT_DB or (link is not None and link.unready):
             self._spawn(self._forward_slowly(payload, client_seq))
             return
@@ -235,6 +238,11 @@ class ScriptedSession:
             self._stop()
             return
         self.busy = False
+        if self.started:
+            backend = self.state.backend
+            if backend is not None:
+                backend.stats.latency.observe(time.monotonic() - self.started)
+            self.started = 0.0
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")

@@ -10,6 +10,7 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [openssl]=openssl
   [setpriv]=util-linux
   [sysbench]=sysbench
+  [prometheus]=prometheus
 )
 
 # Debian packages without a program to look for: the Lua 5.1 C modules the tests load

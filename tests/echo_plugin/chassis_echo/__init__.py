@@ -251,6 +251,18 @@ def chassis_offer(name: str, runtime: Runtime) -> Any:
 
 
 @chassis.hookimpl
+def chassis_metrics(runtime: Runtime) -> Any:
+    from chassis.metrics import counter
+
+    return [counter("chassis_echo_lines_total", "Lines echoed.", [({}, _state.get("echoed", 0))])]
+
+
+@chassis.hookimpl
+def chassis_ready(runtime: Runtime) -> str | None:
+    return None if "server" in _state else "echo: not listening"
+
+
+@chassis.hookimpl
 def chassis_shutdown(runtime: Runtime) -> None:
     sock = _state.pop("sock", None)
     if isinstance(sock, socket.socket):

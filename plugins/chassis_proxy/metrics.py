@@ -1,0 +1,94 @@
+"""The proxy's metrics (``chassis_metrics``) and readiness (``chassis_ready``).
+
+Built only when Prometheus scrapes, from the plain counters the connections already
+keep (:mod:`chassis_proxy.stats`): the relay adds nothing per packet for them. What the
+flat relay cannot know without parsing (when a command ends) is not measured there: the
+latency histogram counts the commands of scripted connections only, while queries and
+bytes are counted in both modes (in relay mode a "query" is a client buffer that starts
+a command).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chassis.metrics import Metric, counter, gauge, histogram
+from chassis_proxy.hooks import BackendState
+from chassis_proxy.service import ProxyService
+from chassis_proxy.stats import LATENCY_BOUNDS
+
+
+def collect(service: ProxyService) -> list[Metric]:
+    """This worker's proxy metrics; the chassis merges the workers'."""
+    total = service.stats
+    backends = list(service.backends)
+    label = [({"backend": str(b.addr)}, b) for b in backends]
+    out = [
+        gauge("chassis_proxy_client_connections", "Client connections open now.",
+              [({}, len(service.connections))]),
+        counter("chassis_proxy_client_connections_total", "Client connections accepted.",
+                [({}, total.connections)]),
+        counter("chassis_proxy_client_refused_total",
+                "Clients refused or dropped before they were served, by reason.",
+                [({"reason": reason}, n) for reason, n in total.refused.items()]),
+        counter("chassis_proxy_errors_total",
+                "Errors: refused clients, failed logins, backends that could not be reached.",
+                [({}, total.errors)]),
+        gauge("chassis_proxy_backend_up",
+              "1 when this worker sees the backend UP (or not yet tried: UNKNOWN), else 0.",
+              [({"backend": str(b.addr), "type": b.type.name.lower()},
+                int(b.state in (BackendState.UP, BackendState.UNKNOWN))) for b in backends],
+              aggregate="worker"),
+        gauge("chassis_proxy_backend_state",
+              "Workers that see the backend in each state (up, down, offline, unknown).",
+              [({"backend": str(b.addr), "state": state.name.lower()}, int(b.state == state))
+               for b in backends for state in BackendState]),
+        gauge("chassis_proxy_backend_connections", "Client connections attached to the backend now.",
+              [(lb, b.connected_clients) for lb, b in label]),
+        counter("chassis_proxy_backend_connections_total",
+                "Client connections the backend was given (new or pooled server connections).",
+                [(lb, b.stats.connections) for lb, b in label]),
+        gauge("chassis_proxy_pool_idle_connections", "Idle pooled server connections of the backend.",
+              [(lb, b.pool.idle_count) for lb, b in label]),
+        counter("chassis_proxy_queries_total",
+                "Client commands sent to the backend (relay mode: buffers that start a command).",
+                [(lb, b.stats.queries) for lb, b in label]),
+        counter("chassis_proxy_backend_errors_total",
+                "Failed connects to the backend (each one marks it DOWN).",
+                [(lb, b.stats.errors) for lb, b in label]),
+        counter("chassis_proxy_received_bytes_total", "Bytes received from clients, by backend.",
+                [(lb, b.stats.bytes_in) for lb, b in label]),
+        counter("chassis_proxy_sent_bytes_total", "Bytes sent to clients, by backend.",
+                [(lb, b.stats.bytes_out) for lb, b in label]),
+        histogram("chassis_proxy_query_duration_seconds",
+                  "Time from a command's sending to the backend to the end of its answer "
+                  "(connections with a Lua script only: the flat relay does not parse answers).",
+                  LATENCY_BOUNDS,
+                  [(lb, b.stats.latency.counts, b.stats.latency.sum) for lb, b in label]),
+    ]
+    out.extend(_lua(service.script_host))
+    return out
+
+
+def _lua(host: Any) -> list[Metric]:
+    """The Lua state's memory, when there is a script (read from the bridge's LuaState)."""
+    memory_used = getattr(getattr(host, "lua", None), "memory_used", None)
+    if not callable(memory_used):
+        return []
+    out = [gauge("chassis_proxy_lua_memory_bytes", "Bytes the worker's Lua state holds.",
+                 [({}, int(memory_used()))])]
+    limit = getattr(host, "max_memory", None)
+    if isinstance(limit, int) and limit > 0:
+        out.append(gauge("chassis_proxy_lua_memory_limit_bytes", "--lua-max-memory, per worker.",
+                         [({}, limit)]))
+    return out
+
+
+def not_ready(service: ProxyService) -> str | None:
+    """Why this worker's proxy is not ready: its listener is closed, or no backend may be used."""
+    if service.sock is not None and not service.accepting:
+        return f"worker {service.worker_id + 1}: the proxy listener is not open"
+    usable = (BackendState.UP, BackendState.UNKNOWN)
+    if not any(b.state in usable for b in service.backends):
+        return f"worker {service.worker_id + 1}: no backend is up"
+    return None
