@@ -3,8 +3,6 @@ backend transition is one log line at the default level ``message``."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,35 +10,18 @@ import pymysql
 import pytest
 
 from tests.support.chassis_proc import free_port, start_chassis, wait_for
+from tests.support.fake_backend import Greeter
 from tests.support.mariadb import MariaDB
 
 PASSWORD = "state admin"
 
 
-class Hangup:
-    """A TCP "backend" that accepts and closes at once, counting the attempts (probes)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-
 @pytest.fixture
-def hangup() -> Iterator[Hangup]:
-    server = Hangup()
+def hangup() -> Iterator[Greeter]:
+    """A "backend" that accepts and closes at once, counting the attempts (probes)."""
+    server = Greeter(0, None)
     yield server
-    server.sock.close()
+    server.close()
 
 
 def _args(tmp_path: Path, mariadb: MariaDB, log_level: str, first: str = "127.0.0.1:1"
@@ -73,15 +54,15 @@ def _client(port: int) -> pymysql.Connection:
 
 
 def test_admin_down_is_not_undone_by_health_checks(tmp_path: Path, mariadb: MariaDB,
-                                                   hangup: Hangup) -> None:
+                                                   hangup: Greeter) -> None:
     args, proxy_port, admin_port = _args(tmp_path, mariadb, "info", f"127.0.0.1:{hangup.port}")
     with start_chassis(args) as chassis:
         with _client(proxy_port) as conn, conn.cursor() as cur:  # 1 fails: down; 2 is used
             cur.execute("SELECT 1")
         _admin(admin_port, "UPDATE backends SET state='down' WHERE backend_ndx=2")
         # Two more rounds of the health check (it probes the dead backend 1 each round).
-        seen = hangup.accepted
-        wait_for(lambda: hangup.accepted >= seen + 2, 10, "two more health check rounds")
+        seen = hangup.greeted
+        wait_for(lambda: hangup.greeted >= seen + 2, 10, "two more health check rounds")
         rows = _admin(admin_port, "SELECT * FROM backends")
         assert rows[1][2] == "down", rows
         assert "health check: the server greets again" not in chassis.log_text()

@@ -2,44 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 from chassis_mysql.constants import Capability
-from chassis_mysql.framing import frame
 from chassis_mysql.handshake import HandshakeV10
 from chassis_mysql.packets import err_packet
 
 from tests.proxy.conftest import StartProxy
 from tests.support.chassis_proc import free_port, wait_for
+from tests.support.fake_backend import Greeter
 from tests.support.mariadb import MariaDB
-
-
-class Greeter:
-    """A listener on a fixed port that greets each connection like a MySQL server (or with an ERR)."""
-
-    def __init__(self, port: int, payload: bytes) -> None:
-        self.sock = socket.create_server(("127.0.0.1", port))
-        self.payload = payload
-        self.greeted = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.sendall(frame(self.payload, 0))
-                self.greeted += 1
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 HANDSHAKE = HandshakeV10(
     server_version="10.11.0-fake", connection_id=1, auth_plugin_data=b"abcdefgh" * 2 + b"ijkl",
