@@ -232,7 +232,7 @@ class LuaScriptHost:
         except LuaError as e:
             return None, f"Lua script {self.script} failed to load: {e}"
         if factory is None:
-            why = python_text(err)
+            why = _full_chunk_name(python_text(err), os.fspath(self.script))
             if self.lua.name == "luajit21" and "invalid escape sequence" in why:
                 why += " (LuaJIT rejects escapes that Lua 5.1 accepted: --lua-runtime=lua5.1 loads it)"
             self._broken = _Compiled(key, None, f"Lua script failed to load: {why}")
@@ -290,3 +290,13 @@ def _stdout_write(data: bytes) -> None:
         out.flush()
     except (OSError, ValueError):
         pass
+
+
+def _full_chunk_name(message: str, path: str) -> str:
+    """Lua shortens a long chunk name to ``...`` and its tail (LUA_IDSIZE): the message
+    the operator reads names the whole file."""
+    if message.startswith("..."):
+        tail, sep, rest = message[3:].partition(":")
+        if sep and path.endswith(tail):
+            return f"{path}:{rest}"
+    return message
