@@ -436,7 +436,13 @@ class ProxyConnection:
                 return None
             exclude.add(backend.index)
             try:
-                greeting = await self._open(backend)
+                try:
+                    greeting = await self._open(backend)
+                except ChannelClosed:
+                    # Closed before any greeting: a reset of a reused port (the server's
+                    # TIME_WAIT) or a server restarting. Once more before calling it DOWN.
+                    self._drop_server_channel()
+                    greeting = await self._open(backend)
             except OSError as e:
                 if e.errno not in LOCAL_ERRNOS:
                     self._backend_failed(backend, e, tried)
