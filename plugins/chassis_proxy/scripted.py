@@ -471,7 +471,7 @@ def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTrack
     affected: int | None = None
     insert_id: int | None = None
     if is_err(first):
-        status = 255
+        status, affected, insert_id = 255, 0, 0  # numbers, as MySQL Proxy 0.8.5 gave them
     elif is_local_infile_request(first):
         status = None
     elif is_ok(first) and tracker.command != Command.STMT_PREPARE:

@@ -4,6 +4,9 @@ tutorial-inject pattern of `mysql -e`)."""
 
 from __future__ import annotations
 
+import pymysql
+import pytest
+
 from tests.lua_e2e.conftest import LuaProxyFactory
 from tests.proxy.rawclient import RawClient, login_packet
 
@@ -41,3 +44,27 @@ def test_a_client_that_quits_at_once_still_has_every_injection_run(lua_proxy: Lu
              for word in ("result of injection", "disconnect_client") if word in line]
     assert order == ["result of injection 1", "result of injection 2", "result of injection 3",
                      "disconnect_client"], order
+
+
+ERROR_RESULT_LUA = """
+    local chassis = require("chassis")
+    function read_query(packet)
+        proxy.queries:append(1, packet, { resultset_is_needed = true })
+        return proxy.PROXY_SEND_QUERY
+    end
+    function read_query_result(inj)
+        local res = inj.resultset
+        chassis.log("message", string.format("status %s affected %s insert_id %s",
+            tostring(res.query_status), tostring(res.affected_rows), tostring(res.insert_id)))
+    end
+"""
+
+
+def test_an_error_result_has_numbers_for_affected_rows_and_insert_id(lua_proxy: LuaProxyFactory) -> None:
+    """As in MySQL Proxy 0.8.5: 0, not nil, so scripts doing arithmetic on them keep working."""
+    proxy = lua_proxy(ERROR_RESULT_LUA)
+    with proxy.connect() as conn, conn.cursor() as cur:
+        with pytest.raises(pymysql.err.MySQLError) as info:  # the server's ERR reaches the client
+            cur.execute("SELECT * FROM no_such_db.no_such_table")
+        assert info.value.args[0] in (1049, 1146)
+    proxy.wait_log("status 255 affected 0 insert_id 0")
