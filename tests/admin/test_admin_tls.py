@@ -11,7 +11,7 @@ import pymysql
 import pytest
 
 from tests.admin.test_admin import PASSWORD, admin_args
-from tests.proxy.rawclient import RawClient, login_packet
+from tests.proxy.rawclient import RawClient, tls_login_in_one_write
 from tests.support.certs import TLSCerts
 from tests.support.chassis_proc import ChassisProcess, ChassisStartError, start_chassis
 from tests.support.mariadb import MariaDB, find_program
@@ -92,35 +92,9 @@ def test_admin_client_hello_in_the_same_write_as_the_ssl_request(
     """The bytes behind the SSLRequest (already in the stream's buffers) reach TLS first."""
     chassis, port = start_admin(tmp_path, mariadb, tls_certs)
     ctx = ssl.create_default_context(cafile=str(tls_certs.ca_cert))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
     with chassis, RawClient("127.0.0.1", port) as client:
         client.read_packet()
-        ssl_request = struct.pack("<IIB", 0x000BA205 | 0x800, 1 << 24, 45) + b"\0" * 23
-        with pytest.raises(ssl.SSLWantReadError):
-            tls.do_handshake()
-        client.send_raw(struct.pack("<I", 32)[:3] + b"\x01" + ssl_request + outgoing.read())
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if outgoing.pending:
-                    client.send_raw(outgoing.read())
-                data = client.sock.recv(65536)
-                assert data, "the admin port closed the connection during the TLS handshake"
-                incoming.write(data)
-        if outgoing.pending:
-            client.send_raw(outgoing.read())
-        body = login_packet("admin")  # no password: refused, inside TLS
-        tls.write(struct.pack("<I", len(body))[:3] + b"\x02" + body)
-        client.send_raw(outgoing.read())
-        reply = b""
-        while len(reply) < 7:
-            try:
-                reply += tls.read(65536)
-            except ssl.SSLWantReadError:
-                incoming.write(client.sock.recv(65536))
+        reply = tls_login_in_one_write(client, ctx, "admin", 7)  # no password: refused, inside TLS
         assert reply[4] == 0xFF and struct.unpack("<H", reply[5:7])[0] == 1045, reply
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 
@@ -60,3 +61,42 @@ def login_packet(user: str, capabilities: int = 0x000BA205) -> bytes:
     """A HandshakeResponse41 with an empty password (enough for root on the test server)."""
     return (struct.pack("<IIB", capabilities, 16 * 1024 * 1024, 45) + b"\0" * 23
             + user.encode() + b"\0" + b"\0" + b"mysql_native_password\0")
+
+
+def tls_login_in_one_write(client: RawClient, ctx: ssl.SSLContext, user: str,
+                           reply_size: int) -> bytes:
+    """After the greeting: the SSLRequest and the TLS ClientHello in one write (a fast
+    client), the handshake, the login packet inside TLS; the first ``reply_size`` or more
+    decrypted bytes of the answer (framed: header, then payload)."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    ssl_request = struct.pack("<IIB", 0x000BA205 | 0x800, 1 << 24, 45) + b"\0" * 23
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass  # the ClientHello is in `outgoing`
+    else:
+        raise AssertionError("a TLS handshake cannot finish before the server speaks")
+    client.send_raw(struct.pack("<I", 32)[:3] + b"\x01" + ssl_request + outgoing.read())
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            if outgoing.pending:
+                client.send_raw(outgoing.read())
+            data = client.sock.recv(65536)
+            assert data, "the peer closed the connection during the TLS handshake"
+            incoming.write(data)
+    if outgoing.pending:
+        client.send_raw(outgoing.read())
+    body = login_packet(user)
+    tls.write(struct.pack("<I", len(body))[:3] + b"\x02" + body)
+    client.send_raw(outgoing.read())
+    reply = b""
+    while len(reply) < reply_size:
+        try:
+            reply += tls.read(65536)
+        except ssl.SSLWantReadError:
+            incoming.write(client.sock.recv(65536))
+    return reply

@@ -190,41 +190,14 @@ def test_client_hello_in_the_same_write_as_the_ssl_request(proxy: Proxy,
                                                            tls_certs: TLSCerts) -> None:
     """A fast client's first TLS bytes arrive with its SSLRequest: none may be lost."""
     import ssl
-    import struct
 
-    from tests.proxy.rawclient import RawClient, login_packet
+    from tests.proxy.rawclient import RawClient, tls_login_in_one_write
 
     ctx = ssl.create_default_context(cafile=str(tls_certs.ca_cert))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
     with RawClient(proxy.host, proxy.port) as client:
         _, greeting = client.read_packet()
         assert greeting_capabilities(greeting) & 0x800  # CLIENT_SSL offered
-        ssl_request = struct.pack("<IIB", 0x000BA205 | 0x800, 1 << 24, 45) + b"\0" * 23
-        with pytest.raises(ssl.SSLWantReadError):
-            tls.do_handshake()
-        client.send_raw(struct.pack("<I", 32)[:3] + b"\x01" + ssl_request + outgoing.read())
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                if outgoing.pending:
-                    client.send_raw(outgoing.read())
-                data = client.sock.recv(65536)
-                assert data, "proxy closed the connection during the TLS handshake"
-                incoming.write(data)
-        if outgoing.pending:
-            client.send_raw(outgoing.read())
-        body = login_packet("root")
-        tls.write(struct.pack("<I", len(body))[:3] + b"\x02" + body)
-        client.send_raw(outgoing.read())
-        reply = b""
-        while len(reply) < 5:
-            try:
-                reply += tls.read(65536)
-            except ssl.SSLWantReadError:
-                incoming.write(client.sock.recv(65536))
+        reply = tls_login_in_one_write(client, ctx, "root", 5)
         assert reply[3] == 3 and reply[4] == 0x00, reply  # OK with sequence id 3
 
 
