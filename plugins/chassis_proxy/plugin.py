@@ -88,6 +88,16 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
                           "script cannot hold twice within --lua-max-memory also gets "
                           "ERR 1153. Without a script every packet is relayed."),
+        click.Option(["--proxy-protocol-networks"], multiple=True, metavar="CIDRS",
+                     help="Peers (load balancers) that start every connection with a PROXY "
+                          "protocol v1/v2 header naming the real client; repeatable and "
+                          "comma-separated, e.g. 10.0.0.0/8. They must send one; nobody "
+                          "else may (default: nobody)."),
+        click.Option(["--proxy-backend-proxy-protocol"], type=click.Choice(["off", "v1", "v2"]),
+                     default="off", show_default=True,
+                     help="Start every server connection with a PROXY header naming the "
+                          "client, so the server's grants see the client's address (MariaDB: "
+                          "proxy_protocol_networks); v2 is the binary form, v1 the text one."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
     ]
 

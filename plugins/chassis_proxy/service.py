@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
-from chassis_proxy import health
+from chassis_proxy import health, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
@@ -66,7 +66,8 @@ class ProxyService:
         self._sweeper = self.loop.create_task(self._sweep())
         if self.settings.health_check_interval > 0:
             self._health = self.loop.create_task(health.run(
-                self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
+                self.backends, self.settings.health_check_interval, self.settings.connect_timeout,
+                proxy_header.local_header(self.settings)))
 
     @property
     def port(self) -> int | None:
