@@ -24,6 +24,7 @@ import pytest
 from chassis.proxy_protocol import encode
 from tests.proxy.conftest import Proxy, StartProxy
 from tests.support.chassis_proc import ChassisStartError, wait_for
+from tests.support.haproxy import HAProxy
 from tests.support.mariadb import MariaDB
 
 TRUSTED = "--proxy-protocol-networks=10.9.9.0/24,127.0.0.1/32"
@@ -284,3 +285,22 @@ def test_a_pooled_connection_is_reused_only_for_the_same_client_address(
     assert other[0] == "127.0.0.3" and other[1] != first[1]  # not 127.0.0.2's connection
     again = session("127.0.0.2")
     assert again == first  # 127.0.0.2's pooled connection, same server thread
+
+
+def test_behind_a_real_haproxy_the_server_sees_the_client(
+        pp_mariadb: MariaDB, start_proxy: StartProxy, tmp_path: Path) -> None:
+    """client (127.0.0.2) -> HAProxy send-proxy-v2 -> chassis -> MariaDB: the server's
+    processlist and grants see 127.0.0.2 and the client's own port."""
+    proxy = start_proxy([pp_mariadb.address], ["--proxy-protocol-networks=127.0.0.1/32",
+                                               "--proxy-backend-proxy-protocol=v2"])
+    with HAProxy(tmp_path, [proxy.address], server_options="send-proxy-v2") as lb:
+        conn = pymysql.connect(host=lb.host, port=lb.port, user="from2", password="pw2",
+                               bind_address="127.0.0.2")
+        port = conn._sock.getsockname()[1]  # type: ignore[union-attr]
+        assert rows(conn, WHO_ON_SERVER)[0][:2] == ("from2@127.0.0.2", f"127.0.0.2:{port}")
+        conn.close()
+        with pytest.raises(pymysql.err.OperationalError) as caught:
+            pymysql.connect(host=lb.host, port=lb.port, user="from3", password="pw3",
+                            bind_address="127.0.0.2")
+        assert caught.value.args[0] == 1045
+    assert f"PROXY v2 header for client 127.0.0.2:{port} from 127.0.0.1:" in proxy.log_text()
