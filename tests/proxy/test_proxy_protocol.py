@@ -22,8 +22,9 @@ import pymysql
 import pytest
 
 from chassis.proxy_protocol import encode
+from tests.metrics.test_prometheus import scrape
 from tests.proxy.conftest import Proxy, StartProxy
-from tests.support.chassis_proc import ChassisStartError, wait_for
+from tests.support.chassis_proc import ChassisStartError, free_port, wait_for
 from tests.support.haproxy import HAProxy
 from tests.support.mariadb import MariaDB
 
@@ -121,7 +122,8 @@ def test_a_local_header_keeps_the_peers_own_address(
 
 def test_a_header_from_a_peer_not_in_the_networks_is_refused(
         mariadb: MariaDB, start_proxy: StartProxy) -> None:
-    proxy = start_proxy([mariadb.address], [TRUSTED])
+    metrics = f"127.0.0.1:{free_port()}"
+    proxy = start_proxy([mariadb.address], [TRUSTED, f"--metrics-address={metrics}"])
     sock = raw_socket(proxy, bind="127.0.0.2")
     port = sock.getsockname()[1]
     sock.sendall(encode(2, ("192.0.2.7", 1), ("198.51.100.1", 3306)))
@@ -138,6 +140,7 @@ def test_a_header_from_a_peer_not_in_the_networks_is_refused(
     plain.close()
     with pytest.raises(pymysql.err.OperationalError):
         login_after_header(proxy, b"PROXY TCP4 192.0.2.7 198.51.100.1 1 3306\r\n", bind="127.0.0.2")
+    assert scrape(metrics)["chassis_proxy_client_refused_total", (("reason", "proxy_protocol"),)] == 2
 
 
 def test_a_header_after_the_greeting_from_an_untrusted_peer_is_refused(
