@@ -12,6 +12,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -287,7 +288,9 @@ def reparse(running: Config, pm: Any) -> Config:
     """
     argv = running.argv
     pre = preparse(argv)
-    dfile = keyfile.load(pre.defaults_file) if pre.defaults_file else None
+    dfile = None
+    if pre.defaults_file:  # relative to where chassis started (a daemon is in / now)
+        dfile = keyfile.load(str(running.start_dir / Path(pre.defaults_file).expanduser()))
     names = _plugin_names(pre, dfile)
     grouped = plugins.options_by_plugin(pm)
     probe = build_command(grouped)

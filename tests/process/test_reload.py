@@ -3,6 +3,8 @@ chassis reads again, what it keeps until a restart, and what it refuses whole.""
 
 from __future__ import annotations
 
+import os
+import pwd
 import signal
 import socket
 from collections.abc import Callable
@@ -96,3 +98,55 @@ def test_same_configuration_changes_nothing(chassis_factory: Callable[..., Chass
     assert "re-opened log file after SIGHUP" in log
     assert APPLIED not in log
     assert echo_line(echo.port) == b"A:hi"
+
+
+def _nobody() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+
+
+NOBODY = _nobody()
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or NOBODY is None,
+                                reason="needs root and the user nobody")
+
+
+@pytest.mark.root
+@needs_root
+def test_with_user_the_angel_reads_a_root_only_file_and_checks_as_the_workers(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
+    assert NOBODY is not None
+    chassis, cnf = start(chassis_factory, echo, echo_prefix="A:", user="nobody",
+                         keepalive="true")
+    assert os.stat(cnf).st_uid == 0 and cnf.stat().st_mode & 0o777 == 0o600
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:",
+          user="nobody", keepalive="true")
+    chassis.signal(signal.SIGHUP)
+    log = chassis.wait_for_log(APPLIED)
+    assert "[reload-check " in log
+    assert f"echo: checking the reload as uid {NOBODY.pw_uid}" in log
+    assert echo_line(echo.port) == b"B:hi"
+
+
+@pytest.mark.root
+@needs_root
+def test_with_user_and_no_angel_a_root_only_file_cannot_be_reloaded(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
+    chassis, _ = start(chassis_factory, echo, echo_prefix="A:", user="nobody")
+    chassis.signal(signal.SIGHUP)
+    log = chassis.wait_for_log(REFUSED)
+    assert "cannot read it: [Errno 13] Permission denied" in log.splitlines()[-1]
+    assert echo_line(echo.port) == b"A:hi"
+
+
+def test_a_daemon_reloads_a_defaults_file_given_relative(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
+    cnf = echo.dir / "chassis.cnf"
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="A:")
+    chassis = chassis_factory(["--defaults-file=chassis.cnf", f"--log-file={echo.log}", "--daemon"],
+                              cwd=echo.dir)
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:")
+    chassis.signal(signal.SIGHUP)  # the daemon's working directory is / by now
+    chassis.wait_for_log(APPLIED)
+    assert echo_line(echo.port) == b"B:hi"
