@@ -246,3 +246,40 @@ def test_reload_with_the_angel_and_two_workers(tmp_path: Path, mariadb: MariaDB)
     finally:
         if r.process is not None:
             r.process.stop(timeout=10)
+
+
+def test_admin_state_of_a_backend_whose_address_stays_survives_a_reload(
+        tmp_path: Path, mariadb: MariaDB) -> None:
+    pw = tmp_path / "admin.pw"
+    pw.write_text("reload admin\n")
+    pw.chmod(0o600)
+    admin_port = free_port()
+    r = Reloadable(tmp_path, free_port(), [
+        "--plugins=proxy,admin", f"--admin-address=127.0.0.1:{admin_port}",
+        "--admin-username=admin", f"--admin-password-file={pw}"])
+
+    def admin(sql: str) -> list[tuple[Any, ...]]:
+        with pymysql.connect(host="127.0.0.1", port=admin_port, user="admin",
+                             password="reload admin", connect_timeout=5,
+                             ssl_disabled=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+
+    r.write(proxy_address=f"127.0.0.1:{r.port}",
+            proxy_backend_addresses=[mariadb.address, mariadb.socket_path])
+    try:
+        r.start()
+        admin("UPDATE backends SET state='offline' WHERE backend_ndx=1")
+        assert leg(r.connect()) == "unix"  # backend 1 is offline: clients go to 2
+        # a backend inserted before it: its index changes, its admin state stays
+        other = f"127.0.0.1:{free_port()}"
+        r.write(proxy_address=f"127.0.0.1:{r.port}",
+                proxy_backend_addresses=[other, mariadb.address, mariadb.socket_path])
+        r.reload()
+        rows = {row[1]: row for row in admin("SELECT * FROM backends")}
+        assert rows[mariadb.address][0] == 2 and rows[mariadb.address][2] == "offline", rows
+        assert rows[other][0] == 1
+        assert leg(r.connect()) == "unix"  # 1 refuses (down), 2 is offline, 3 takes it
+    finally:
+        if r.process is not None:
+            r.process.stop(timeout=10)
