@@ -21,6 +21,11 @@ Policy, per worker exit:
 * exit 0 on its own (a plugin asked, or SIGTERM sent to the worker itself): the angel
   stops the others and exits 0.
 
+SIGHUP reopens the angel's log, is forwarded (the workers reopen theirs) and reloads
+the configuration: read here, checked in a child with the workers' privileges, sent to
+every worker over its own socket and kept for the workers started later
+(:mod:`chassis.reload`).
+
 The angel keeps root with ``--user``: it must be able to start a worker that binds a
 privileged port again, to replace the pid file, and to create a rotated log file the
 workers (chowned) can reopen after SIGHUP.

@@ -5,7 +5,9 @@ may run as root), the privilege drop (``--user``), the parent-death signal and a
 that the angel is still there, signal handlers, every plugin's ``chassis_serve``, and
 then "ready" to whoever waits (angel, ``--daemon`` launcher, systemd). SIGTERM/SIGINT
 or :meth:`Runtime.request_shutdown` run ``chassis_stop`` with a deadline, then
-``chassis_shutdown``, and the worker exits 0. A start-up failure exits with
+``chassis_shutdown``, and the worker exits 0. SIGHUP reopens the log; a configuration
+reloaded (by this process without an angel, else sent by the angel) goes through every
+plugin's ``chassis_reload`` (:mod:`chassis.reload`). A start-up failure exits with
 :attr:`StartupError.exit_code`, which the angel never restarts.
 """
 
