@@ -197,6 +197,42 @@ class Backends:
         for b in self.items:
             b.pool.close_all()
 
+    def update(self, configured: list[BackendAddress], pool_limit: int,
+               pool_max_age: float) -> None:
+        """A reload's backend list, in its order: ``proxy.global.backends`` shows it to
+        the next script call.
+
+        A backend whose address stays keeps its object: its state, the state an operator
+        set from the admin console, its counters and its idle pool (with the new pool
+        limits); its index is its place in the new list. A removed backend leaves the
+        list (index 0): clients on it finish their work on it, and its pool closes now
+        (idle connections at once, the others when they would be pooled).
+        """
+        kept = {b.addr: b for b in self.items}
+        items: list[Backend] = []
+        for i, c in enumerate(configured):
+            backend = kept.pop(c.address, None)
+            if backend is None:
+                backend = Backend(c, i + 1, pool_limit, pool_max_age)
+                log.log(MESSAGE, "backend %s added as #%d (%s)", c.address, i + 1,
+                        backend.type.name.lower())
+            else:
+                role = BackendType.RO if c.read_only else BackendType.RW
+                if role != backend.type or backend.index != i + 1:
+                    log.log(MESSAGE, "backend %s is now #%d (%s; was #%d, %s)", c.address, i + 1,
+                            role.name.lower(), backend.index, backend.type.name.lower())
+                backend._type = role
+                backend.index = i + 1
+                backend.pool.limit = pool_limit
+                backend.pool.max_age = pool_max_age
+            items.append(backend)
+        for gone in kept.values():
+            log.log(MESSAGE, "backend %s removed; %d client(s) on it finish there, its idle "
+                    "connections are closed", gone.addr, gone.connected_clients)
+            gone.index = 0
+            gone.pool.close_all()
+        self.items[:] = items
+
     def by_index(self, ndx: int) -> Backend | None:
         if 1 <= ndx <= len(self.items):
             return self.items[ndx - 1]

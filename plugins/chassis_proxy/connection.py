@@ -95,6 +95,8 @@ class ProxyConnection:
         self.handover = Handover(self.state, service.backends, self.fold_counters,
                                  self._channel_lost)
         self.hooks: ConnectionHooks | None = None
+        #: The script host of this client, to its end (a reload may replace the service's).
+        self.script_host = service.script_host
         self.client_leg: relay.RelayLeg | None = None
         self.server_leg: relay.RelayLeg | None = None
         self.session: scripted.ScriptedSession | None = None
@@ -306,9 +308,9 @@ class ProxyConnection:
         try:
             if not await self._read_origin():
                 return
-            if self.service.script_host is not None:
+            if self.script_host is not None:
                 try:
-                    self.hooks = self.service.script_host.open(st)
+                    self.hooks = self.script_host.open(st)
                 except ScriptLoadError as e:
                     st.fail_greeting(ErrorCode.UNKNOWN_ERROR, str(e))
                     log.error("conn %d: script failed: %s", self.connection_id, e)

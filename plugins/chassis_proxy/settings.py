@@ -42,6 +42,21 @@ DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
 
 
+#: Options a running proxy cannot change; a reload (SIGHUP) keeps their running values
+#: and logs them as "needs a restart": the listener, and TLS of both legs (see
+#: :func:`needs_restart`). Every other proxy option is read again from a new
+#: :class:`ProxySettings` (``ProxyService.reconfigure``): an option added here that is
+#: turned into long-lived state at start-up must be listed too.
+RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog"})
+#: Lua options that need a new script host (a new Lua state) when they change.
+LUA_OPTIONS = ("proxy_lua_on_error", "lua_runtime", "lua_hook_timeout", "lua_max_memory")
+
+
+def needs_restart(name: str) -> bool:
+    """Whether option ``name`` (Python name) keeps its value until a restart."""
+    return name in RESTART_OPTIONS or name.startswith(("proxy_ssl", "proxy_backend_ssl"))
+
+
 @dataclass(frozen=True)
 class BackendAddress:
     """One configured backend: where it is and whether it takes writes."""
@@ -133,8 +148,12 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     return path
 
 
-def load(config: Config) -> ProxySettings:
-    """Check the proxy options and turn them into :class:`ProxySettings`."""
+def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
+    """Check the proxy options and turn them into :class:`ProxySettings`.
+
+    ``with_tls=False`` (a reload) leaves TLS at its defaults without reading a key or a
+    certificate: TLS needs a restart, and its files may be readable by root only.
+    """
     listen: Address | None = None
     if not config.get("no_proxy"):
         try:
@@ -146,7 +165,8 @@ def load(config: Config) -> ProxySettings:
         tuple(config.get("proxy_read_only_backend_addresses") or ()),
     )
 
-    client_tls, backend_tls = tls.load(config)
+    client_tls, backend_tls = tls.load(config) if with_tls else (ListenerTLS(TLSMode.DISABLED),
+                                                                 BackendTLS())
 
     try:
         networks = parse_networks(config.get("proxy_protocol_networks") or ())
