@@ -36,6 +36,7 @@ from chassis_proxy.lua.limits import (
     DEFAULT_MAX_MEMORY,
     Limits,
     OnError,
+    full_chunk_name,
     parse_memory_size,
 )
 from chassis_proxy.lua.modules import ModuleContext, bundled_modules
@@ -102,7 +103,9 @@ class LuaScriptHost:
         self.hook_timeout = float(hook_timeout)
         self.max_memory = parse_memory_size(max_memory)
         self.log = logger or logging.getLogger("chassis.proxy.lua")
-        self.limits = Limits(self.on_error, self.hook_timeout, self.max_memory, self.log)
+        self.limits = Limits(
+            self.on_error, self.hook_timeout, self.max_memory, self.log, script=os.fspath(self.script)
+        )
         self._ids = itertools.count(1)
         self._instances: dict[int, weakref.ref[LuaConnectionHooks]] = {}
         self._compiled: _Compiled | None = None  # the last version that compiled
@@ -226,13 +229,13 @@ class LuaScriptHost:
                 if broken is not None and broken.key == key:
                     return None, broken.error
                 source = f.read()
-                factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
+                factory, err = self.lua.call("compile", source, os.fsencode(self.script))
         except OSError as e:
             return None, f"Lua script {self.script} cannot be read: {e.strerror or e} (check --proxy-lua-script)"
         except LuaError as e:
             return None, f"Lua script {self.script} failed to load: {e}"
         if factory is None:
-            why = _full_chunk_name(python_text(err), os.fspath(self.script))
+            why = full_chunk_name(python_text(err), os.fspath(self.script))
             if self.lua.name == "luajit21" and "invalid escape sequence" in why:
                 why += " (LuaJIT rejects escapes that Lua 5.1 accepted: --lua-runtime=lua5.1 loads it)"
             self._broken = _Compiled(key, None, f"Lua script failed to load: {why}")
@@ -290,13 +293,3 @@ def _stdout_write(data: bytes) -> None:
         out.flush()
     except (OSError, ValueError):
         pass
-
-
-def _full_chunk_name(message: str, path: str) -> str:
-    """Lua shortens a long chunk name to ``...`` and its tail (LUA_IDSIZE): the message
-    the operator reads names the whole file."""
-    if message.startswith("..."):
-        tail, sep, rest = message[3:].partition(":")
-        if sep and path.endswith(tail):
-            return f"{path}:{rest}"
-    return message
