@@ -204,7 +204,8 @@ local function chassis_log(level, ...)
 		msg = table_concat(parts, "\t")
 	end
 	local src, line = caller_position()
-	py_log(level, string_format("(%s:%d) %s", src, line or -1, msg))
+	-- concatenated: Lua 5.1's string.format("%s") stops at a NUL byte of the message
+	py_log(level, "(" .. src .. ":" .. string_format("%d", line or -1) .. ") " .. msg)
 end
 
 local helpers = {

@@ -279,7 +279,7 @@ class LuaScriptHost:
     def _lua_log(self, level: bytes, message: bytes) -> None:
         conn = self._current_view()
         self.log.log(
-            logs.LEVELS.get(python_text(level), logs.MESSAGE), "%s%s", log_prefix(conn), python_text(message)
+            logs.LEVELS.get(python_text(level), logs.MESSAGE), "%s%s", log_prefix(conn), _log_text(message)
         )
 
     def _module_log(self, level: str, message: str) -> None:
@@ -287,9 +287,25 @@ class LuaScriptHost:
 
 
 def _stdout_write(data: bytes) -> None:
+    """Lua's ``print``: the bytes as they are (a script may print binary data, as in 0.8.5)."""
     out = sys.stdout
     try:
-        out.write(python_text(data))
         out.flush()
+        raw = getattr(out, "buffer", None)
+        if raw is not None:
+            raw.write(bytes(data))
+            raw.flush()
+        else:
+            out.write(bytes(data).decode("utf-8", "surrogateescape"))
+            out.flush()
     except (OSError, ValueError):
         pass
+
+
+def _log_text(message: Any) -> str:
+    """A Lua log message (``chassis.*``, ``print`` once chassis is loaded) for the log file:
+    its UTF-8 text as it is, other bytes as ``\\xNN``, so nothing is lost and the log stays
+    valid UTF-8."""
+    if isinstance(message, bytes | bytearray):
+        return bytes(message).decode("utf-8", "backslashreplace")
+    return str(message)
