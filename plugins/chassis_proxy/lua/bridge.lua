@@ -218,6 +218,7 @@ local helpers = {
 		end
 		chassis_log(level, ...)
 	end,
+	server_capabilities = py.server_capabilities,
 	deadline = L.deadline,
 	clock = L.clock,
 	interrupt = L.interrupt,
