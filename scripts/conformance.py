@@ -20,7 +20,9 @@ fresh proxies (upstream reuses the default proxy between option-less tests and r
 script); tests run in name order (upstream: directory order); the real backend is a
 throwaway MariaDB (``tests.support.mariadb``), not a server on port 3306; upstream's
 ``tests_to_skip.lua`` is not applied (the measure is "of 35"), its reason is shown beside a
-failing test it lists.
+failing test it lists. An ``.options`` file's ``--user=NAME`` account is created when the
+system lacks it (change_user's ``_mysql``, which upstream's machines had; as root only,
+and said in the output).
 
 ``mariadb-test`` words some client errors differently from libmysqlclient 5.x, which wrote
 the ``.result`` files, and echoes the connect/connection/disconnect commands that 5.x's
