@@ -1,11 +1,11 @@
 """The backends of one worker: their state, their type and which one a new client gets.
 
-Selection (no script, or a script that does not set ``backend_ndx``): the **first**
-read/write backend, in the order given on the command line, that is not DOWN. This is
-a fail-over order (primary first, then stand-bys), the behaviour issue 4 asks for.
-MySQL Proxy 0.8.5 instead picks the RW backend with the fewest connected clients; a
-script that wants balancing can do that itself through ``proxy.global.backends``.
-Read-only backends are only used when a script picks them, as in MySQL Proxy.
+Selection (no script, or a script that does not set ``backend_ndx``), MySQL Proxy 0.8.5's
+rule: among the read/write backends that are not DOWN (nor OFFLINE), the one with the
+fewest connected clients of this worker; a tie goes to the first in the order of
+``--proxy-backend-addresses``. So several read/write backends share the clients (least
+connections), and a DOWN one is skipped (fail-over). Read-only backends are only used
+when a script picks them, as in MySQL Proxy.
 
 A backend that refuses a connection or times out is marked DOWN; after
 :data:`DOWN_RETRY_SECONDS` it is reset to UNKNOWN (checked when a client connects, as
@@ -162,7 +162,13 @@ class Backends:
                 yield b
 
     def pick(self, exclude: set[int]) -> Backend | None:
-        return next(self.candidates(exclude), None)
+        """The default choice: the candidate with the fewest connected clients, the first
+        in order on a tie (MySQL Proxy 0.8.5's least connections)."""
+        best: Backend | None = None
+        for b in self.candidates(exclude):
+            if best is None or b.connected_clients < best.connected_clients:
+                best = b
+        return best
 
     def describe_down(self) -> str:
         """Why no read/write backend can take a client, for the client's ERR message
