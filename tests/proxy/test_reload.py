@@ -163,7 +163,7 @@ def test_bad_configuration_is_refused_whole_and_the_running_one_stays(
             proxy_lua_script=broken)
     log = r.refused(1)
     refusal = [line for line in log.splitlines() if "reload refused" in line]
-    assert len(refusal) == 1 and "broken.lua:2" in refusal[0], refusal
+    assert len(refusal) == 1 and "broken.lua\"]:2:" in refusal[0], refusal
 
     # an option value that does not parse
     r.write(proxy_address=f"127.0.0.1:{r.port}", proxy_backend_addresses=mariadb.address,
