@@ -1,0 +1,169 @@
+"""What the admin console sees of one worker beyond backends and stats: its clients
+(``connections``), ``kill``, the pools (``pool``) and the Lua script (``lua``).
+
+The control channel's ops (:mod:`chassis_proxy.control` dispatches here): each worker
+answers for itself, the admin plugin puts the answers of every worker in its tables.
+Nothing here runs on the hot path: a connection's row is read from what the relay and
+the scripted loop already keep (their last buffers, the session's start time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chassis_mysql.constants import Command
+
+from chassis.logs import MESSAGE
+from chassis_proxy.connection import ProxyConnection
+from chassis_proxy.service import ProxyService
+
+log = logging.getLogger("chassis.proxy")
+
+#: The most characters of a statement a ``connections`` row shows.
+MAX_STATEMENT = 4096
+
+
+def _command_text(buffer: bytes) -> str | None:
+    """The command a client buffer starts: a COM_QUERY's text, else the command's name."""
+    if len(buffer) < 5 or buffer[3] != 0:
+        return None
+    command = buffer[4]
+    if command == Command.QUERY:
+        length = int.from_bytes(buffer[:3], "little")
+        return buffer[5:min(4 + length, 5 + MAX_STATEMENT)].decode("utf-8", "replace")
+    try:
+        return f"COM_{Command(command).name}"
+    except ValueError:
+        return f"command 0x{command:02x}"
+
+
+def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, Any]:
+    """One ``connections`` row: who, from where, to which backend, doing what since when.
+
+    ``state`` is ``login`` until the client is logged in, then ``query`` while a command
+    waits for its answer, else ``idle``. ``time``: seconds in that state. With a script
+    the command's start is known; the flat relay keeps no clock, so there it is the time
+    since the proxy last saw traffic on the connection (its idle sweeper, or this call,
+    notices traffic: the figure can be short by up to the sweeper's interval).
+    """
+    st = conn.state
+    row: dict[str, Any] = {
+        "id": conn.connection_id,
+        "user": st.client.username or None,
+        "client": conn.name,
+        "backend": str(st.backend.addr) if st.backend is not None else None,
+        "state": "login",
+        "statement": None,
+        "time": None,
+    }
+    session, client_leg = conn.session, conn.client_leg
+    if client_leg is not None:
+        resting = conn.at_rest()  # also notices traffic, for quiet_since
+        running = client_leg.turn[0] or not resting
+        row["state"] = "query" if running else "idle"
+        if running:
+            row["statement"] = _command_text(client_leg.last)
+        row["time"] = round(max(0.0, loop_now - conn.quiet_since), 3) if conn.quiet_since else None
+    elif session is not None:
+        running = session.busy
+        row["state"] = "query" if running else "idle"
+        if running:
+            last = getattr(session, "client_seen", b"") or st.client_seen
+            row["statement"] = _command_text(last)
+            if session.started:
+                row["time"] = round(max(0.0, now - session.started), 3)
+    return row
+
+
+def connections(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
+    """``connections``: one row per client connection of this worker."""
+    now = time.monotonic()
+    loop_now = asyncio.get_running_loop().time()
+    return {"connections": [describe(c, now, loop_now) for c in sorted(
+        service.connections, key=lambda c: c.connection_id) if not c.closed]}
+
+
+def kill(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
+    """``kill`` {id}: close a client connection of this worker (its server connection too).
+
+    The client sees its connection lost (error 2013 at its next read), as a client of a
+    MySQL server whose connection is killed does. ``ok`` is False when this worker has
+    no such connection.
+    """
+    try:
+        wanted = int(request.get("id", -1))
+    except (TypeError, ValueError):
+        return {"ok": False, "message": f"not a connection id: {request.get('id')!r}"}
+    conn = next((c for c in service.connections if c.connection_id == wanted and not c.closed), None)
+    if conn is None:
+        return {"ok": False, "message": f"no connection {wanted} (see SELECT * FROM connections)"}
+    log.log(MESSAGE, "conn %d: client %s (user %r) killed from the admin console", wanted, conn.name,
+            conn.state.client.username)
+    conn.close("killed from the admin console")
+    return {"ok": True, "message": f"connection {wanted} killed"}
+
+
+def pool(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
+    """``pool``: per backend, idle pooled server connections and those taken by clients."""
+    return {"pool": [
+        {
+            "ndx": b.index,
+            "address": str(b.addr),
+            "idle": b.pool.idle_count,
+            "taken": b.connected_clients,
+            "max_idle": b.pool.limit,
+            "max_idle_age": b.pool.max_age,
+        }
+        for b in service.backends
+    ]}
+
+
+def _hook_totals(host: Any) -> dict[str, Any]:
+    """Hook call counters, if the script host keeps them (``hook_stats()``: a mapping of
+    hook name to ``{calls, errors, timeouts, seconds}``); missing keys are left out."""
+    stats = getattr(host, "hook_stats", None)
+    if callable(stats):
+        stats = stats()
+    if not isinstance(stats, dict):
+        return {}
+    totals: dict[str, Any] = {}
+    for counts in stats.values():
+        if not isinstance(counts, dict):
+            continue
+        for key in ("calls", "errors", "timeouts", "seconds"):
+            value = counts.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+    return {f"hook_{k}": v for k, v in totals.items()}
+
+
+def lua(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
+    """``lua``: this worker's script (``--proxy-lua-script``), its memory and hook calls
+    (what the bridge offers; absent keys are NULL in the console), or ``{"lua": None}``."""
+    host = service.script_host
+    if host is None:
+        return {"lua": None}
+    state = getattr(host, "lua", None)
+    memory_used = getattr(state, "memory_used", None)
+    script = getattr(host, "script", None)
+    return {"lua": {
+        "script": str(script) if script is not None else None,
+        "runtime": getattr(state, "name", None),
+        "memory_used": int(memory_used()) if callable(memory_used) else None,
+        "memory_limit": getattr(host, "max_memory", None),
+        "hook_timeout": getattr(host, "hook_timeout", None),
+        **_hook_totals(host),
+    }}
+
+
+#: The ops this module answers, by name.
+OPS: dict[str, Callable[[ProxyService, dict[str, Any]], dict[str, Any]]] = {
+    "connections": connections,
+    "kill": kill,
+    "pool": pool,
+    "lua": lua,
+}
