@@ -1,10 +1,10 @@
 """The admin console's MySQL server side: login with mysql_native_password, then SQL.
 
-Statements (see :mod:`chassis_admin.sql`) are answered by
-:mod:`chassis_admin.console` from every worker of the chassis through the control
-channel, so the console shows the whole proxy whichever worker accepted it. Framing, the challenge, the scramble check and the error numbers
-come from the codec (:mod:`chassis_mysql`); with ``--admin-lua-script`` the other
-statements go to the script (:mod:`chassis_admin.scripted`).
+Statements (see :mod:`chassis_admin.sql`) are answered by :mod:`chassis_admin.console`
+from every worker of the chassis through the control channel, so the console shows the
+whole proxy whichever worker accepted it. Framing, the challenge, the scramble check and
+the error numbers come from the codec (:mod:`chassis_mysql`); with ``--admin-lua-script``
+the other statements go to the script (:mod:`chassis_admin.scripted`).
 """
 
 from __future__ import annotations

@@ -137,8 +137,8 @@ def run(sql: str, tables: dict[str, tuple[Sequence[Column], list[Row]]]) -> Resu
         if len(rows) > MAX_ROWS:
             raise QueryError(ErrorCode.UNKNOWN_ERROR, f"more than {MAX_ROWS} rows: add a LIMIT")
         names = [d[0] for d in cursor.description or ()]
-        columns = [(name, _field_type([r[i] for r in rows], declared.get(name)))
-                   for i, name in enumerate(names)]
-        return Result(columns, rows)
+        typed = [(name, _field_type([r[i] for r in rows], declared.get(name)))
+                 for i, name in enumerate(names)]
+        return Result(typed, rows)
     finally:
         db.close()
