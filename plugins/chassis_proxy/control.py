@@ -40,6 +40,8 @@ _STATES = {"up": BackendState.UP, "down": BackendState.DOWN, "offline": BackendS
 
 def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
+    if op in ("backends", "stats"):
+        inspection.fold_counters(service)
     if op == "backends":
         return {"backends": [
             {

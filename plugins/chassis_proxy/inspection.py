@@ -79,6 +79,13 @@ def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, An
     return row
 
 
+def fold_counters(service: ProxyService) -> None:
+    """Bring the worker's and backends' counters up to date: relayed connections count
+    by themselves and are folded in only by the idle sweeper, every few seconds."""
+    for conn in list(service.connections):
+        conn.fold_counters()
+
+
 def connections(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
     """``connections``: one row per client connection of this worker."""
     now = time.monotonic()
