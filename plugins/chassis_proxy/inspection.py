@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,14 +43,39 @@ def _command_text(buffer: bytes) -> str | None:
         return f"command 0x{command:02x}"
 
 
+#: Offset of ``tcpi_last_data_sent`` in Linux's ``struct tcp_info`` (``tcpi_last_ack_sent``
+#: and ``tcpi_last_data_recv`` follow, milliseconds each).
+_TCPI_LAST_DATA_SENT = 44
+
+
+def quiet_ms(transport: asyncio.BaseTransport | None) -> tuple[int, int] | None:
+    """Milliseconds since the kernel last sent data to the client, and last received
+    data from it (``TCP_INFO``): exact, and nothing to keep on the hot path. None on a
+    unix socket or a system without ``TCP_INFO``."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    tcp_info = getattr(socket, "TCP_INFO", None)
+    if sock is None or tcp_info is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, tcp_info, 104)
+    except OSError:
+        return None
+    if len(info) < _TCPI_LAST_DATA_SENT + 12:
+        return None
+    sent, _ack, received = struct.unpack_from("=III", info, _TCPI_LAST_DATA_SENT)
+    return sent, received
+
+
 def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, Any]:
     """One ``connections`` row: who, from where, to which backend, doing what since when.
 
     ``state`` is ``login`` until the client is logged in, then ``query`` while a command
-    waits for its answer, else ``idle``. ``time``: seconds in that state. With a script
-    the command's start is known; the flat relay keeps no clock, so there it is the time
-    since the proxy last saw traffic on the connection (its idle sweeper, or this call,
-    notices traffic: the figure can be short by up to the sweeper's interval).
+    waits for its answer (in the flat relay: until the answer starts, or while a slow
+    peer holds it up), else ``idle``. ``time``: seconds in that state: from the command's
+    start (known with a script) or, since the flat relay keeps no clock, from the
+    kernel's record of the client socket's last traffic (``TCP_INFO``). On a unix socket
+    the relay's figure is the time since the proxy noticed traffic, which can be short
+    by up to its idle sweeper's interval.
     """
     st = conn.state
     row: dict[str, Any] = {
@@ -60,22 +87,27 @@ def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, An
         "statement": None,
         "time": None,
     }
-    session, client_leg = conn.session, conn.client_leg
-    if client_leg is not None:
-        resting = conn.at_rest()  # also notices traffic, for quiet_since
-        running = client_leg.turn[0] or not resting
-        row["state"] = "query" if running else "idle"
+    session, client_leg, server_leg = conn.session, conn.client_leg, conn.server_leg
+    quiet = quiet_ms(st.client_ch.transport)
+    running = False
+    if client_leg is not None and server_leg is not None:
+        # Running: the command has no answer yet, or its answer waits for a slow peer.
+        running = client_leg.turn[0] or client_leg.paused or server_leg.paused
         if running:
             row["statement"] = _command_text(client_leg.last)
-        row["time"] = round(max(0.0, loop_now - conn.quiet_since), 3) if conn.quiet_since else None
     elif session is not None:
         running = session.busy
-        row["state"] = "query" if running else "idle"
         if running:
-            last = getattr(session, "client_seen", b"") or st.client_seen
-            row["statement"] = _command_text(last)
-            if session.started:
-                row["time"] = round(max(0.0, now - session.started), 3)
+            row["statement"] = _command_text(getattr(session, "client_seen", b"") or st.client_seen)
+    if client_leg is not None or session is not None:
+        row["state"] = "query" if running else "idle"
+    if running and session is not None and session.started:
+        row["time"] = round(max(0.0, now - session.started), 3)
+    elif quiet is not None:  # a command: since it arrived; else since the last traffic
+        row["time"] = (quiet[1] if running else min(quiet)) / 1000
+    elif client_leg is not None:
+        conn.at_rest()  # notices traffic since the sweeper's last look (quiet_since)
+        row["time"] = round(max(0.0, loop_now - conn.quiet_since), 3)
     return row
 
 

@@ -64,7 +64,7 @@ def test_connections_show_every_client_of_both_workers(two_workers: Chassis, mar
 
     thread = threading.Thread(target=sleep)
     try:
-        thread.start()
+        thread.start()  # SLEEP(3): the query shows for 3 s
         wait_for(lambda: query(admin_port, "SELECT count(*) FROM connections WHERE state = 'query'")[1]
                  == [(1,)], 10, "the sleeping client shows as running a query")
         columns, rows = query(admin_port, "SELECT state, count(*) AS n FROM connections GROUP BY state "
@@ -78,6 +78,8 @@ def test_connections_show_every_client_of_both_workers(two_workers: Chassis, mar
         assert address == f"127.0.0.1:{sleeper._sock.getsockname()[1]}"  # type: ignore[union-attr]
         assert backend == f"127.0.0.1:{mariadb.port}"
         assert isinstance(conn_id, int)
+        wait_for(lambda: query(admin_port, f"SELECT time FROM connections WHERE id = {conn_id}")[1][0][0]
+                 >= 1.0, 10, "the running query's time grows (relay: the kernel's TCP_INFO)")
         # the ids are unique over the workers
         _, ids = query(admin_port, "SELECT count(DISTINCT id), count(*) FROM connections")
         assert ids[0][0] == ids[0][1] == len(clients)
@@ -201,24 +203,29 @@ def test_lua_table_and_scripted_connections(tmp_path: Path, mariadb: MariaDB) ->
     script = tmp_path / "x.lua"
     script.write_text(LUA)
     args, proxy_port, admin_port = admin_args(tmp_path, mariadb, f"--proxy-lua-script={script}")
-    with start_chassis(args):
-        _, rows = query(admin_port, "SELECT worker, script, memory_used FROM lua")
+    with start_chassis(args), admin(admin_port) as console, console.cursor() as acur:
+        acur.execute("SELECT worker, script, memory_used FROM lua")
+        rows = acur.fetchall()
         assert rows[0][:2] == (1, str(script)) and rows[0][2] > 10000
+
+        def running() -> list[tuple[object, ...]]:
+            acur.execute("SELECT statement, time FROM connections WHERE state = 'query'")
+            return list(acur.fetchall())
+
         with client(proxy_port) as c:
             done = threading.Event()
 
             def sleep() -> None:
                 with c.cursor() as cur:
-                    cur.execute("SELECT SLEEP(2)")
+                    cur.execute("SELECT SLEEP(3)")
                 done.set()
 
             thread = threading.Thread(target=sleep)
             thread.start()
             try:
-                wait_for(lambda: query(admin_port, "SELECT statement FROM connections WHERE state = 'query'")[1]
-                         == [("SELECT SLEEP(2)",)], 10, "the scripted client runs its query")
-                wait_for(lambda: query(admin_port, "SELECT time FROM connections")[1][0][0] >= 0.5, 10,
-                         "its time grows")
+                rows = wait_for(running, 10, "the scripted client runs its query")
+                assert rows[0][0] == "SELECT SLEEP(3)"
+                wait_for(lambda: (running() or [(None, 0.0)])[0][1] >= 0.5, 10, "its time grows")
             finally:
                 thread.join(10)
             assert done.is_set()
