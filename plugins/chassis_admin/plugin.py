@@ -87,6 +87,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     # The server's modules load here, before --user drops privileges (the installation
     # may not be readable by the user the worker becomes), and not for --help.
     importlib.import_module("chassis_admin.server")
+    importlib.import_module("chassis_admin.workerinfo")
 
     if not config.admin_username:
         raise StartupError("the admin plugin needs --admin-username")
