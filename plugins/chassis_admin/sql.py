@@ -76,7 +76,7 @@ _UPDATE = re.compile(
     r"update\s+backends\s+set\s+state\s*=\s*(['\"])(up|down|offline|unknown)\1\s+"
     r"where\s+backend_ndx\s*=\s*(\d+)", re.I,
 )
-_KILL = re.compile(r"kill\s+(?:(?:connection|query)\s+)?(\d+)", re.I)
+_KILL = re.compile(r"kill\s+(?:connection\s+)?(\d+)", re.I)  # KILL QUERY: not taken (it would close)
 _TRUNCATE = re.compile(r"truncate\s+(?:table\s+)?query_digest", re.I)
 _SESSION_SET = re.compile(r"set\s+(names|autocommit|session|character_set_\w+|sql_mode|@@)\b.*", re.I | re.S)
 _VERSION = re.compile(r"select\s+@@version_comment(\s+limit\s+1)?", re.I)

@@ -26,7 +26,7 @@ from chassis_proxy.service import ProxyService
 log = logging.getLogger("chassis.proxy")
 
 #: The most characters of a statement a ``connections`` row shows.
-MAX_STATEMENT = 4096
+MAX_STATEMENT = 1024
 
 
 def _command_text(buffer: bytes) -> str | None:
