@@ -26,6 +26,7 @@ HELP = [
                                    "time, rows, errors"),
     ("SELECT * FROM pool", "idle and taken server connections per backend and worker"),
     ("SELECT * FROM lua", "the --proxy-lua-script of each worker: memory, hook calls"),
+    ("SELECT * FROM lua_hooks", "calls, seconds, errors and timeouts of each Lua hook, per worker"),
     ("SELECT * FROM workers", "one row per worker process: pid, uptime, CPU, memory, connections"),
     ("SHOW VARIABLES [LIKE 'pattern']", "the running configuration (secrets masked); "
                                         "also the table variables, with each value's source"),

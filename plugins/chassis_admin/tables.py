@@ -175,6 +175,19 @@ def _lua(src: Source) -> tuple[Sequence[Column], list[Row]]:
     return [("worker", "INTEGER"), *_LUA_COLUMNS], rows
 
 
+_HOOK_COLUMNS: list[Column] = [
+    ("hook", "TEXT"), ("calls", "INTEGER"), ("seconds", "REAL"), ("errors", "INTEGER"), ("timeouts", "INTEGER"),
+]
+
+
+def _lua_hooks(src: Source) -> tuple[Sequence[Column], list[Row]]:
+    """One row per worker and hook the script defines, when the bridge counts calls."""
+    rows = [(r["worker"] + 1, *(h.get(name) for name, _ in _HOOK_COLUMNS))
+            for r in src.answers.get("proxy.lua", []) if isinstance(r.get("lua"), dict)
+            for h in r["lua"].get("hooks") or ()]
+    return [("worker", "INTEGER"), *_HOOK_COLUMNS], rows
+
+
 _WORKER_COLUMNS: list[Column] = [
     ("pid", "INTEGER"), ("started", "REAL"), ("uptime", "REAL"), ("cpu_user", "REAL"),
     ("cpu_system", "REAL"), ("rss_bytes", "INTEGER"), ("admin_connections", "INTEGER"),
@@ -215,6 +228,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("connections", "one row per client connection", ("proxy.connections",), _connections),
     Table("pool", "idle and taken server connections per worker and backend", ("proxy.pool",), _pool),
     Table("lua", "the --proxy-lua-script of each worker", ("proxy.lua",), _lua),
+    Table("lua_hooks", "calls, seconds, errors and timeouts of each Lua hook, per worker",
+          ("proxy.lua",), _lua_hooks),
     Table("workers", "one row per worker process", ("admin.worker",), _workers,
           optional=("proxy.stats",)),
     Table("variables", "the running configuration (secrets masked)", (), _variables),

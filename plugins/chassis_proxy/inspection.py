@@ -161,42 +161,51 @@ def pool(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
     ]}
 
 
-def _hook_totals(host: Any) -> dict[str, Any]:
-    """Hook call counters, if the script host keeps them (``hook_stats()``: a mapping of
-    hook name to ``{calls, errors, timeouts, seconds}``); missing keys are left out."""
-    stats = getattr(host, "hook_stats", None)
+def hook_rows(host: Any) -> list[dict[str, Any]] | None:
+    """Per hook: calls, seconds, errors (raised, or out of --lua-max-memory) and timeouts,
+    from what the bridge counts (``calls.hook_stats()``: hook -> (calls, seconds);
+    ``limits.failures``: (hook, reason) -> n); None when it counts nothing."""
+    stats = getattr(getattr(host, "calls", None), "hook_stats", None)
+    failures = getattr(getattr(host, "limits", None), "failures", None)
+    if not callable(stats) and not isinstance(failures, dict):
+        return None
+    rows: dict[str, dict[str, Any]] = {}
+
+    def row(hook: str) -> dict[str, Any]:
+        return rows.setdefault(hook, {"hook": hook, "calls": 0, "seconds": 0.0, "errors": 0, "timeouts": 0})
+
     if callable(stats):
-        stats = stats()
-    if not isinstance(stats, dict):
-        return {}
-    totals: dict[str, Any] = {}
-    for counts in stats.values():
-        if not isinstance(counts, dict):
-            continue
-        for key in ("calls", "errors", "timeouts", "seconds"):
-            value = counts.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                totals[key] = totals.get(key, 0) + value
-    return {f"hook_{k}": v for k, v in totals.items()}
+        for hook, (calls, seconds) in stats().items():
+            row(hook).update(calls=calls, seconds=round(seconds, 6))
+    if isinstance(failures, dict):
+        for (hook, reason), n in failures.items():
+            row(hook)["timeouts" if reason == "timeout" else "errors"] += n
+    return [rows[h] for h in sorted(rows)]
 
 
 def lua(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
-    """``lua``: this worker's script (``--proxy-lua-script``), its memory and hook calls
-    (what the bridge offers; absent keys are NULL in the console), or ``{"lua": None}``."""
+    """``lua``: this worker's script (``--proxy-lua-script``), its memory, and its hooks'
+    calls when the bridge counts them (``hook_*`` totals and ``hooks`` per hook; absent
+    keys are NULL in the console), or ``{"lua": None}`` without a script."""
     host = service.script_host
     if host is None:
         return {"lua": None}
     state = getattr(host, "lua", None)
     memory_used = getattr(state, "memory_used", None)
     script = getattr(host, "script", None)
-    return {"lua": {
+    info: dict[str, Any] = {
         "script": str(script) if script is not None else None,
         "runtime": getattr(state, "name", None),
         "memory_used": int(memory_used()) if callable(memory_used) else None,
         "memory_limit": getattr(host, "max_memory", None),
         "hook_timeout": getattr(host, "hook_timeout", None),
-        **_hook_totals(host),
-    }}
+    }
+    hooks = hook_rows(host)
+    if hooks is not None:
+        info["hooks"] = hooks
+        for key in ("calls", "seconds", "errors", "timeouts"):
+            info[f"hook_{key}"] = sum(h[key] for h in hooks)
+    return {"lua": info}
 
 
 #: The ops this module answers, by name.

@@ -229,6 +229,10 @@ def test_lua_table_and_scripted_connections(tmp_path: Path, mariadb: MariaDB) ->
             finally:
                 thread.join(10)
             assert done.is_set()
+        acur.execute("SELECT hook_calls FROM lua")
+        if acur.fetchone() != (None,):  # the bridge counts hook calls
+            acur.execute("SELECT calls FROM lua_hooks WHERE hook = 'read_query'")
+            assert acur.fetchone()[0] >= 2  # SET autocommit, SELECT SLEEP
 
 
 def _has_digests() -> bool:

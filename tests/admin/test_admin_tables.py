@@ -94,14 +94,19 @@ def test_stats_workers_pool_and_lua_tables() -> None:
                        {"worker": 1, "pid": 11, "uptime": 5.5, "rss_bytes": 2000}],
         proxy__pool=[{"worker": 0, "pool": [{"ndx": 1, "address": "a:1", "idle": 2, "taken": 1}]}],
         proxy__lua=[{"worker": 0, "lua": {"script": "/x.lua", "memory_used": 12345}},
-                    {"worker": 1, "lua": None}],
+                    {"worker": 1, "lua": {"script": "/x.lua", "memory_used": 2, "hook_calls": 7, "hooks": [
+                        {"hook": "read_query", "calls": 5, "seconds": 0.5, "errors": 1, "timeouts": 0},
+                        {"hook": "connect_server", "calls": 2, "seconds": 0.1, "errors": 0, "timeouts": 1}]}},
+                    {"worker": 2, "lua": None}],
     )
     assert _run("SELECT worker, queries FROM stats", src).rows == [("1", 4), ("2", 6), ("total", 10)]
     assert _run("SELECT worker, pid, client_connections FROM workers ORDER BY worker", src).rows == [
         (1, 10, 2), (2, 11, 1)]
     assert _run("SELECT sum(idle), sum(taken) FROM pool", src).rows == [(2, 1)]
     assert _run("SELECT worker, script, memory_used, hook_calls FROM lua", src).rows == [
-        (1, "/x.lua", 12345, None)]
+        (1, "/x.lua", 12345, None), (2, "/x.lua", 2, 7)]
+    assert _run("SELECT hook, calls, errors + timeouts FROM lua_hooks WHERE worker = 2 ORDER BY seconds DESC",
+                src).rows == [("read_query", 5, 1), ("connect_server", 2, 1)]
 
 
 def test_workers_without_the_proxy_have_null_client_connections() -> None:
