@@ -82,6 +82,11 @@ def test_connections_group_by_state_and_worker_numbers() -> None:
     assert result.rows == [("idle", 1), ("login", 1), ("query", 1)]
     result = _run("SELECT id, worker, statement FROM connections WHERE state = 'query'", src)
     assert result.rows == [(3, 1, "SELECT SLEEP(5)")]
+    processlist = sql.parse("SHOW FULL PROCESSLIST")
+    assert isinstance(processlist, sql.Query)
+    result = _run(processlist.sql, src)
+    assert [c for c, _ in result.columns] == ["Id", "User", "Host", "Backend", "State", "Time", "Info"]
+    assert [r[0] for r in result.rows] == [1, 2, 3] and result.rows[2][6] == "SELECT SLEEP(5)"
     assert [c for c, _ in tables.TABLES["connections"].build(src)[0]][:7] == [
         "id", "user", "client", "backend", "state", "statement", "time"]
 
