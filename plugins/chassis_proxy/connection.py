@@ -25,7 +25,8 @@ from typing import Protocol
 from chassis_mysql.constants import ErrorCode
 from chassis_mysql.packets import err_packet
 
-from chassis_proxy import relay, scripted
+from chassis.proxy_protocol import ProxyHeader, ProxyProtocolError
+from chassis_proxy import proxy_header, relay, scripted
 from chassis_proxy.backends import Backend, Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import (
@@ -44,6 +45,9 @@ from chassis_proxy.state import ConnectionState, peer_address
 from chassis_proxy.stats import Counters
 
 log = logging.getLogger("chassis.proxy")
+
+#: What a peer of --proxy-protocol-networks that sent no valid header is told.
+EXPECTED_HEADER = "(proxy) expected a PROXY protocol header from this address"
 
 #: Seconds of silence after the server's answer before a relayed client counts as at rest.
 RELAY_QUIET = 0.25
@@ -91,6 +95,8 @@ class ProxyConnection:
         self.handover = Handover(self.state, service.backends, self.fold_counters,
                                  self._channel_lost)
         self.hooks: ConnectionHooks | None = None
+        #: The script host of this client, to its end (a reload may replace the service's).
+        self.script_host = service.script_host
         self.client_leg: relay.RelayLeg | None = None
         self.server_leg: relay.RelayLeg | None = None
         self.session: scripted.ScriptedSession | None = None
@@ -99,6 +105,7 @@ class ProxyConnection:
         self._activity: tuple[object, object] = (None, None)
         self._active_at = 0.0
         self._paused_since: float | None = None
+        self._header: asyncio.Future[ProxyHeader] | None = None  # a balancer's, on its way
 
     @property
     def name(self) -> str:
@@ -127,6 +134,11 @@ class ProxyConnection:
         self.service.stats.connections += 1
         self.service.register(self)
         st.client_ch.on_lost = self._channel_lost
+        # before the first byte can arrive: who may send a PROXY header
+        if proxy_header.expects_header(self.settings, st.client.src):
+            self._header = proxy_header.read_client_header(st.client_ch)
+        else:
+            proxy_header.refuse_headers(st.client_ch, self._header_from_untrusted)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     @property
@@ -300,9 +312,11 @@ class ProxyConnection:
         st = self.state
         relaying = False
         try:
-            if self.service.script_host is not None:
+            if not await self._read_origin():
+                return
+            if self.script_host is not None:
                 try:
-                    self.hooks = self.service.script_host.open(st)
+                    self.hooks = self.script_host.open(st)
                 except ScriptLoadError as e:
                     st.fail_greeting(ErrorCode.UNKNOWN_ERROR, str(e))
                     log.error("conn %d: script failed: %s", self.connection_id, e)
@@ -348,6 +362,43 @@ class ProxyConnection:
         finally:
             if not relaying:
                 self.close()
+
+    async def _read_origin(self) -> bool:
+        """--proxy-protocol-networks: a balancer's header names the client (see
+        chassis_proxy.proxy_header). False: refused."""
+        st = self.state
+        if self._header is None:
+            return True
+        timeout = self.settings.login_timeout
+        try:
+            async with asyncio.timeout(timeout or None):
+                header = await self._header
+        except ProxyProtocolError as e:
+            self._refuse_origin(f"{e} (its peer is in --proxy-protocol-networks: it must start "
+                                "with a PROXY protocol header)", EXPECTED_HEADER)
+            return False
+        except TimeoutError:
+            self._refuse_origin(f"no PROXY protocol header within {timeout:g} s (--proxy-login-"
+                                "timeout; its peer is in --proxy-protocol-networks)", EXPECTED_HEADER)
+            return False
+        peer = st.name
+        proxy_header.apply(st.client, header)
+        log.debug("conn %d: %s from %s", self.connection_id, proxy_header.describe(header), peer)
+        return True
+
+    def _header_from_untrusted(self) -> None:
+        self._refuse_origin("it sent a PROXY protocol header, but its address is not in "
+                            "--proxy-protocol-networks", "(proxy) PROXY protocol header refused")
+        self.close()
+
+    def _refuse_origin(self, why: str, told: str) -> None:
+        """One log line and, before any greeting, an ERR in its place (``told``)."""
+        st = self.state
+        log.warning("conn %d: refused client %s: %s", self.connection_id, self.name, why)
+        self.service.stats.errors += 1
+        self.service.stats.refused["proxy_protocol"] += 1
+        if st.cseq == 0:
+            st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, told, "08S01")
 
     async def _log_in(self, login: Login) -> bool:
         """Backend choice and the login; False when the connection ends here. True with
@@ -498,6 +549,9 @@ class ProxyConnection:
                 await loop.create_connection(lambda: ch, addr.host, addr.port)
         assert ch.transport is not None
         _tune(ch.transport, keepalive=True)
+        header = proxy_header.backend_header(self.settings, st.client)
+        if header is not None:  # before anything else: the server reads it first
+            ch.write(header)
         ch.on_lost = self._channel_lost
         st.server_secure = addr.path is not None
         packet = await ch.read_packet(max(0.0, deadline - loop.time()))

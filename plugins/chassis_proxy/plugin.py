@@ -6,6 +6,7 @@ lists its options.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,16 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
                           "script cannot hold twice within --lua-max-memory also gets "
                           "ERR 1153. Without a script every packet is relayed."),
+        click.Option(["--proxy-protocol-networks"], multiple=True, metavar="CIDRS",
+                     help="Peers (load balancers) that start every connection with a PROXY "
+                          "protocol v1/v2 header naming the real client; repeatable and "
+                          "comma-separated, e.g. 10.0.0.0/8. They must send one; nobody "
+                          "else may (default: nobody)."),
+        click.Option(["--proxy-backend-proxy-protocol"], type=click.Choice(["off", "v1", "v2"]),
+                     default="off", show_default=True,
+                     help="Start every server connection with a PROXY header naming the "
+                          "client, so the server's grants see the client's address (MariaDB: "
+                          "proxy_protocol_networks); v2 is the binary form, v1 the text one."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
     ]
 
@@ -194,6 +205,51 @@ def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> S
         raise StartupError("--proxy-lua-script: the Lua bridge has no create_script_host()")
     host: ScriptHost = factory(config=config, runtime=runtime, settings=settings)
     return host
+
+
+def _lua_changed(old: Config, new: Config, old_settings: ProxySettings,
+                 new_settings: ProxySettings) -> bool:
+    """Whether a reload needs a new script host (a new Lua state): another script file
+    or other limits. The same file edited in place is reloaded by the host itself."""
+    from chassis_proxy.settings import LUA_OPTIONS
+
+    return old_settings.lua_script != new_settings.lua_script or any(
+        old.get(name) != new.get(name) for name in LUA_OPTIONS)
+
+
+@chassis.hookimpl
+def chassis_check_reload(old: Config, new: Config) -> list[str]:
+    """Refuse a new configuration start-up would refuse (a bad value, a backend address
+    that does not parse, a Lua script that does not compile); name the options that need
+    a restart (the listener, TLS)."""
+    from chassis.runtime import Runtime as CheckRuntime
+    from chassis_proxy import settings as proxy_settings
+
+    settings = proxy_settings.load(new, with_tls=False)
+    if settings.lua_script is not None:  # compiled as a worker would, then dropped
+        host = _script_host(new, CheckRuntime(config=new), settings)
+        if host is not None:
+            host.close()
+    return [name for name in new.values if proxy_settings.needs_restart(name)]
+
+
+@chassis.hookimpl
+def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
+    """New clients get the new backends, script, limits, timeouts and pool settings;
+    connected clients keep theirs (see ProxyService.reconfigure)."""
+    from chassis_proxy import settings as proxy_settings
+
+    if _service is None:
+        return
+    running = _service.settings
+    settings = dataclasses.replace(proxy_settings.load(new, with_tls=False),
+                                   client_tls=running.client_tls, backend_tls=running.backend_tls)
+    host = _service.script_host
+    if _lua_changed(old, new, running, settings):
+        host = _script_host(new, runtime, settings)
+    _service.reconfigure(settings, host)
+    if runtime.worker_id == 0:
+        _say_what_we_use(settings, _service.port)
 
 
 @chassis.hookimpl

@@ -8,10 +8,11 @@ where it ends, and is either streamed to the client as it arrives (re-framed wit
 client leg's sequence ids) or buffered for the script (``resultset_is_needed``).
 
 Only the first result per client command reaches the client; later ones are dropped
-with a log line. Where MySQL Proxy 0.8.5 closed the client or hung, we keep the
-client connected and say so in the log: a second unbuffered injection is buffered and
-dropped, and a command whose results the script all ignored gets an ERR instead of
-silence.
+with a log line. An unbuffered injection streams only when it is the last queued one;
+with others behind it, it is buffered and the script decides, as for a buffered one.
+Where MySQL Proxy 0.8.5 closed the client or hung, we keep the client connected and say
+so in the log: an unbuffered injection after a result was sent is buffered and dropped,
+and a command whose results the script all ignored gets an ERR instead of silence.
 
 The pump reads the server's packets synchronously in ``data_received`` and writes to
 the client in one buffer per read: one coroutine wake-up per response, not per packet.
@@ -310,7 +311,11 @@ class ScriptedSession:
             self._to_server(inj.packet)
             if not tracker.expects_response:
                 continue
-            stream = not inj.resultset_is_needed and not answered
+            # An unbuffered injection streams only as the last of the queue: with others
+            # behind it (lib/ro-balance.lua queues SHOW SLAVE STATUS before the client's
+            # query) it is buffered, so the script decides whether the client gets it, as
+            # for resultset_is_needed (0.8.5 sent the client each of them: two results).
+            stream = not inj.resultset_is_needed and not answered and not len(state.queries)
             if not inj.resultset_is_needed and answered:
                 log.error("conn %d: injected query %d has no resultset_is_needed = true but the "
                           "client already got a result for this command; its result is dropped "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
-from chassis_proxy import health
+from chassis_proxy import health, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
@@ -53,6 +53,8 @@ class ProxyService:
         self._idle: asyncio.Event | None = None
         self.accepting = False
         self.stats = Counters()  # this worker's totals, for the admin plugin
+        #: Script hosts a reload replaced, closed once their last client is gone.
+        self._retired_hosts: list[ScriptHost] = []
 
     # life cycle ---------------------------------------------------------------------
 
@@ -65,10 +67,52 @@ class ProxyService:
         self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock,
                                                      backlog=self.settings.backlog)
         self.accepting = True
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
+        """The sweeper and the health checks, with the current settings."""
+        assert self.loop is not None
         self._sweeper = self.loop.create_task(self._sweep())
         if self.settings.health_check_interval > 0:
             self._health = self.loop.create_task(health.run(
-                self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
+                self.backends, self.settings.health_check_interval, self.settings.connect_timeout,
+                proxy_header.local_header(self.settings)))
+
+    def reconfigure(self, settings: ProxySettings, script_host: ScriptHost | None) -> None:
+        """A reload: new clients get ``settings`` and ``script_host``; clients already
+        connected keep the settings and the script instance they started with.
+
+        The listener stays (its options need a restart). The backend list is updated in
+        place (:meth:`Backends.update`); a replaced script host is closed when its last
+        client has gone.
+        """
+        self.settings = settings
+        self.backends.update(settings.backends, settings.pool_max_idle, settings.pool_max_idle_age)
+        for conn in self.connections:  # proxy.connection.backend_ndx follows the new order
+            st = conn.state
+            if st.backend is not None:
+                st.backend_index = st.backend.index
+        if script_host is not self.script_host:
+            old = self.script_host
+            self.script_host = script_host
+            if old is not None:
+                self._retired_hosts.append(old)
+                self._close_unused_hosts()
+        if self.accepting:
+            for task in (self._sweeper, self._health):
+                if task is not None:
+                    task.cancel()
+            self._health = None
+            self._start_tasks()
+
+    def _close_unused_hosts(self) -> None:
+        in_use = {id(conn.script_host) for conn in self.connections}
+        for host in [h for h in self._retired_hosts if id(h) not in in_use]:
+            self._retired_hosts.remove(host)
+            try:
+                host.close()
+            except Exception:
+                log.exception("closing a replaced script host failed")
 
     @property
     def port(self) -> int | None:
@@ -127,11 +171,14 @@ class ProxyService:
             if path:  # only the worker that bound it has a socket here
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        if self.script_host is not None:
+        for host in [*self._retired_hosts, self.script_host]:
+            if host is None:
+                continue
             try:
-                self.script_host.close()
+                host.close()
             except Exception:
                 log.exception("closing the script host failed")
+        self._retired_hosts.clear()
 
     # connections --------------------------------------------------------------------
 
@@ -147,6 +194,8 @@ class ProxyService:
 
     def unregister(self, conn: ProxyConnection) -> None:
         self.connections.discard(conn)
+        if self._retired_hosts:
+            self._close_unused_hosts()
         if not self.connections and self._idle is not None:
             self._idle.set()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
+from chassis.proxy_protocol import Network, parse_networks
 from chassis.tls import ListenerTLS, TLSMode
 from chassis_proxy import tls
 from chassis_proxy.tls import BackendTLS
@@ -39,6 +40,21 @@ BUNDLED_SCRIPTS = (
 # and seconds one may stay idle.
 DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
+
+
+#: Options a running proxy cannot change; a reload (SIGHUP) keeps their running values
+#: and logs them as "needs a restart": the listener, and TLS of both legs (see
+#: :func:`needs_restart`). Every other proxy option is read again from a new
+#: :class:`ProxySettings` (``ProxyService.reconfigure``): an option added here that is
+#: turned into long-lived state at start-up must be listed too.
+RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog"})
+#: Lua options that need a new script host (a new Lua state) when they change.
+LUA_OPTIONS = ("proxy_lua_on_error", "lua_runtime", "lua_hook_timeout", "lua_max_memory")
+
+
+def needs_restart(name: str) -> bool:
+    """Whether option ``name`` (Python name) keeps its value until a restart."""
+    return name in RESTART_OPTIONS or name.startswith(("proxy_ssl", "proxy_backend_ssl"))
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,10 @@ class ProxySettings:
     backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
     login_timeout: float = 10.0  # accept to logged in; 0: no limit
     idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
+    #: Peers that must start with a PROXY header (--proxy-protocol-networks); no other may.
+    proxy_protocol_networks: tuple[Network, ...] = ()
+    #: PROXY header version sent first on server connections (--proxy-backend-proxy-protocol); 0: none.
+    backend_proxy_protocol: int = 0
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -128,8 +148,12 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     return path
 
 
-def load(config: Config) -> ProxySettings:
-    """Check the proxy options and turn them into :class:`ProxySettings`."""
+def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
+    """Check the proxy options and turn them into :class:`ProxySettings`.
+
+    ``with_tls=False`` (a reload) leaves TLS at its defaults without reading a key or a
+    certificate: TLS needs a restart, and its files may be readable by root only.
+    """
     listen: Address | None = None
     if not config.get("no_proxy"):
         try:
@@ -141,7 +165,14 @@ def load(config: Config) -> ProxySettings:
         tuple(config.get("proxy_read_only_backend_addresses") or ()),
     )
 
-    client_tls, backend_tls = tls.load(config)
+    client_tls, backend_tls = tls.load(config) if with_tls else (ListenerTLS(TLSMode.DISABLED),
+                                                                 BackendTLS())
+
+    try:
+        networks = parse_networks(config.get("proxy_protocol_networks") or ())
+    except ValueError as e:
+        raise StartupError(f"--proxy-protocol-networks: {e}") from None
+    backend_pp = config.get("proxy_backend_proxy_protocol") or "off"
 
     pool_max_idle = config.get("proxy_pool_max_idle")
     pool_max_idle_age = config.get("proxy_pool_max_idle_age")
@@ -164,6 +195,8 @@ def load(config: Config) -> ProxySettings:
         backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
         login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
+        proxy_protocol_networks=networks,
+        backend_proxy_protocol={"off": 0, "v1": 1, "v2": 2}[backend_pp],
     )
 
 
@@ -174,6 +207,10 @@ def describe(settings: ProxySettings, port: int | None = None) -> str:
     if listen is not None and port is not None and listen.port != port:
         listen = Address(host=listen.host, port=port)
     parts = tls.describe(settings.client_tls, settings.backend_tls)
+    if settings.proxy_protocol_networks:
+        parts.append("PROXY headers from " + ",".join(map(str, settings.proxy_protocol_networks)))
+    if settings.backend_proxy_protocol:
+        parts.append(f"PROXY v{settings.backend_proxy_protocol} headers to backends")
     return (
         f"proxy listening on {listen}, backends: {backends}"
         + (f"; {', '.join(parts)}" if parts else "")

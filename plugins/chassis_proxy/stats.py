@@ -13,7 +13,8 @@ from bisect import bisect_left
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Why a client was refused or dropped before it was served: the ``reason`` label.
-REFUSALS = ("max_connections", "shutting_down", "no_backend", "login_failed", "login_timeout")
+REFUSALS = ("max_connections", "shutting_down", "no_backend", "login_failed", "login_timeout",
+            "proxy_protocol")
 
 
 class Latency:

@@ -11,6 +11,7 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [setpriv]=util-linux
   [sysbench]=sysbench
   [prometheus]=prometheus
+  [haproxy]=haproxy
 )
 
 # Debian packages without a program to look for: the Lua 5.1 C modules the tests load
