@@ -187,6 +187,12 @@ class ProxyConnection:
             return not self.session.busy
         return False  # still logging in: the login timeout bounds it
 
+    @property
+    def quiet_since(self) -> float:
+        """Loop time of the last traffic seen on a relayed connection (by the sweeper or
+        :meth:`at_rest`; 0.0 before the relay starts): the admin console's ``time``."""
+        return self._active_at
+
     def _close_server(self) -> None:
         """Close the server connection still attached (a script did not pool it)."""
         ch = self.state.server_ch

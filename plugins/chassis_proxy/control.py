@@ -2,9 +2,10 @@
 
 Answers to other workers' control requests (``chassis_control``): requests carry
 ``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle pooled
-connections per backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up,
-down, offline, unknown). Every worker answers for itself; the admin plugin merges the
-answers.
+connections per backend), ``stats`` (this worker's totals), ``set_backend_state`` (up,
+down, offline, unknown), and those of :mod:`chassis_proxy.inspection`: ``connections``,
+``kill``, ``pool``, ``lua``. Every worker answers for itself; the admin plugin merges the
+answers. An unknown op raises ValueError ("unknown proxy control operation").
 
 Inside one worker, :class:`ConsoleScripts` is what ``chassis_offer`` hands out as
 ``"proxy.lua_script_host"``: Lua script hosts for a console's own scripts.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chassis.config import Config
+from chassis_proxy import inspection
 from chassis_proxy.hooks import (
     BackendState,
     BackendView,
@@ -38,6 +40,8 @@ _STATES = {"up": BackendState.UP, "down": BackendState.DOWN, "offline": BackendS
 
 def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
+    if op in ("backends", "stats"):
+        inspection.fold_counters(service)
     if op == "backends":
         return {"backends": [
             {
@@ -64,6 +68,8 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "message": f"unknown state {request.get('state')!r} (up, down, offline)"}
         backend.set_admin_state(state)
         return {"ok": True}
+    if op in inspection.OPS:  # connections, kill, pool, lua
+        return inspection.OPS[op](service, request)
     raise ValueError(f"unknown proxy control operation {op!r}")
 
 

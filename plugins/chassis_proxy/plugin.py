@@ -158,7 +158,8 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
         if sock is not None:
             sock.close()
         raise
-    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
+    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id,
+                            worker_count=runtime.worker_count)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
     if runtime.worker_id == 0:

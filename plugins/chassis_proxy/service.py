@@ -35,11 +35,13 @@ class ProxyService:
     """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
 
     def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
-                 script_host: ScriptHost | None = None, worker_id: int = 0) -> None:
+                 script_host: ScriptHost | None = None, worker_id: int = 0,
+                 worker_count: int = 1) -> None:
         self.settings = settings
         self.sock = sock
         self.script_host = script_host
         self.worker_id = worker_id
+        self.worker_count = max(1, worker_count)
         self.backends = Backends(settings.backends, settings.pool_max_idle,
                                  settings.pool_max_idle_age)
         self.connections: set[ProxyConnection] = set()
@@ -181,8 +183,11 @@ class ProxyService:
     # connections --------------------------------------------------------------------
 
     def next_connection_id(self) -> int:
+        """Ids unique over the workers of a chassis (worker 1 of 2: 1, 3, 5...; worker 2:
+        2, 4, 6...): the admin console's ``KILL <id>`` names one connection, the one its
+        log lines call ``conn <id>``."""
         self._next_id += 1
-        return self._next_id
+        return (self._next_id - 1) * self.worker_count + self.worker_id + 1
 
     def register(self, conn: ProxyConnection) -> None:
         self.connections.add(conn)
