@@ -117,7 +117,7 @@ class ScriptedSession:
         reader = self.client.reader
         whole: bytes | None = None
         if data:
-            self.client_seen = data
+            self.state.client_seen = data
             n = len(data)
             if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
                     and is_one_packet(data)):
