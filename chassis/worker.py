@@ -245,10 +245,20 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, self.setup.logs.reopen_after_sighup)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         for signum in (signal.SIGUSR1, signal.SIGUSR2):
             loop.add_signal_handler(signum, self._on_user_signal, signum)
         signals.unblock()  # what arrived during start-up is delivered now
+
+    def _on_sighup(self) -> None:
+        """Reopen the log file, then each plugin's own logs (``chassis_reopen_logs``)."""
+        self.setup.logs.reopen_after_sighup()
+        for call in plugin_calls(self.setup.pm, "chassis_reopen_logs"):
+            try:
+                call(runtime=self.runtime)
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_reopen_logs",
+                        call.plugin_name, exc_info=True)
 
     def _on_stop_signal(self, signum: int) -> None:
         if self.stop_reason is not None:

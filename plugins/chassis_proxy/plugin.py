@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from chassis.config import Config
     from chassis.runtime import Runtime
     from chassis_proxy.hooks import BackendView, ScriptHost
+    from chassis_proxy.queries import QueryRecorder
     from chassis_proxy.service import ProxyService
     from chassis_proxy.settings import ProxySettings
 
@@ -88,6 +89,23 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
                           "script cannot hold twice within --lua-max-memory also gets "
                           "ERR 1153. Without a script every packet is relayed."),
+        click.Option(["--proxy-query-digest"], type=click.Choice(["on", "off"]), default="on",
+                     show_default=True,
+                     help="Keep query digests (count, time, rows, errors per normalised "
+                          "query, user, schema and backend): the admin table query_digest "
+                          "and the metrics' top digests."),
+        click.Option(["--proxy-query-digest-max"], type=click.IntRange(min=1), default=10_000,
+                     show_default=True, metavar="N",
+                     help="Distinct digest rows kept per worker; queries of new shapes past "
+                          "it are counted in one 'overflow' row."),
+        click.Option(["--proxy-slow-query-log"], metavar="FILE",
+                     help="Write queries slower than --proxy-long-query-time to FILE in "
+                          "MariaDB's slow-log format (pt-query-digest, mariadb-dumpslow); "
+                          "SIGHUP reopens it."),
+        click.Option(["--proxy-long-query-time"], type=click.FloatRange(min=0), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="A query this slow or slower goes to --proxy-slow-query-log "
+                          "(0: every query)."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
     ]
 
@@ -143,11 +161,12 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             sock = bind_listener(settings.listen, backlog=settings.backlog, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
+        recorder = _recorder(config, settings)
     except BaseException:
         if sock is not None:
             sock.close()
         raise
-    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
+    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id, recorder=recorder)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
     if runtime.worker_id == 0:
@@ -174,6 +193,24 @@ def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
         log.log(MESSAGE, "proxy Lua script: none (queries are relayed as they are)")
     else:
         log.log(MESSAGE, "proxy Lua script: %s", settings.lua_script)
+
+
+def _recorder(config: Config, settings: ProxySettings) -> QueryRecorder | None:
+    """Query digests and the slow log, opened now (before --user), or None when both are off."""
+    if not settings.query_digest and settings.slow_query_log is None:
+        return None
+    from chassis import privileges
+    from chassis_proxy.digests import DigestTable
+    from chassis_proxy.queries import QueryRecorder
+    from chassis_proxy.slowlog import SlowLog
+
+    slowlog = None
+    if settings.slow_query_log is not None:
+        user = config.get("user")
+        owner = privileges.lookup(user).owner if user else None
+        slowlog = SlowLog(settings.slow_query_log, settings.long_query_time, owner)
+    digests = DigestTable(settings.query_digest_max) if settings.query_digest else None
+    return QueryRecorder(digests, slowlog)
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:
@@ -247,6 +284,14 @@ def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any]
     from chassis_proxy.control import answer
 
     return answer(_service, request)
+
+
+@chassis.hookimpl
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    """SIGHUP: reopen --proxy-slow-query-log (logrotate moved it)."""
+    if _service is not None and _service.recorder is not None and \
+            _service.recorder.slowlog is not None:
+        _service.recorder.slowlog.reopen()
 
 
 @chassis.hookimpl

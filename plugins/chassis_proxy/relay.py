@@ -9,6 +9,16 @@ so memory stays flat however big a result is.
 ``last`` (the most recent buffer received) serves two cheap purposes: the idle sweeper
 of the service sees activity by its identity changing, and at close time the client's
 last buffer tells a polite COM_QUIT from a client that vanished.
+
+With query digests or the slow log on, the legs are :class:`TrackedClientLeg` and
+:class:`TrackedServerLeg`: the bytes still go through untouched, and besides the client
+leg hands each command that starts a buffer to the connection's
+:class:`~chassis_proxy.queries.ConnectionQueries`, and the server leg walks the
+answer's packet headers with the codec's ``ResponseTracker.scan`` to see where it ends
+(and its rows, affected rows, error). Tracking only observes: when it cannot follow
+(a 16 MiB packet, a packet over :data:`MAX_CARRY` split across reads, bytes the
+tracker does not understand) that command goes unrecorded and tracking starts again
+with the client's next command.
 """
 
 from __future__ import annotations
@@ -16,8 +26,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from chassis_mysql.constants import Command
+from chassis_mysql.constants import MAX_PAYLOAD, Command
+from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame
+from chassis_mysql.response import ResponseTracker
+
+from chassis_proxy.queries import ConnectionQueries
 
 #: What a relay reports when one of its legs closes: the leg and the transport's error.
 LostCallback = Callable[["RelayLeg", BaseException | None], None]
@@ -101,15 +115,135 @@ class ClientRelayLeg(RelayLeg):
         self.peer.write(data)
 
 
+#: The part of a packet kept from one read to the next to find where it ends; past it
+#: (a row of several MiB) the command is left unrecorded rather than copied again and again.
+MAX_CARRY = 1 << 20
+_SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
+
+
+class Tracking:
+    """The state both tracked legs share: the answer being followed."""
+
+    __slots__ = ("capabilities", "carry", "client_turn", "queries", "tracker")
+
+    def __init__(self, queries: ConnectionQueries, capabilities: int) -> None:
+        self.queries = queries
+        self.capabilities = capabilities
+        self.tracker: ResponseTracker | None = None  # while an answer is followed
+        self.carry = b""
+        #: The server asked for the client's packets (LOCAL INFILE data, an auth answer):
+        #: the client's buffers are not commands until the server speaks again.
+        self.client_turn = False
+
+    def command(self, data: bytes) -> None:
+        """A client buffer that starts with a packet of sequence id 0 while no answer is
+        followed: a command (its first packet, when whole, is what is recorded)."""
+        length = data[0] | (data[1] << 8) | (data[2] << 16)
+        payload = data[4:4 + length] if len(data) > 4 + length else data[4:]
+        tracker = ResponseTracker(data[4], self.capabilities)
+        if not tracker.expects_response:
+            self.queries.start(payload, tracker)  # COM_STMT_CLOSE forgets its statement
+            self.queries.tracker = None
+            return
+        self.tracker = tracker
+        self.carry = b""
+        self.queries.start(payload, tracker)
+
+    def answer(self, data: bytes) -> None:
+        """Server bytes while an answer is followed."""
+        tracker = self.tracker
+        assert tracker is not None
+        if self.carry:
+            data = self.carry + data
+            self.carry = b""
+        try:
+            pos = tracker.scan(data)
+        except ProtocolError:
+            self._lost()
+            return
+        if tracker.idle:
+            self.client_turn = tracker.awaiting_client
+            self.tracker = None
+            self.queries.finish()
+            return
+        rest = len(data) - pos
+        if rest:
+            if rest > MAX_CARRY or (rest >= 4 and data[pos:pos + 3] == _SPLIT_HEADER):
+                self._lost()
+                return
+            self.carry = data[pos:]
+
+    def _lost(self) -> None:
+        self.tracker = None
+        self.carry = b""
+        self.queries.tracker = None
+
+
+class TrackedClientLeg(ClientRelayLeg):
+    """The client leg when queries are recorded: also starts following each command."""
+
+    __slots__ = ("tracking",)
+
+    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
+                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
+        super().__init__(on_lost, transport, peer, True, turn)
+        self.tracking = tracking
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        self.peer.write(data)
+        if len(data) > 4 and data[3] == 0:
+            self.commands += 1
+            if data[4] not in _UNANSWERED:
+                self.turn[0] = True
+            tracking = self.tracking
+            if tracking.tracker is None and not tracking.client_turn:
+                tracking.command(data)
+
+
+class TrackedServerLeg(RelayLeg):
+    """The server leg when queries are recorded: also follows the answer's packets."""
+
+    __slots__ = ("tracking",)
+
+    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
+                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
+        super().__init__(on_lost, transport, peer, False, turn)
+        self.tracking = tracking
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        self.turn[0] = False  # the server answered
+        self.peer.write(data)
+        tracking = self.tracking
+        if tracking.tracker is not None:
+            tracking.answer(data)
+        else:
+            tracking.client_turn = False  # the end of a LOCAL INFILE exchange
+
+
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
-          client_pending: bytes, server_pending: bytes) -> tuple[RelayLeg, RelayLeg]:
+          client_pending: bytes, server_pending: bytes,
+          queries: ConnectionQueries | None = None,
+          capabilities: int = 0) -> tuple[RelayLeg, RelayLeg]:
     """Switch both transports to relaying; forward bytes the packet readers still held.
 
     ``on_lost`` is called once per leg that closes (the connection closes the other).
+    With ``queries`` (digests or the slow log on) the legs also track each command's
+    answer, under the connection's negotiated ``capabilities``.
     """
     turn = [False]
-    client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
-    server_leg = RelayLeg(on_lost, server, client, False, turn)
+    client_leg: RelayLeg
+    server_leg: RelayLeg
+    if queries is None:
+        client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
+        server_leg = RelayLeg(on_lost, server, client, False, turn)
+    else:
+        tracking = Tracking(queries, capabilities)
+        client_leg = TrackedClientLeg(on_lost, client, server, turn, tracking)
+        server_leg = TrackedServerLeg(on_lost, server, client, turn, tracking)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

@@ -19,6 +19,7 @@ from chassis_proxy import health
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
+from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.settings import ProxySettings
 from chassis_proxy.stats import Counters
 
@@ -35,10 +36,13 @@ class ProxyService:
     """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
 
     def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
-                 script_host: ScriptHost | None = None, worker_id: int = 0) -> None:
+                 script_host: ScriptHost | None = None, worker_id: int = 0,
+                 recorder: QueryRecorder | None = None) -> None:
         self.settings = settings
         self.sock = sock
         self.script_host = script_host
+        #: Query digests and the slow log (None when both are off).
+        self.recorder = recorder
         self.worker_id = worker_id
         self.backends = Backends(settings.backends, settings.pool_max_idle,
                                  settings.pool_max_idle_age)
@@ -130,6 +134,8 @@ class ProxyService:
                 self.script_host.close()
             except Exception:
                 log.exception("closing the script host failed")
+        if self.recorder is not None:
+            self.recorder.close()
 
     # connections --------------------------------------------------------------------
 

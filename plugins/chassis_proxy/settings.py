@@ -40,6 +40,11 @@ BUNDLED_SCRIPTS = (
 DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
 
+#: --proxy-query-digest-max: distinct (digest, user, schema, backend) rows per worker.
+DEFAULT_QUERY_DIGEST_MAX = 10_000
+#: --proxy-long-query-time: MariaDB's long_query_time default.
+DEFAULT_LONG_QUERY_TIME = 10.0
+
 
 @dataclass(frozen=True)
 class BackendAddress:
@@ -72,6 +77,10 @@ class ProxySettings:
     backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
     login_timeout: float = 10.0  # accept to logged in; 0: no limit
     idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
+    query_digest: bool = True  # --proxy-query-digest
+    query_digest_max: int = DEFAULT_QUERY_DIGEST_MAX  # rows kept before the overflow row
+    slow_query_log: Path | None = None  # --proxy-slow-query-log
+    long_query_time: float = DEFAULT_LONG_QUERY_TIME  # seconds (MariaDB's default)
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -164,7 +173,16 @@ def load(config: Config) -> ProxySettings:
         backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
         login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
+        query_digest=config.get("proxy_query_digest") != "off",
+        query_digest_max=_int(config, "proxy_query_digest_max", DEFAULT_QUERY_DIGEST_MAX),
+        slow_query_log=config.path(config.get("proxy_slow_query_log")),
+        long_query_time=_timeout(config, "proxy_long_query_time", DEFAULT_LONG_QUERY_TIME),
     )
+
+
+def _int(config: Config, name: str, default: int) -> int:
+    value = config.get(name)
+    return default if value is None else max(0, int(value))
 
 
 def describe(settings: ProxySettings, port: int | None = None) -> str:
