@@ -73,6 +73,9 @@ class ConnectionQueries:
     def start(self, payload: bytes, tracker: ResponseTracker) -> None:
         """The command ``payload`` (its first byte the COM_ code) goes to the server now."""
         command = payload[0]
+        backend = self.state.backend
+        if backend is not None:
+            backend.stats.by_command[command] += 1
         self.tracker = tracker
         self.command = command
         self.fp = None
@@ -99,12 +102,18 @@ class ConnectionQueries:
         if tracker is None:
             return
         self.tracker = None
+        seconds = time.monotonic() - self.started
+        error = tracker.error_code
+        backend = self.state.backend
+        if backend is not None and tracker.expects_response:
+            stats = backend.stats
+            stats.latency.observe(seconds)
+            if error:
+                stats.server_errors += 1
         text = self.text
         if text is None:
             return
-        seconds = time.monotonic() - self.started
         command = self.command
-        error = tracker.error_code
         if command in (_QUERY, _EXECUTE):
             fp = self.fp
             digests = self.digests
@@ -115,7 +124,6 @@ class ConnectionQueries:
                 schema = self.schema
                 if schema is None:
                     schema = self.schema = state.client.default_db
-                backend = state.backend
                 digests.record(fp, state.client.username, schema,
                                str(backend.addr) if backend is not None else "",
                                seconds, tracker.rows, tracker.affected_rows, error != 0)

@@ -246,12 +246,12 @@ class ScriptedSession:
             return
         self.busy = False
         if self.queries is not None:
-            self.queries.finish()
-        if self.started:
+            self.queries.finish()  # and the backend's latency histogram
+        elif self.started:
             backend = self.state.backend
             if backend is not None:
                 backend.stats.latency.observe(time.monotonic() - self.started)
-            self.started = 0.0
+        self.started = 0.0
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")
