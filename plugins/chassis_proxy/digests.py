@@ -59,6 +59,8 @@ class DigestTable:
         self._fingerprints: dict[bytes, bytes] = {}
         self._ids: dict[bytes, str] = {}
         self.overflow: dict[tuple[str, str, str], Digest] = {}
+        #: Changes at each truncate: connections drop the rows they keep at hand.
+        self.generation = 0
 
     def fingerprint(self, text: bytes) -> bytes:
         """The text's fingerprint, from the cache when the same text came lately."""
@@ -71,13 +73,16 @@ class DigestTable:
             cache[text] = fp
         return fp
 
-    def record(self, fp: bytes, user: str, schema: str, backend: str, seconds: float,
-               rows: int, affected: int, error: bool) -> None:
-        """One query's figures (``fp`` from :meth:`fingerprint`)."""
+    def row(self, fp: bytes, user: str, schema: str, backend: str) -> Digest:
+        """The row of (``fp``, user, schema, backend), made if new (the overflow row when full).
+
+        The caller adds the query's figures (as :meth:`record` does), and may keep the row
+        at hand until :attr:`generation` changes.
+        """
         key = (fp, user, schema, backend)
         d = self.rows.get(key)
-        now = time.time()
         if d is None:
+            now = time.time()
             if len(self.rows) >= self.max_digests:
                 who = (user, schema, backend)
                 d = self.overflow.get(who)
@@ -85,6 +90,13 @@ class DigestTable:
                     d = self.overflow[who] = Digest(now)
             else:
                 d = self.rows[key] = Digest(now)
+        return d
+
+    def record(self, fp: bytes, user: str, schema: str, backend: str, seconds: float,
+               rows: int, affected: int, error: bool) -> None:
+        """One query's figures (``fp`` from :meth:`fingerprint`)."""
+        d = self.row(fp, user, schema, backend)
+        now = time.time()
         d.count += 1
         d.sum_time += seconds
         if seconds < d.min_time:
@@ -102,6 +114,7 @@ class DigestTable:
         self.rows.clear()
         self.overflow.clear()
         self._ids.clear()
+        self.generation += 1
 
     def digest_id(self, fp: bytes) -> str:
         found = self._ids.get(fp)

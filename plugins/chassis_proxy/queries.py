@@ -20,7 +20,7 @@ import time
 from chassis_mysql.constants import Command
 from chassis_mysql.response import ResponseTracker
 
-from chassis_proxy.digests import DigestTable
+from chassis_proxy.digests import Digest, DigestTable
 from chassis_proxy.slowlog import SlowLog, entry
 from chassis_proxy.state import ConnectionState
 
@@ -29,7 +29,9 @@ _EXECUTE = int(Command.STMT_EXECUTE)
 _PREPARE = int(Command.STMT_PREPARE)
 _CLOSE = int(Command.STMT_CLOSE)
 _INIT_DB = int(Command.INIT_DB)
-_USE = b"use ?"
+_USES = (b"use ", b"use`", b"use\t", b"use\n")
+#: Digest rows a connection keeps at hand (see ConnectionQueries).
+MAX_CACHED = 64
 #: Prepared statements remembered per connection (a client that never closes its
 #: statements is not followed past this; their executions are not recorded).
 MAX_STATEMENTS = 1024
@@ -52,10 +54,16 @@ class QueryRecorder:
 
 
 class ConnectionQueries:
-    """One connection's queries: the command on its way, the prepared statements, the schema."""
+    """One connection's queries: the command on its way, the prepared statements, the schema.
 
-    __slots__ = ("command", "digests", "fp", "recorder", "schema", "slowlog", "started",
-                 "state", "statements", "text", "tracker")
+    Also a cache of the digest rows this connection adds to (by fingerprint), valid while
+    the user, the schema and the backend stay and the table is not truncated: a repeated
+    query then costs a dict lookup and a few additions.
+    """
+
+    __slots__ = ("_backend", "_cache", "_generation", "_user", "_who", "command", "digests",
+                 "fp", "recorder", "schema", "slowlog", "started", "state", "statements",
+                 "text", "tracker")
 
     def __init__(self, recorder: QueryRecorder, state: ConnectionState) -> None:
         self.recorder = recorder
@@ -69,9 +77,15 @@ class ConnectionQueries:
         self.text: bytes | None = None
         self.fp: bytes | None = None
         self.started = 0.0
+        self._cache: dict[bytes, Digest] = {}
+        self._generation = -1
+        self._backend: object = None
+        self._user: str | None = None
+        self._who = ("", "", "")
 
-    def start(self, payload: bytes, tracker: ResponseTracker) -> None:
-        """The command ``payload`` (its first byte the COM_ code) goes to the server now."""
+    def start(self, payload: bytes, tracker: ResponseTracker, started: float = 0.0) -> None:
+        """The command ``payload`` (its first byte the COM_ code) goes to the server now
+        (or went at ``started``, on the monotonic clock)."""
         command = payload[0]
         backend = self.state.backend
         if backend is not None:
@@ -93,7 +107,7 @@ class ConnectionQueries:
             if command == _CLOSE:
                 self.statements.pop(int.from_bytes(payload[1:5], "little"), None)
             self.text = None
-        self.started = time.monotonic()
+        self.started = started or time.monotonic()
 
     def finish(self) -> None:
         """The answer to the command :meth:`start` saw is complete (or the server now waits
@@ -115,22 +129,8 @@ class ConnectionQueries:
             return
         command = self.command
         if command in (_QUERY, _EXECUTE):
-            fp = self.fp
-            digests = self.digests
-            if digests is not None:
-                if fp is None:
-                    fp = digests.fingerprint(text)
-                state = self.state
-                schema = self.schema
-                if schema is None:
-                    schema = self.schema = state.client.default_db
-                digests.record(fp, state.client.username, schema,
-                               str(backend.addr) if backend is not None else "",
-                               seconds, tracker.rows, tracker.affected_rows, error != 0)
-            if self.slowlog is not None and seconds >= self.recorder.long_query_time:
-                self._slow(text, seconds, tracker)
-            if not error and command == _QUERY and text[:4].lower() in (b"use ", b"use`", b"use\t"):
-                self._use(text)
+            self._record(command, text, self.fp, seconds, tracker.rows, tracker.affected_rows,
+                         error)
         elif error:
             return
         elif command == _PREPARE:
@@ -140,6 +140,71 @@ class ConnectionQueries:
                 self.statements[ok.statement_id] = (text, fp)
         elif command == _INIT_DB:
             self.schema = text.decode("utf-8", "replace")
+            self._generation = -1  # the cached rows are the old schema's
+
+    def relayed(self, packet: bytes, started: float, rows: int, affected: int, error: int) -> None:
+        """The relay's fast path: a COM_QUERY or COM_STMT_EXECUTE (``packet``: the client's
+        buffer that started it, header included) whose whole answer came in one buffer."""
+        seconds = time.monotonic() - started
+        command = packet[4]
+        backend = self.state.backend
+        if backend is not None:
+            stats = backend.stats
+            stats.by_command[command] += 1
+            stats.latency.observe(seconds)
+            if error:
+                stats.server_errors += 1
+        if command == _QUERY:
+            self._record(command, packet[5:4 + (packet[0] | (packet[1] << 8) | (packet[2] << 16))],
+                         None, seconds, rows, affected, error)
+        else:
+            found = self.statements.get(int.from_bytes(packet[5:9], "little"))
+            if found is not None:
+                self._record(command, found[0], found[1], seconds, rows, affected, error)
+
+    def _record(self, command: int, text: bytes, fp: bytes | None, seconds: float, rows: int,
+                affected: int, error: int) -> None:
+        digests = self.digests
+        if digests is not None:
+            if fp is None:
+                fp = digests.fingerprint(text)
+            state = self.state
+            if (digests.generation != self._generation or state.backend is not self._backend
+                    or state.client.username is not self._user):
+                self._forget()
+            d = self._cache.get(fp)
+            if d is None:
+                d = digests.row(fp, *self._who)
+                if len(self._cache) < MAX_CACHED:
+                    self._cache[fp] = d
+            d.count += 1
+            d.sum_time += seconds
+            if seconds < d.min_time:
+                d.min_time = seconds
+            if seconds > d.max_time:
+                d.max_time = seconds
+            d.rows_sent += rows
+            d.rows_affected += affected
+            if error:
+                d.errors += 1
+            d.last_seen = time.time()
+        if self.slowlog is not None and seconds >= self.recorder.long_query_time:
+            self._slow(text, seconds, rows, affected)
+        if not error and command == _QUERY and text[:4].lower() in _USES:
+            self._use(text)
+
+    def _forget(self) -> None:
+        """The cached rows no longer fit (a new user, schema or backend, or a truncate)."""
+        state = self.state
+        self._cache.clear()
+        self._generation = self.digests.generation if self.digests is not None else -1
+        backend = state.backend
+        self._backend = backend
+        self._user = state.client.username
+        if self.schema is None:
+            self.schema = state.client.default_db
+        self._who = (state.client.username, self.schema,
+                     str(backend.addr) if backend is not None else "")
 
     def _use(self, text: bytes) -> None:
         words = text[3:].split(None, 1)
@@ -148,8 +213,9 @@ class ConnectionQueries:
             if name.startswith(b"`") and name.endswith(b"`"):
                 name = name[1:-1].replace(b"``", b"`")
             self.schema = name.decode("utf-8", "replace")
+            self._generation = -1  # the cached rows are the old schema's
 
-    def _slow(self, text: bytes, seconds: float, tracker: ResponseTracker) -> None:
+    def _slow(self, text: bytes, seconds: float, rows: int, affected: int) -> None:
         assert self.slowlog is not None
         state = self.state
         src = state.client.src
@@ -158,4 +224,4 @@ class ConnectionQueries:
             now=time.time(), user=state.client.username or "unknown",
             host=src.address if src is not None else "",
             connection_id=state.connection_id, schema=schema, seconds=seconds,
-            rows_sent=tracker.rows, rows_affected=tracker.affected_rows, query=text))
+            rows_sent=rows, rows_affected=affected, query=text))

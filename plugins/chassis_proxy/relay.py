@@ -14,8 +14,9 @@ With query digests or the slow log on, the legs are :class:`TrackedClientLeg` an
 :class:`TrackedServerLeg`: the bytes still go through untouched, and besides the client
 leg hands each command that starts a buffer to the connection's
 :class:`~chassis_proxy.queries.ConnectionQueries`, and the server leg walks the
-answer's packet headers with the codec's ``ResponseTracker.scan`` to see where it ends
-(and its rows, affected rows, error). Tracking only observes: when it cannot follow
+answer's packet headers to see where it ends (and its rows, affected rows, error): in
+one pass when the answer came whole in one buffer (the codec's ``summarize``), else with
+its ``ResponseTracker.scan``. Tracking only observes: when it cannot follow
 (a 16 MiB packet, a packet over :data:`MAX_CARRY` split across reads, bytes the
 tracker does not understand) that command goes unrecorded and tracking starts again
 with the client's next command.
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic
 
 from chassis_mysql.constants import MAX_PAYLOAD, Command
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame
 from chassis_mysql.response import ResponseTracker
+from chassis_mysql.summary import summarize
 
 from chassis_proxy.queries import ConnectionQueries
 
@@ -119,35 +122,58 @@ class ClientRelayLeg(RelayLeg):
 #: (a row of several MiB) the command is left unrecorded rather than copied again and again.
 MAX_CARRY = 1 << 20
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
+_QUERY = int(Command.QUERY)
+_EXECUTE = int(Command.STMT_EXECUTE)
+#: What an unanswered command is "followed" with (never fed).
+_NO_ANSWER = ResponseTracker(Command.QUIT, 0)
 
 
 class Tracking:
-    """The state both tracked legs share: the answer being followed."""
+    """The state both tracked legs share: the command on its way and its answer.
 
-    __slots__ = ("capabilities", "carry", "client_turn", "queries", "tracker")
+    A command's answer that came whole in one buffer, as an OK, an ERR or one result set
+    (nearly every one), is summarised in one pass (the codec's
+    :func:`~chassis_mysql.summary.summarize`); any other is followed with a
+    ``ResponseTracker`` across the buffers.
+    """
+
+    __slots__ = ("capabilities", "carry", "client_turn", "pending", "queries", "started", "tracker")
 
     def __init__(self, queries: ConnectionQueries, capabilities: int) -> None:
         self.queries = queries
         self.capabilities = capabilities
+        #: The client's buffer that started the command on its way (no answer seen yet).
+        self.pending: bytes | None = None
+        self.started = 0.0
         self.tracker: ResponseTracker | None = None  # while an answer is followed
         self.carry = b""
         #: The server asked for the client's packets (LOCAL INFILE data, an auth answer):
         #: the client's buffers are not commands until the server speaks again.
         self.client_turn = False
 
-    def command(self, data: bytes) -> None:
-        """A client buffer that starts with a packet of sequence id 0 while no answer is
-        followed: a command (its first packet, when whole, is what is recorded)."""
-        length = data[0] | (data[1] << 8) | (data[2] << 16)
-        payload = data[4:4 + length] if len(data) > 4 + length else data[4:]
-        tracker = ResponseTracker(data[4], self.capabilities)
-        if not tracker.expects_response:
-            self.queries.start(payload, tracker)  # COM_STMT_CLOSE forgets its statement
-            self.queries.tracker = None
-            return
+    def unanswered(self, data: bytes) -> None:
+        """A command the server does not answer (COM_STMT_CLOSE forgets its statement)."""
+        queries = self.queries
+        queries.start(data[4:], _NO_ANSWER)
+        queries.tracker = None
+
+    def first_answer(self, data: bytes) -> None:
+        """The first server buffer after a command."""
+        packet = self.pending
+        assert packet is not None
+        self.pending = None
+        command = packet[4]
+        if command in (_QUERY, _EXECUTE):
+            found = summarize(data, self.capabilities)
+            if found is not None:
+                self.queries.relayed(packet, self.started, *found)
+                return
+        length = packet[0] | (packet[1] << 8) | (packet[2] << 16)
+        tracker = ResponseTracker(command, self.capabilities)
         self.tracker = tracker
         self.carry = b""
-        self.queries.start(payload, tracker)
+        self.queries.start(packet[4:4 + length], tracker, self.started)
+        self.answer(data)
 
     def answer(self, data: bytes) -> None:
         """Server bytes while an answer is followed."""
@@ -198,8 +224,12 @@ class TrackedClientLeg(ClientRelayLeg):
             if data[4] not in _UNANSWERED:
                 self.turn[0] = True
             tracking = self.tracking
-            if tracking.tracker is None and not tracking.client_turn:
-                tracking.command(data)
+            if tracking.pending is None and tracking.tracker is None and not tracking.client_turn:
+                if data[4] in _UNANSWERED:
+                    tracking.unanswered(data)
+                else:
+                    tracking.pending = data
+                    tracking.started = monotonic()
 
 
 class TrackedServerLeg(RelayLeg):
@@ -218,7 +248,9 @@ class TrackedServerLeg(RelayLeg):
         self.turn[0] = False  # the server answered
         self.peer.write(data)
         tracking = self.tracking
-        if tracking.tracker is not None:
+        if tracking.pending is not None:
+            tracking.first_answer(data)
+        elif tracking.tracker is not None:
             tracking.answer(data)
         else:
             tracking.client_turn = False  # the end of a LOCAL INFILE exchange
