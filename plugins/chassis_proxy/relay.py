@@ -157,17 +157,10 @@ class Tracking:
         queries.start(data[4:], _NO_ANSWER)
         queries.tracker = None
 
-    def first_answer(self, data: bytes) -> None:
-        """The first server buffer after a command."""
-        packet = self.pending
-        assert packet is not None
-        self.pending = None
+    def follow(self, packet: bytes, data: bytes) -> None:
+        """The first server buffer after the command ``packet``, an answer that did not come
+        whole in it (or not the answer of a query): the tracker follows it."""
         command = packet[4]
-        if command in (_QUERY, _EXECUTE):
-            found = summarize(data, self.capabilities)
-            if found is not None:
-                self.queries.relayed(packet, self.started, *found)
-                return
         length = packet[0] | (packet[1] << 8) | (packet[2] << 16)
         tracker = ResponseTracker(command, self.capabilities)
         self.tracker = tracker
@@ -248,8 +241,16 @@ class TrackedServerLeg(RelayLeg):
         self.turn[0] = False  # the server answered
         self.peer.write(data)
         tracking = self.tracking
-        if tracking.pending is not None:
-            tracking.first_answer(data)
+        packet = tracking.pending
+        if packet is not None:  # the first answer to a command
+            tracking.pending = None
+            command = packet[4]
+            if command in (_QUERY, _EXECUTE):
+                found = summarize(data, tracking.capabilities)
+                if found is not None:  # whole in this buffer: recorded at once
+                    tracking.queries.relayed(packet, tracking.started, *found)
+                    return
+            tracking.follow(packet, data)
         elif tracking.tracker is not None:
             tracking.answer(data)
         else:
