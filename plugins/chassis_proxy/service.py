@@ -19,6 +19,7 @@ from chassis_proxy import health, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
+from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.settings import ProxySettings
 from chassis_proxy.stats import Counters
 
@@ -36,10 +37,12 @@ class ProxyService:
 
     def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
                  script_host: ScriptHost | None = None, worker_id: int = 0,
-                 worker_count: int = 1) -> None:
+                 worker_count: int = 1, recorder: QueryRecorder | None = None) -> None:
         self.settings = settings
         self.sock = sock
         self.script_host = script_host
+        #: Query digests and the slow log (None when both are off).
+        self.recorder = recorder
         self.worker_id = worker_id
         self.worker_count = max(1, worker_count)
         self.backends = Backends(settings.backends, settings.pool_max_idle,
@@ -179,6 +182,8 @@ class ProxyService:
             except Exception:
                 log.exception("closing the script host failed")
         self._retired_hosts.clear()
+        if self.recorder is not None:
+            self.recorder.close()
 
     # connections --------------------------------------------------------------------
 

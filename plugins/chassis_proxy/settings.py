@@ -41,13 +41,19 @@ BUNDLED_SCRIPTS = (
 DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
 
+#: --proxy-query-digest-max: distinct (digest, user, schema, backend) rows per worker.
+DEFAULT_QUERY_DIGEST_MAX = 10_000
+#: --proxy-long-query-time: MariaDB's long_query_time default.
+DEFAULT_LONG_QUERY_TIME = 10.0
+
 
 #: Options a running proxy cannot change; a reload (SIGHUP) keeps their running values
 #: and logs them as "needs a restart": the listener, and TLS of both legs (see
 #: :func:`needs_restart`). Every other proxy option is read again from a new
 #: :class:`ProxySettings` (``ProxyService.reconfigure``): an option added here that is
 #: turned into long-lived state at start-up must be listed too.
-RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog"})
+RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog",
+                             "proxy_slow_query_log"})  # created before --user
 #: Lua options that need a new script host (a new Lua state) when they change.
 LUA_OPTIONS = ("proxy_lua_on_error", "lua_runtime", "lua_hook_timeout", "lua_max_memory")
 
@@ -92,6 +98,11 @@ class ProxySettings:
     proxy_protocol_networks: tuple[Network, ...] = ()
     #: PROXY header version sent first on server connections (--proxy-backend-proxy-protocol); 0: none.
     backend_proxy_protocol: int = 0
+
+    query_digest: bool = True  # --proxy-query-digest
+    query_digest_max: int = DEFAULT_QUERY_DIGEST_MAX  # rows kept before the overflow row
+    slow_query_log: Path | None = None  # --proxy-slow-query-log
+    long_query_time: float = DEFAULT_LONG_QUERY_TIME  # seconds (MariaDB's default)
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -197,7 +208,17 @@ def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
         proxy_protocol_networks=networks,
         backend_proxy_protocol={"off": 0, "v1": 1, "v2": 2}[backend_pp],
+
+        query_digest=config.get("proxy_query_digest") != "off",
+        query_digest_max=_int(config, "proxy_query_digest_max", DEFAULT_QUERY_DIGEST_MAX),
+        slow_query_log=config.path(config.get("proxy_slow_query_log")),
+        long_query_time=_timeout(config, "proxy_long_query_time", DEFAULT_LONG_QUERY_TIME),
     )
+
+
+def _int(config: Config, name: str, default: int) -> int:
+    value = config.get(name)
+    return default if value is None else max(0, int(value))
 
 
 def describe(settings: ProxySettings, port: int | None = None) -> str:
