@@ -302,13 +302,17 @@ def _merge_backends(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def backends_table(replies: list[dict[str, Any]]) -> list[bytes]:
     rows = [
-        [b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"]]
+        [b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"],
+         b.get("replication", "unmonitored"), b.get("lag"), b.get("stale", "no")]
         for b in _merge_backends(replies)
     ]
+    # MySQL Proxy's six columns, then the replication monitor's (docs/operations.md)
     return text_resultset(
         [("backend_ndx", FieldType.LONG), ("address", FieldType.VAR_STRING),
          ("state", FieldType.VAR_STRING), ("type", FieldType.VAR_STRING),
-         ("uuid", FieldType.VAR_STRING), ("connected_clients", FieldType.LONG)],
+         ("uuid", FieldType.VAR_STRING), ("connected_clients", FieldType.LONG),
+         ("replication", FieldType.VAR_STRING), ("lag", FieldType.DOUBLE),
+         ("stale", FieldType.VAR_STRING)],
         rows,
     )
 

@@ -66,8 +66,36 @@ def collect(service: ProxyService) -> list[Metric]:
                   LATENCY_BOUNDS,
                   [(lb, b.stats.latency.counts, b.stats.latency.sum) for lb, b in label]),
     ]
+    out.extend(_replication(backends))
     out.extend(_lua(service.script_host))
     return out
+
+
+#: States the replication monitor reports (chassis_proxy.hooks.ReplicationInfo).
+_REPLICATION_STATES = ("none", "running", "lagging", "connecting", "stopped", "broken",
+                       "unknown", "synced", "desynced")
+
+
+def _replication(backends: list[Any]) -> list[Metric]:
+    """The replication monitor's view (with --proxy-monitor-user): every worker holds the
+    same reports, so the workers' values are not summed but the largest kept."""
+    monitored = [b for b in backends if b.replication.state != "unmonitored"]
+    if not monitored:
+        return []
+    return [
+        gauge("chassis_proxy_backend_replication_lag_seconds",
+              "Seconds_Behind_Master the monitor last read (replicas whose lag is known).",
+              [({"backend": str(b.addr)}, float(b.replication.lag)) for b in monitored
+               if b.replication.lag is not None], aggregate="max"),
+        gauge("chassis_proxy_backend_replication_state",
+              "1 for the backend's replication state as the monitor last saw it.",
+              [({"backend": str(b.addr), "state": state}, int(b.replication.state == state))
+               for b in monitored for state in _REPLICATION_STATES], aggregate="max"),
+        gauge("chassis_proxy_backend_stale",
+              "1 while the backend gets no reads (--proxy-max-replication-lag).",
+              [({"backend": str(b.addr)}, int(b.replication.stale)) for b in monitored],
+              aggregate="max"),
+    ]
 
 
 def _lua(host: Any) -> list[Metric]:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
-from chassis_proxy import health
+from chassis.control import ControlChannel
+from chassis_proxy import health, monitor
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
@@ -47,6 +48,9 @@ class ProxyService:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        #: Worker 1's replication monitor (None elsewhere, or without --proxy-monitor-user).
+        self.monitor: monitor.Monitor | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
@@ -67,6 +71,25 @@ class ProxyService:
         if self.settings.health_check_interval > 0:
             self._health = self.loop.create_task(health.run(
                 self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
+
+    def start_monitor(self, control: ControlChannel | None) -> None:
+        """Worker 1 probes the backends and tells every worker; any other worker first
+        takes worker 1's last reports (it may have been restarted). See chassis_proxy.monitor."""
+        settings = self.settings.monitor
+        if settings is None or self.loop is None:
+            return
+        if self.worker_id == 0:
+            self.monitor = monitor.Monitor(settings, [b.addr for b in self.backends],
+                                           monitor.publisher(control, self.apply_reports))
+            self._monitor_task = self.loop.create_task(self.monitor.run())
+        elif control is not None:
+            self._monitor_task = self.loop.create_task(monitor.catch_up(control, self.apply_reports))
+
+    def apply_reports(self, reports: list[monitor.ServerReport]) -> None:
+        """What worker 1's monitor found, applied to this worker's backends (it alone logs)."""
+        if self.settings.monitor is not None:
+            monitor.apply_reports(self.backends, reports, self.settings.monitor,
+                                  announce=self.worker_id == 0)
 
     @property
     def port(self) -> int | None:
@@ -115,6 +138,10 @@ class ProxyService:
             self._sweeper.cancel()
         if self._health is not None:
             self._health.cancel()
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+        if self.monitor is not None:
+            self.monitor.close()
         if self._server is not None:
             self._server.close()
         self.close_all()

@@ -105,6 +105,12 @@ class Topology:
         old.sql("SET GLOBAL read_only=1")
         new.wait_for_replica(old, timeout=timeout)
         self.promote(new)
+        self.repoint(old, timeout)
+
+    def repoint(self, old: MariaDB, timeout: float = 30.0) -> None:
+        """After :meth:`promote`: every other server (``old``, the former primary,
+        included) replicates from the new primary."""
+        new = self.primary
         for server in self.replicas:
             server.sql("STOP SLAVE")
             if server is old:
