@@ -38,7 +38,11 @@
 --   injected. If it fails (the database is missing on a replica), the client gets an ERR
 --   that names the backend;
 -- * a write is never sent to a read-only backend: if no read-write connection can be
---   had, the client gets an ERR that says so;
+--   had, the client gets an ERR that says so. Backend types are read for every
+--   statement, so with --proxy-backend-roles=auto writes follow a switchover;
+-- * a read never goes to a stale replica (backends[i].stale: more than
+--   --proxy-max-replication-lag behind, or its replication stopped or broken); with no
+--   fresh replica to be had, it goes to the read-write backend;
 -- * at disconnect, only a connection without session state and transaction goes back
 --   to the pool. Any other is closed.
 --
@@ -186,8 +190,9 @@ local function place(route)
 		route = "ro"
 	end
 	if route == "ro" then
-		if current and backend_type(current) == proxy.BACKEND_TYPE_RO
-			and proxy.global.backends[current].state ~= proxy.BACKEND_STATE_DOWN then
+		local b = current and proxy.global.backends[current]
+		if b and b.type == proxy.BACKEND_TYPE_RO and b.state ~= proxy.BACKEND_STATE_DOWN
+			and not b.stale then
 			return nil
 		end
 		local ndx = lb.idle_ro()
