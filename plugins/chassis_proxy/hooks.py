@@ -148,7 +148,7 @@ class ReplicationInfo:
     as scripts see it: ``proxy.global.backends[i].replication``, ``.lag``, ``.stale``.
 
     ``state``: ``unmonitored`` (no monitor), ``unknown`` (the probe failed: ``error``
-    says why), ``none`` (not a replica), ``running``, ``lagging`` (more than
+    says why; lag and ``stale`` stay as last seen), ``none`` (not a replica), ``running``, ``lagging`` (more than
     ``--proxy-max-replication-lag`` behind), ``connecting``, ``stopped``, ``broken``
     (a replication thread stopped on an error), and for Galera ``synced`` or
     ``desynced``. ``stale``: the proxy keeps reads away from the backend (only with

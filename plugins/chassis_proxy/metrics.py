@@ -67,6 +67,13 @@ def collect(service: ProxyService) -> list[Metric]:
                   [(lb, b.stats.latency.counts, b.stats.latency.sum) for lb, b in label]),
     ]
     out.extend(_replication(backends))
+    if service.monitor is not None:  # worker 1 only: it alone probes
+        probes = service.monitor.probes
+        out.append(counter(
+            "chassis_proxy_monitor_probes_total",
+            "Replication monitor probes of the backend, by result (ok, error).",
+            [({"backend": str(b.addr), "result": result}, probes[b.index, result])
+             for b in backends for result in ("ok", "error")]))
     out.extend(_lua(service.script_host))
     return out
 

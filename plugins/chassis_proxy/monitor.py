@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -60,6 +61,8 @@ class Monitor:
         self.addresses = list(addresses)
         self.publish = publish
         self.last: list[ServerReport] = []
+        #: Probes per backend index and outcome ("ok", "error"), for the metrics.
+        self.probes: Counter[tuple[int, str]] = Counter()
         self._sessions: dict[int, MonitorSession] = {}
         self._replica_sql: dict[int, str] = {}
 
@@ -86,7 +89,9 @@ class Monitor:
         """One bounded probe of backend ``ndx``; a failure is a report with ``error``."""
         try:
             async with asyncio.timeout(self.settings.timeout):
-                return await self._probe(ndx, addr)
+                report = await self._probe(ndx, addr)
+            self.probes[ndx, "ok"] += 1
+            return report
         except TimeoutError:
             error = f"no answer within {self.settings.timeout:g} s (--proxy-monitor-timeout)"
         except QueryError as e:
@@ -101,6 +106,7 @@ class Monitor:
         except OSError as e:
             error = e.strerror or str(e)
         self._drop(ndx)
+        self.probes[ndx, "error"] += 1
         return ServerReport(ndx=ndx, error=error)
 
     async def _probe(self, ndx: int, addr: Address) -> ServerReport:
@@ -156,7 +162,7 @@ def apply_reports(backends: Backends, reports: Iterable[ServerReport],
         if backend is None:
             continue  # reports of another configuration (a worker being replaced)
         before = backend.replication
-        info = judge(report, settings.max_lag)
+        info = judge(report, settings.max_lag, before)
         backend.replication = info
         if info.error and info.error != before.error:
             say(logging.WARNING, "backend %s: the replication monitor cannot probe it: %s",

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from chassis_proxy.hooks import BackendType, ReplicationInfo
+from chassis_proxy.hooks import UNMONITORED, BackendType, ReplicationInfo
 
 #: Galera's wsrep_local_state when the node is in sync and may serve.
 GALERA_SYNCED = 4
@@ -82,12 +82,16 @@ def summarise_channels(rows: list[dict[str, str | None]]) -> dict[str, Any]:
     }
 
 
-def judge(report: ServerReport, max_lag: float | None) -> ReplicationInfo:
+def judge(report: ServerReport, max_lag: float | None,
+          before: ReplicationInfo = UNMONITORED) -> ReplicationInfo:
     """What ``report`` means: the state, and whether reads must stay away (``stale``:
-    only with a lag limit; a backend the monitor cannot probe counts as stale then)."""
+    only with a lag limit). A failed probe (``unknown``) changes nothing else: the lag
+    and ``stale`` stay what the last good probe found, so a monitor that cannot log in
+    never takes a backend's clients away, nor gives a stopped replica reads again."""
     if report.error:
-        state = "unknown"
-    elif report.galera_ready is not None:
+        return ReplicationInfo(state="unknown", lag=before.lag, stale=before.stale,
+                               error=report.error)
+    if report.galera_ready is not None:
         ok = report.galera_ready and report.galera_state == GALERA_SYNCED
         state = "synced" if ok else "desynced"
     elif not report.replica:
@@ -102,7 +106,7 @@ def judge(report: ServerReport, max_lag: float | None) -> ReplicationInfo:
     else:
         state = "stopped"
     stale = max_lag is not None and state not in FRESH_STATES
-    return ReplicationInfo(state=state, lag=report.lag, stale=stale, error=report.error)
+    return ReplicationInfo(state=state, lag=report.lag, stale=stale)
 
 
 def role(report: ServerReport) -> BackendType | None:

@@ -80,12 +80,14 @@ def secret_file(path: Path, text: str) -> Path:
 @pytest.fixture
 def repl_proxy(start_proxy: StartProxy, topology: Topology,  # noqa: F811
                tmp_path: Path) -> Callable[..., ReplProxy]:
-    """``repl_proxy(extra_args, rw=[servers], ro=[servers], event_threads=1)``: a chassis
-    with the monitor logged in as ``monitor``, the admin plugin on a port of its own."""
+    """``repl_proxy(extra_args, rw=[servers], ro=[servers], event_threads=1, env=...)``: a
+    chassis with the monitor logged in as ``monitor`` every MONITOR_INTERVAL (unless
+    ``monitor=False``), the admin plugin on a port of its own. By default ``servers[0]``
+    is the read/write backend and the others read-only ones."""
 
     def start(extra: Sequence[str] = (), *, rw: Sequence[MariaDB] | None = None,
               ro: Sequence[MariaDB] | None = None, event_threads: int = 1,
-              monitor: bool = True) -> ReplProxy:
+              monitor: bool = True, **kwargs: Any) -> ReplProxy:
         rw = [topology.servers[0]] if rw is None else rw
         ro = topology.servers[1:] if ro is None else ro
         admin_port = free_port()
@@ -102,7 +104,7 @@ def repl_proxy(start_proxy: StartProxy, topology: Topology,  # noqa: F811
                 f"--proxy-monitor-password-file={secret_file(tmp_path / 'mon.pw', MONITOR_PASSWORD)}",
                 f"--proxy-monitor-interval={MONITOR_INTERVAL}",
             ]
-        proxy = start_proxy([s.address for s in rw], [*args, *extra])
+        proxy = start_proxy([s.address for s in rw], [*args, *extra], **kwargs)
         return ReplProxy(proxy, admin_port)
 
     return start

@@ -5,10 +5,9 @@ why."""
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Callable
-from typing import Any
 
+from tests.metrics.test_prometheus import scrape
 from tests.replication.conftest import MONITOR_INTERVAL, ReplProxy, served_by, whoami
 from tests.support.chassis_proc import free_port, wait_for
 from tests.support.replication import Topology, wait_running
@@ -115,24 +114,13 @@ def test_lag_beyond_the_limit_is_measured_and_shown(
             lambda: (row := proxy.replication()[2])[0] == "lagging" and row,
             NOTICE + 3, "repl2 to be lagging")
         assert lag is not None and lag > 1 and is_stale == "yes"
-        text = wait_for(lambda: lag_metric(metrics, topo.servers[2].address), 5, "the lag metric")
-        assert float(text) > 1
+        key = ("chassis_proxy_backend_replication_lag_seconds",
+               (("backend", topo.servers[2].address),))
+        wait_for(lambda: scrape(metrics).get(key, 0) > 1, 5, "the lag metric above 1 s")
         # once the delayed event is applied, it is fresh again
         wait_for(lambda: stale(proxy) == ["no", "no", "no"], 10, "repl2 to catch up")
     finally:
         r2.sql("STOP SLAVE")
         r2.sql("CHANGE MASTER TO MASTER_DELAY=0")
         r2.sql("START SLAVE")
-
-
-def lag_metric(metrics: str, address: str) -> Any:
-    """The value of chassis_proxy_backend_replication_lag_seconds for ``address`` if > 0."""
-    with urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5) as reply:
-        body = reply.read().decode()
-    for line in body.splitlines():
-        if line.startswith("chassis_proxy_backend_replication_lag_seconds{") and address in line:
-            value = line.rsplit(" ", 1)[1]
-            return value if float(value) > 1 else None
-    return None
-
 
