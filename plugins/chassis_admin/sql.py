@@ -8,7 +8,8 @@ from dataclasses import dataclass
 #: (statement, what it does) for ``SELECT * FROM help``.
 HELP = [
     ("SELECT * FROM help", "shows this help"),
-    ("SELECT * FROM backends", "lists the backends (MySQL Proxy's columns), over all workers"),
+    ("SELECT * FROM backends",
+     "lists the backends (MySQL Proxy's columns, then replication, lag, stale), over all workers"),
     ("SELECT * FROM backend_stats", "connections, queries, errors and bytes per backend"),
     ("SELECT * FROM stats", "global statistics, per worker and in total"),
     ("UPDATE backends SET state='up|down|offline' WHERE backend_ndx=N",
