@@ -195,6 +195,9 @@ class Backends:
                              "under --proxy-max-replication-lag)")
             else:
                 parts.append(f"{b.addr} ({b.state.name.lower()})")
+        if not parts and any(b.replication.state != "unmonitored" for b in self.items):
+            return ("no backend is read/write now: every server has read_only=ON "
+                    "(--proxy-backend-roles=auto; a switchover in progress?)")
         return "; ".join(parts) or "no read/write backend is configured"
 
     def no_backend_message(self, tried: list[str]) -> str:

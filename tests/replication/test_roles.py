@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pymysql
+import pytest
 
 from tests.replication.conftest import MONITOR_INTERVAL, ReplProxy, served_by, whoami
 from tests.support.chassis_proc import wait_for
@@ -47,11 +48,14 @@ def fresh_tables(topo: Topology) -> None:
     topo.sync()
 
 
-def switch_and_time(topo: Topology, until: Callable[[], object]) -> float:
+def switch_and_time(topo: Topology, until: Callable[[], object],
+                    between: Callable[[], None] = lambda: None) -> float:
     """Switch over to servers[1] as an operator would and return the seconds from the
-    promotion (read_only=0 on the new primary) until ``until()`` holds."""
+    promotion (read_only=0 on the new primary) until ``until()`` holds; ``between`` runs
+    while no server takes writes."""
     old, new = topo.servers[0], topo.servers[1]
     old.sql("SET GLOBAL read_only=1")
+    between()
     new.wait_for_replica(old)
     topo.promote(new)
     promoted = time.monotonic()
@@ -68,8 +72,16 @@ def test_switchover_moves_writes_without_a_script(topo: Topology, repl_proxy: Ca
     assert proxy.roles() == ["rw", "ro", "ro"]
     assert write_lands_on(proxy, 1) == "repl0"
 
+    def no_primary_for_a_moment() -> None:
+        wait_for(lambda: proxy.roles() == ["ro", "ro", "ro"], MONITOR_INTERVAL + 3,
+                 "the old primary to be read-only")
+        with pytest.raises(pymysql.err.OperationalError) as info:
+            proxy.connect("native")
+        assert "every server has read_only=ON" in info.value.args[1]
+
     ids = iter(range(100, 10_000))
-    took = switch_and_time(topo, lambda: write_lands_on(proxy, next(ids)) == "repl1")
+    took = switch_and_time(topo, lambda: write_lands_on(proxy, next(ids)) == "repl1",
+                           no_primary_for_a_moment)
     assert took <= MONITOR_INTERVAL + 1, f"writes reached the new primary after {took:.2f} s"
     assert proxy.roles() == ["ro", "rw", "ro"]
     # one line per change, though two workers apply it
