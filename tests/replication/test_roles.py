@@ -99,10 +99,14 @@ def test_switchover_moves_writes_through_rw_splitting(
     proxy = repl_proxy(["--proxy-backend-roles=auto", "--proxy-lua-script=rw-splitting.lua"])
     wait_for(lambda: proxy.replication()[0][0] == "none", 10, "the monitor's first report")
     steady = proxy.connect("native", database="test")
+    pinned = proxy.connect("native", database="test")
     try:
         with steady.cursor() as cur:
             cur.execute("INSERT INTO test.sw VALUES (1)")
         assert served_by_primary(steady) == "repl0"
+        with pinned.cursor() as cur:
+            cur.execute("SET @mine = 1")  # session state: pinned to repl0's connection
+            cur.execute("INSERT INTO test.sw VALUES (3)")
 
         ids = iter(range(100, 10_000))
         took = switch_and_time(topo, lambda: write_lands_on(proxy, next(ids)) == "repl1")
@@ -114,7 +118,15 @@ def test_switchover_moves_writes_through_rw_splitting(
         assert topo.servers[1].sql("SELECT COUNT(*) FROM test.sw WHERE id = 2") == [(1,)]
         # reads still go to a replica: never the new primary's own table
         assert served_by(steady) in ("repl0", "repl2")
+        # a pinned client cannot follow (its state is on repl0): told so, and disconnected
+        with pytest.raises(pymysql.err.MySQLError) as info, pinned.cursor() as cur:
+            cur.execute("INSERT INTO test.sw VALUES (4)")
+        assert "is read-only now and this session's state (user variable" in str(info.value)
+        with pytest.raises(pymysql.err.OperationalError) as info, pinned.cursor() as cur:
+            cur.execute("SELECT 1")
+        assert info.value.args[0] in (2006, 2013)  # gone
     finally:
         steady.close()
+        pinned.close()
     # what the script saw: proxy.global.backends[i].type is the live role
     assert proxy.roles() == ["ro", "rw", "ro"]
