@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,11 @@ THREADS = 4
 TABLES = 2
 TABLE_SIZE = 2000
 USER = "native"  # read_only stops its writes: a write on a read-only server fails
-IGNORED = "1290,1105"
+#: The switch's errors, then sysbench's own defaults (deadlocks, lock waits: its load alone
+#: can cause them, on any primary).
+SWITCH_ERRORS = {1290, 1105}
+LOAD_ERRORS = {1213, 1205, 1020}
+IGNORED = ",".join(str(code) for code in sorted(SWITCH_ERRORS | LOAD_ERRORS))
 
 
 def sysbench_args(host: str, port: int, user: str, password: str, *extra: str) -> list[str]:
@@ -87,6 +92,20 @@ def warm_pools(proxy: ReplProxy) -> None:
     raise AssertionError(f"pools still below {THREADS} idle connections: {pool_idle(proxy)}")
 
 
+def ignored_errors(report: str) -> Counter[int]:
+    """sysbench's ignored errors by code, from its --verbosity=5 lines ("DEBUG: Ignoring
+    error 1290 ...", then "(last message repeated N times)")."""
+    found: Counter[int] = Counter()
+    last = None
+    for line in report.splitlines():
+        if m := re.match(r"DEBUG: Ignoring error (\d+)", line):
+            last = int(m.group(1))
+            found[last] += 1
+        elif (m := re.match(r"\(last message repeated (\d+) times\)", line)) and last is not None:
+            found[last] += int(m.group(1))
+    return found
+
+
 def pool_idle(proxy: ReplProxy) -> list[int]:
     return [int(row[-1]) for row in proxy.admin_rows("SELECT * FROM backend_stats")]
 
@@ -111,7 +130,7 @@ def test_switchover_during_sysbench_oltp_read_write(
         sysbench_args(proxy.host, proxy.port, USER, ACCOUNTS[USER].password,
                       f"--threads={THREADS}", "--time=12", "--db-ps-mode=disable",
                       f"--mysql-ignore-errors={IGNORED}", "--delete_inserts=0",
-                      "--report-interval=1", "run"),
+                      "--report-interval=1", "--verbosity=5", "run"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         before = commits(old)
@@ -138,17 +157,21 @@ def test_switchover_during_sysbench_oltp_read_write(
     transactions = counter(report, "transactions")
     assert transactions > 100, report
     assert counter(report, "reconnects") == 0, report
-    # errors only while no server took writes: from read_only=1 on the old primary to the
-    # first commit on the new one (sysbench's per-second reports; a second's slack each side)
+    # the switch's errors only while no server took writes: from read_only=1 on the old
+    # primary to the first commit on the new one (sysbench's per-second reports, a
+    # second's slack each side); outside it only the load's own (deadlocks), if any
+    ignored = ignored_errors(report)
+    assert set(ignored) <= SWITCH_ERRORS | LOAD_ERRORS, ignored
+    load = sum(n for code, n in ignored.items() if code in LOAD_ERRORS)
     window = (switch - started - 1.5, resumed - started + 1.5)
-    for second, rate in re.findall(r"^\[ (\d+)s \].*err/s: ([\d.]+)", report, re.MULTILINE):
-        if float(rate) > 0:
-            assert window[0] <= int(second) <= window[1], \
-                f"errors in second {second}, outside the switch {window}:\n{report}"
+    outside = sum(float(rate) for second, rate in
+                  re.findall(r"^\[ (\d+)s \].*err/s: ([\d.]+)", report, re.MULTILINE)
+                  if not window[0] <= int(second) <= window[1])
+    assert outside <= load + 0.5, f"errors outside the switch {window}: {ignored}\n{report}"
     assert commits(new) - at_promotion > 20, "sysbench went on writing on the new primary"
     topo.sync(timeout=60)
     for i in range(1, TABLES + 1):
         assert new.sql(f"SELECT COUNT(*) FROM sbtest.sbtest{i}") == [(TABLE_SIZE,)]
     assert checksums(old) == checksums(new) == checksums(topo.servers[2])
     print(f"switchover under sysbench: writes resumed after {took:.2f} s; {errors} errors "
-          f"({IGNORED}) over {transactions} transactions")
+          f"over {transactions} transactions, by code: {dict(ignored)}")
