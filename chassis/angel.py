@@ -21,6 +21,11 @@ Policy, per worker exit:
 * exit 0 on its own (a plugin asked, or SIGTERM sent to the worker itself): the angel
   stops the others and exits 0.
 
+SIGHUP reopens the angel's log, is forwarded (the workers reopen theirs) and reloads
+the configuration: read here, checked in a child with the workers' privileges, sent to
+every worker over its own socket and kept for the workers started later
+(:mod:`chassis.reload`).
+
 The angel keeps root with ``--user``: it must be able to start a worker that binds a
 privileged port again, to replace the pid file, and to create a rotated log file the
 workers (chowned) can reopen after SIGHUP.
@@ -33,13 +38,14 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import pluggy
 
-from chassis import logs, signals, watchdog, worker
+from chassis import logs, reload, signals, watchdog, worker
 from chassis.config import Config
 from chassis.pidfile import PidFile
 from chassis.privileges import TargetUser
@@ -107,6 +113,8 @@ class Slot:
     #: Set once the watchdog found it hung: when to SIGKILL it (None: done or not hung).
     hung: bool = False
     kill_hung_at: float | None = None
+    #: The angel's end of the socket that carries reloaded configurations to the worker.
+    commands: socket.socket | None = None
 
 
 @dataclass
@@ -119,6 +127,8 @@ class Angel:
     notifier: Notifier = field(default_factory=lambda: Notifier(None))
     launcher: Reporter = field(default_factory=lambda: Reporter(None))
     policy: RestartPolicy = field(default_factory=RestartPolicy.from_environment)
+    #: How SIGHUP reads the configuration again (``cli.reparse``; None: logs only).
+    reread: reload.Reread | None = None
 
     def __post_init__(self) -> None:
         self.count = int(self.config.get("event_threads") or 1)
@@ -176,6 +186,8 @@ class Angel:
                 slot.listener.close()
             if slot.heartbeat is not None:
                 slot.heartbeat.close()
+            if slot.commands is not None:
+                slot.commands.close()
         if self.pidfile is not None:
             self.pidfile.release()
         level = logs.CRITICAL if self.config.get("verbose_shutdown") else logs.MESSAGE
@@ -202,9 +214,29 @@ class Angel:
             # workers, who may no longer be root, reopen it.
             self.logs.reopen_after_sighup()
             self._forward(signum)
+            self._reload()
         elif signum in (signal.SIGUSR1, signal.SIGUSR2):
             self._forward(signum)
         # SIGCHLD and SIGIO only wake the loop: reaping and reading follow.
+
+    def _reload(self) -> None:
+        """Read the configuration again, check it in a child with the workers'
+        privileges, and send what was accepted to every worker (see chassis.reload).
+        Workers started later get it at their fork."""
+        if self.reread is None or self.stopping:
+            return
+        plan = reload.prepare(self.pm, self.config, self.reread, checker=lambda new: (
+            reload.check_in_child(self.pm, self.config, new, self.user)))
+        if plan is None:
+            return
+        self.config = plan.config
+        self.logs.set_level(plan.config.get("log_level") or "message")
+        for slot in self.slots:
+            if slot.pid and slot.commands is not None:
+                why = reload.send(slot.commands, plan.config)
+                if why is not None:
+                    log.log(logs.CRITICAL, "reload: worker %d (pid=%d) did not get the new "
+                            "configuration: %s", slot.index + 1, slot.pid, why)
 
     def _forward(self, signum: int) -> None:
         for slot in self.slots:
@@ -245,6 +277,9 @@ class Angel:
         slot.hung = False
         slot.kill_hung_at = None
         listener, reporter = pipe()
+        if slot.commands is not None:
+            slot.commands.close()
+        slot.commands, commands = reload.channel()
         fcntl.fcntl(listener.fd, fcntl.F_SETOWN, os.getpid())
         flags = fcntl.fcntl(listener.fd, fcntl.F_GETFL)
         fcntl.fcntl(listener.fd, fcntl.F_SETFL, flags | os.O_NONBLOCK | os.O_ASYNC)
@@ -254,11 +289,13 @@ class Angel:
         except OSError as e:
             listener.close()
             reporter.close()
+            commands.close()
             self._fail(f"cannot start a worker: {e.strerror}", 1)
             return
         if pid == 0:
-            self._become_worker(slot, listener, reporter)
+            self._become_worker(slot, listener, reporter, commands)
         reporter.close()
+        commands.close()
         slot.pid = pid
         slot.listener = listener
         slot.started = time.monotonic()
@@ -267,7 +304,8 @@ class Angel:
         slot.generation += 1
         log.log(logs.MESSAGE, "started worker %d (pid=%d)", slot.index + 1, pid)
 
-    def _become_worker(self, slot: Slot, listener: Listener, reporter: Reporter) -> None:
+    def _become_worker(self, slot: Slot, listener: Listener, reporter: Reporter,
+                       commands: socket.socket) -> None:
         """The child side of the fork: never returns."""
         code = INTERNAL_ERROR
         try:
@@ -275,6 +313,8 @@ class Angel:
             for other in self.slots:
                 if other.listener is not None:
                     other.listener.close()
+                if other.commands is not None:
+                    other.commands.close()
             logs.set_role("worker" if self.count == 1 else f"worker#{slot.index + 1}")
             # what this slot's earlier workers cannot count themselves (--metrics-address)
             os.environ["CHASSIS_WORKER_RESTARTS"] = str(slot.generation)
@@ -283,6 +323,7 @@ class Angel:
                 worker_count=self.count, reporter=reporter, angel_pid=self.pid,
                 user=self.user, heartbeat=slot.heartbeat,
                 heartbeat_interval=watchdog.interval(self.watchdog_timeout or 4.0),
+                commands=commands,
             ))
         except BaseException:
             with contextlib.suppress(BaseException):

@@ -12,6 +12,7 @@ import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
@@ -217,17 +218,40 @@ def version_text(selected: Sequence[str], found: dict[str, plugins.PluginInfo],
     return "\n".join(lines)
 
 
+def _plugin_names(pre: PreParse, dfile: keyfile.DefaultsFile | None) -> list[str]:
+    if pre.plugins:
+        return split_list(pre.plugins)
+    if dfile is not None and "plugins" in dfile.entries:
+        return split_list([dfile.entries["plugins"].value])
+    return list(DEFAULT_PLUGINS)
+
+
+def _config(argv: Sequence[str], dfile: keyfile.DefaultsFile | None, names: list[str],
+            ctx: click.Context) -> Config:
+    """The :class:`Config` of a parsed command line (``--version`` already taken out)."""
+    values = dict(ctx.params)
+    sources: dict[str, str] = {}
+    for name in values:
+        src = ctx.get_parameter_source(name)
+        sources[name] = {
+            ParameterSource.COMMANDLINE: COMMAND_LINE,
+            ParameterSource.DEFAULT_MAP: DEFAULTS_FILE,
+        }.get(src, DEFAULT) if src is not None else DEFAULT
+    values["plugins"] = names
+    if values.get("basedir") and not values["basedir"].startswith("/"):
+        raise ConfigError(f"--basedir must be an absolute path, got {values['basedir']!r}")
+    if values.get("log_file") and values.get("log_use_syslog"):
+        raise ConfigError("--log-file and --log-use-syslog: only one of them is allowed")
+    return Config(values=values, sources=sources, defaults_file=dfile.path if dfile else None,
+                  plugins=names, argv=list(argv))
+
+
 def parse(argv: Sequence[str]) -> tuple[Config, Any] | int:
     """Parse everything; return the config and plugin manager, or an exit code."""
     pre = preparse(argv)
     dfile = keyfile.load(pre.defaults_file) if pre.defaults_file else None
     found = plugins.available()
-    if pre.plugins:
-        names = split_list(pre.plugins)
-    elif dfile is not None and "plugins" in dfile.entries:
-        names = split_list([dfile.entries["plugins"].value])
-    else:
-        names = list(DEFAULT_PLUGINS)
+    names = _plugin_names(pre, dfile)
     if pre.help:  # show the options of every plugin we can find
         names_to_load = names + [n for n in found if n not in names]
         pm = plugins.load([n for n in names_to_load if n in found], found)
@@ -246,25 +270,46 @@ def parse(argv: Sequence[str]) -> tuple[Config, Any] | int:
     except click.ClickException as e:
         e.show()
         return 2
-    values = dict(ctx.params)
-    if values.pop("version", False):
+    if ctx.params.pop("version", False):
         click.echo(version_text(names, found, pm))
         return 0
-    sources: dict[str, str] = {}
-    for name in values:
-        src = ctx.get_parameter_source(name)
-        sources[name] = {
-            ParameterSource.COMMANDLINE: COMMAND_LINE,
-            ParameterSource.DEFAULT_MAP: DEFAULTS_FILE,
-        }.get(src, DEFAULT) if src is not None else DEFAULT
-    values["plugins"] = names
-    if values.get("basedir") and not values["basedir"].startswith("/"):
-        raise ConfigError(f"--basedir must be an absolute path, got {values['basedir']!r}")
-    if values.get("log_file") and values.get("log_use_syslog"):
-        raise ConfigError("--log-file and --log-use-syslog: only one of them is allowed")
-    config = Config(values=values, sources=sources,
-                    defaults_file=dfile.path if dfile else None, plugins=names)
-    return config, pm
+    return _config(argv, dfile, names, ctx), pm
+
+
+def reparse(running: Config, pm: Any) -> Config:
+    """The configuration again, for a reload (SIGHUP): the same command line, the
+    defaults-file as it is now, the options of the plugins that run.
+
+    Raises :class:`ConfigError` for anything start-up would refuse (an unreadable or
+    invalid file, a bad value). A changed plugin list comes back in ``values["plugins"]``
+    (the reload keeps the running plugins: that needs a restart); keys of the plugins
+    that do not run are skipped, as at start-up. Relative paths keep resolving against
+    the directory chassis was started from.
+    """
+    argv = running.argv
+    pre = preparse(argv)
+    dfile = None
+    if pre.defaults_file:  # relative to where chassis started (a daemon is in / now)
+        dfile = keyfile.load(str(running.start_dir / Path(pre.defaults_file).expanduser()))
+    names = _plugin_names(pre, dfile)
+    grouped = plugins.options_by_plugin(pm)
+    probe = build_command(grouped)
+    default_map: dict[str, Any] = {}
+    if dfile is not None:
+        others = _keys_of_unselected(plugins.available(), running.plugins)
+        default_map = file_defaults(dfile, probe.params, others)
+    command = build_command(grouped, default_map)
+    try:
+        ctx = command.make_context("chassis", list(argv))
+    except click.exceptions.Exit:
+        raise ConfigError("the command line asks for --help or --version") from None
+    except click.ClickException as e:
+        raise ConfigError(e.format_message()) from None
+    ctx.params.pop("version", None)
+    config = _config(argv, dfile, names, ctx)
+    config.plugins = list(running.plugins)
+    config.start_dir = running.start_dir
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -276,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config, pm = parsed
         from chassis.runner import run
 
-        sys.exit(run(config, pm))
+        sys.exit(run(config, pm, reread=reparse))
     except ChassisError as e:
         print(f"chassis: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

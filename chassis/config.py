@@ -26,6 +26,8 @@ class Config:
     defaults_file: Path | None = None
     plugins: list[str] = field(default_factory=list)
     start_dir: Path = field(default_factory=lambda: Path(os.getcwd()))
+    #: The command line it was parsed from, read again by a reload (SIGHUP).
+    argv: list[str] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -23,6 +23,11 @@ Life of a plugin, per process:
    until ``deadline``.
 6. ``chassis_shutdown``: last chance to release resources; the loop is about to close.
 
+SIGHUP, while serving, reloads (see docs/operations.md, "Reloading"): the command line
+and the defaults-file are parsed again, ``chassis_check_reload`` of every plugin is
+called once (in the angel's check child, or in the single process), and when none
+refuses, ``chassis_reload`` runs in every worker.
+
 A failure in 3 or 4 (raise :class:`chassis.errors.StartupError`, or any exception) stops
 start-up: the message is logged, reported to the launching shell, and the angel does not
 restart the worker.
@@ -164,6 +169,53 @@ def chassis_ready(runtime: Runtime) -> str | None:
     A proxy returns a reason while its listener is closed or no backend is up. ``/readyz``
     answers 200 only when every worker answered and none gave a reason (and none is
     stopping); ``/healthz`` only says that a worker answers HTTP.
+    """
+
+
+@hookspec
+def chassis_check_reload(old: Config, new: Config) -> Sequence[str] | None:
+    """Phase one of a reload (SIGHUP): can this plugin take ``new`` in a running process?
+
+    ``old`` is the running configuration, ``new`` the one just parsed from the command
+    line and the defaults-file. Check the new values as start-up would (parse them,
+    compile what must compile) and raise :class:`chassis.errors.ChassisError` (a
+    ``StartupError`` or ``ConfigError``) with a message for the operator to refuse the
+    whole reload: no plugin in any worker then changes anything, and the running
+    configuration stays. Return the Python names of your options that changed but that
+    a running process cannot change (a listen address): they keep their running values
+    and are logged as "needs a restart". Options of a plugin that does not implement
+    this hook all need a restart.
+
+    Called once per reload, not in the workers: in a short-lived child of the angel
+    that has the workers' privileges (``--user``), or in the single process. It has no
+    runtime and must not change any state: build what you need to check, then drop it.
+    """
+
+
+@hookspec
+def chassis_reload(old: Config, new: Config, runtime: Runtime) -> Awaitable[None] | None:
+    """Phase two of a reload: apply ``new`` in this worker, for new work.
+
+    Called in every worker once every plugin's ``chassis_check_reload`` accepted ``new``,
+    in which the options that need a restart have their running values. Do not close
+    connections or fail running work: what was started keeps its settings, new work
+    takes the new ones. Must not fail (the check said it would not): an exception is
+    logged and the plugin keeps what it had. ``runtime.config`` becomes ``new`` after
+    every plugin's ``chassis_reload`` has returned. Runs inside the event loop; may
+    return a coroutine.
+    """
+
+
+@hookspec
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    """SIGHUP arrived: reopen the files this plugin appends to (its own logs), at their path.
+
+    Called in every worker, in the event loop, right after the chassis reopened its
+    ``--log-file``, so that logrotate can move a plugin's log away and signal the
+    chassis as it does for the main log. Open with ``O_APPEND`` and, when the worker
+    may have dropped privileges (``--user``), create the file before the drop (in
+    ``chassis_apply_config``) owned by that user, so that the reopen is allowed. Log a
+    failure and keep writing to the old file rather than raise.
     """
 
 

@@ -172,6 +172,10 @@ class Logs:
         # The angel's watchdog asks a hung worker for its tracebacks with SIGQUIT.
         faulthandler.register(signal.SIGQUIT, file=stream, all_threads=True, chain=False)
 
+    def set_level(self, level: str) -> None:
+        """``--log-level`` changed by a reload."""
+        logging.getLogger().setLevel(LEVELS[level])
+
     def reopen_after_sighup(self) -> None:
         """What SIGHUP does: MySQL Proxy's two lines around a reopen of the log file."""
         if self.file is None:

@@ -19,7 +19,7 @@ import sys
 
 import pluggy
 
-from chassis import __version__, angel, daemon, limits, logs, privileges, signals, worker
+from chassis import __version__, angel, daemon, limits, logs, privileges, reload, signals, worker
 from chassis.config import Config
 from chassis.errors import ChassisError
 from chassis.pidfile import PidFile
@@ -45,8 +45,12 @@ def export_lua_paths(config: Config) -> None:
         os.environ["LUA_CPATH"] = str(config.lua_cpath)
 
 
-def run(config: Config, pm: pluggy.PluginManager) -> int:
-    """Run chassis with ``config``; returns the exit code of this process."""
+def run(config: Config, pm: pluggy.PluginManager, reread: reload.Reread | None = None) -> int:
+    """Run chassis with ``config``; returns the exit code of this process.
+
+    ``reread`` reads the configuration again on SIGHUP (``cli.reparse``; None: SIGHUP
+    only reopens the log file).
+    """
     user = privileges.lookup(config.user) if config.get("user") else None
     owner = user.owner if user is not None else None
     export_lua_paths(config)
@@ -88,8 +92,8 @@ def run(config: Config, pm: pluggy.PluginManager) -> int:
     try:
         if needs_angel(config):
             return angel.Angel(config, pm, chassis_logs, user=user, pidfile=pidfile,
-                               notifier=notifier, launcher=launcher).run()
-        return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher)
+                               notifier=notifier, launcher=launcher, reread=reread).run()
+        return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher, reread)
     except ChassisError as e:
         _report_late_failure(launcher, str(e), e.exit_code)
         raise
@@ -132,6 +136,7 @@ def _run_single(
     pidfile: PidFile | None,
     notifier: Notifier,
     launcher: Reporter,
+    reread: reload.Reread | None = None,
 ) -> int:
     """No angel: this process is the worker and does the main process's duties."""
     logs.set_role("worker")
@@ -143,5 +148,5 @@ def _run_single(
 
     return worker.run(worker.WorkerSetup(
         config=config, pm=pm, logs=chassis_logs, reporter=launcher, user=user,
-        on_ready=on_ready, on_stopping=notifier.stopping,
+        on_ready=on_ready, on_stopping=notifier.stopping, reread=reread,
     ))

@@ -5,7 +5,9 @@ may run as root), the privilege drop (``--user``), the parent-death signal and a
 that the angel is still there, signal handlers, every plugin's ``chassis_serve``, and
 then "ready" to whoever waits (angel, ``--daemon`` launcher, systemd). SIGTERM/SIGINT
 or :meth:`Runtime.request_shutdown` run ``chassis_stop`` with a deadline, then
-``chassis_shutdown``, and the worker exits 0. A start-up failure exits with
+``chassis_shutdown``, and the worker exits 0. SIGHUP reopens the log; a configuration
+reloaded (by this process without an angel, else sent by the angel) goes through every
+plugin's ``chassis_reload`` (:mod:`chassis.reload`). A start-up failure exits with
 :attr:`StartupError.exit_code`, which the angel never restarts.
 """
 
@@ -17,13 +19,14 @@ import inspect
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 
-from chassis import listen, logs, metrics_http, privileges, signals, watchdog
+from chassis import listen, logs, metrics_http, privileges, reload, signals, watchdog
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
@@ -58,6 +61,10 @@ class WorkerSetup:
     #: Shared with the angel, which restarts a worker that stops beating (--keepalive).
     heartbeat: watchdog.Heartbeat | None = None
     heartbeat_interval: float = 1.0
+    #: No angel: how SIGHUP reads the configuration again (``cli.reparse``).
+    reread: reload.Reread | None = None
+    #: With an angel: where it sends the configurations it accepted (SIGHUP).
+    commands: socket.socket | None = None
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -100,6 +107,7 @@ class Worker:
         self.stop_reason: str | None = None
         self.stop_requested = asyncio.Event()
         self.hurry = asyncio.Event()
+        self.reloading = asyncio.Lock()
         self.runtime = Runtime(
             config=setup.config,
             worker_id=setup.worker_id,
@@ -245,7 +253,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, self.setup.logs.reopen_after_sighup)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        if self.setup.commands is not None:
+            loop.add_reader(self.setup.commands.fileno(), self._on_command)
         for signum in (signal.SIGUSR1, signal.SIGUSR2):
             loop.add_signal_handler(signum, self._on_user_signal, signum)
         signals.unblock()  # what arrived during start-up is delivered now
@@ -255,6 +265,53 @@ class Worker:
             log.log(logs.MESSAGE, "received %s again: not waiting for running work",
                     signals.name(signum))
         self.request_stop(f"received {signals.name(signum)}")
+
+    def _on_sighup(self) -> None:
+        """Reopen the log file and each plugin's own logs (``chassis_reopen_logs``); without
+        an angel, reload too (the angel reloads for its workers and sends them what it
+        accepted)."""
+        self.setup.logs.reopen_after_sighup()
+        for call in plugin_calls(self.setup.pm, "chassis_reopen_logs"):
+            try:
+                call(runtime=self.runtime)
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_reopen_logs",
+                        call.plugin_name, exc_info=True)
+        if self.setup.reread is not None and self.setup.angel_pid is None:
+            asyncio.get_running_loop().create_task(self._reload_from_files(),
+                                                   name="chassis-reload")
+
+    async def _reload_from_files(self) -> None:
+        async with self.reloading:
+            if self.stop_reason is not None or self.setup.reread is None:
+                return
+            plan = reload.prepare(self.setup.pm, self.config, self.setup.reread)
+            if plan is not None:
+                await self._apply(plan.config)
+
+    def _on_command(self) -> None:
+        commands = self.setup.commands
+        assert commands is not None
+        try:
+            config = reload.receive(commands)
+        except (OSError, ValueError, TypeError, EOFError) as e:  # pickle errors included
+            log.log(logs.CRITICAL, "reload: cannot read the configuration the angel sent: %s", e)
+            return
+        if config is None:  # the angel is gone: the parent check stops us
+            asyncio.get_running_loop().remove_reader(commands.fileno())
+            return
+        asyncio.get_running_loop().create_task(self._apply_locked(config), name="chassis-reload")
+
+    async def _apply_locked(self, config: Config) -> None:
+        async with self.reloading:
+            if self.stop_reason is None:
+                await self._apply(config)
+
+    async def _apply(self, config: Config) -> None:
+        await reload.apply(self.setup.pm, self.config, config, self.runtime, self.setup.logs)
+        self.config = self.setup.config = config
+        log.log(logs.MESSAGE, "reload: applied in worker %d of %d", self.setup.worker_id + 1,
+                self.setup.worker_count)
 
     def _on_user_signal(self, signum: int) -> None:
         log.log(logs.INFO, "received %s: nothing to do", signals.name(signum))

@@ -1,11 +1,11 @@
 """The backends of one worker: their state, their type and which one a new client gets.
 
-Selection (no script, or a script that does not set ``backend_ndx``): the **first**
-read/write backend, in the order given on the command line, that is not DOWN. This is
-a fail-over order (primary first, then stand-bys), the behaviour issue 4 asks for.
-MySQL Proxy 0.8.5 instead picks the RW backend with the fewest connected clients; a
-script that wants balancing can do that itself through ``proxy.global.backends``.
-Read-only backends are only used when a script picks them, as in MySQL Proxy.
+Selection (no script, or a script that does not set ``backend_ndx``), MySQL Proxy 0.8.5's
+rule: among the read/write backends that are not DOWN (nor OFFLINE), the one with the
+fewest connected clients of this worker; a tie goes to the first in the order of
+``--proxy-backend-addresses``. So several read/write backends share the clients (least
+connections), and a DOWN one is skipped (fail-over). Read-only backends are only used
+when a script picks them, as in MySQL Proxy.
 
 With the replication monitor (:mod:`chassis_proxy.monitor`) a backend's type follows
 its server's ``read_only`` (``--proxy-backend-roles=auto``), and a backend whose
@@ -177,7 +177,13 @@ class Backends:
                 yield b
 
     def pick(self, exclude: set[int]) -> Backend | None:
-        return next(self.candidates(exclude), None)
+        """The default choice: the candidate with the fewest connected clients, the first
+        in order on a tie (MySQL Proxy 0.8.5's least connections)."""
+        best: Backend | None = None
+        for b in self.candidates(exclude):
+            if best is None or b.connected_clients < best.connected_clients:
+                best = b
+        return best
 
     def describe_down(self) -> str:
         """Why no read/write backend can take a client, for the client's ERR message
@@ -217,6 +223,42 @@ class Backends:
         """Close every idle pooled connection (at shutdown)."""
         for b in self.items:
             b.pool.close_all()
+
+    def update(self, configured: list[BackendAddress], pool_limit: int,
+               pool_max_age: float) -> None:
+        """A reload's backend list, in its order: ``proxy.global.backends`` shows it to
+        the next script call.
+
+        A backend whose address stays keeps its object: its state, the state an operator
+        set from the admin console, its counters and its idle pool (with the new pool
+        limits); its index is its place in the new list. A removed backend leaves the
+        list (index 0): clients on it finish their work on it, and its pool closes now
+        (idle connections at once, the others when they would be pooled).
+        """
+        kept = {b.addr: b for b in self.items}
+        items: list[Backend] = []
+        for i, c in enumerate(configured):
+            backend = kept.pop(c.address, None)
+            if backend is None:
+                backend = Backend(c, i + 1, pool_limit, pool_max_age)
+                log.log(MESSAGE, "backend %s added as #%d (%s)", c.address, i + 1,
+                        backend.type.name.lower())
+            else:
+                role = BackendType.RO if c.read_only else BackendType.RW
+                if role != backend.type or backend.index != i + 1:
+                    log.log(MESSAGE, "backend %s is now #%d (%s; was #%d, %s)", c.address, i + 1,
+                            role.name.lower(), backend.index, backend.type.name.lower())
+                backend._type = role
+                backend.index = i + 1
+                backend.pool.limit = pool_limit
+                backend.pool.max_age = pool_max_age
+            items.append(backend)
+        for gone in kept.values():
+            log.log(MESSAGE, "backend %s removed; %d client(s) on it finish there, its idle "
+                    "connections are closed", gone.addr, gone.connected_clients)
+            gone.index = 0
+            gone.pool.close_all()
+        self.items[:] = items
 
     def by_index(self, ndx: int) -> Backend | None:
         if 1 <= ndx <= len(self.items):

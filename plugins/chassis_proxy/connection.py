@@ -25,7 +25,8 @@ from typing import Protocol
 from chassis_mysql.constants import ErrorCode
 from chassis_mysql.packets import err_packet
 
-from chassis_proxy import relay, scripted
+from chassis.proxy_protocol import ProxyHeader, ProxyProtocolError
+from chassis_proxy import proxy_header, relay, scripted
 from chassis_proxy.backends import Backend, Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import (
@@ -39,11 +40,15 @@ from chassis_proxy.errors import (
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import BackendState, ConnectionHooks, Decision, ScriptHost, ScriptLoadError
 from chassis_proxy.login import LOGIN_MAX_PAYLOAD, Login
+from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.settings import ProxySettings
 from chassis_proxy.state import ConnectionState, peer_address
 from chassis_proxy.stats import Counters
 
 log = logging.getLogger("chassis.proxy")
+
+#: What a peer of --proxy-protocol-networks that sent no valid header is told.
+EXPECTED_HEADER = "(proxy) expected a PROXY protocol header from this address"
 
 #: Seconds of silence after the server's answer before a relayed client counts as at rest.
 RELAY_QUIET = 0.25
@@ -56,6 +61,7 @@ class ConnectionRegistry(Protocol):
     backends: Backends
     stats: Counters
     script_host: ScriptHost | None
+    recorder: QueryRecorder | None
     accepting: bool
 
     def next_connection_id(self) -> int: ...
@@ -91,6 +97,8 @@ class ProxyConnection:
         self.handover = Handover(self.state, service.backends, self.fold_counters,
                                  self._channel_lost)
         self.hooks: ConnectionHooks | None = None
+        #: The script host of this client, to its end (a reload may replace the service's).
+        self.script_host = service.script_host
         self.client_leg: relay.RelayLeg | None = None
         self.server_leg: relay.RelayLeg | None = None
         self.session: scripted.ScriptedSession | None = None
@@ -99,6 +107,7 @@ class ProxyConnection:
         self._activity: tuple[object, object] = (None, None)
         self._active_at = 0.0
         self._paused_since: float | None = None
+        self._header: asyncio.Future[ProxyHeader] | None = None  # a balancer's, on its way
 
     @property
     def name(self) -> str:
@@ -127,6 +136,11 @@ class ProxyConnection:
         self.service.stats.connections += 1
         self.service.register(self)
         st.client_ch.on_lost = self._channel_lost
+        # before the first byte can arrive: who may send a PROXY header
+        if proxy_header.expects_header(self.settings, st.client.src):
+            self._header = proxy_header.read_client_header(st.client_ch)
+        else:
+            proxy_header.refuse_headers(st.client_ch, self._header_from_untrusted)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     @property
@@ -174,6 +188,12 @@ class ProxyConnection:
         if self.session is not None:
             return not self.session.busy
         return False  # still logging in: the login timeout bounds it
+
+    @property
+    def quiet_since(self) -> float:
+        """Loop time of the last traffic seen on a relayed connection (by the sweeper or
+        :meth:`at_rest`; 0.0 before the relay starts): the admin console's ``time``."""
+        return self._active_at
 
     def _close_server(self) -> None:
         """Close the server connection still attached (a script did not pool it)."""
@@ -294,9 +314,11 @@ class ProxyConnection:
         st = self.state
         relaying = False
         try:
-            if self.service.script_host is not None:
+            if not await self._read_origin():
+                return
+            if self.script_host is not None:
                 try:
-                    self.hooks = self.service.script_host.open(st)
+                    self.hooks = self.script_host.open(st)
                 except ScriptLoadError as e:
                     st.fail_greeting(ErrorCode.UNKNOWN_ERROR, str(e))
                     log.error("conn %d: script failed: %s", self.connection_id, e)
@@ -343,6 +365,43 @@ class ProxyConnection:
             if not relaying:
                 self.close()
 
+    async def _read_origin(self) -> bool:
+        """--proxy-protocol-networks: a balancer's header names the client (see
+        chassis_proxy.proxy_header). False: refused."""
+        st = self.state
+        if self._header is None:
+            return True
+        timeout = self.settings.login_timeout
+        try:
+            async with asyncio.timeout(timeout or None):
+                header = await self._header
+        except ProxyProtocolError as e:
+            self._refuse_origin(f"{e} (its peer is in --proxy-protocol-networks: it must start "
+                                "with a PROXY protocol header)", EXPECTED_HEADER)
+            return False
+        except TimeoutError:
+            self._refuse_origin(f"no PROXY protocol header within {timeout:g} s (--proxy-login-"
+                                "timeout; its peer is in --proxy-protocol-networks)", EXPECTED_HEADER)
+            return False
+        peer = st.name
+        proxy_header.apply(st.client, header)
+        log.debug("conn %d: %s from %s", self.connection_id, proxy_header.describe(header), peer)
+        return True
+
+    def _header_from_untrusted(self) -> None:
+        self._refuse_origin("it sent a PROXY protocol header, but its address is not in "
+                            "--proxy-protocol-networks", "(proxy) PROXY protocol header refused")
+        self.close()
+
+    def _refuse_origin(self, why: str, told: str) -> None:
+        """One log line and, before any greeting, an ERR in its place (``told``)."""
+        st = self.state
+        log.warning("conn %d: refused client %s: %s", self.connection_id, self.name, why)
+        self.service.stats.errors += 1
+        self.service.stats.refused["proxy_protocol"] += 1
+        if st.cseq == 0:
+            st.fail_greeting(ErrorCode.HANDSHAKE_ERROR, told, "08S01")
+
     async def _log_in(self, login: Login) -> bool:
         """Backend choice and the login; False when the connection ends here. True with
         no server connection: a script plays the server (``connect_server`` answered)."""
@@ -371,7 +430,10 @@ class ProxyConnection:
             st.send_client_err(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
 
     async def _serve_scripted(self, hooks: ConnectionHooks) -> None:
-        session = scripted.ScriptedSession(self.state, hooks, self.handover.prepare)
+        recorder = self.service.recorder
+        session = scripted.ScriptedSession(
+            self.state, hooks, self.handover.prepare,
+            recorder.connection(self.state) if recorder is not None else None)
         self.session = session
         self.handover.at_rest = session.at_rest
         await scripted.serve(session)
@@ -384,8 +446,12 @@ class ProxyConnection:
         if st.client_ch.closed or st.server_ch.closed:
             raise ConnectionGone("a peer closed the connection right after the login")
         self._active_at = asyncio.get_running_loop().time()
+        recorder = self.service.recorder
+        server_caps = int(st.server_handshake.capabilities) if st.server_handshake else ~0
         self.client_leg, self.server_leg = relay.start(
-            self._relay_lost, ct, stp, st.client_ch.detach(), st.server_ch.detach()
+            self._relay_lost, ct, stp, st.client_ch.detach(), st.server_ch.detach(),
+            recorder.connection(st) if recorder is not None else None,
+            st.client_capabilities & server_caps,
         )
 
     # choosing and connecting a backend ---------------------------------------------
@@ -492,6 +558,9 @@ class ProxyConnection:
                 await loop.create_connection(lambda: ch, addr.host, addr.port)
         assert ch.transport is not None
         _tune(ch.transport, keepalive=True)
+        header = proxy_header.backend_header(self.settings, st.client)
+        if header is not None:  # before anything else: the server reads it first
+            ch.write(header)
         ch.on_lost = self._channel_lost
         st.server_secure = addr.path is not None
         packet = await ch.read_packet(max(0.0, deadline - loop.time()))

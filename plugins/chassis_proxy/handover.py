@@ -21,7 +21,7 @@ from chassis_mysql.constants import Capability, Command, SetOption
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import is_err, is_ok
 
-from chassis_proxy import tls
+from chassis_proxy import proxy_header, tls
 from chassis_proxy.backends import Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import PoolError, err_text
@@ -148,6 +148,7 @@ class Handover:
                     "pooled, %s", st.connection_id, link.name, why)
             return
         self.detach()
+        link.origin = proxy_header.origin(st.settings, st.client)
         pool = link.backend.pool
         if pool.park(link):
             log.debug("conn %d: pooled the server connection %s (user %r; %d idle there)",
@@ -170,7 +171,8 @@ class Handover:
                       "client's leg will be TLS is not known yet (--proxy-backend-ssl-mode="
                       "as_client)", st.connection_id, n)
             return
-        link = backend.pool.take("", st.connection_id, None, any_user=True, tls=leg_tls)
+        link = backend.pool.take("", st.connection_id, None, any_user=True, tls=leg_tls,
+                                 origin=proxy_header.origin(st.settings, st.client))
         if link is not None:
             self.attach(link)
 
@@ -207,7 +209,8 @@ class Handover:
         _, leg_tls = tls.pool_filter(st.settings.backend_tls, st.settings.client_tls,
                                      tls.is_tls(st.client_ch.transport))
         taken = backend.pool.take(st.pool_user, st.connection_id, st.login_profile,
-                                  any_user=False, tls=leg_tls)
+                                  any_user=False, tls=leg_tls,
+                                  origin=proxy_header.origin(st.settings, st.client))
         if taken is None:
             # A new connection cannot log in for this client: the proxy never learns its
             # password, and every server sends its own challenge.

@@ -26,8 +26,10 @@ from chassis_proxy.hooks import BackendState
 log = logging.getLogger("chassis.proxy.health")
 
 
-async def probe(addr: Address, timeout: float) -> str | None:
-    """None when a MySQL server greets us at ``addr``, else why not."""
+async def probe(addr: Address, timeout: float, header: bytes | None = None) -> str | None:
+    """None when a MySQL server greets us at ``addr``, else why not. ``header``: the
+    PROXY protocol LOCAL header sent first (--proxy-backend-proxy-protocol), for a
+    server that waits for one before greeting."""
     writer: asyncio.StreamWriter | None = None
     packets = PacketReader()
     try:
@@ -36,6 +38,8 @@ async def probe(addr: Address, timeout: float) -> str | None:
                 reader, writer = await asyncio.open_unix_connection(addr.path)
             else:
                 reader, writer = await asyncio.open_connection(addr.host, addr.port)
+            if header is not None:
+                writer.write(header)
             while (greeting := packets.next_packet()) is None:
                 data = await reader.read(65536)
                 if not data:
@@ -60,10 +64,10 @@ async def probe(addr: Address, timeout: float) -> str | None:
                 await writer.wait_closed()
 
 
-async def check_down_backends(backends: Backends, timeout: float) -> None:
+async def check_down_backends(backends: Backends, timeout: float, header: bytes | None = None) -> None:
     """Probe every DOWN backend once, concurrently; mark the ones that answer UP."""
     down = [b for b in backends if b.state == BackendState.DOWN and b.admin_state is None]
-    reasons = await asyncio.gather(*(probe(b.addr, timeout) for b in down))
+    reasons = await asyncio.gather(*(probe(b.addr, timeout, header) for b in down))
     for backend, reason in zip(down, reasons, strict=True):
         if backend.state != BackendState.DOWN:
             continue  # changed meanwhile (a client connected, an operator)
@@ -74,11 +78,11 @@ async def check_down_backends(backends: Backends, timeout: float) -> None:
             backend.down_reason = reason
 
 
-async def run(backends: Backends, interval: float, timeout: float) -> None:
+async def run(backends: Backends, interval: float, timeout: float, header: bytes | None = None) -> None:
     """Check DOWN backends every ``interval`` seconds until cancelled."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await check_down_backends(backends, timeout)
+            await check_down_backends(backends, timeout, header)
         except Exception:  # a bug here must not end the checks for good
             log.exception("health check failed")

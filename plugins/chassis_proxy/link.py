@@ -26,7 +26,8 @@ class LinkPool(Protocol):
     def idle_count(self) -> int: ...
     def park(self, link: ServerLink) -> bool: ...
     def take(self, username: str, client_id: int, profile: tuple[int, int] | None,
-             any_user: bool, tls: bool | None = None) -> ServerLink | None: ...
+             any_user: bool, tls: bool | None = None,
+             origin: str | None = None) -> ServerLink | None: ...
 
 
 class LinkBackend(Protocol):
@@ -96,6 +97,10 @@ class ServerLink:
     #: multi-statement setting): see chassis_proxy.handover.Handover.prepare.
     unready: bool = False
     parked_at: float = 0.0
+    #: The client IP the server was told in a PROXY header (--proxy-backend-proxy-protocol;
+    #: None without): only a client of that IP may take it. Set when it is parked: a
+    #: connection only ever changes hands between clients of one origin.
+    origin: str | None = None
 
     @property
     def profile(self) -> tuple[int, int]:

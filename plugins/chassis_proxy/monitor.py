@@ -61,10 +61,10 @@ class Monitor:
         self.addresses = list(addresses)
         self.publish = publish
         self.last: list[ServerReport] = []
-        #: Probes per backend index and outcome ("ok", "error"), for the metrics.
-        self.probes: Counter[tuple[int, str]] = Counter()
-        self._sessions: dict[int, MonitorSession] = {}
-        self._replica_sql: dict[int, str] = {}
+        #: Probes per backend address and outcome ("ok", "error"), for the metrics.
+        self.probes: Counter[tuple[str, str]] = Counter()
+        self._sessions: dict[str, MonitorSession] = {}
+        self._replica_sql: dict[str, str] = {}
 
     async def run(self) -> None:
         """Probe, publish, wait for the next interval; until cancelled."""
@@ -82,15 +82,15 @@ class Monitor:
             self.close()
 
     async def probe_all(self) -> list[ServerReport]:
-        return list(await asyncio.gather(
-            *(self.probe(i + 1, addr) for i, addr in enumerate(self.addresses))))
+        return list(await asyncio.gather(*(self.probe(addr) for addr in self.addresses)))
 
-    async def probe(self, ndx: int, addr: Address) -> ServerReport:
-        """One bounded probe of backend ``ndx``; a failure is a report with ``error``."""
+    async def probe(self, addr: Address) -> ServerReport:
+        """One bounded probe of the backend at ``addr``; a failure is a report with ``error``."""
+        name = str(addr)
         try:
             async with asyncio.timeout(self.settings.timeout):
-                report = await self._probe(ndx, addr)
-            self.probes[ndx, "ok"] += 1
+                report = await self._probe(name, addr)
+            self.probes[name, "ok"] += 1
             return report
         except TimeoutError:
             error = f"no answer within {self.settings.timeout:g} s (--proxy-monitor-timeout)"
@@ -105,31 +105,31 @@ class Monitor:
             error = f"protocol error: {e}"
         except OSError as e:
             error = e.strerror or str(e)
-        self._drop(ndx)
-        self.probes[ndx, "error"] += 1
-        return ServerReport(ndx=ndx, error=error)
+        self._drop(name)
+        self.probes[name, "error"] += 1
+        return ServerReport(address=name, error=error)
 
-    async def _probe(self, ndx: int, addr: Address) -> ServerReport:
-        session = self._sessions.get(ndx)
+    async def _probe(self, name: str, addr: Address) -> ServerReport:
+        session = self._sessions.get(name)
         if session is None:
             session = await MonitorSession.open(addr, self.settings.user, self.settings.password)
-            self._sessions[ndx] = session
+            self._sessions[name] = session
         (row,) = await session.query("SELECT @@global.read_only AS read_only")
         read_only = (row["read_only"] or "0") not in ("0", "OFF")
-        channels = await self._channels(ndx, session)
+        channels = await self._channels(name, session)
         galera = {(r.get("Variable_name") or "").lower(): r.get("Value") for r in await session.query(_GALERA)}
         # A server built with wsrep but without a provider (Debian's MariaDB) has
         # wsrep_ready=OFF too; only a loaded provider reports wsrep_local_state.
         state = galera.get("wsrep_local_state")
         galera_node = state is not None
         return ServerReport(
-            ndx=ndx, read_only=read_only, **summarise_channels(channels),
+            address=name, read_only=read_only, **summarise_channels(channels),
             galera_ready=(galera.get("wsrep_ready") or "").upper() == "ON" if galera_node else None,
             galera_state=int(state) if state is not None and state.isdigit() else None,
         )
 
-    async def _channels(self, ndx: int, session: MonitorSession) -> list[Row]:
-        sql = self._replica_sql.get(ndx)
+    async def _channels(self, name: str, session: MonitorSession) -> list[Row]:
+        sql = self._replica_sql.get(name)
         if sql is None:
             sql = "SHOW ALL SLAVES STATUS" if session.is_mariadb else "SHOW REPLICA STATUS"
         try:
@@ -139,17 +139,17 @@ class Monitor:
                 raise
             sql = "SHOW SLAVE STATUS"
             rows = await session.query(sql)
-        self._replica_sql[ndx] = sql
+        self._replica_sql[name] = sql
         return rows
 
-    def _drop(self, ndx: int) -> None:
-        session = self._sessions.pop(ndx, None)
+    def _drop(self, name: str) -> None:
+        session = self._sessions.pop(name, None)
         if session is not None:
             session.close()
 
     def close(self) -> None:
-        for ndx in list(self._sessions):
-            self._drop(ndx)
+        for name in list(self._sessions):
+            self._drop(name)
 
 
 def apply_reports(backends: Backends, reports: Iterable[ServerReport],
@@ -157,10 +157,11 @@ def apply_reports(backends: Backends, reports: Iterable[ServerReport],
     """Set each backend's replication info (and with roles=auto its type) from the
     reports; ``announce``: log each change (worker 1 only, so one line per change)."""
     say = log.log if announce else _quiet
+    by_address = {str(b.addr): b for b in backends}
     for report in reports:
-        backend = backends.by_index(report.ndx)
+        backend = by_address.get(report.address)
         if backend is None:
-            continue  # reports of another configuration (a worker being replaced)
+            continue  # a backend a reload removed
         before = backend.replication
         info = judge(report, settings.max_lag, before)
         backend.replication = info

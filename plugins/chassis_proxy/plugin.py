@@ -6,6 +6,7 @@ lists its options.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from chassis.config import Config
     from chassis.runtime import Runtime
     from chassis_proxy.hooks import BackendView, ScriptHost
+    from chassis_proxy.queries import QueryRecorder
     from chassis_proxy.service import ProxyService
     from chassis_proxy.settings import ProxySettings
 
@@ -88,6 +90,34 @@ def chassis_add_options() -> Sequence[click.Option]:
                           "max_allowed_packet; MariaDB's default is 16 MiB). A command the "
                           "script cannot hold twice within --lua-max-memory also gets "
                           "ERR 1153. Without a script every packet is relayed."),
+        click.Option(["--proxy-protocol-networks"], multiple=True, metavar="CIDRS",
+                     help="Peers (load balancers) that start every connection with a PROXY "
+                          "protocol v1/v2 header naming the real client; repeatable and "
+                          "comma-separated, e.g. 10.0.0.0/8. They must send one; nobody "
+                          "else may (default: nobody)."),
+        click.Option(["--proxy-backend-proxy-protocol"], type=click.Choice(["off", "v1", "v2"]),
+                     default="off", show_default=True,
+                     help="Start every server connection with a PROXY header naming the "
+                          "client, so the server's grants see the client's address (MariaDB: "
+                          "proxy_protocol_networks); v2 is the binary form, v1 the text one."),
+
+        click.Option(["--proxy-query-digest"], type=click.Choice(["on", "off"]), default="on",
+                     show_default=True,
+                     help="Keep query digests (count, time, rows, errors per normalised "
+                          "query, user, schema and backend): the admin table query_digest "
+                          "and the metrics' top digests."),
+        click.Option(["--proxy-query-digest-max"], type=click.IntRange(min=1), default=10_000,
+                     show_default=True, metavar="N",
+                     help="Distinct digest rows kept per worker; queries of new shapes past "
+                          "it are counted in one 'overflow' row."),
+        click.Option(["--proxy-slow-query-log"], metavar="FILE",
+                     help="Write queries slower than --proxy-long-query-time to FILE in "
+                          "MariaDB's slow-log format (pt-query-digest, mariadb-dumpslow); "
+                          "SIGHUP reopens it."),
+        click.Option(["--proxy-long-query-time"], type=click.FloatRange(min=0), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="A query this slow or slower goes to --proxy-slow-query-log "
+                          "(0: every query)."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
         *_monitor_options(),
     ]
@@ -168,11 +198,13 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             sock = bind_listener(settings.listen, backlog=settings.backlog, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
+        recorder = _recorder(config, settings)
     except BaseException:
         if sock is not None:
             sock.close()
         raise
-    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
+    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id,
+                            worker_count=runtime.worker_count, recorder=recorder)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
     if runtime.worker_id == 0:
@@ -201,6 +233,46 @@ def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
         log.log(MESSAGE, "proxy Lua script: %s", settings.lua_script)
 
 
+def _recorder(config: Config, settings: ProxySettings) -> QueryRecorder | None:
+    """Query digests and the slow log, opened now (before --user), or None when both are off."""
+    if not settings.query_digest and settings.slow_query_log is None:
+        return None
+    from chassis import privileges
+    from chassis_proxy.digests import DigestTable
+    from chassis_proxy.queries import QueryRecorder
+    from chassis_proxy.slowlog import SlowLog
+
+    slowlog = None
+    if settings.slow_query_log is not None:
+        user = config.get("user")
+        owner = privileges.lookup(user).owner if user else None
+        slowlog = SlowLog(settings.slow_query_log, settings.long_query_time, owner)
+    digests = DigestTable(settings.query_digest_max) if settings.query_digest else None
+    return QueryRecorder(digests, slowlog)
+
+
+def _reloaded_recorder(running: QueryRecorder | None, settings: ProxySettings) -> QueryRecorder | None:
+    """A reload's recorder for new connections: digests switched on or off, their cap and
+    --proxy-long-query-time change (digests that stay on keep what they have; switched
+    off, they are dropped); the slow log's file is
+    the running one (a new path needs a restart: the file is created before --user)."""
+    from chassis_proxy.digests import DigestTable
+    from chassis_proxy.queries import QueryRecorder
+
+    slowlog = running.slowlog if running is not None else None
+    if slowlog is not None:
+        slowlog.long_query_time = settings.long_query_time
+    digests = None
+    if settings.query_digest:
+        digests = running.digests if running is not None else None
+        if digests is None:
+            digests = DigestTable(settings.query_digest_max)
+        digests.max_digests = settings.query_digest_max
+    if digests is None and slowlog is None:
+        return None
+    return QueryRecorder(digests, slowlog)
+
+
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:
     """The Lua bridge, when --proxy-lua-script is given (imported only then)."""
     if settings.lua_script is None:
@@ -218,6 +290,52 @@ def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> S
         raise StartupError("--proxy-lua-script: the Lua bridge has no create_script_host()")
     host: ScriptHost = factory(config=config, runtime=runtime, settings=settings)
     return host
+
+
+def _lua_changed(old: Config, new: Config, old_settings: ProxySettings,
+                 new_settings: ProxySettings) -> bool:
+    """Whether a reload needs a new script host (a new Lua state): another script file
+    or other limits. The same file edited in place is reloaded by the host itself."""
+    from chassis_proxy.settings import LUA_OPTIONS
+
+    return old_settings.lua_script != new_settings.lua_script or any(
+        old.get(name) != new.get(name) for name in LUA_OPTIONS)
+
+
+@chassis.hookimpl
+def chassis_check_reload(old: Config, new: Config) -> list[str]:
+    """Refuse a new configuration start-up would refuse (a bad value, a backend address
+    that does not parse, a Lua script that does not compile); name the options that need
+    a restart (the listener, TLS)."""
+    from chassis.runtime import Runtime as CheckRuntime
+    from chassis_proxy import settings as proxy_settings
+
+    settings = proxy_settings.load(new, with_tls=False)
+    if settings.lua_script is not None:  # compiled as a worker would, then dropped
+        host = _script_host(new, CheckRuntime(config=new), settings)
+        if host is not None:
+            host.close()
+    return [name for name in new.values if proxy_settings.needs_restart(name)]
+
+
+@chassis.hookimpl
+def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
+    """New clients get the new backends, script, limits, timeouts and pool settings;
+    connected clients keep theirs (see ProxyService.reconfigure)."""
+    from chassis_proxy import settings as proxy_settings
+
+    if _service is None:
+        return
+    running = _service.settings
+    settings = dataclasses.replace(proxy_settings.load(new, with_tls=False),
+                                   client_tls=running.client_tls, backend_tls=running.backend_tls)
+    host = _service.script_host
+    if _lua_changed(old, new, running, settings):
+        host = _script_host(new, runtime, settings)
+    _service.reconfigure(settings, host)
+    _service.recorder = _reloaded_recorder(_service.recorder, settings)
+    if runtime.worker_id == 0:
+        _say_what_we_use(settings, _service.port)
 
 
 @chassis.hookimpl
@@ -277,6 +395,14 @@ def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any]
     from chassis_proxy.control import answer
 
     return answer(_service, request)
+
+
+@chassis.hookimpl
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    """SIGHUP: reopen --proxy-slow-query-log (logrotate moved it)."""
+    if _service is not None and _service.recorder is not None and \
+            _service.recorder.slowlog is not None:
+        _service.recorder.slowlog.reopen()
 
 
 @chassis.hookimpl

@@ -55,6 +55,7 @@ class Pool:
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.taken = 0  # idle connections handed to a client so far (the metrics)
 
     # what scripts and the admin console see ------------------------------------------
 
@@ -100,28 +101,34 @@ class Pool:
         return True
 
     def take(self, username: str, client_id: int, profile: tuple[int, int] | None,
-             any_user: bool, tls: bool | None = None) -> ServerLink | None:
+             any_user: bool, tls: bool | None = None,
+             origin: str | None = None) -> ServerLink | None:
         """An idle connection for a client, or None.
 
         First the client's own (one it used before: no reset needed), then the oldest of
         ``username`` whose login ``profile`` matches (``None``: any). With ``any_user``
         (``connect_server``, where the user is not known yet), else the first of a user
         that has more than ``min_idle_connections`` idle, as MySQL Proxy did. Only
-        connections whose leg is TLS as ``tls`` says are considered (``None``: any).
+        connections whose leg is TLS as ``tls`` says are considered (``None``: any), and
+        only those whose server was told the client address ``origin`` in a PROXY header
+        (the server's grants saw that address).
         """
         queue = self._idle.get(username)
         if queue:
-            fits = [lk for lk in queue if tls is None or lk.tls == tls]
+            fits = [lk for lk in queue if (tls is None or lk.tls == tls) and lk.origin == origin]
             found = next((lk for lk in fits if lk.last_client == client_id), None)
             if found is None:
                 found = next((lk for lk in fits if profile is None or lk.profile == profile), None)
             if found is not None:
+                self.taken += 1
                 return self._remove(found)
         if any_user:
             for queue in self._idle.values():
                 if len(queue) > self.min_idle_connections:
-                    found = next((lk for lk in queue if tls is None or lk.tls == tls), None)
+                    found = next((lk for lk in queue if (tls is None or lk.tls == tls)
+                                  and lk.origin == origin), None)
                     if found is not None:
+                        self.taken += 1
                         return self._remove(found)
         return None
 

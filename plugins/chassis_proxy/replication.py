@@ -24,11 +24,12 @@ FRESH_STATES = frozenset({"none", "running", "synced"})
 
 @dataclass(frozen=True)
 class ServerReport:
-    """One probe of backend ``ndx`` (1-based). ``error`` set: the probe failed and
+    """One probe of the backend at ``address`` (as configured: reports find their backend
+    by it, in every worker and across a reload). ``error`` set: the probe failed and
     nothing else is known. Replication fields summarise every channel (MariaDB's
     multi-source): the worst thread state and the largest lag."""
 
-    ndx: int
+    address: str
     error: str = ""
     read_only: bool | None = None
     replica: bool = False  # SHOW ALL SLAVES STATUS / SHOW REPLICA STATUS had a row

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
 from chassis.control import ControlChannel
-from chassis_proxy import health, monitor
+from chassis_proxy import health, monitor, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
-from chassis_proxy.hooks import ScriptHost
-from chassis_proxy.settings import ProxySettings
+from chassis_proxy.hooks import UNMONITORED, ScriptHost
+from chassis_proxy.queries import QueryRecorder
+from chassis_proxy.settings import MonitorSettings, ProxySettings
 from chassis_proxy.stats import Counters
 
 if TYPE_CHECKING:
@@ -36,11 +37,15 @@ class ProxyService:
     """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
 
     def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
-                 script_host: ScriptHost | None = None, worker_id: int = 0) -> None:
+                 script_host: ScriptHost | None = None, worker_id: int = 0,
+                 worker_count: int = 1, recorder: QueryRecorder | None = None) -> None:
         self.settings = settings
         self.sock = sock
         self.script_host = script_host
+        #: Query digests and the slow log (None when both are off).
+        self.recorder = recorder
         self.worker_id = worker_id
+        self.worker_count = max(1, worker_count)
         self.backends = Backends(settings.backends, settings.pool_max_idle,
                                  settings.pool_max_idle_age)
         self.connections: set[ProxyConnection] = set()
@@ -51,10 +56,15 @@ class ProxyService:
         #: Worker 1's replication monitor (None elsewhere, or without --proxy-monitor-user).
         self.monitor: monitor.Monitor | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self._control: ControlChannel | None = None
+        #: The monitor's reports this worker applied last (applied again after a reload).
+        self._reports: list[monitor.ServerReport] = []
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
         self.stats = Counters()  # this worker's totals, for the admin plugin
+        #: Script hosts a reload replaced, closed once their last client is gone.
+        self._retired_hosts: list[ScriptHost] = []
 
     # life cycle ---------------------------------------------------------------------
 
@@ -67,26 +77,96 @@ class ProxyService:
         self._server = await self.loop.create_server(lambda: accept(self), sock=self.sock,
                                                      backlog=self.settings.backlog)
         self.accepting = True
+        self._start_tasks()
+
+    def _start_tasks(self) -> None:
+        """The sweeper and the health checks, with the current settings."""
+        assert self.loop is not None
         self._sweeper = self.loop.create_task(self._sweep())
         if self.settings.health_check_interval > 0:
             self._health = self.loop.create_task(health.run(
-                self.backends, self.settings.health_check_interval, self.settings.connect_timeout))
+                self.backends, self.settings.health_check_interval, self.settings.connect_timeout,
+                proxy_header.local_header(self.settings)))
+
+    def reconfigure(self, settings: ProxySettings, script_host: ScriptHost | None) -> None:
+        """A reload: new clients get ``settings`` and ``script_host``; clients already
+        connected keep the settings and the script instance they started with.
+
+        The listener stays (its options need a restart). The backend list is updated in
+        place (:meth:`Backends.update`); a replaced script host is closed when its last
+        client has gone.
+        """
+        self.settings = settings
+        self.backends.update(settings.backends, settings.pool_max_idle, settings.pool_max_idle_age)
+        for conn in self.connections:  # proxy.connection.backend_ndx follows the new order
+            st = conn.state
+            if st.backend is not None:
+                st.backend_index = st.backend.index
+        if script_host is not self.script_host:
+            old = self.script_host
+            self.script_host = script_host
+            if old is not None:
+                self._retired_hosts.append(old)
+                self._close_unused_hosts()
+        self._reload_monitor()
+        if self.accepting:
+            for task in (self._sweeper, self._health):
+                if task is not None:
+                    task.cancel()
+            self._health = None
+            self._start_tasks()
+
+    def _close_unused_hosts(self) -> None:
+        in_use = {id(conn.script_host) for conn in self.connections}
+        for host in [h for h in self._retired_hosts if id(h) not in in_use]:
+            self._retired_hosts.remove(host)
+            try:
+                host.close()
+            except Exception:
+                log.exception("closing a replaced script host failed")
 
     def start_monitor(self, control: ControlChannel | None) -> None:
         """Worker 1 probes the backends and tells every worker; any other worker first
         takes worker 1's last reports (it may have been restarted). See chassis_proxy.monitor."""
+        self._control = control
         settings = self.settings.monitor
         if settings is None or self.loop is None:
             return
         if self.worker_id == 0:
-            self.monitor = monitor.Monitor(settings, [b.addr for b in self.backends],
-                                           monitor.publisher(control, self.apply_reports))
-            self._monitor_task = self.loop.create_task(self.monitor.run())
+            self._start_prober(settings)
         elif control is not None:
             self._monitor_task = self.loop.create_task(monitor.catch_up(control, self.apply_reports))
 
+    def _start_prober(self, settings: MonitorSettings) -> None:
+        assert self.loop is not None
+        self.monitor = monitor.Monitor(settings, [b.addr for b in self.backends],
+                                       monitor.publisher(self._control, self.apply_reports))
+        self._monitor_task = self.loop.create_task(self.monitor.run())
+
+    def _stop_prober(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            self._monitor_task = None
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+
+    def _reload_monitor(self) -> None:
+        """After a reload: the last reports at once (the kept backends' live roles, which
+        the reload reset to the command line's), and worker 1 probes the new list."""
+        if self.settings.monitor is None:
+            for b in self.backends:
+                b.replication = UNMONITORED
+        else:
+            self.apply_reports(self._reports)
+        if self.worker_id == 0 and self.loop is not None:
+            self._stop_prober()
+            if self.settings.monitor is not None:
+                self._start_prober(self.settings.monitor)
+
     def apply_reports(self, reports: list[monitor.ServerReport]) -> None:
         """What worker 1's monitor found, applied to this worker's backends (it alone logs)."""
+        self._reports = reports
         if self.settings.monitor is not None:
             monitor.apply_reports(self.backends, reports, self.settings.monitor,
                                   announce=self.worker_id == 0)
@@ -138,10 +218,7 @@ class ProxyService:
             self._sweeper.cancel()
         if self._health is not None:
             self._health.cancel()
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-        if self.monitor is not None:
-            self.monitor.close()
+        self._stop_prober()
         if self._server is not None:
             self._server.close()
         self.close_all()
@@ -152,23 +229,33 @@ class ProxyService:
             if path:  # only the worker that bound it has a socket here
                 with contextlib.suppress(OSError):
                     os.unlink(path)
-        if self.script_host is not None:
+        for host in [*self._retired_hosts, self.script_host]:
+            if host is None:
+                continue
             try:
-                self.script_host.close()
+                host.close()
             except Exception:
                 log.exception("closing the script host failed")
+        self._retired_hosts.clear()
+        if self.recorder is not None:
+            self.recorder.close()
 
     # connections --------------------------------------------------------------------
 
     def next_connection_id(self) -> int:
+        """Ids unique over the workers of a chassis (worker 1 of 2: 1, 3, 5...; worker 2:
+        2, 4, 6...): the admin console's ``KILL <id>`` names one connection, the one its
+        log lines call ``conn <id>``."""
         self._next_id += 1
-        return self._next_id
+        return (self._next_id - 1) * self.worker_count + self.worker_id + 1
 
     def register(self, conn: ProxyConnection) -> None:
         self.connections.add(conn)
 
     def unregister(self, conn: ProxyConnection) -> None:
         self.connections.discard(conn)
+        if self._retired_hosts:
+            self._close_unused_hosts()
         if not self.connections and self._idle is not None:
             self._idle.set()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
+from chassis.proxy_protocol import Network, parse_networks
 from chassis.secretfile import read_password_file
 from chassis.tls import ListenerTLS, TLSMode
 from chassis_proxy import tls
@@ -40,6 +41,27 @@ BUNDLED_SCRIPTS = (
 # and seconds one may stay idle.
 DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
+
+#: --proxy-query-digest-max: distinct (digest, user, schema, backend) rows per worker.
+DEFAULT_QUERY_DIGEST_MAX = 10_000
+#: --proxy-long-query-time: MariaDB's long_query_time default.
+DEFAULT_LONG_QUERY_TIME = 10.0
+
+
+#: Options a running proxy cannot change; a reload (SIGHUP) keeps their running values
+#: and logs them as "needs a restart": the listener, and TLS of both legs (see
+#: :func:`needs_restart`). Every other proxy option is read again from a new
+#: :class:`ProxySettings` (``ProxyService.reconfigure``): an option added here that is
+#: turned into long-lived state at start-up must be listed too.
+RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog",
+                             "proxy_slow_query_log"})  # created before --user
+#: Lua options that need a new script host (a new Lua state) when they change.
+LUA_OPTIONS = ("proxy_lua_on_error", "lua_runtime", "lua_hook_timeout", "lua_max_memory")
+
+
+def needs_restart(name: str) -> bool:
+    """Whether option ``name`` (Python name) keeps its value until a restart."""
+    return name in RESTART_OPTIONS or name.startswith(("proxy_ssl", "proxy_backend_ssl"))
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,15 @@ class ProxySettings:
     login_timeout: float = 10.0  # accept to logged in; 0: no limit
     idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
     monitor: MonitorSettings | None = None  # None: no --proxy-monitor-user
+    #: Peers that must start with a PROXY header (--proxy-protocol-networks); no other may.
+    proxy_protocol_networks: tuple[Network, ...] = ()
+    #: PROXY header version sent first on server connections (--proxy-backend-proxy-protocol); 0: none.
+    backend_proxy_protocol: int = 0
+
+    query_digest: bool = True  # --proxy-query-digest
+    query_digest_max: int = DEFAULT_QUERY_DIGEST_MAX  # rows kept before the overflow row
+    slow_query_log: Path | None = None  # --proxy-slow-query-log
+    long_query_time: float = DEFAULT_LONG_QUERY_TIME  # seconds (MariaDB's default)
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -180,8 +211,12 @@ def load_monitor(config: Config) -> MonitorSettings | None:
                            max_lag=None if max_lag is None else float(max_lag))
 
 
-def load(config: Config) -> ProxySettings:
-    """Check the proxy options and turn them into :class:`ProxySettings`."""
+def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
+    """Check the proxy options and turn them into :class:`ProxySettings`.
+
+    ``with_tls=False`` (a reload) leaves TLS at its defaults without reading a key or a
+    certificate: TLS needs a restart, and its files may be readable by root only.
+    """
     listen: Address | None = None
     if not config.get("no_proxy"):
         try:
@@ -193,7 +228,14 @@ def load(config: Config) -> ProxySettings:
         tuple(config.get("proxy_read_only_backend_addresses") or ()),
     )
 
-    client_tls, backend_tls = tls.load(config)
+    client_tls, backend_tls = tls.load(config) if with_tls else (ListenerTLS(TLSMode.DISABLED),
+                                                                 BackendTLS())
+
+    try:
+        networks = parse_networks(config.get("proxy_protocol_networks") or ())
+    except ValueError as e:
+        raise StartupError(f"--proxy-protocol-networks: {e}") from None
+    backend_pp = config.get("proxy_backend_proxy_protocol") or "off"
 
     pool_max_idle = config.get("proxy_pool_max_idle")
     pool_max_idle_age = config.get("proxy_pool_max_idle_age")
@@ -217,7 +259,19 @@ def load(config: Config) -> ProxySettings:
         login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
         monitor=load_monitor(config),
+        proxy_protocol_networks=networks,
+        backend_proxy_protocol={"off": 0, "v1": 1, "v2": 2}[backend_pp],
+
+        query_digest=config.get("proxy_query_digest") != "off",
+        query_digest_max=_int(config, "proxy_query_digest_max", DEFAULT_QUERY_DIGEST_MAX),
+        slow_query_log=config.path(config.get("proxy_slow_query_log")),
+        long_query_time=_timeout(config, "proxy_long_query_time", DEFAULT_LONG_QUERY_TIME),
     )
+
+
+def _int(config: Config, name: str, default: int) -> int:
+    value = config.get(name)
+    return default if value is None else max(0, int(value))
 
 
 def describe(settings: ProxySettings, port: int | None = None) -> str:
@@ -227,6 +281,10 @@ def describe(settings: ProxySettings, port: int | None = None) -> str:
     if listen is not None and port is not None and listen.port != port:
         listen = Address(host=listen.host, port=port)
     parts = tls.describe(settings.client_tls, settings.backend_tls)
+    if settings.proxy_protocol_networks:
+        parts.append("PROXY headers from " + ",".join(map(str, settings.proxy_protocol_networks)))
+    if settings.backend_proxy_protocol:
+        parts.append(f"PROXY v{settings.backend_proxy_protocol} headers to backends")
     return (
         f"proxy listening on {listen}, backends: {backends}"
         + (f"; {', '.join(parts)}" if parts else "")

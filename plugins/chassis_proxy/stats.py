@@ -13,7 +13,8 @@ from bisect import bisect_left
 LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: Why a client was refused or dropped before it was served: the ``reason`` label.
-REFUSALS = ("max_connections", "shutting_down", "no_backend", "login_failed", "login_timeout")
+REFUSALS = ("max_connections", "shutting_down", "no_backend", "login_failed", "login_timeout",
+            "proxy_protocol")
 
 
 class Latency:
@@ -33,7 +34,8 @@ class Latency:
 class Counters:
     """Connections, commands, errors and bytes seen by one worker."""
 
-    __slots__ = ("bytes_in", "bytes_out", "connections", "errors", "latency", "queries", "refused")
+    __slots__ = ("by_command", "bytes_in", "bytes_out", "connections", "errors", "latency",
+                 "queries", "refused", "server_errors")
 
     #: What the admin console's tables show.
     SHOWN = ("bytes_in", "bytes_out", "connections", "errors", "queries")
@@ -45,7 +47,11 @@ class Counters:
         self.bytes_in = 0  # from clients
         self.bytes_out = 0  # to clients
         self.refused = dict.fromkeys(REFUSALS, 0)  # clients refused, by reason (in total only)
-        self.latency = Latency()  # commands sent to a backend, with a script (per backend only)
+        self.latency = Latency()  # commands answered by a backend, timed (per backend only)
+        #: Commands sent to a backend, by COM_ code (per backend only; followed commands:
+        #: with a script, or with digests or the slow log on).
+        self.by_command = [0] * 256
+        self.server_errors = 0  # ERR answers of a backend to followed commands (per backend)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.SHOWN}

@@ -122,8 +122,9 @@ def test_offline_backend_gets_no_new_clients_but_existing_ones_finish(
 
 def test_unknown_statement_keeps_the_connection(two_workers: tuple[ChassisProcess, int, int]) -> None:
     with admin(two_workers[2]) as conn, conn.cursor() as cur:
-        with pytest.raises(pymysql.err.OperationalError, match="SELECT \\* FROM help"):
+        with pytest.raises(pymysql.err.ProgrammingError, match="SELECT \\* FROM help") as info:
             cur.execute("DROP TABLE x")
+        assert info.value.args[0] == 1064  # ER_PARSE_ERROR: a statement the console does not take
         cur.execute("SELECT * FROM help")
         assert cur.fetchall()
 

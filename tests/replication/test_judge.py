@@ -13,7 +13,7 @@ RUNNING = {"Slave_IO_Running": "Yes", "Slave_SQL_Running": "Yes", "Seconds_Behin
 
 
 def report(**fields: Any) -> ServerReport:
-    return ServerReport(ndx=1, read_only=True, **fields)
+    return ServerReport(address="db:3306", read_only=True, **fields)
 
 
 def test_channels_summarise_to_the_worst_one() -> None:
@@ -60,15 +60,15 @@ def test_galera_node_is_fresh_only_when_synced_and_ready() -> None:
 
 def test_a_failed_probe_keeps_what_was_known() -> None:
     stopped = ReplicationInfo(state="stopped", lag=None, stale=True)
-    failed = ServerReport(ndx=1, error="login refused")
+    failed = ServerReport(address="db:3306", error="login refused")
     assert judge(failed, 5.0, stopped) == ReplicationInfo("unknown", None, True, "login refused")
     assert not judge(failed, 5.0, UNMONITORED).stale  # never probed: clients as today
     assert role(failed) is None
 
 
 def test_role_follows_read_only() -> None:
-    assert role(ServerReport(ndx=1, read_only=False)) == BackendType.RW
-    assert role(ServerReport(ndx=1, read_only=True)) == BackendType.RO
+    assert role(ServerReport(address="db:3306", read_only=False)) == BackendType.RW
+    assert role(ServerReport(address="db:3306", read_only=True)) == BackendType.RO
 
 
 def test_reports_cross_workers_as_json_dicts() -> None:

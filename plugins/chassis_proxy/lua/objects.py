@@ -161,7 +161,15 @@ class ObjectAccess:
             "pool_get": self.pool_get,
             "pool_set": self.pool_set,
             "pool_idle": self.pool_idle,
+            "server_capabilities": self.server_capabilities,
         }
+
+    def server_capabilities(self) -> int | None:
+        """The capabilities of the server attached to the connection whose hook runs (its
+        greeting's), or None: the default of ``mysql.proto.to_response_packet``."""
+        conn = self._current()
+        caps = getattr(getattr(conn, "server_handshake", None), "capabilities", None)
+        return int(caps) if caps is not None else None
 
     # -- proxy.connection ------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ apply_config), ``--echo-fail-serve`` (an unexpected exception in serve),
 ``--echo-crash-at-start=N`` with ``--echo-counter-file`` (SIGKILL itself in serve
 for the first N starts, counted across processes in the file),
 ``--echo-serve-hang``/``--echo-stop-hang`` (chassis_serve/chassis_stop never finish).
+``--echo-prefix`` is put before echoed lines and changes on a reload (SIGHUP); a reload
+to ``--echo-prefix=refuse`` is refused by its ``chassis_check_reload``.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Never finish chassis_serve (tests a stop during start-up)."),
         click.Option(["--echo-stop-hang"], is_flag=True,
                      help="Never finish chassis_stop (tests --shutdown-timeout)."),
+        click.Option(["--echo-prefix"], default="",
+                     help="Put this before every echoed line (a reload changes it)."),
     ]
 
 
@@ -197,7 +201,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             elif command == b"block":
                 _block_the_loop()
             else:
-                writer.write(line)
+                writer.write(_state["config"].echo_prefix.encode() + line)
                 _state["echoed"] = _state.get("echoed", 0) + 1
             await writer.drain()
     except ConnectionError:
@@ -260,6 +264,30 @@ def chassis_metrics(runtime: Runtime) -> Any:
 @chassis.hookimpl
 def chassis_ready(runtime: Runtime) -> str | None:
     return None if "server" in _state else "echo: not listening"
+
+
+@chassis.hookimpl
+def chassis_check_reload(old: Config, new: Config) -> Sequence[str] | None:
+    """A new --echo-address must parse; the listener keeps the old one until a restart."""
+    log.log(25, "echo: checking the reload as uid %d", os.geteuid())  # the tests read it
+    try:
+        parse_address(new.echo_address, default_port=4050)
+    except ValueError as e:
+        raise StartupError(f"--echo-address: {e}") from None
+    if new.echo_prefix == "refuse":
+        raise StartupError("--echo-prefix=refuse: refused on purpose")
+    return ["echo_address"]
+
+
+@chassis.hookimpl
+def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
+    _state["config"] = new  # the next echoed line has the new --echo-prefix
+
+
+@chassis.hookimpl
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    # The echo plugin writes no file of its own; a plugin that does reopens it here.
+    log.log(25, "echo: SIGHUP, nothing of ours to reopen")
 
 
 @chassis.hookimpl
