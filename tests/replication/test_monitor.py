@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.metrics.test_prometheus import scrape
 from tests.replication.conftest import ReplProxy, secret_file, served_by, whoami
 from tests.support.chassis_proc import free_port, start_chassis, wait_for
+from tests.support.control import ask_all
 from tests.support.replication import MONITOR_PASSWORD, Topology
 
 
@@ -89,3 +90,42 @@ def test_a_restarted_worker_takes_the_monitors_last_reports(
              "worker 2 to be replaced")
     # a restarted worker starts from the command line's roles (rw, ro, ro) ...
     wait_for(lambda: types_of_worker("2") == live, 5, "the new worker 2 to see the live roles")
+
+
+def test_a_reload_probes_the_new_backend_list_and_keeps_live_roles(
+        topo: Topology, tmp_path: Path) -> None:
+    """SIGHUP with a backend added in the defaults-file: worker 1's monitor starts again
+    on the new list (the new replica gets its replication state), and the backends that
+    stay keep their live roles (the reload set them back to the file's for a moment)."""
+    topo.switchover(topo.servers[1])  # live roles now differ from the file's: -b repl0
+    s0, s1, s2 = topo.servers
+    cnf = tmp_path / "chassis.cnf"
+    pw = secret_file(tmp_path / "mon.pw", MONITOR_PASSWORD)
+
+    def write(ro: list[str]) -> None:
+        cnf.write_text("[mysql-proxy]\n"
+                       f"proxy-backend-addresses={s0.address}\n"
+                       f"proxy-read-only-backend-addresses={','.join(ro)}\n"
+                       f"proxy-monitor-user=monitor\nproxy-monitor-password-file={pw}\n"
+                       "proxy-monitor-interval=60\nproxy-backend-roles=auto\n")
+        cnf.chmod(0o600)
+
+    write([s1.address])
+    port = free_port()
+    chassis = start_chassis(["--plugins=proxy", f"--proxy-address=127.0.0.1:{port}",
+                             f"--defaults-file={cnf}", f"--log-file={tmp_path / 'chassis.log'}"])
+    try:
+        def backends() -> list[tuple[str, str, str]]:
+            (answer,) = ask_all(chassis.pid, 1, {"plugin": "proxy", "op": "backends"})
+            return [(b["address"], b["type"], b["replication"]) for b in answer["backends"]]
+
+        wait_for(lambda: backends() == [(s0.address, "ro", "running"), (s1.address, "rw", "none")],
+                 10, "the live roles")
+        write([s1.address, s2.address])
+        chassis.signal(signal.SIGHUP)
+        chassis.wait_for_log("reload: applied in worker", timeout=20)
+        wait_for(lambda: backends()[2:] == [(s2.address, "ro", "running")], 5,
+                 "the added backend probed (the interval is 60 s: by the restarted monitor)")
+        assert backends()[:2] == [(s0.address, "ro", "running"), (s1.address, "rw", "none")]
+    finally:
+        chassis.stop(timeout=10)
