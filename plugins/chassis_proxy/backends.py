@@ -169,7 +169,8 @@ class Backends:
                 b.set_state(BackendState.UNKNOWN, f"down for more than {DOWN_RETRY_SECONDS:g} s, will retry")
 
     def candidates(self, exclude: set[int]) -> Iterator[Backend]:
-        """Read/write backends that are not DOWN (or OFFLINE), in order, minus ``exclude``."""
+        """Read/write backends that are not DOWN (or OFFLINE) nor stale (a lagging replica,
+        --proxy-max-replication-lag), in order, minus ``exclude``."""
         for b in self.items:
             if b.index in exclude or b.type != BackendType.RW or b.replication.stale:
                 continue

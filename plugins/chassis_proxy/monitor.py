@@ -105,6 +105,8 @@ class Monitor:
             error = f"protocol error: {e}"
         except OSError as e:
             error = e.strerror or str(e)
+        except ValueError as e:  # a value the monitor cannot read (Seconds_Behind_Master ...)
+            error = f"unexpected answer: {e}"
         self._drop(name)
         self.probes[name, "error"] += 1
         return ServerReport(address=name, error=error)

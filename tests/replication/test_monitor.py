@@ -129,3 +129,20 @@ def test_a_reload_probes_the_new_backend_list_and_keeps_live_roles(
         assert backends()[:2] == [(s0.address, "ro", "running"), (s1.address, "rw", "none")]
     finally:
         chassis.stop(timeout=10)
+
+
+def test_a_monitor_account_without_privileges_is_told_what_to_grant(
+        topo: Topology, repl_proxy: Callable[..., ReplProxy], tmp_path: Path) -> None:
+    for server in topo.servers:
+        conn = server.connect("root")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION sql_log_bin=0")
+                cur.execute("CREATE USER IF NOT EXISTS 'weak'@'%' IDENTIFIED BY 'weak_pw'")
+        finally:
+            conn.close()
+    pw = secret_file(tmp_path / "weak.pw", "weak_pw")
+    proxy = repl_proxy(["--proxy-monitor-user=weak", f"--proxy-monitor-password-file={pw}"])
+    line = proxy.wait_log("GRANT SLAVE MONITOR")
+    assert "error 1227" in line and "TO 'weak'" in line
+    assert proxy.replication()[1][0] == "unknown"
