@@ -4,6 +4,7 @@ cannot log in (logged once, nothing else changes), and workers that restart."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,38 @@ def test_monitor_that_cannot_log_in_changes_nothing_and_says_so_once(
         assert served_by(conn) == "repl0"
 
 
+def worker_types(metrics: str, topo: Topology, worker: str) -> list[str] | None:
+    """Each backend's type as one worker sees it (chassis_proxy_backend_up's labels)."""
+    found = {dict(labels)["backend"]: dict(labels)["type"]
+             for (name, labels), _ in scrape(metrics).items()
+             if name == "chassis_proxy_backend_up" and dict(labels).get("worker") == worker}
+    if len(found) != len(topo.servers):
+        return None
+    return [found[s.address] for s in topo.servers]
+
+
+def test_the_monitor_comes_back_with_a_restarted_worker_1(
+        topo: Topology, repl_proxy: Callable[..., ReplProxy]) -> None:
+    """Worker 1 probes; killed, it is restarted (--keepalive) and so is the monitor: a
+    switchover after that still reaches both workers, announced once."""
+    metrics = f"127.0.0.1:{free_port()}"
+    proxy = repl_proxy(["--proxy-backend-roles=auto", f"--metrics-address={metrics}",
+                        "--keepalive"], event_threads=2, env={"CHASSIS_RESTART_DELAY_MIN": "0.1"})
+    wait_for(lambda: proxy.replication()[1][0] == "running", 10, "the monitor's first report")
+    before = proxy.process.workers()
+    (first,) = {int(pid) for pid in re.findall(r"\[worker#1 (\d+)\]", proxy.log_text())}
+    assert first in before
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: len(set(proxy.process.workers()) - set(before)) == 1, 20,
+             "worker 1 to be replaced")
+    topo.switchover(topo.servers[1])
+    live = ["ro", "rw", "ro"]
+    wait_for(lambda: worker_types(metrics, topo, "1") == live
+             and worker_types(metrics, topo, "2") == live, 10, "both workers to see the switch")
+    log = proxy.wait_log("role ro -> rw")
+    assert log.count("role ro -> rw") == 1, log
+
+
 def test_a_restarted_worker_takes_the_monitors_last_reports(
         topo: Topology, repl_proxy: Callable[..., ReplProxy]) -> None:
     """Worker 2, killed and restarted, shows the live roles at once, not one (long)
@@ -73,13 +106,7 @@ def test_a_restarted_worker_takes_the_monitors_last_reports(
                        env={"CHASSIS_RESTART_DELAY_MIN": "0.1"})
 
     def types_of_worker(worker: str) -> list[str] | None:
-        values = scrape(metrics)
-        found = {dict(labels)["backend"]: dict(labels)["type"]
-                 for (name, labels), _ in values.items()
-                 if name == "chassis_proxy_backend_up" and dict(labels).get("worker") == worker}
-        if len(found) != 3:
-            return None
-        return [found[s.address] for s in topo.servers]
+        return worker_types(metrics, topo, worker)
 
     live = ["ro", "rw", "ro"]
     wait_for(lambda: types_of_worker("1") == live and types_of_worker("2") == live, 10,
