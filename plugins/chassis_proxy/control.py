@@ -1,10 +1,12 @@
 """What the proxy shows the other plugins (the admin console), through the chassis.
 
 Answers to other workers' control requests (``chassis_control``): requests carry
-``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle pooled
-connections per backend), ``stats`` (this worker's totals), ``set_backend_state`` (up,
-down, offline, unknown), ``digests`` or ``truncate_digests``, and those of
-:mod:`chassis_proxy.inspection`: ``connections``, ``kill``, ``pool``, ``lua``. Every
+``plugin: "proxy"`` and an ``op``: ``backends`` (state, role, replication, counters and
+idle pooled connections per backend), ``stats`` (this worker's totals),
+``set_backend_state`` (up, down, offline, unknown), ``digests`` or ``truncate_digests``,
+those of :mod:`chassis_proxy.inspection`: ``connections``, ``kill``, ``pool``, ``lua``,
+and between workers ``monitor_update`` / ``monitor_snapshot`` (the replication monitor's
+reports, see :mod:`chassis_proxy.monitor`). Every
 worker answers for itself; the admin plugin merges the answers. An unknown op raises
 ValueError ("unknown proxy control operation").
 
@@ -48,6 +50,7 @@ from chassis_proxy.hooks import (
     ScriptHost,
     ScriptLoadError,
 )
+from chassis_proxy.monitor import reports_from
 from chassis_proxy.service import ProxyService
 
 log = logging.getLogger("chassis.proxy")
@@ -71,6 +74,10 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
                 "connected_clients": b.connected_clients,
                 **b.stats.as_dict(),
                 "pool_idle": b.pool.idle_count,
+                # floats and text: the console's merge sums only integers
+                "replication": b.replication.state,
+                "lag": b.replication.lag,
+                "stale": "yes" if b.replication.stale else "no",
             }
             for b in service.backends
         ]}
@@ -86,6 +93,12 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "message": f"unknown state {request.get('state')!r} (up, down, offline)"}
         backend.set_admin_state(state)
         return {"ok": True}
+    if op == "monitor_update":  # from worker 1's replication monitor (chassis_proxy.monitor)
+        service.apply_reports(reports_from(request.get("reports")))
+        return {"ok": True}
+    if op == "monitor_snapshot":  # a worker that just started asks worker 1
+        last = service.monitor.last if service.monitor is not None else []
+        return {"reports": [r.as_dict() for r in last]}
     digests = service.recorder.digests if service.recorder is not None else None
     if op == "digests":
         return {"digests": digests.as_rows() if digests is not None else []}

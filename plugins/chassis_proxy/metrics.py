@@ -88,11 +88,46 @@ def collect(service: ProxyService) -> list[Metric]:
                 "Idle pooled connections of the backend handed to a client.",
                 [(lb, b.pool.taken) for lb, b in label]),
     ]
+    out.extend(_replication(backends))
+    if service.monitor is not None:  # worker 1 only: it alone probes
+        probes = service.monitor.probes
+        out.append(counter(
+            "chassis_proxy_monitor_probes_total",
+            "Replication monitor probes of the backend, by result (ok, error).",
+            [({"backend": str(b.addr), "result": result}, probes[str(b.addr), result])
+             for b in backends for result in ("ok", "error")]))
     out.extend(_lua(service.script_host))
     recorder = service.recorder
     if recorder is not None and recorder.digests is not None:
         out.extend(_digests(recorder.digests))
     return out
+
+
+#: States the replication monitor reports (chassis_proxy.hooks.ReplicationInfo).
+_REPLICATION_STATES = ("none", "running", "lagging", "connecting", "stopped", "broken",
+                       "unknown", "synced", "desynced")
+
+
+def _replication(backends: list[Any]) -> list[Metric]:
+    """The replication monitor's view (with --proxy-monitor-user): every worker holds the
+    same reports, so the workers' values are not summed but the largest kept."""
+    monitored = [b for b in backends if b.replication.state != "unmonitored"]
+    if not monitored:
+        return []
+    return [
+        gauge("chassis_proxy_backend_replication_lag_seconds",
+              "Seconds_Behind_Master the monitor last read (replicas whose lag is known).",
+              [({"backend": str(b.addr)}, float(b.replication.lag)) for b in monitored
+               if b.replication.lag is not None], aggregate="max"),
+        gauge("chassis_proxy_backend_replication_state",
+              "1 for the backend's replication state as the monitor last saw it.",
+              [({"backend": str(b.addr), "state": state}, int(b.replication.state == state))
+               for b in monitored for state in _REPLICATION_STATES], aggregate="max"),
+        gauge("chassis_proxy_backend_stale",
+              "1 while the backend gets no reads (--proxy-max-replication-lag).",
+              [({"backend": str(b.addr)}, int(b.replication.stale)) for b in monitored],
+              aggregate="max"),
+    ]
 
 
 def _digests(table: DigestTable) -> list[Metric]:

@@ -119,6 +119,31 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="A query this slow or slower goes to --proxy-slow-query-log "
                           "(0: every query)."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
+        *_monitor_options(),
+    ]
+
+
+def _monitor_options() -> list[click.Option]:
+    """The replication monitor's options (docs/operations.md, "Replication-aware backends")."""
+    return [
+        click.Option(["--proxy-monitor-user"], metavar="USER",
+                     help="Account the replication monitor logs in as on every backend (needs "
+                          "SLAVE MONITOR or REPLICATION CLIENT); without it there is no monitor."),
+        click.Option(["--proxy-monitor-password-file"], metavar="FILE",
+                     help="The monitor account's password: the file's first line "
+                          "(mode 0640 or stricter)."),
+        click.Option(["--proxy-monitor-interval"], type=float, default=None, metavar="SECONDS",
+                     help="Seconds between two probes of every backend (default 1)."),
+        click.Option(["--proxy-monitor-timeout"], type=float, default=None, metavar="SECONDS",
+                     help="Most seconds one probe may take: connect, log in, read (default: "
+                          "the interval, at most 1)."),
+        click.Option(["--proxy-backend-roles"], type=click.Choice(["static", "auto"]), default=None,
+                     help="static (default): -b backends are read/write, -r read-only; auto: "
+                          "a backend's role follows its server's read_only (needs the monitor)."),
+        click.Option(["--proxy-max-replication-lag"], type=click.FloatRange(min=0), default=None,
+                     metavar="SECONDS",
+                     help="A replica further behind, or whose replication is stopped or broken, "
+                          "gets no reads until it catches up (needs the monitor)."),
     ]
 
 
@@ -317,7 +342,12 @@ def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
 def chassis_serve(runtime: Runtime) -> Awaitable[None] | None:
     if _service is None:
         return None
-    return _service.serve()
+    return _serve(_service, runtime)
+
+
+async def _serve(service: ProxyService, runtime: Runtime) -> None:
+    await service.serve()
+    service.start_monitor(runtime.control)  # the replication monitor, with --proxy-monitor-user
 
 
 @chassis.hookimpl

@@ -14,6 +14,7 @@ from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
 from chassis.proxy_protocol import Network, parse_networks
+from chassis.secretfile import read_password_file
 from chassis.tls import ListenerTLS, TLSMode
 from chassis_proxy import tls
 from chassis_proxy.tls import BackendTLS
@@ -71,6 +72,19 @@ class BackendAddress:
     read_only: bool
 
 
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The replication monitor (``--proxy-monitor-*``): who it logs in as, how often it
+    probes, and what the proxy does with what it learns (see chassis_proxy.monitor)."""
+
+    user: str
+    password: bytes = field(default=b"", repr=False)  # never logged
+    interval: float = 1.0
+    timeout: float = 1.0  # one probe: connect, log in, read
+    roles_auto: bool = False  # --proxy-backend-roles=auto: the type follows read_only
+    max_lag: float | None = None  # --proxy-max-replication-lag; None: reads ignore lag
+
+
 @dataclass
 class ProxySettings:
     """Everything a worker's proxy needs to know before it serves."""
@@ -94,6 +108,7 @@ class ProxySettings:
     backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
     login_timeout: float = 10.0  # accept to logged in; 0: no limit
     idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
+    monitor: MonitorSettings | None = None  # None: no --proxy-monitor-user
     #: Peers that must start with a PROXY header (--proxy-protocol-networks); no other may.
     proxy_protocol_networks: tuple[Network, ...] = ()
     #: PROXY header version sent first on server connections (--proxy-backend-proxy-protocol); 0: none.
@@ -159,6 +174,43 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     return path
 
 
+def load_monitor(config: Config) -> MonitorSettings | None:
+    """``--proxy-monitor-*``, ``--proxy-backend-roles`` and ``--proxy-max-replication-lag``;
+    None without a monitor user (the options that need one then stop the start)."""
+    user = config.get("proxy_monitor_user")
+    roles = config.get("proxy_backend_roles") or "static"
+    max_lag = config.get("proxy_max_replication_lag")
+    password_file = config.get("proxy_monitor_password_file")
+    if not user:
+        needs = [name for name, given in (
+            ("--proxy-backend-roles=auto", roles == "auto"),
+            ("--proxy-max-replication-lag", max_lag is not None),
+            ("--proxy-monitor-password-file", bool(password_file)),
+        ) if given]
+        if needs:
+            raise StartupError(f"{', '.join(needs)} needs the replication monitor: "
+                               "give --proxy-monitor-user (and --proxy-monitor-password-file)")
+        return None
+    password = ""
+    if password_file:
+        path = config.path(password_file)
+        assert path is not None
+        password = read_password_file(path, "--proxy-monitor-password-file")
+    interval = config.get("proxy_monitor_interval")
+    interval = 1.0 if interval is None else float(interval)
+    if interval <= 0:
+        raise StartupError(f"--proxy-monitor-interval={interval:g}: give a number of seconds above 0")
+    timeout = config.get("proxy_monitor_timeout")
+    timeout = min(interval, 1.0) if timeout is None else float(timeout)
+    if timeout <= 0:
+        raise StartupError(f"--proxy-monitor-timeout={timeout:g}: give a number of seconds above 0")
+    if max_lag is not None and max_lag < 0:
+        raise StartupError(f"--proxy-max-replication-lag={max_lag:g}: give 0 or more seconds")
+    return MonitorSettings(user=str(user), password=password.encode(), interval=interval,
+                           timeout=timeout, roles_auto=roles == "auto",
+                           max_lag=None if max_lag is None else float(max_lag))
+
+
 def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
     """Check the proxy options and turn them into :class:`ProxySettings`.
 
@@ -206,6 +258,7 @@ def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
         backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
         login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
+        monitor=load_monitor(config),
         proxy_protocol_networks=networks,
         backend_proxy_protocol={"off": 0, "v1": 1, "v2": 2}[backend_pp],
 
