@@ -30,13 +30,20 @@ MAX_STATEMENT = 1024
 
 
 def _command_text(buffer: bytes) -> str | None:
-    """The command a client buffer starts: a COM_QUERY's text, else the command's name."""
+    """The command a client buffer starts (a packet with its header)."""
     if len(buffer) < 5 or buffer[3] != 0:
         return None
-    command = buffer[4]
+    length = int.from_bytes(buffer[:3], "little")
+    return _payload_text(buffer[4:4 + min(length, 1 + MAX_STATEMENT)])
+
+
+def _payload_text(payload: bytes) -> str | None:
+    """A command's payload: a COM_QUERY's text, else the command's name."""
+    if not payload:
+        return None
+    command = payload[0]
     if command == Command.QUERY:
-        length = int.from_bytes(buffer[:3], "little")
-        return buffer[5:min(4 + length, 5 + MAX_STATEMENT)].decode("utf-8", "replace")
+        return payload[1:1 + MAX_STATEMENT].decode("utf-8", "replace")
     try:
         return f"COM_{Command(command).name}"
     except ValueError:
@@ -98,7 +105,7 @@ def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, An
     elif session is not None:
         running = session.busy
         if running:
-            row["statement"] = _command_text(st.client_seen)
+            row["statement"] = _payload_text(session.command)
     if client_leg is not None or session is not None:
         row["state"] = "query" if running else "idle"
     if running and session is not None and session.started:

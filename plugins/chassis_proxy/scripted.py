@@ -78,6 +78,7 @@ class ScriptedSession:
         if state.server_ch is not None:
             state.server_ch.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
+        self.command = b""  # the payload of the last command taken (the admin console's view)
         self.started = 0.0  # when the command being answered went to the server (metrics)
         self.stream = StreamPump(state, on_done=self.command_done,
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
@@ -170,6 +171,7 @@ class ScriptedSession:
         ``raw`` is the client's packet with its header, when it can go to the server as
         it is (sequence id 0, not split).
         """
+        self.command = payload
         state = self.state
         state.commands += 1
         state.bytes_in += len(payload)
