@@ -17,6 +17,16 @@ sysbench counted. ``--digest-off`` adds the same chassis with ``--proxy-query-di
 digests (on by default) shows side by side; the issue's target is at most 10 % more CPU
 per query with digests on, at 32 threads of point selects.
 
+``--compare haproxy`` adds HAProxy in TCP mode in front of the same server (as many
+threads as chassis has workers): a C byte relay, the physical reference for the CPU per
+query and per login (``haproxy`` columns; the targets of issue 15 are ratios to it).
+
+The ``connect`` workload (``scripts/bench-connect.lua``, in the default list) is what
+PHP-style applications do: every event connects, runs ``SELECT 1`` and quits, so its
+events per second are logins per second, shown in a table of their own with the CPU
+microseconds per login. ``--lua`` runs it with ``scripts/bench-inspect.lua``, which also
+defines ``read_auth``. Every cell also shows the p50 latency (from sysbench's histogram).
+
 sysbench keeps its defaults (reported in the JSON and the header): notably
 ``--db-ps-mode=auto``, i.e. server-side prepared statements, and ``--rand-type=special``.
 """
@@ -47,9 +57,10 @@ if str(ROOT) not in sys.path:
 
 import pymysql  # noqa: E402
 
+from tests.support.haproxy import HAProxy, find_haproxy  # noqa: E402
 from tests.support.mariadb import MariaDB, MariaDBError, free_port  # noqa: E402
 
-WORKLOADS = ("oltp_point_select", "oltp_read_only")
+WORKLOADS = ("oltp_point_select", "oltp_read_only", "connect")
 THREADS = (1, 8, 32)
 #: The issue's target: proxied/direct QPS for point selects at 32 threads.
 TARGET = ("oltp_point_select", 32, 0.55)
@@ -58,6 +69,15 @@ DIGEST_TARGET = ("oltp_point_select", 32, 1.10)
 #: The target with the inspect-every-query script (scripts/bench-inspect.lua).
 LUA_TARGET = ("oltp_point_select", 32, 0.5)
 INSPECT_SCRIPT = ROOT / "scripts" / "bench-inspect.lua"
+#: The connect-heavy workload: connect, ``SELECT 1``, quit (one login per event).
+CONNECT_WORKLOAD = "connect"
+CONNECT_SCRIPT = ROOT / "scripts" / "bench-connect.lua"
+#: Issue 15's targets against HAProxy: (workload, threads, chassis CPU per event at most
+#: this times HAProxy's, chassis events/s at least this times HAProxy's or None).
+HAPROXY_TARGETS = (
+    (CONNECT_WORKLOAD, 8, 1.5, 0.8),
+    ("oltp_point_select", 32, 1.05, None),
+)
 READY_TIMEOUT = 30.0
 #: sysbench defaults worth stating next to the figures (parsed from its help).
 REPORTED_DEFAULTS = ("db-ps-mode", "rand-type", "percentile", "point_selects",
@@ -78,10 +98,12 @@ class Run:
     qps: float = 0.0
     tps: float = 0.0
     p95_ms: float = 0.0
+    p50_ms: float = 0.0  # from sysbench's latency histogram
     errors: int = 0
     reconnects: int = 0
     seconds: float = 0.0
     queries: int = 0
+    events: int = 0  # sysbench's transactions: logins for the connect workload
     cpu_seconds: float = 0.0  # the chassis' CPU (user + system) over the run; 0 for direct
     error: str = ""
     command: list[str] = field(default_factory=list)
@@ -95,6 +117,27 @@ class Target:
     name: str
     port: int
     pgid: int = 0  # the chassis' process group (0: the server itself, not measured)
+    pid: int = 0  # a proxy that is one process (HAProxy): its CPU, every thread's
+
+
+def target_cpu_seconds(target: Target) -> float:
+    """The CPU seconds a proxy target has used so far (0.0 for the server itself)."""
+    if target.pgid:
+        return group_cpu_seconds(target.pgid)
+    if target.pid:
+        return process_cpu_seconds(target.pid)
+    return 0.0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process, all its threads (from /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -118,8 +161,9 @@ def group_cpu_seconds(pgid: int) -> float:
 # -- sysbench ----------------------------------------------------------------------------
 
 def sysbench_base(workload: str, port: int, args: argparse.Namespace) -> list[str]:
+    test = str(CONNECT_SCRIPT) if workload == CONNECT_WORKLOAD else workload
     return [
-        args.sysbench, workload, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+        args.sysbench, test, "--db-driver=mysql", "--mysql-host=127.0.0.1",
         f"--mysql-port={port}", "--mysql-user=root", "--mysql-password=",
         "--mysql-db=sbtest", f"--tables={args.tables}", f"--table-size={args.table_size}",
     ]
@@ -148,6 +192,7 @@ def parse_sysbench(out: str) -> dict[str, float]:
         "qps": number(r"queries:\s+\d+\s+\(([\d.]+) per sec"),
         "queries": number(r"queries:\s+(\d+)\s+\("),
         "tps": number(r"transactions:\s+\d+\s+\(([\d.]+) per sec"),
+        "events": number(r"transactions:\s+(\d+)\s+\("),
         "p95_ms": number(r"95th percentile:\s+([\d.]+)"),
         "errors": number(r"ignored errors:\s+(\d+)"),
         "reconnects": number(r"reconnects:\s+(\d+)"),
@@ -155,17 +200,33 @@ def parse_sysbench(out: str) -> dict[str, float]:
     }
 
 
+def histogram_percentile(out: str, percent: float) -> float:
+    """The latency (ms) at ``percent`` from sysbench's ``--histogram`` report: the first
+    bucket where the running count reaches it, as sysbench computes its own percentile."""
+    buckets = [(float(v), int(n)) for v, n in
+               re.findall(r"^\s+([\d.]+) \|\**\s+(\d+)\s*$", out, re.MULTILINE)]
+    total = sum(n for _v, n in buckets)
+    if not total:
+        raise BenchError(f"sysbench report has no latency histogram:\n{out[-1500:]}")
+    seen = 0
+    for value, count in buckets:
+        seen += count
+        if seen * 100 >= total * percent:
+            return value
+    return buckets[-1][0]
+
+
 def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
                  args: argparse.Namespace) -> Run:
     cmd = [*sysbench_base(workload, target.port, args), f"--threads={threads}",
-           f"--time={seconds}", "--report-interval=0", "run"]
+           f"--time={seconds}", "--report-interval=0", "--histogram=on", "run"]
     run = Run(workload=workload, threads=threads, target=target.name, command=cmd)
-    cpu_before = group_cpu_seconds(target.pgid) if target.pgid else 0.0
+    cpu_before = target_cpu_seconds(target)
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False,
                               timeout=seconds + 60)
-        if target.pgid:
-            run.cpu_seconds = group_cpu_seconds(target.pgid) - cpu_before
+        if target.pgid or target.pid:
+            run.cpu_seconds = target_cpu_seconds(target) - cpu_before
     except subprocess.TimeoutExpired:
         run.error = f"sysbench did not finish within {seconds + 60} s"
         return run
@@ -175,6 +236,7 @@ def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
         return run
     try:
         figures = parse_sysbench(done.stdout)
+        run.p50_ms = histogram_percentile(done.stdout, 50)
     except BenchError as exc:
         run.error = str(exc)
         return run
@@ -182,14 +244,17 @@ def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
     run.errors, run.reconnects = int(figures["errors"]), int(figures["reconnects"])
     run.seconds = figures["seconds"]
     run.queries = int(figures["queries"])
+    run.events = int(figures["events"])
     return run
 
 
 def cpu_us_per_query(run: Run) -> float | None:
-    """The chassis' CPU microseconds per query sysbench counted (None: direct, or failed)."""
-    if run.error or not run.queries or not run.cpu_seconds:
+    """The proxy's CPU microseconds per query sysbench counted (None: direct, or failed);
+    per login for the connect workload (one query per login)."""
+    count = run.events if run.workload == CONNECT_WORKLOAD else run.queries
+    if run.error or not count or not run.cpu_seconds:
         return None
-    return run.cpu_seconds / run.queries * 1e6
+    return run.cpu_seconds / count * 1e6
 
 
 # -- chassis -----------------------------------------------------------------------------
@@ -238,6 +303,26 @@ def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
         finally:
             _stop_group(proc)
     raise BenchError("chassis could not get a free port in 3 tries")
+
+
+@contextlib.contextmanager
+def haproxy(db: MariaDB, args: argparse.Namespace, log_dir: Path) -> Iterator[Target]:
+    """HAProxy in TCP mode in front of *db* (``--compare haproxy``): as many threads as
+    chassis has workers, so both have the same cores to spend."""
+    directory = log_dir / "haproxy"
+    directory.mkdir()
+    lb = HAProxy(directory, [db.address], global_lines=[
+        f"nbthread {args.event_threads}", "maxconn 4096"])
+    try:
+        lb.start()
+    except RuntimeError as exc:
+        raise BenchError(f"haproxy did not start: {exc}") from None
+    try:
+        print(f"   haproxy: {find_haproxy()} -db -f {lb.config} (mode tcp,"
+              f" nbthread {args.event_threads})", flush=True)
+        yield Target(name="haproxy", port=lb.port, pid=lb.pid)
+    finally:
+        lb.stop()
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -311,12 +396,12 @@ def print_table(runs: list[Run], targets: list[str],
                 cpu_of: dict[tuple[str, int, str], float | None] | None = None) -> None:
     cpu_of = cpu_of or {}
     by_key = {(r.workload, r.threads, r.target): r for r in runs}
-    head = f"{'workload':<18} {'thr':>3} | {'direct QPS':>10} {'p95 ms':>7}"
+    head = f"{'workload':<18} {'thr':>3} | {'direct QPS':>10} {'p50 ms':>7} {'p95 ms':>7}"
     for t in targets[1:]:
-        head += f" | {t + ' QPS':>17} {'p95 ms':>7} {'ratio':>5} {'us CPU/q':>8}"
+        head += f" | {t + ' QPS':>17} {'p50 ms':>7} {'p95 ms':>7} {'ratio':>5} {'us CPU/q':>8}"
     print(head)
     print("-" * len(head))
-    for workload in dict.fromkeys(r.workload for r in runs):
+    for workload in dict.fromkeys(r.workload for r in runs if r.workload != CONNECT_WORKLOAD):
         for threads in dict.fromkeys(r.threads for r in runs if r.workload == workload):
             direct = by_key[(workload, threads, "direct")]
             line = f"{workload:<18} {threads:>3} | " + _cell(direct, 10)
@@ -336,8 +421,96 @@ def print_table(runs: list[Run], targets: list[str],
 
 def _cell(run: Run, width: int) -> str:
     if run.error:
-        return f"{'FAILED':>{width}} {'-':>7}"
-    return f"{run.qps:>{width}.0f} {run.p95_ms:>7.2f}"
+        return f"{'FAILED':>{width}} {'-':>7} {'-':>7}"
+    return f"{run.qps:>{width}.0f} {run.p50_ms:>7.2f} {run.p95_ms:>7.2f}"
+
+
+def login_rates(all_runs: list[Run]) -> dict[tuple[int, str], float | None]:
+    """Logins per second of the connect workload per (threads, target): the median over
+    the rounds of --repeat."""
+    found: dict[tuple[int, str], list[float]] = {}
+    for run in all_runs:
+        if run.workload == CONNECT_WORKLOAD:
+            values = found.setdefault((run.threads, run.target), [])
+            if not run.error and run.seconds:
+                values.append(run.events / run.seconds)
+    return {key: statistics.median(v) if v else None for key, v in found.items()}
+
+
+def versus(all_runs: list[Run], reference: str) -> dict[tuple[str, int, str], tuple[float, float | None]]:
+    """Each proxy against ``reference`` (HAProxy) per (workload, threads, target): the
+    median over the rounds of its events/s ratio and of its CPU-per-event ratio."""
+    ref = {(r.workload, r.threads, r.attempt): r for r in all_runs if r.target == reference}
+    found: dict[tuple[str, int, str], tuple[list[float], list[float]]] = {}
+    for run in all_runs:
+        base = ref.get((run.workload, run.threads, run.attempt))
+        if run.target in ("direct", reference) or base is None:
+            continue
+        speeds, cpus = found.setdefault((run.workload, run.threads, run.target), ([], []))
+        if not run.error and not base.error and base.tps:
+            speeds.append(run.tps / base.tps)
+        cpu, cpu_base = cpu_us_per_query(run), cpu_us_per_query(base)
+        if cpu and cpu_base:
+            cpus.append(cpu / cpu_base)
+    return {key: (statistics.median(s), statistics.median(c) if c else None)
+            for key, (s, c) in found.items() if s}
+
+
+def print_logins(runs: list[Run], targets: list[str], all_runs: list[Run],
+                 cpu_of: dict[tuple[str, int, str], float | None]) -> None:
+    """The connect workload's table: logins/s, against direct and HAProxy, CPU per login."""
+    rates = login_rates(all_runs)
+    if not rates:
+        return
+    vs = versus(all_runs, "haproxy") if "haproxy" in targets else {}
+    by_key = {(r.threads, r.target): r for r in runs if r.workload == CONNECT_WORKLOAD}
+    print(f"\nconnect, SELECT 1, quit ({CONNECT_SCRIPT.name}): logins per second")
+    head = (f"{'target':<22} {'thr':>3} | {'logins/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'/direct':>7} {'us CPU/login':>12} | {'/haproxy':>8} {'CPU/haproxy':>11}")
+    print(head)
+    print("-" * len(head))
+    for threads in dict.fromkeys(t for t, _ in rates):
+        direct = rates.get((threads, "direct"))
+        for target in targets:
+            run, rate = by_key.get((threads, target)), rates.get((threads, target))
+            if run is None:
+                continue
+            if rate is None:
+                print(f"{target:<22} {threads:>3} | {'FAILED':>8}")
+                continue
+            cpu = cpu_of.get((CONNECT_WORKLOAD, threads, target))
+            speed, cpu_ratio = vs.get((CONNECT_WORKLOAD, threads, target), (None, None))
+            print(f"{target:<22} {threads:>3} | {rate:>8.0f} {run.p50_ms:>7.2f} {run.p95_ms:>7.2f} "
+                  + (f"{rate / direct:>7.2f}" if direct else f"{'-':>7}")
+                  + (f" {cpu:>12.1f}" if cpu else f" {'-':>12}") + " | "
+                  + (f"{speed:>8.2f}" if speed else f"{'-':>8}")
+                  + (f" {cpu_ratio:>10.2f}x" if cpu_ratio else f" {'-':>11}"))
+    print("(/direct, /haproxy: logins/s ratios, median of each round's; CPU/haproxy: the"
+          " proxy's CPU per login over HAProxy's)")
+
+
+def print_haproxy_targets(all_runs: list[Run], targets: list[str]) -> None:
+    """Issue 15's targets, each chassis against HAProxy measured in the same rounds."""
+    if "haproxy" not in targets:
+        return
+    vs = versus(all_runs, "haproxy")
+    for workload, threads, cpu_goal, speed_goal in HAPROXY_TARGETS:
+        for target in targets:
+            found = vs.get((workload, threads, target))
+            if found is None:
+                continue
+            speed, cpu_ratio = found
+            unit = "login" if workload == CONNECT_WORKLOAD else "query"
+            verdicts = []
+            if cpu_ratio is not None:
+                ok = "meets" if cpu_ratio <= cpu_goal else "misses"
+                verdicts.append(f"CPU/{unit} {cpu_ratio:.2f}x HAProxy's ({ok} at most {cpu_goal}x)")
+            if speed_goal is not None:
+                ok = "meets" if speed >= speed_goal else "misses"
+                verdicts.append(f"{unit}s/s {speed:.2f}x HAProxy's ({ok} at least {speed_goal}x)")
+            else:
+                verdicts.append(f"{unit}s/s {speed:.2f}x HAProxy's")
+            print(f"{workload} at {threads} threads, {target}: " + "; ".join(verdicts))
 
 
 def machine_facts(db: MariaDB, sysbench: str) -> dict[str, object]:
@@ -368,7 +541,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")],
                         default=list(THREADS), help="comma-separated [1,8,32]")
     parser.add_argument("--workloads", type=lambda s: s.split(","), default=list(WORKLOADS),
-                        help="comma-separated sysbench tests [oltp_point_select,oltp_read_only]")
+                        help="comma-separated sysbench tests, and 'connect' for connect-heavy"
+                             " clients (scripts/bench-connect.lua)"
+                             " [oltp_point_select,oltp_read_only,connect]")
+    parser.add_argument("--compare", action="append", default=[], choices=["haproxy"],
+                        help="also measure HAProxy in TCP mode in front of the same server,"
+                             " in the same rounds (the C relay reference)")
     parser.add_argument("--lua", type=Path, nargs="?", const=INSPECT_SCRIPT, metavar="FILE",
                         help="also run through a chassis with this --proxy-lua-script"
                              " [without FILE: scripts/bench-inspect.lua, a read_query that"
@@ -401,6 +579,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--lua {args.lua}: no such file")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if "haproxy" in args.compare:
+        try:
+            find_haproxy()
+        except RuntimeError as exc:
+            parser.error(f"--compare haproxy: {exc}")
     if shutil.which(args.sysbench) is None:
         parser.error("sysbench not found: install it with apt-get install -y sysbench"
                      " (scripts/bench does that)")
@@ -448,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.lua is not None:
                         targets.append(stack.enter_context(
                             chassis(db, args, args.lua, log_dir, args.baseline, "baseline")))
+                if "haproxy" in args.compare:
+                    targets.append(stack.enter_context(haproxy(db, args, log_dir)))
         except BenchError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -478,8 +663,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     if args.repeat > 1:
         print(f"(medians of {args.repeat} runs per cell; ratios: median of each round's ratio)")
-    print_table(runs, [t.name for t in targets], ratio_of, cpu_of)
-    print("(us CPU/q: the chassis' user + system CPU microseconds per query sysbench counted)")
+    names = [t.name for t in targets]
+    if any(r.workload != CONNECT_WORKLOAD for r in runs):
+        print_table(runs, names, ratio_of, cpu_of)
+        print("(us CPU/q: the proxy's user + system CPU microseconds per query sysbench"
+              " counted)")
+    print_logins(runs, names, all_runs, cpu_of)
+    print()
+    print_haproxy_targets(all_runs, names)
     workload, threads, goal = TARGET
     ratio = ratio_of.get((workload, threads, "proxied"))
     if ratio is not None:
@@ -517,13 +708,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tables": args.tables, "table_size": args.table_size,
             "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
             "chassis_args": args.chassis_arg, "baseline": args.baseline, "warmup": args.warmup, "repeat": args.repeat,
-            "digest_off": args.digest_off,
+            "digest_off": args.digest_off, "compare": args.compare,
             "sysbench_defaults": defaults,
         },
         "runs": [asdict(r) for r in runs],
         "all_runs": [asdict(r) for r in all_runs] if args.repeat > 1 else None,
         "ratios": {f"{w}/{n}/{t}": ratio for (w, n, t), ratio in ratio_of.items()},
         "cpu_us_per_query": {f"{w}/{n}/{t}": cpu for (w, n, t), cpu in cpu_of.items()},
+        "logins_per_second": {f"{n}/{t}": rate for (n, t), rate in login_rates(all_runs).items()},
+        "vs_haproxy": {f"{w}/{n}/{t}": {"speed": speed, "cpu": cpu}
+                       for (w, n, t), (speed, cpu) in versus(all_runs, "haproxy").items()},
     }, indent=2) + "\n")
     print(f"\nwritten to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 1 if any(r.error for r in runs) else 0

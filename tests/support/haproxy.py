@@ -3,7 +3,8 @@
 ``with HAProxy(tmp_path, ["127.0.0.1:4040"], server_options="send-proxy-v2") as lb:``
 starts it in the foreground (``-db``) on a free port of 127.0.0.1 and stops it at the end;
 ``lb.port`` is where clients connect. ``extra`` adds lines to the backend section (health
-checks and the like, for fleet tests).
+checks and the like, for fleet tests); ``global_lines`` to the global section (threads,
+limits: scripts/bench's ``--compare haproxy``).
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ class HAProxy:
     host = "127.0.0.1"
 
     def __init__(self, directory: Path, servers: Sequence[str], *, server_options: str = "",
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), global_lines: Sequence[str] = ()) -> None:
         self.directory = directory
         self.servers = list(servers)
         self.server_options = server_options
         self.extra = list(extra)
+        self.global_lines = list(global_lines) or ["maxconn 256"]
         self.port = 0
         self.config = directory / "haproxy.cfg"
         self.log_file = directory / "haproxy.out"
@@ -48,7 +50,7 @@ class HAProxy:
 
     def _config_text(self) -> str:
         lines = [
-            "global", "    maxconn 256",
+            "global", *(f"    {line}" for line in self.global_lines),
             "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 60s",
             "    timeout server 60s",
             "frontend clients", f"    bind {self.host}:{self.port}", "    default_backend chassis",
@@ -76,6 +78,11 @@ class HAProxy:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"haproxy did not listen on {self.host}:{self.port}:\n{self.output()}")
+
+    @property
+    def pid(self) -> int:
+        """The running process (0 when stopped): its threads share it."""
+        return self._proc.pid if self._proc is not None else 0
 
     def output(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
