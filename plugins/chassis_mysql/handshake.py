@@ -22,10 +22,22 @@ from chassis_mysql.constants import (
     ServerStatus,
 )
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.wire import Reader, write_lenenc_int, write_lenenc_str
+from chassis_mysql.wire import Reader, read_lenenc_str, write_lenenc_int, write_lenenc_str
 
 _CLIENT_MYSQL = int(Capability.LONG_PASSWORD)
 _PART1 = 8  # bytes of the scramble sent before the capability flags
+
+# The flags as plain ints: ``int & Capability.X`` goes through IntFlag's Python-level
+# operators (about 100 times the cost of ``int & int``), and a login parses and encodes
+# several of these packets.
+_SECURE_CONNECTION = int(Capability.SECURE_CONNECTION)
+_PLUGIN_AUTH = int(Capability.PLUGIN_AUTH)
+_SSL = int(Capability.SSL)
+_PROTOCOL_41 = int(Capability.PROTOCOL_41)
+_LENENC_AUTH = int(Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA)
+_CONNECT_WITH_DB = int(Capability.CONNECT_WITH_DB)
+_CONNECT_ATTRS = int(Capability.CONNECT_ATTRS)
+_ZSTD = int(Capability.ZSTD_COMPRESSION_ALGORITHM)
 
 
 def _latin1(raw: bytes) -> str:
@@ -103,14 +115,14 @@ class HandshakeV10:
         extended = r.u32()
         caps = classic if classic & _CLIENT_MYSQL else classic | (extended << 32)
         scramble = part1
-        if classic & Capability.SECURE_CONNECTION:
+        if classic & _SECURE_CONNECTION:
             part2 = r.fixed(min(max(13, data_len - _PART1), r.remaining()))
             if part2.endswith(b"\x00"):
                 part2 = part2[:-1]
             scramble = part1 + part2
         plugin = ""
         terminated = True
-        if classic & Capability.PLUGIN_AUTH:
+        if classic & _PLUGIN_AUTH:
             rest = r.rest()
             nul = rest.find(b"\x00")
             if nul < 0:
@@ -140,7 +152,7 @@ class HandshakeV10:
             raise ProtocolError(f"auth_plugin_data needs at least 8 bytes, got {len(data)}")
         if self.auth_plugin_data_len is not None:
             data_len = self.auth_plugin_data_len
-        elif classic & Capability.PLUGIN_AUTH:
+        elif classic & _PLUGIN_AUTH:
             data_len = len(data) + 1
         else:
             data_len = 0
@@ -157,10 +169,10 @@ class HandshakeV10:
             b"\x00" * 6,
             _extended_field(classic, extended),
         ]
-        if classic & Capability.SECURE_CONNECTION:
+        if classic & _SECURE_CONNECTION:
             part2 = data[_PART1:]
             out.append(part2.ljust(max(13, data_len - _PART1, len(part2)), b"\x00"))
-        if classic & Capability.PLUGIN_AUTH:
+        if classic & _PLUGIN_AUTH:
             out.append(_ascii_bytes(self.auth_plugin_name, "auth_plugin_name"))
             if self.auth_plugin_name_terminated:
                 out.append(b"\x00")
@@ -199,8 +211,8 @@ def is_ssl_request(payload: bytes) -> bool:
     """True for the client's 32-byte SSLRequest (a real HandshakeResponse41 is longer)."""
     return (
         len(payload) == SSL_REQUEST_SIZE
-        and bool(payload[1] & (Capability.SSL >> 8))
-        and bool(payload[1] & (Capability.PROTOCOL_41 >> 8))
+        and bool(payload[1] & (_SSL >> 8))
+        and bool(payload[1] & (_PROTOCOL_41 >> 8))
     )
 
 
@@ -218,7 +230,7 @@ class SSLRequest:
         if len(payload) != SSL_REQUEST_SIZE:
             raise ProtocolError(f"SSLRequest must be 32 bytes, got {len(payload)}")
         caps, max_packet, charset = _parse_client_prefix(Reader(payload))
-        if not caps & Capability.SSL:
+        if not caps & _SSL:
             raise ProtocolError("SSLRequest without the CLIENT_SSL capability")
         return cls(Capability(caps), max_packet, charset)
 
@@ -234,12 +246,30 @@ def _encode_attrs(attrs: dict[bytes, bytes]) -> bytes:
 
 def _parse_attrs(r: Reader) -> dict[bytes, bytes]:
     size = r.lenenc_int_nonnull("connect attributes length")
-    inner = Reader(r.fixed(size))
+    buf = r.fixed(size)
+    end = len(buf)
     attrs: dict[bytes, bytes] = {}
-    while not inner.at_end():
-        key = inner.lenenc_str_nonnull("connect attribute name")
-        attrs[key] = inner.lenenc_str_nonnull("connect attribute value")
+    pos = 0
+    # Inline for the usual one-byte lengths (a client sends a dozen attributes at every
+    # login); anything else takes the general reader, which also reports the errors.
+    while pos < end:
+        n = buf[pos]
+        stop = pos + 1 + n
+        if n < 0xFB and stop < end and buf[stop] < 0xFB and stop + 1 + buf[stop] <= end:
+            key = buf[pos + 1:stop]
+            pos = stop + 1 + buf[stop]
+            attrs[key] = buf[stop + 1:pos]
+            continue
+        key, pos = _lenenc_nonnull(buf, pos, "connect attribute name")
+        attrs[key], pos = _lenenc_nonnull(buf, pos, "connect attribute value")
     return attrs
+
+
+def _lenenc_nonnull(buf: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    value, after = read_lenenc_str(buf, pos)
+    if value is None:
+        raise ProtocolError(f"unexpected NULL marker for {what} at offset {pos}")
+    return value, after
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,29 +299,29 @@ class HandshakeResponse41:
             raise ProtocolError("got an SSLRequest where a HandshakeResponse41 was expected")
         r = Reader(payload)
         caps, max_packet, charset = _parse_client_prefix(r)
-        if not caps & Capability.PROTOCOL_41:
+        if not caps & _PROTOCOL_41:
             raise ProtocolError(
                 "client does not speak protocol 4.1 (CLIENT_PROTOCOL_41 unset); "
                 "pre-4.1 clients are not supported"
             )
         username = r.nul_str()
-        if caps & Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA:
+        if caps & _LENENC_AUTH:
             auth = r.lenenc_str_nonnull("auth response")
-        elif caps & Capability.SECURE_CONNECTION:
+        elif caps & _SECURE_CONNECTION:
             auth = r.fixed(r.u8())
         else:
             auth = r.nul_str()
         database = None
-        if caps & Capability.CONNECT_WITH_DB and not r.at_end():
+        if caps & _CONNECT_WITH_DB and not r.at_end():
             database = r.nul_str()
         plugin = None
-        if caps & Capability.PLUGIN_AUTH and not r.at_end():
+        if caps & _PLUGIN_AUTH and not r.at_end():
             plugin = _latin1(r.nul_str())
         attrs = None
-        if caps & Capability.CONNECT_ATTRS and not r.at_end():
+        if caps & _CONNECT_ATTRS and not r.at_end():
             attrs = _parse_attrs(r)
         zstd = None
-        if caps & Capability.ZSTD_COMPRESSION_ALGORITHM and not r.at_end():
+        if caps & _ZSTD and not r.at_end():
             zstd = r.u8()
         r.expect_end("HandshakeResponse41")
         return cls(
@@ -315,9 +345,9 @@ class HandshakeResponse41:
             b"\x00",
         ]
         auth = self.auth_response
-        if caps & Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA:
+        if caps & _LENENC_AUTH:
             out.append(write_lenenc_str(auth))
-        elif caps & Capability.SECURE_CONNECTION:
+        elif caps & _SECURE_CONNECTION:
             if len(auth) > 255:
                 raise ProtocolError(
                     "auth response over 255 bytes needs CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA"
@@ -325,14 +355,14 @@ class HandshakeResponse41:
             out.append(bytes((len(auth),)) + auth)
         else:
             out.append(_no_nul(auth, "auth response") + b"\x00")
-        if caps & Capability.CONNECT_WITH_DB and self.database is not None:
+        if caps & _CONNECT_WITH_DB and self.database is not None:
             out.append(_no_nul(self.database, "database") + b"\x00")
-        if caps & Capability.PLUGIN_AUTH and self.auth_plugin_name is not None:
+        if caps & _PLUGIN_AUTH and self.auth_plugin_name is not None:
             name = _ascii_bytes(self.auth_plugin_name, "auth_plugin_name")
             out.append(_no_nul(name, "auth_plugin_name") + b"\x00")
-        if caps & Capability.CONNECT_ATTRS and self.connect_attrs is not None:
+        if caps & _CONNECT_ATTRS and self.connect_attrs is not None:
             out.append(_encode_attrs(self.connect_attrs))
-        if caps & Capability.ZSTD_COMPRESSION_ALGORITHM and self.zstd_level is not None:
+        if caps & _ZSTD and self.zstd_level is not None:
             out.append(bytes((self.zstd_level,)))
         return b"".join(out)
 
@@ -453,11 +483,11 @@ def is_protocol_320_response(payload: bytes) -> bool:
     if len(payload) < 6:
         return False
     caps = payload[0] | (payload[1] << 8)
-    if caps & Capability.PROTOCOL_41:
+    if caps & _PROTOCOL_41:
         return False
     parts = payload[5:].split(b"\x00")
     user, rest = parts[0], parts[1:]
-    if caps & Capability.CONNECT_WITH_DB:
+    if caps & _CONNECT_WITH_DB:
         fields = [user, *rest[:2]]
         well_formed = len(rest) == 3 and rest[2] == b""
     else:

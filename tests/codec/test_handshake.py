@@ -209,3 +209,33 @@ def test_auth_more_data_and_switch_response() -> None:
         AuthMoreData.parse(b"\x00")
     with pytest.raises(ProtocolError):
         AuthSwitchRequest.parse(b"\x01")
+
+
+def _login_with_attrs(body: bytes) -> bytes:
+    caps = (Capability.PROTOCOL_41 | Capability.LONG_PASSWORD | Capability.SECURE_CONNECTION
+            | Capability.CONNECT_ATTRS)
+    head = HandshakeResponse41(caps, b"u", b"").encode()
+    return head + bytes((len(body),)) + body
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x01k\x05abc", "truncated"),  # the value's length runs past the attributes
+        (b"\x01k", "truncated"),  # a name without a value
+        (b"\xfbk\x01v", "NULL marker for connect attribute name"),
+        (b"\x01k\xfb", "NULL marker for connect attribute value"),
+        (b"\x01k\xfc\x05", "truncated"),  # a two-byte length cut short
+    ],
+)
+def test_malformed_connect_attributes_are_refused(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        HandshakeResponse41.parse(_login_with_attrs(body))
+
+
+def test_connect_attributes_with_long_and_short_values() -> None:
+    attrs = {b"a": b"x" * 300, b"": b"", b"b" * 251: b"v", b"c": b"y" * 250}
+    caps = (Capability.PROTOCOL_41 | Capability.LONG_PASSWORD | Capability.SECURE_CONNECTION
+            | Capability.CONNECT_ATTRS)
+    login = HandshakeResponse41(caps, b"u", b"", connect_attrs=attrs)
+    assert HandshakeResponse41.parse(login.encode()).connect_attrs == attrs
