@@ -69,6 +69,14 @@ def _extended_field(classic: int, extended: int) -> bytes:
     return struct.pack("<I", extended)
 
 
+#: What follows the server version: connection id, scramble part 1, filler, capabilities
+#: (low 16 bits), charset, status, capabilities (high 16 bits), scramble length, 6
+#: reserved bytes, MariaDB's extended capabilities.
+_HANDSHAKE_FIXED = struct.Struct("<I8sxHBHHB6xI")
+#: The capabilities that decide which fields a handshake has.
+_HANDSHAKE_LAYOUT = _CLIENT_MYSQL | _SECURE_CONNECTION | _PLUGIN_AUTH
+
+
 @dataclass(frozen=True, slots=True)
 class HandshakeV10:
     """The server's first packet (protocol version 10).
@@ -103,16 +111,9 @@ class HandshakeV10:
                 "is the backend a MySQL/MariaDB server?"
             )
         server_version = _latin1(r.nul_str())
-        connection_id = r.u32()
-        part1 = r.fixed(_PART1)
-        r.u8()  # filler
-        classic = r.u16()
-        charset = r.u8()
-        status = r.u16()
-        classic |= r.u16() << 16
-        data_len = r.u8()
-        r.fixed(6)
-        extended = r.u32()
+        connection_id, part1, classic, charset, status, high, data_len, extended = \
+            _HANDSHAKE_FIXED.unpack(r.fixed(_HANDSHAKE_FIXED.size))
+        classic |= high << 16
         caps = classic if classic & _CLIENT_MYSQL else classic | (extended << 32)
         scramble = part1
         if classic & _SECURE_CONNECTION:
@@ -181,6 +182,24 @@ class HandshakeV10:
     def with_capabilities(self, capabilities: int) -> HandshakeV10:
         """A copy with other capability flags (e.g. COMPRESS masked off by a proxy)."""
         return replace(self, capabilities=Capability(capabilities))
+
+
+def handshake_with_capabilities(payload: bytes, capabilities: int) -> bytes:
+    """``HandshakeV10.parse(payload).with_capabilities(capabilities).encode()``, by
+    rewriting the capability bytes in place: a proxy masks a few bits of every greeting
+    it relays. Flags that change the packet's layout take the long way."""
+    pos = payload.find(b"\x00", 1) + 14  # the low 16 bits, after the version's NUL,
+    end = pos + _HANDSHAKE_FIXED.size - 13  # the connection id, scramble part 1, filler
+    if pos < 14 or len(payload) < end or payload[0] != 10:
+        return HandshakeV10.parse(payload).with_capabilities(capabilities).encode()
+    old = int.from_bytes(payload[pos:pos + 2], "little") | \
+        int.from_bytes(payload[pos + 5:pos + 7], "little") << 16
+    classic, extended = split_capabilities(capabilities)
+    if (old ^ classic) & _HANDSHAKE_LAYOUT:
+        return HandshakeV10.parse(payload).with_capabilities(capabilities).encode()
+    return b"".join((payload[:pos], (classic & 0xFFFF).to_bytes(2, "little"), payload[pos + 2:pos + 5],
+                     (classic >> 16).to_bytes(2, "little"), payload[pos + 7:end - 4],
+                     _extended_field(classic, extended), payload[end:]))
 
 
 def _parse_client_prefix(r: Reader) -> tuple[int, int, int]:

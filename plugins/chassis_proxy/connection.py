@@ -75,14 +75,14 @@ def accept(service: ConnectionRegistry) -> PacketChannel:
     return PacketChannel(LOGIN_MAX_PAYLOAD, on_made=lambda ch: ProxyConnection(service, ch).start())
 
 
-def _tune(transport: asyncio.BaseTransport, keepalive: bool = False) -> None:
+def _keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on a server connection (TCP_NODELAY: asyncio and uvloop set it on
+    every TCP transport already)."""
     sock = transport.get_extra_info("socket")
     if sock is None or sock.family == socket.AF_UNIX:
         return
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if keepalive:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
 class ProxyConnection:
@@ -119,7 +119,6 @@ class ProxyConnection:
         st = self.state
         transport = st.client_ch.transport
         assert transport is not None
-        _tune(transport)
         st.client.src = peer_address(transport, "peername")
         st.client.dst = peer_address(transport, "sockname")
         sock = transport.get_extra_info("socket")
@@ -557,7 +556,7 @@ class ProxyConnection:
             else:
                 await loop.create_connection(lambda: ch, addr.host, addr.port)
         assert ch.transport is not None
-        _tune(ch.transport, keepalive=True)
+        _keepalive(ch.transport)
         header = proxy_header.backend_header(self.settings, st.client)
         if header is not None:  # before anything else: the server reads it first
             ch.write(header)

@@ -42,7 +42,7 @@ from chassis_mysql.handshake import (
 from chassis_mysql.login import PUBLIC_KEY_REQUEST, LoginEvent, LoginTracker
 from chassis_mysql.packets import err_packet, is_ok, ok_packet
 
-from chassis_proxy import peer_identity, sha2, tls
+from chassis_proxy import capabilities, peer_identity, sha2, tls
 from chassis_proxy.errors import ConnectionGone, LoginFailed, PoolError, err_text, tls_failure
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import ConnectionHooks, Decision, Outcome, PeerInfo
@@ -55,26 +55,12 @@ log = logging.getLogger("chassis.proxy")
 #: stops a client that sends garbage from making us wait for megabytes).
 LOGIN_MAX_PAYLOAD = 1 << 20
 
-#: Capabilities never offered to clients: the relay cannot decompress.
-MASKED_CAPABILITIES = Capability.COMPRESS | Capability.ZSTD_COMPRESSION_ALGORITHM
-
-#: Capabilities that change the shape of results, masked when a script is loaded: the
-#: proxy then reads results itself and scripts build answers in the classic format
-#: (EOF packets, full metadata), as MySQL Proxy 0.8's scripts expect.
-SCRIPTED_MASKED_CAPABILITIES = (
-    Capability.DEPRECATE_EOF
-    | Capability.MARIADB_CLIENT_CACHE_METADATA
-    | Capability.MARIADB_CLIENT_EXTENDED_METADATA
-    | Capability.MARIADB_CLIENT_COM_MULTI
-    | Capability.MARIADB_CLIENT_STMT_BULK_OPERATIONS
-    | Capability.MARIADB_CLIENT_BULK_UNIT_RESULTS
-    | Capability.MARIADB_CLIENT_PROGRESS
-)
+_PLUGIN_AUTH = int(Capability.PLUGIN_AUTH)  # an int: IntFlag's operators are slow
 
 
 def scramble_buffer(hs: HandshakeV10) -> bytes:
     """``scramble_buffer`` as MySQL Proxy showed it: the challenge and its NUL."""
-    return hs.auth_plugin_data + (b"\x00" if hs.capabilities & Capability.PLUGIN_AUTH else b"")
+    return hs.auth_plugin_data + (b"\x00" if int(hs.capabilities) & _PLUGIN_AUTH else b"")
 
 
 class Login:
@@ -125,26 +111,27 @@ class Login:
         if self.hooks is not None:
             self._ask_read_handshake(self.hooks)
         backend_tls = self.settings.backend_tls
-        if backend_tls.must(client_tls=False) and not hs.capabilities & Capability.SSL:
+        if backend_tls.must(client_tls=False) and not int(hs.capabilities) & capabilities.SSL:
             message = f"backend {backend.addr} does not offer TLS, but --proxy-backend-ssl-mode=required"
             st.fail_greeting(ErrorCode.UNKNOWN_ERROR, f"(proxy) {message}", "HY000")
             raise ConnectionGone(message)
 
-        st.cseq = st.client_ch.send(self._offered(hs).encode(), 0)
+        st.cseq = st.client_ch.send(capabilities.offered(
+            hs, greeting, self.hooks is not None, self.settings.client_tls.offered), 0)
 
         payload, login = await self.read_login()
         try:
             use_tls = tls.backend_leg(backend_tls, tls.is_tls(st.client_ch.transport),
-                                      bool(hs.capabilities & Capability.SSL), str(backend.addr))
+                                      bool(int(hs.capabilities) & capabilities.SSL),
+                                      str(backend.addr))
         except tls.LegRefused as e:  # server-range errnos: the CLI shows a CR_* one as garbage
             st.send_client_err(ErrorCode.UNKNOWN_ERROR, f"(proxy) {e}", "HY000")
             raise ConnectionGone(str(e)) from None
 
         # What goes to the server: the client's packet with our leg's TLS bit.
-        server_caps = int(login.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
-        if use_tls:
-            server_caps |= int(Capability.SSL)
+        server_caps = capabilities.to_server(int(login.capabilities), use_tls)
         to_server = with_classic_capabilities(payload, server_caps)
+        replacement = None
         if self.hooks is not None:
             answered, replacement = self._ask_read_auth(self.hooks)
             if answered:  # the script logged the client in itself; nothing goes to the server
@@ -153,7 +140,7 @@ class Login:
             to_server = replacement or to_server
         if use_tls:
             await self._backend_tls(login)
-        sent = self._remember_login(to_server, login)
+        sent = self._remember_login(replacement, login, server_caps)
         await peer_identity.refuse_proxy_identity(st, sent.username)
         st.sseq = server_ch.send(to_server, st.sseq)
         await self._auth_exchange()
@@ -164,7 +151,8 @@ class Login:
         server_ch, backend, link, context = st.server_ch, st.backend, st.link, self.settings.backend_tls.context
         assert server_ch is not None and server_ch.transport is not None and backend is not None
         assert link is not None and context is not None
-        request = SSLRequest(login.capabilities | Capability.SSL, login.max_packet, login.charset)
+        request = SSLRequest(Capability(int(login.capabilities) | capabilities.SSL),
+                             login.max_packet, login.charset)
         st.sseq = server_ch.send(request.encode(), st.sseq)
         try:
             server_ch.transport = await tls.upgrade(
@@ -214,15 +202,6 @@ class Login:
         client.thread_id = hs.connection_id
         client.scramble_buffer = scramble_buffer(hs)
         client.auth_plugin_name = hs.auth_plugin_name
-
-    def _offered(self, hs: HandshakeV10) -> HandshakeV10:
-        """The server's handshake as clients get it: capabilities we cannot relay masked."""
-        caps = int(hs.capabilities) & ~int(MASKED_CAPABILITIES | Capability.SSL)
-        if self.hooks is not None:
-            caps &= ~int(SCRIPTED_MASKED_CAPABILITIES)
-        if self.settings.client_tls.offered:
-            caps |= int(Capability.SSL)
-        return hs.with_capabilities(caps)
 
     async def read_login(self) -> tuple[bytes, HandshakeResponse41]:
         """The client's login packet (after TLS when it asks for it), parsed."""
@@ -395,18 +374,22 @@ class Login:
             raise LoginFailed
         return packet.payload[1:]
 
-    def _remember_login(self, sent: bytes, login: HandshakeResponse41) -> HandshakeResponse41:
-        """What the server connection is logged in with (the pool matches on it)."""
-        try:
-            login = HandshakeResponse41.parse(sent)  # a script may have replaced the packet
-        except ProtocolError:
-            pass
+    def _remember_login(self, replacement: bytes | None, login: HandshakeResponse41,
+                        sent_caps: int) -> HandshakeResponse41:
+        """What the server connection is logged in with (the pool matches on it): the
+        client's login sent with ``sent_caps``, or the packet a script put in its place."""
+        if replacement:
+            try:
+                login = HandshakeResponse41.parse(replacement)
+                sent_caps = int(login.capabilities)
+            except ProtocolError:
+                pass
         link = self.state.link
         if link is None:
             return login
         link.username = login.username.decode("utf-8", "replace")
         link.login_response = login.auth_response
-        link.capabilities = int(login.capabilities)
+        link.capabilities = sent_caps
         link.charset = login.charset
         return login
 
@@ -450,7 +433,7 @@ class Login:
         touched = False
         try:
             self._ask_read_handshake(hooks)
-            offered = self._offered(hs).encode()
+            offered = capabilities.offered(hs, None, True, self.settings.client_tls.offered)
             self.tracker.server_packet(offered)  # the client's side of the login, this time
             st.cseq = st.client_ch.send(offered, 0)
             _payload, login = await self.read_login()

@@ -36,7 +36,7 @@ from chassis_proxy.settings import ProxySettings
 
 def expects_header(settings: ProxySettings, peer: AddressInfo | None) -> bool:
     """Whether this peer must start with a header: it is in --proxy-protocol-networks."""
-    return (peer is not None and peer.family != socket.AF_UNIX
+    return (bool(settings.proxy_protocol_networks) and peer is not None and peer.family != socket.AF_UNIX
             and trusts(settings.proxy_protocol_networks, peer.address))
 
 

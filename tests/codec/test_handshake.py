@@ -12,6 +12,7 @@ from chassis_mysql.handshake import (
     HandshakeResponse41,
     HandshakeV10,
     SSLRequest,
+    handshake_with_capabilities,
     is_ssl_request,
 )
 from hypothesis import given
@@ -110,6 +111,33 @@ def test_handshake_round_trips(
     )  # fmt: skip
     assert int(again.capabilities) == caps
     assert again.auth_plugin_name == plugin
+
+
+@given(_latin1, _scramble, _classic_caps, _ext_caps, st.integers(0, 0xFFFFFFFF),
+       st.integers(0, 0xFFFFFFFF), st.booleans())
+def test_handshake_with_capabilities_is_parse_with_capabilities_encode(
+    version: str, scramble: bytes, classic: int, ext: int, new_classic: int, new_ext: int,
+    terminated: bool,
+) -> None:  # fmt: skip
+    """The byte-patching fast path gives what the long way gives, layout bits changed or not."""
+    caps = classic if classic & 1 else classic | (ext << 32)
+    new = new_classic if new_classic & 1 else new_classic | (new_ext << 32)
+    hs = HandshakeV10(version, 7, scramble, Capability(caps), auth_plugin_name="p",
+                      auth_plugin_name_terminated=terminated)  # fmt: skip
+    payload = hs.encode()
+    expected = HandshakeV10.parse(payload).with_capabilities(new).encode()
+    assert handshake_with_capabilities(payload, new) == expected
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_recorded_handshake_with_masked_capabilities(client: str) -> None:
+    payload = conversation(client)[0][2]
+    caps = int(HandshakeV10.parse(payload).capabilities)
+    masked = caps & ~int(Capability.COMPRESS | Capability.SSL | Capability.DEPRECATE_EOF
+                         | Capability.MARIADB_CLIENT_PROGRESS)
+    patched = handshake_with_capabilities(payload, masked)
+    assert patched == HandshakeV10.parse(payload).with_capabilities(masked).encode()
+    assert int(HandshakeV10.parse(patched).capabilities) == masked
 
 
 _name = st.binary(max_size=30).filter(lambda b: b"\x00" not in b)
