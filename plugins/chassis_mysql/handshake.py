@@ -11,6 +11,7 @@ on the connection (user name, database, connect attributes) stays ``bytes``.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field, replace
 
@@ -38,6 +39,31 @@ _LENENC_AUTH = int(Capability.PLUGIN_AUTH_LENENC_CLIENT_DATA)
 _CONNECT_WITH_DB = int(Capability.CONNECT_WITH_DB)
 _CONNECT_ATTRS = int(Capability.CONNECT_ATTRS)
 _ZSTD = int(Capability.ZSTD_COMPRESSION_ALGORITHM)
+
+
+_CAPABILITIES: dict[int, Capability] = {}
+_STATUSES: dict[int, ServerStatus] = {}
+
+
+def _capabilities(value: int) -> Capability:
+    """``Capability(value)``, remembered: a server (a client) sends the same flags at every
+    login, and making an IntFlag costs about 20 times a dict lookup."""
+    flags = _CAPABILITIES.get(value)
+    if flags is None:
+        if len(_CAPABILITIES) >= 256:
+            _CAPABILITIES.clear()
+        flags = _CAPABILITIES[value] = Capability(value)
+    return flags
+
+
+def _status(value: int) -> ServerStatus:
+    """``ServerStatus(value)``, remembered like :func:`_capabilities`."""
+    status = _STATUSES.get(value)
+    if status is None:
+        if len(_STATUSES) >= 256:
+            _STATUSES.clear()
+        status = _STATUSES[value] = ServerStatus(value)
+    return status
 
 
 def _latin1(raw: bytes) -> str:
@@ -136,9 +162,9 @@ class HandshakeV10:
             server_version=server_version,
             connection_id=connection_id,
             auth_plugin_data=scramble,
-            capabilities=Capability(caps),
+            capabilities=_capabilities(caps),
             charset=charset,
-            status=ServerStatus(status),
+            status=_status(status),
             auth_plugin_name=plugin,
             protocol_version=protocol_version,
             auth_plugin_data_len=data_len,
@@ -344,7 +370,7 @@ class HandshakeResponse41:
             zstd = r.u8()
         r.expect_end("HandshakeResponse41")
         return cls(
-            capabilities=Capability(caps),
+            capabilities=_capabilities(caps),
             username=username,
             auth_response=auth,
             max_packet=max_packet,
@@ -473,6 +499,7 @@ class AuthSwitchResponse:
         return self.data
 
 
+@functools.lru_cache(maxsize=64)  # a backend says the same at every login
 def version_number(server_version: str) -> int:
     """``"5.5.5-10.11.6-MariaDB"`` -> 50505, as MySQL Proxy computes ``mysqld_version``
     (0 when the text has no number in front)."""

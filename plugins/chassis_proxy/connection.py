@@ -120,9 +120,8 @@ class ProxyConnection:
         transport = st.client_ch.transport
         assert transport is not None
         st.client.src = peer_address(transport, "peername")
-        st.client.dst = peer_address(transport, "sockname")
-        sock = transport.get_extra_info("socket")
-        st.client_secure = sock is not None and sock.family == socket.AF_UNIX
+        st.client.dst = dst = peer_address(transport, "sockname")
+        st.client_secure = dst is not None and dst.family == socket.AF_UNIX  # a unix socket
         if not self.service.accepting or self.service.over_limit():
             why = "Too many connections" if self.service.accepting else "proxy is shutting down"
             st.client_ch.send(err_packet(ErrorCode.CON_COUNT_ERROR, why, "08004"), 0)

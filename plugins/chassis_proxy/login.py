@@ -278,7 +278,7 @@ class Login:
                 event = tracker.server_packet(payload)
             except ProtocolError as e:
                 raise ConnectionGone(f"backend {st.backend_name()} broke the login: {e}") from None
-            backend_name = st.backend_name()  # read_auth_result may pool the connection
+            backend = st.backend  # read_auth_result may pool the connection
             if event == LoginEvent.OK:
                 self._logged_in()  # before the hook, which may pool the connection
             if self.hooks is not None:
@@ -293,7 +293,7 @@ class Login:
             if event == LoginEvent.OK:
                 st.copy_login_to_server()
                 log.debug("conn %d: client %s logged in as %r via %s", st.connection_id,
-                          st.name, st.client.username, backend_name)
+                          st.name, st.client.username, backend.addr if backend else "?")
                 return
             if event == LoginEvent.ERR:
                 log.info("conn %d: login of %r from %s failed: %s", st.connection_id,

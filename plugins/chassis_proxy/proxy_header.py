@@ -21,6 +21,8 @@ import socket
 from collections.abc import Callable
 
 from chassis.proxy_protocol import (
+    V1_PREFIX,
+    V2_SIGNATURE,
     Endpoint,
     HeaderReader,
     ProxyHeader,
@@ -68,12 +70,20 @@ def read_client_header(ch: PacketChannel) -> asyncio.Future[ProxyHeader]:
     return done
 
 
+#: The first bytes of the v1 and v2 signatures: any other first byte is no header.
+_SIGNATURE_STARTS = frozenset((V1_PREFIX[0], V2_SIGNATURE[0]))
+
+
 def refuse_headers(ch: PacketChannel, on_header: Callable[[], None]) -> None:
     """Watch the first bytes of a peer that may not send a header: ``on_header`` is called
     if they are one; otherwise they go on to the packet reader as soon as they cannot be."""
     seen = bytearray()
 
     def sniff(data: bytes) -> None:
+        if not seen and data[0] not in _SIGNATURE_STARTS:  # the usual client: no header
+            ch.sink = None
+            ch.data_received(data)
+            return
         seen.extend(data)
         verdict = looks_like_header(bytes(seen))
         if verdict is None:
