@@ -238,7 +238,11 @@ class ScriptedSession:
         """The proxy is stopping: end the session once the running command is answered."""
         self.closing = True
         if not self.busy:
-            self._stop()
+            self._close_for_stop()
+
+    def _close_for_stop(self) -> None:
+        log.debug("conn %d: closing: proxy is shutting down", self.state.connection_id)
+        self._stop()
 
     def command_done(self) -> None:
         """The command is answered: take the next one (maybe already buffered)."""
@@ -252,7 +256,7 @@ class ScriptedSession:
                 backend.stats.latency.observe(time.monotonic() - self.started)
             self.started = 0.0
         if self.closing:
-            self._stop()
+            self._close_for_stop()
             return
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
