@@ -44,7 +44,7 @@ def test_a_reload_with_a_new_backend_list_loses_no_query(
     """The reloaded chassis swaps its backend (the same MariaDB, now named localhost):
     clients on the old one finish there, new ones go to the new one, nobody errs."""
     idle, target, seen = idle_client(fleet)
-    bench = start_sysbench(threads=8, seconds=4)
+    bench = start_sysbench(threads=8, seconds=5)
     held = fleet.wait_sessions(9)
     assert len(fleet.clients_seen_by_server(bench)) == 8
 

@@ -138,7 +138,7 @@ class HAProxy:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGUSR1)  # soft stop: finish and exit
+        proc.send_signal(signal.SIGTERM)  # hard stop: a test's clients are not waited for
         try:
             proc.wait(5)
         except subprocess.TimeoutExpired:
