@@ -24,6 +24,7 @@ function event()
 end
 
 function thread_done()
-   print(string.format("thread %d lost its connection %d time(s)", sysbench.tid, lost))
+   -- one write per line: print() writes its pieces apart, and threads end together
+   io.stdout:write(string.format("thread %d lost its connection %d time(s)\n", sysbench.tid, lost))
    con:disconnect()
 end

@@ -57,8 +57,8 @@ def test_a_reload_with_a_new_backend_list_loses_no_query(
     new = []
     while not any(name == target.name for _, name in new):
         assert len(new) < 12, f"no new client reached {target.name}: {new}"
-        new.append(fleet.connect())
-    target.wait_log(f"logged in as 'fleet' via localhost:{db.port}")
+        new.append(fleet.connect("either", "pwe"))  # not sysbench's user: see clients_seen_by_server
+    target.wait_log(f"logged in as 'either' via localhost:{db.port}")
     for conn, _ in new:
         assert who(conn)[1] == f"localhost:{conn._sock.getsockname()[1]}"  # type: ignore[union-attr]
         conn.close()

@@ -93,6 +93,7 @@ class HAProxy:
                 raise RuntimeError(f"haproxy exited with {self._proc.returncode}:\n{self.output()}")
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
+                self.command("show info")  # the stats socket comes a little after
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -130,7 +131,7 @@ class HAProxy:
     def wait_status(self, server: str, status: str, timeout: float = 15.0) -> None:
         """Wait until ``server``'s health-check status is exactly ``status`` (``UP``, ``DOWN``)."""
         wait_for(lambda: self.servers_state()[server]["status"] == status, timeout,
-                 f"haproxy to see {server} {status}: {self.servers_state().get(server)}")
+                 f"haproxy to see {server} {status}")
 
     # -- life cycle -----------------------------------------------------------------------
 
