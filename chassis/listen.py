@@ -70,6 +70,9 @@ def parse_address(text: str, default_port: int) -> Address:
 DEFAULT_BACKLOG = 4096
 
 _instance_pid: int | None = None
+#: TCP addresses this process listens on, with the option that gave each: two plugins
+#: (or two options) on one address would split its clients between them.
+_bound_here: dict[tuple[str, int], tuple[str, socket.socket]] = {}
 
 
 def set_instance(pid: int) -> None:
@@ -101,6 +104,8 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
     family, _, _, _, sockaddr = infos[0]
     hint = f"is another chassis or server running there? see {option or 'the listen address'}"
     shared = reuse_port and hasattr(socket, "SO_REUSEPORT") and address.port != 0
+    key = (str(sockaddr[0]), address.port)
+    _refuse_twice(address, key, option)
     if shared:
         _refuse_strangers(address, str(sockaddr[0]), address.port, None, hint)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -124,7 +129,21 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
             sock.close()
             raise
     sock.setblocking(False)
+    if address.port != 0:
+        _bound_here[key] = (option or "another listener", sock)
     return sock
+
+
+def _refuse_twice(address: Address, key: tuple[str, int], option: str | None) -> None:
+    """One address, one listener per process: SO_REUSEPORT would let a second one of ours
+    bind it too, and the kernel would hand each of them some of the clients."""
+    held = _bound_here.get(key)
+    if held is None or held[1].fileno() == -1:  # a closed listener no longer counts
+        return
+    raise StartupError(
+        f"cannot listen on {address} for {option or 'this listener'}: {held[0]} listens "
+        "there already in this chassis; give each listener its own address"
+    )
 
 
 def _refuse_strangers(address: Address, host: str, port: int, own_inode: int | None,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import socket
-import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG
 from chassis.runtime import Runtime
+from chassis.secretfile import read_password_file
 from chassis_admin import tls as admin_tls
 
 if TYPE_CHECKING:
@@ -60,17 +60,7 @@ def read_password(config: Config) -> str:
     if config.admin_password_file:
         path = config.path(config.admin_password_file)
         assert path is not None
-        try:
-            mode = path.stat().st_mode
-            if mode & 0o077 & ~0o040:  # group may read, nobody may write, others nothing
-                raise StartupError(
-                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read "
-                    f"it or its group write it (0640 or stricter required); run: chmod 0600 {path}"
-                )
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise StartupError(f"--admin-password-file {path}: {e.strerror}") from None
-        password = lines[0] if lines else ""
+        password = read_password_file(path, "--admin-password-file")
     else:
         password = config.admin_password or ""
     if not password:

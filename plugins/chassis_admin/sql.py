@@ -15,7 +15,8 @@ from dataclasses import dataclass
 #: (statement, what it does): the ``help`` table.
 HELP = [
     ("SELECT * FROM help", "shows this help"),
-    ("SELECT * FROM backends", "lists the backends (MySQL Proxy's columns), over all workers"),
+    ("SELECT * FROM backends",
+     "lists the backends (MySQL Proxy's columns, then replication, lag, stale), over all workers"),
     ("SHOW TABLES", "lists the tables; any read-only SELECT works on them (WHERE, ORDER BY, "
                     "LIMIT, GROUP BY, joins: SQLite's SQL)"),
     ("SELECT * FROM backend_stats", "connections, queries, errors and bytes per backend"),

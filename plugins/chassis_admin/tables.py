@@ -68,9 +68,13 @@ def merge_backends(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _backends(src: Source) -> tuple[Sequence[Column], list[Row]]:
+    """MySQL Proxy's six columns, then the replication monitor's (docs/operations.md,
+    "Replication-aware backends"): the same in every worker, taken from the first."""
     columns = [("backend_ndx", "INTEGER"), ("address", "TEXT"), ("state", "TEXT"), ("type", "TEXT"),
-               ("uuid", "TEXT"), ("connected_clients", "INTEGER")]
-    rows = [(b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"])
+               ("uuid", "TEXT"), ("connected_clients", "INTEGER"),
+               ("replication", "TEXT"), ("lag", "REAL"), ("stale", "TEXT")]
+    rows = [(b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"],
+             b.get("replication", "unmonitored"), b.get("lag"), b.get("stale", "no"))
             for b in merge_backends(src.answers.get("proxy.backends", []))]
     return columns, rows
 
@@ -218,7 +222,8 @@ def _tables(src: Source) -> tuple[Sequence[Column], list[Row]]:
 
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    Table("backends", "the backends, MySQL Proxy's columns, over all workers",
+    Table("backends", "the backends over all workers: MySQL Proxy's columns, then replication, "
+                      "lag, stale",
           ("proxy.backends",), _backends),
     Table("backend_stats", "connections, queries, errors, bytes and idle pooled connections per backend",
           ("proxy.backends",), _backend_stats),

@@ -7,6 +7,11 @@ fewest connected clients of this worker; a tie goes to the first in the order of
 connections), and a DOWN one is skipped (fail-over). Read-only backends are only used
 when a script picks them, as in MySQL Proxy.
 
+With the replication monitor (:mod:`chassis_proxy.monitor`) a backend's type follows
+its server's ``read_only`` (``--proxy-backend-roles=auto``), and a backend whose
+replication lags or is stopped (``--proxy-max-replication-lag``) is ``stale``: no new
+clients here, no reads from ``rw-splitting.lua``.
+
 A backend that refuses a connection or times out is marked DOWN; after
 :data:`DOWN_RETRY_SECONDS` it is reset to UNKNOWN (checked when a client connects, as
 in MySQL Proxy: there is no active health check) and gets clients again.
@@ -21,7 +26,7 @@ from collections.abc import Iterator
 
 from chassis.listen import Address
 from chassis.logs import MESSAGE
-from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
+from chassis_proxy.hooks import UNMONITORED, AddressInfo, BackendState, BackendType, ReplicationInfo
 from chassis_proxy.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_AGE, Pool
 from chassis_proxy.settings import BackendAddress
 from chassis_proxy.stats import Counters
@@ -54,6 +59,7 @@ class Backend:
         "down_since",
         "index",
         "pool",
+        "replication",
         "stats",
         "uuid",
     )
@@ -74,10 +80,19 @@ class Backend:
         self.down_reason = ""
         self.stats = Counters()  # for the admin plugin
         self.pool = Pool(str(config.address), pool_limit, pool_max_age)  # idle server connections
+        #: What the replication monitor last learnt (chassis_proxy.monitor); stale: no reads.
+        self.replication: ReplicationInfo = UNMONITORED
 
     @property
     def type(self) -> BackendType:
         return self._type
+
+    def set_type(self, kind: BackendType) -> bool:
+        """The role the replication monitor saw (``--proxy-backend-roles=auto``); True
+        when it changed (the monitor logs it, once for all workers)."""
+        changed = kind != self._type
+        self._type = kind
+        return changed
 
     @property
     def state(self) -> BackendState:
@@ -154,9 +169,10 @@ class Backends:
                 b.set_state(BackendState.UNKNOWN, f"down for more than {DOWN_RETRY_SECONDS:g} s, will retry")
 
     def candidates(self, exclude: set[int]) -> Iterator[Backend]:
-        """Read/write backends that are not DOWN (or OFFLINE), in order, minus ``exclude``."""
+        """Read/write backends that are not DOWN (or OFFLINE) nor stale (a lagging replica,
+        --proxy-max-replication-lag), in order, minus ``exclude``."""
         for b in self.items:
-            if b.index in exclude or b.type != BackendType.RW:
+            if b.index in exclude or b.type != BackendType.RW or b.replication.stale:
                 continue
             if b.state in (BackendState.UP, BackendState.UNKNOWN):
                 yield b
@@ -181,8 +197,14 @@ class Backends:
             if b.state == BackendState.DOWN:
                 parts.append(f"{b.addr} ({b.down_reason}; down for {now - b.down_since:.1f} s, "
                              f"retried after {DOWN_RETRY_SECONDS:g} s)")
+            elif b.replication.stale:
+                parts.append(f"{b.addr} (replication {b.replication.state}: no reads "
+                             "under --proxy-max-replication-lag)")
             else:
                 parts.append(f"{b.addr} ({b.state.name.lower()})")
+        if not parts and any(b.replication.state != "unmonitored" for b in self.items):
+            return ("no backend is read/write now: every server has read_only=ON "
+                    "(--proxy-backend-roles=auto; a switchover in progress?)")
         return "; ".join(parts) or "no read/write backend is configured"
 
     def no_backend_message(self, tried: list[str]) -> str:

@@ -98,7 +98,7 @@ def describe(conn: ProxyConnection, now: float, loop_now: float) -> dict[str, An
     elif session is not None:
         running = session.busy
         if running:
-            row["statement"] = _command_text(getattr(session, "client_seen", b"") or st.client_seen)
+            row["statement"] = _command_text(st.client_seen)
     if client_leg is not None or session is not None:
         row["state"] = "query" if running else "idle"
     if running and session is not None and session.started:

@@ -37,6 +37,7 @@ from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
 from chassis_proxy.hooks import ConnectionHooks, Decision, Injection, InjectionResult
 from chassis_proxy.pumps import ResponsePump, StreamPump
+from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
@@ -54,12 +55,16 @@ class ScriptedSession:
     """The command phase of one scripted client connection.
 
     Handed the connection's state, its script's hooks and ``prepare``, which readies a
-    server connection that changed hands (:meth:`chassis_proxy.handover.Handover.prepare`).
+    server connection that changed hands (:meth:`chassis_proxy.handover.Handover.prepare`),
+    and ``queries`` when digests or the slow log are on (each command sent to the
+    server is recorded there).
     """
 
     def __init__(self, state: ConnectionState, hooks: ConnectionHooks,
-                 prepare: Callable[[], Awaitable[None]]) -> None:
+                 prepare: Callable[[], Awaitable[None]],
+                 queries: ConnectionQueries | None = None) -> None:
         self.state = state
+        self.queries = queries
         self.client: PacketChannel = state.client_ch
         self.settings = state.settings
         self.hooks = hooks
@@ -118,7 +123,7 @@ class ScriptedSession:
         reader = self.client.reader
         whole: bytes | None = None
         if data:
-            self.client_seen = data
+            self.state.client_seen = data
             n = len(data)
             if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
                     and is_one_packet(data)):
@@ -205,6 +210,8 @@ class ScriptedSession:
             self._spawn(self._forward_slowly(payload, client_seq))
             return
         tracker = ResponseTracker(command, self.capabilities)
+        if self.queries is not None:
+            self.queries.start(payload, tracker)
         if raw is not None and server is not None:
             server.write(raw)
         else:
@@ -250,11 +257,13 @@ class ScriptedSession:
             self._stop()
             return
         self.busy = False
-        if self.started:
+        if self.queries is not None:
+            self.queries.finish()  # and the backend's latency histogram
+        elif self.started:
             backend = self.state.backend
             if backend is not None:
                 backend.stats.latency.observe(time.monotonic() - self.started)
-            self.started = 0.0
+        self.started = 0.0
         if self.closing:
             self._close_for_stop()
             return
@@ -288,6 +297,8 @@ class ScriptedSession:
         state = self.state
         await self._ready_server(client_seq)
         tracker = ResponseTracker(payload[0], self.capabilities)
+        if self.queries is not None:
+            self.queries.start(payload, tracker)
         self._to_server(payload)
         if not tracker.expects_response:
             return
@@ -322,6 +333,9 @@ class ScriptedSession:
             await self._ready_server(client_seq)  # read_query_result may have switched it
             tracker = ResponseTracker(inj.packet[0], self.capabilities)
             sent_ns = time.monotonic_ns()
+            queries = self.queries
+            if queries is not None:
+                queries.start(inj.packet, tracker)
             self._to_server(inj.packet)
             if not tracker.expects_response:
                 continue
@@ -340,6 +354,8 @@ class ScriptedSession:
                                         client_seq=client_seq,
                                         client_asked=inj.packet == original and not answered)
             answer_seq = pump.client_seq if pump.infile_relayed else client_seq
+            if queries is not None:
+                queries.finish()
             if stream:
                 answered = True
             if inj.packet[0] == Command.INIT_DB and is_ok(pump.first or b"") \

@@ -63,8 +63,10 @@ def test_backends_join_backend_stats_over_workers() -> None:
                   "FROM backends b JOIN backend_stats s USING (backend_ndx) ORDER BY b.backend_ndx", src)
     # the most hopeful state wins, offline (an operator's word) above all
     assert result.rows == [(1, "up", 3, 14, 0), (2, "offline", 0, 0, 4)]
-    _, rows = tables.TABLES["backends"].build(src)
-    assert len(rows[0]) == 6  # MySQL Proxy's columns
+    columns, rows = tables.TABLES["backends"].build(src)
+    # MySQL Proxy's six columns, then the replication monitor's (no monitor in this answer)
+    assert [c for c, _ in columns][6:] == ["replication", "lag", "stale"]
+    assert rows[0][6:] == ("unmonitored", None, "no")
 
 
 def test_connections_group_by_state_and_worker_numbers() -> None:

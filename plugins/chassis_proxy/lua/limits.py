@@ -99,6 +99,8 @@ CALL_TIMEOUT = 3
 #: The hook ran out of memory (--lua-max-memory).
 CALL_MEMORY = 4
 
+_REASONS = {CALL_TIMEOUT: "timeout", CALL_MEMORY: "memory"}
+
 #: Room left under --lua-max-memory, beyond the packet itself, for read_query to arm the
 #: ceiling before calling into Lua (pushing the arguments must not hit it).
 ARM_HEADROOM = 1 << 20
@@ -124,6 +126,8 @@ class Limits:
         self.hook_timeout = hook_timeout
         self.max_memory = max_memory
         self._log = log
+        #: Hook calls that did not return, by (hook, reason): error, timeout or memory.
+        self.failures: dict[tuple[str, str], int] = {}
 
     def log_failure(
         self, conn: ConnectionView | None, hook: str, status: int, value: Any, what: str | None = None
@@ -133,6 +137,9 @@ class Limits:
         ``what`` names the code that ran when it is not ``hook()`` (the script's top level).
         """
         where = what or f"{hook}()"
+        reason = _REASONS.get(status, "error")
+        key = ("script" if what else hook, reason)
+        self.failures[key] = self.failures.get(key, 0) + 1
         if status == CALL_TIMEOUT:
             msg = (
                 f"({hook}) {where} ran longer than --lua-hook-timeout={self.hook_timeout:g}s "
