@@ -1,15 +1,17 @@
 """A switchover while sysbench ``oltp_read_write`` runs through ``rw-splitting.lua`` with
 ``--proxy-backend-roles=auto`` (issue 14's "done means", the switchover part).
 
-sysbench runs without server-side prepared statements (``--db-ps-mode=disable``) and
-without its DELETE/INSERT pairs (``--delete_inserts=0``): a prepared statement, and the
-insert id of an INSERT (LAST_INSERT_ID), pin a client to the primary it ran on for the
-rest of its session (issue 14, item 6, will release such pins), and rw-splitting.lua
-disconnects a pinned client at its first write after a switchover, which sysbench 1.0's
-reconnection does not survive. It ignores the errors of statements caught by the
-switch (``--mysql-ignore-errors``: 1290, a write refused by the old primary's
-read_only, and 1105, the proxy's "no read-write backend" while no server takes writes);
-it then rolls the transaction back and starts another. The test checks:
+sysbench runs with its defaults (server-side prepared statements, DELETE/INSERT pairs)
+but for the errors it is told to ignore. Its INSERTs' insert ids no longer pin a client
+(issue 14 item 6: only until a statement that does not read LAST_INSERT_ID()), but its
+prepared statements do, for as long as they are open, which with sysbench is the whole
+run: rw-splitting.lua cannot move a prepared statement to another server, so at its first
+write after the switchover each client gets the proxy's "backend ... is read-only now
+... reconnect" (1105) and is disconnected; sysbench then gets 2013 (lost connection),
+reconnects and prepares its statements again on the new primary (oltp_common.lua's
+``before_restart_event``). ``--mysql-ignore-errors`` lists those (1290, a write
+refused by the old primary's read_only, 1105, 2013) and sysbench's own load errors; it
+rolls the transaction back and starts another. The test checks:
 
 * writes resume on the new primary within the monitor interval plus one second of its
   promotion (its ``Com_commit`` grows: replication no longer writes there);
@@ -44,7 +46,7 @@ TABLE_SIZE = 2000
 USER = "native"  # read_only stops its writes: a write on a read-only server fails
 #: The switch's errors, then sysbench's own defaults (deadlocks, lock waits: its load alone
 #: can cause them, on any primary).
-SWITCH_ERRORS = {1290, 1105}
+SWITCH_ERRORS = {1290, 1105, 2013}
 LOAD_ERRORS = {1213, 1205, 1020}
 IGNORED = ",".join(str(code) for code in sorted(SWITCH_ERRORS | LOAD_ERRORS))
 
@@ -128,8 +130,8 @@ def test_switchover_during_sysbench_oltp_read_write(
     started = time.monotonic()
     bench = subprocess.Popen(
         sysbench_args(proxy.host, proxy.port, USER, ACCOUNTS[USER].password,
-                      f"--threads={THREADS}", "--time=12", "--db-ps-mode=disable",
-                      f"--mysql-ignore-errors={IGNORED}", "--delete_inserts=0",
+                      f"--threads={THREADS}", "--time=12",
+                      f"--mysql-ignore-errors={IGNORED}",
                       "--report-interval=1", "--verbosity=5", "run"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -156,7 +158,8 @@ def test_switchover_during_sysbench_oltp_read_write(
     errors = counter(report, "ignored errors")
     transactions = counter(report, "transactions")
     assert transactions > 100, report
-    assert counter(report, "reconnects") == 0, report
+    reconnects = counter(report, "reconnects")
+    assert reconnects <= THREADS, report  # each client at most once, at the switch
     # the switch's errors only while no server took writes: from read_only=1 on the old
     # primary to the first commit on the new one (sysbench's per-second reports, a
     # second's slack each side); outside it only the load's own (deadlocks), if any
@@ -174,4 +177,4 @@ def test_switchover_during_sysbench_oltp_read_write(
         assert new.sql(f"SELECT COUNT(*) FROM sbtest.sbtest{i}") == [(TABLE_SIZE,)]
     assert checksums(old) == checksums(new) == checksums(topo.servers[2])
     print(f"switchover under sysbench: writes resumed after {took:.2f} s; {errors} errors "
-          f"over {transactions} transactions, by code: {dict(ignored)}")
+          f"over {transactions} transactions, by code: {dict(ignored)}; {reconnects} reconnects")
