@@ -22,11 +22,10 @@ end-to-end tests of issue 6.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-import struct
 
 from chassis_mysql.constants import ServerStatus
 from chassis_mysql.packets import err_packet, ok_packet

@@ -36,7 +36,7 @@ def rw(topo: Topology, repl_proxy: Callable[..., ReplProxy]) -> Callable[[], Any
 
 def test_an_auto_increment_insert_pins_only_until_a_statement_that_does_not_read_its_id(
         topo: Topology, rw: Callable[[], Any]) -> None:
-    primary, replica = topo.primary.name, topo.servers[1].name
+    replica = topo.servers[1].name
     with rw() as c:
         assert served_by(c) == replica
         for n in range(3):  # a long session of inserts and reads stays mostly on replicas
