@@ -12,7 +12,9 @@ one replica (``servers[1]``):
 * with the replica applying as usual (it lags by the milliseconds replication takes),
   the waits succeed and the reads are served by the replica, and see their rows.
 
-A read that does not see its row fails the test at once.
+A read that does not see its row fails the test at once. Each run of 10,000 pairs takes
+about 100 s on this 2-core machine shared by other test runs (load average 6 to 10):
+more than the minute hoped for, but the full count is kept, as the issue asks.
 """
 
 from __future__ import annotations

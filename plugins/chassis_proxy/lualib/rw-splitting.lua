@@ -192,7 +192,9 @@ end
 local function place(route)
 	local current = attached()
 	if pinned or in_trans then
-		if pinned and current and route == "rw" and backend_type(current) ~= proxy.BACKEND_TYPE_RW then
+		-- (a prepared statement's COM_STMT_EXECUTE may write: only reads stay there)
+		if pinned and current and route ~= "ro" and route ~= "any"
+			and backend_type(current) ~= proxy.BACKEND_TYPE_RW then
 			-- the session's state is on a server that no longer takes writes (a switchover,
 			-- --proxy-backend-roles=auto): the client must start over on the new primary.
 			-- (A transaction alone needs nothing: the server refuses its writes, and after
