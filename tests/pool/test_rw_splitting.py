@@ -104,8 +104,10 @@ def test_a_transaction_stays_on_the_primary(rw: RwSplit) -> None:
 def test_user_variables_pin_the_client_to_the_primary(rw: RwSplit) -> None:
     with rw.client() as c:
         assert where(c) == "replica"
-        rows(c, "SET @greeting = 'hello'")
-        assert rows(c, "SELECT @greeting") == [("hello",)]
+        rows(c, "SET @greeting = 'hello'")  # a constant: it follows the client instead
+        assert rows(c, "SELECT @greeting, name FROM test.whoami") == [("hello", "replica")]
+        rows(c, "SELECT @greeting := CONCAT(@greeting, '!')")
+        assert rows(c, "SELECT @greeting") == [("hello!",)]
         assert where(c) == "primary"
 
 
