@@ -18,8 +18,10 @@
 --   UPDATE / LOCK IN SHARE MODE / INTO, without user or system variables, and without
 --   functions that need this session or the primary (GET_LOCK, LAST_INSERT_ID(x),
 --   NEXTVAL, ...); SHOW and everything else goes to the primary;
--- * the client is pinned to its current read-write connection, for the rest of the
---   session, once it creates session state: user variables, SET of session variables
+-- * the client is pinned to its current read-write connection once it creates session
+--   state, until proxy.rw-pins' rule for that state releases it (the insert id: until a
+--   statement that does not read it; temporary tables: until dropped; prepared
+--   statements: until closed; others: the session): user variables, SET of session variables
 --   to anything but constants, SET autocommit = 0, SET TRANSACTION (the next one only),
 --   temporary tables, prepared statements (COM_STMT_PREPARE and PREPARE), GET_LOCK, LOCK
 --   TABLES, sequences, CALL, HANDLER, a result with an insert id (LAST_INSERT_ID),
@@ -48,8 +50,12 @@
 -- * at disconnect, only a connection without session state and transaction goes back
 --   to the pool. Any other is closed.
 --
+-- * with causal_reads, a read on a replica after the client's write first waits there for
+--   that write's GTID (MASTER_GTID_WAIT), or goes to the primary after causal_reads_timeout;
+--
 -- Configuration (also through PROXY SET GLOBAL rwsplit.<option> = <value>, see
--- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug.
+-- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug,
+-- causal_reads, causal_reads_timeout.
 
 local chassis     = require("chassis")
 local commands    = require("proxy.commands")
