@@ -46,6 +46,8 @@ local function make_resultset(r, fields_fn, row_fn)
 				in_trans = r.in_trans, auto_commit = r.auto_commit,
 				no_good_index_used = r.no_good_index_used, no_index_used = r.no_index_used,
 			}
+		elseif key == "session_variables" then
+			return r.session_variables
 		elseif key == "raw" then
 			if not r.buffered then not_buffered("raw") end
 			return r.raw

@@ -24,7 +24,7 @@ from chassis_mysql.constants import (
     ServerStatus,
 )
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import is_eof, is_err, is_ok_eof
+from chassis_mysql.packets import OK, is_eof, is_err, is_ok_eof
 from chassis_mysql.resultset import (
     ColumnDefinition,
     DateTimeValue,
@@ -38,6 +38,7 @@ from chassis_proxy.hooks import InjectionResult
 from chassis_proxy.lua.objects import lua_number
 
 _EXT_META = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
+_TRACK = int(Capability.SESSION_TRACK)
 
 
 def _as_text(value: object, ftype: int) -> bytes | None:
@@ -88,7 +89,22 @@ class ResultView:
             "no_index_used": bool(status & ServerStatus.NO_INDEX_USED),
             "buffered": r.packets is not None,
             "raw": (r.packets[0] if r.packets else r.first_packet) if r.packets is not None else None,
+            "session_variables": self._session_variables(status),
         }
+
+    def _session_variables(self, status: ServerStatus) -> Any:
+        """The tracked system variables an OK result reports changed (name to value), or
+        None: only with SESSION_TRACK negotiated and the server's SESSION_STATE_CHANGED
+        flag, so other results pay one test."""
+        first = self.result.first_packet
+        if not (status & ServerStatus.SESSION_STATE_CHANGED and self._capabilities & _TRACK
+                and first and first[0] == OK_HEADER):
+            return None
+        try:
+            found = OK.parse(first, self._capabilities).system_variables()
+        except ProtocolError:
+            return None
+        return self._table(found)
 
     def columns(self) -> list[ColumnDefinition]:
         """The first result set's column definitions (empty for OK, ERR, LOCAL INFILE)."""
