@@ -11,6 +11,7 @@ did instead.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -77,7 +78,8 @@ def check_inject(lab: Lab) -> str:
 def check_keepalive(lab: Lab) -> str:
     """A pool of min_idle_connections (4) server connections is built up and kept: later
     clients reuse an idle one; each statement runs in the client's default db; a
-    transaction keeps its connection; the script answers COM_QUIT itself."""
+    transaction keeps its connection; beyond max_idle_connections (8) idle,
+    disconnect_client closes one per departing client."""
     run = lab.start("tutorial-keepalive")
     ids = []
     for _ in range(8):
@@ -85,13 +87,13 @@ def check_keepalive(lab: Lab) -> str:
         conn_id, db = out.split()
         expect(db == "test", f"the client's default db was not synced: DATABASE() = {db}")
         ids.append(int(conn_id))
-    server_side = [r for r in lab.db.sql("SELECT id FROM information_schema.processlist WHERE db = 'test'")]
+    server_side = _server_connections(lab, "test", 5)
     built = len(set(ids[:5]))
     # 0.8.5 too: connect_server's backend_ndx = 1 takes an idle connection before it counts
     # them, so a fifth one is opened before the pool counts as full
-    expect(built == 5 and len(server_side) == 5,
+    expect(built == 5 and server_side == 5,
            f"the pool was not built to min_idle_connections + 1 (as on 0.8.5): {built} connections opened,"
-           f" {len(server_side)} on the server")
+           f" {server_side} on the server")
     expect(set(ids[5:]) <= set(ids[:5]), f"later clients did not reuse idle connections: {ids}")
     run.wait_printed(r"^  using pooled connection from: 1$", count=3)
     lab.db.sql("CREATE TABLE test.examples_keepalive (a INT) ENGINE=InnoDB")
@@ -105,8 +107,39 @@ def check_keepalive(lab: Lab) -> str:
             run.rows(a, "ROLLBACK")
     finally:
         lab.db.sql("DROP TABLE test.examples_keepalive")
-    run.wait_printed(r"^\[disconnect_client\]$", count=10)
+    # twelve clients in a transaction each hold a connection; once they are gone the pool
+    # holds 12 + idle ones, and disconnect_client closes one per client beyond max_idle (8)
+    # (each logs in and begins in turn: a statement that finds no idle connection of its
+    # user gets "I have no server backend", from the script's read_query, 0.8.5 too)
+    holders: list[Any] = []
+    try:
+        for _ in range(12):
+            holders.append(run.connect(database="test"))
+            run.rows(holders[-1], "BEGIN")
+        held = {run.rows(conn, "SELECT CONNECTION_ID()")[0][0] for conn in holders}
+        expect(len(held) == 12, f"12 clients in a transaction shared {len(held)} connections")
+        for conn in holders:
+            run.rows(conn, "COMMIT")
+    finally:
+        for conn in holders:
+            conn.close()
+    run.wait_printed(r"^\[disconnect_client\]$", count=22)
+    out = run.wait_printed(r"^  \[1\] closing connection, idling: 9$")
+    expect(_server_connections(lab, "test", 8) == 8, "the pool did not shrink to max_idle_connections (8)")
+    expect(len(re.findall(r"^  \[1\] closing connection, idling: \d+$", out, re.M)) >= 4,
+           "disconnect_client closed too few idle connections")
     return "its pool holds min_idle_connections + 1 (5) connections, as on 0.8.5"
+
+
+def _server_connections(lab: Lab, db: str, want: int, timeout: float = 10.0) -> int:
+    """How many connections the server has in *db*, once that is *want* (or the timeout passed):
+    a connection the proxy closes leaves the server's process list a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have = len(lab.db.sql("SELECT id FROM information_schema.processlist WHERE db = %s", (db,)))
+        if have == want or time.monotonic() > deadline:
+            return have
+        time.sleep(0.05)
 
 
 def check_monitor(lab: Lab) -> str:
