@@ -26,13 +26,25 @@ from typing import Any
 
 import pluggy
 
-from chassis import listen, logs, metrics_http, privileges, reload, signals, watchdog
+from chassis import (
+    listen,
+    listenfds,
+    logs,
+    metrics_http,
+    privileges,
+    reload,
+    signals,
+    upgrade,
+    watchdog,
+)
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
+from chassis.pidfile import PidFile
 from chassis.plugins import PluginCall, plugin_calls
 from chassis.readiness import Reporter
 from chassis.runtime import Runtime
+from chassis.sdnotify import Notifier
 
 log = logging.getLogger("chassis.worker")
 
@@ -63,8 +75,14 @@ class WorkerSetup:
     heartbeat_interval: float = 1.0
     #: No angel: how SIGHUP reads the configuration again (``cli.reparse``).
     reread: reload.Reread | None = None
-    #: With an angel: where it sends the configurations it accepted (SIGHUP).
+    #: With an angel: where it sends the configurations it accepted (SIGHUP), asks for
+    #: the listeners and says "hand over" (SIGUSR2).
     commands: socket.socket | None = None
+    #: No angel: what an upgrade (SIGUSR2) renames and tells.
+    pidfile: PidFile | None = None
+    notifier: Notifier | None = None
+    #: Started by an upgrade: where the old chassis hands over its connections.
+    handoff: socket.socket | None = None
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -92,6 +110,24 @@ def run(setup: WorkerSetup) -> int:
             loop.close()
 
 
+async def _reap_later(successor: upgrade.Successor) -> None:
+    """A failed new chassis was sent SIGTERM: collect its exit (no zombie)."""
+    for _ in range(600):
+        if successor.reap() is not None:
+            return
+        await asyncio.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(successor.pid, signal.SIGKILL)
+    successor.reap()
+
+
+async def _guarded(result: Any, plugin: str) -> None:
+    try:
+        await result
+    except Exception:
+        log.log(logs.CRITICAL, "plugin %r failed to take a hand-over item", plugin, exc_info=True)
+
+
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
@@ -108,6 +144,9 @@ class Worker:
         self.stop_requested = asyncio.Event()
         self.hurry = asyncio.Event()
         self.reloading = asyncio.Lock()
+        self.successor: upgrade.Successor | None = None  # an upgrade under way (no angel)
+        self.sender: upgrade.Sender | None = None  # handing over to the new chassis
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.runtime = Runtime(
             config=setup.config,
             worker_id=setup.worker_id,
@@ -151,14 +190,17 @@ class Worker:
             self.setup.reporter.ready()
             log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
                     self.setup.worker_count)
+            self._receive_handovers()
         await self.stop_requested.wait()
         log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
-        if self.setup.on_stopping is not None:
-            self.setup.on_stopping()
+        if self.setup.on_stopping is not None and self.runtime.succeeded_by is None:
+            self.setup.on_stopping()  # (after an upgrade systemd follows the new chassis)
         deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
         await self._stop_hooks(deadline)
         await self._close_control()
         self._shutdown_hooks()
+        if self.sender is not None:
+            self.sender.close()  # the new workers see the end of the hand-over
         self._log_exit(0)
         return 0
 
@@ -193,11 +235,12 @@ class Worker:
     async def _start(self) -> None:
         setup = self.setup
         # Listeners may be shared with our sibling workers only (chassis.listen).
-        listen.set_instance(setup.angel_pid or os.getpid())
+        listen.set_instance(setup.angel_pid or os.getpid(), setup.worker_id)
         metrics_http.install(setup.pm, self.config, setup.angel_pid)  # --metrics-address
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)
+        listenfds.close_untaken()
         if setup.user is not None:
             privileges.drop(setup.user)
             log.log(logs.MESSAGE, "now running as user: %s (%d/%d)", setup.user.name,
@@ -286,12 +329,25 @@ class Worker:
         commands = self.setup.commands
         assert commands is not None
         try:
-            config = reload.receive(commands)
-        except (OSError, ValueError, TypeError, EOFError) as e:  # pickle errors included
-            log.log(logs.CRITICAL, "reload: cannot read the configuration the angel sent: %s", e)
+            data, fds, _, _ = socket.recv_fds(commands, reload.MAX_MESSAGE, 4)
+        except BlockingIOError:
             return
-        if config is None:  # the angel is gone: the parent check stops us
+        except OSError as e:
+            log.log(logs.CRITICAL, "cannot read what the angel sent: %s", e)
+            return
+        if not data:  # the angel is gone: the parent check stops us
             asyncio.get_running_loop().remove_reader(commands.fileno())
+            return
+        if data == upgrade.ASK_LISTENERS:
+            upgrade.answer_listeners(commands)
+            return
+        if data.startswith(upgrade.HAND_OVER) and fds:
+            self.hand_over(socket.socket(fileno=fds[0]), int(data[len(upgrade.HAND_OVER):]))
+            return
+        try:
+            config = reload.decode(data)
+        except (ValueError, TypeError, EOFError) as e:  # pickle errors included
+            log.log(logs.CRITICAL, "reload: cannot read the configuration the angel sent: %s", e)
             return
         asyncio.get_running_loop().create_task(self._apply_locked(config), name="chassis-reload")
 
@@ -307,7 +363,134 @@ class Worker:
                 self.setup.worker_count)
 
     def _on_user_signal(self, signum: int) -> None:
+        if signum == signal.SIGUSR2 and self.setup.angel_pid is None:
+            self._begin_upgrade()
+            return
         log.log(logs.INFO, "received %s: nothing to do", signals.name(signum))
+
+    # -- upgrade (SIGUSR2), see chassis.upgrade ------------------------------------------
+
+    def _begin_upgrade(self) -> None:
+        """No angel: this process starts the new chassis and waits for it to be ready."""
+        if self.stop_reason is not None:
+            log.warning("upgrade: received SIGUSR2 while stopping; ignored")
+            return
+        if self.successor is not None:
+            log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
+                        "ignored", self.successor.pid)
+            return
+        log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
+        setup = self.setup
+        try:
+            if setup.pidfile is not None:
+                setup.pidfile.set_aside()
+            notify = setup.notifier.address if setup.notifier is not None else None
+            self.successor = upgrade.spawn(self.config, upgrade.own_listeners(), notify)
+        except (ChassisError, OSError) as e:
+            upgrade.failed(f"cannot start it: {e}")
+            if setup.pidfile is not None:
+                setup.pidfile.restore()
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.successor.listener.fd, self._check_successor)
+        self._keep(loop.create_task(self._watch_successor(), name="chassis-upgrade"))
+
+    async def _watch_successor(self) -> None:
+        while self.successor is not None:
+            await asyncio.sleep(0.1)
+            self._check_successor()
+
+    def _check_successor(self) -> None:
+        successor = self.successor
+        if successor is None:
+            return
+        outcome = successor.check()
+        if outcome is None:
+            return
+        self.successor = None
+        asyncio.get_running_loop().remove_reader(successor.listener.fd)
+        successor.listener.close()
+        ready, why = outcome
+        if not ready:
+            upgrade.failed(why)
+            successor.abandon()
+            self._keep(asyncio.get_running_loop().create_task(_reap_later(successor)))
+            if self.setup.pidfile is not None:
+                self.setup.pidfile.restore()
+            return
+        if self.setup.notifier is not None:
+            self.setup.notifier.send(f"MAINPID={successor.pid}")
+        self.hand_over(successor.handoff, successor.pid)
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def hand_over(self, handoff: socket.socket, new_pid: int) -> None:
+        """The new chassis is ready: every plugin's ``chassis_handover_out``, then the
+        graceful stop (what could not move drains until --shutdown-timeout)."""
+        if self.stop_reason is not None:
+            handoff.close()
+            return
+        self.runtime.succeeded_by = new_pid
+        self.sender = upgrade.Sender(handoff)
+        asyncio.get_running_loop().create_task(self._hand_over(self.sender, new_pid),
+                                               name="chassis-handover")
+
+    async def _hand_over(self, sender: upgrade.Sender, new_pid: int) -> None:
+        moving = staying = 0
+        for call in plugin_calls(self.setup.pm, "chassis_handover_out"):
+            try:
+                result = call(runtime=self.runtime, send=sender.for_plugin(call.plugin_name))
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_handover_out; its work "
+                        "drains here", call.plugin_name, exc_info=True)
+                continue
+            if result:
+                moving += int(result[0])
+                staying += int(result[1])
+        log.log(logs.MESSAGE, "upgrade: new chassis pid %d ready, handing over %d connections, "
+                "draining %d", new_pid, moving, staying)
+        self.request_stop(f"upgrade: the new chassis (pid {new_pid}) took over")
+
+    def _receive_handovers(self) -> None:
+        """Started by an upgrade: take what the old chassis' workers hand over."""
+        sock = self.setup.handoff
+        if sock is None:
+            return
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_handover, sock)
+
+    def _on_handover(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            item = upgrade.receive(sock)
+        except BlockingIOError:
+            return  # another worker took it
+        except OSError as e:
+            log.warning("upgrade: cannot read the hand-over socket: %s", e)
+            item = None
+        if item is None:  # every old worker is done
+            loop.remove_reader(sock.fileno())
+            log.debug("upgrade: the old chassis has handed over everything it could")
+            return
+        if not item.plugin:
+            return
+        try:
+            result = self.setup.pm.hook.chassis_handover_in(runtime=self.runtime, item=item)
+        except Exception:
+            log.log(logs.CRITICAL, "plugin %r raised in chassis_handover_in", item.plugin,
+                    exc_info=True)
+            item.close()
+            return
+        if result is None:
+            log.warning("upgrade: nobody takes what plugin %r handed over (is it loaded?); "
+                        "dropped", item.plugin)
+            item.close()
+        elif inspect.isawaitable(result):
+            self._keep(loop.create_task(_guarded(result, item.plugin)))
 
     async def _stop_hooks(self, deadline: float) -> None:
         """``chassis_stop`` of every plugin, awaited together until ``deadline``."""
