@@ -147,6 +147,7 @@ class Angel:
         self.killed = False
         self.successor: upgrade.Successor | None = None  # an upgrade under way
         self.succeeded_by: int | None = None  # the new chassis took over
+        self.abandoned: int | None = None  # a new chassis that failed, until reaped
 
     # -- the loop -------------------------------------------------------------------
 
@@ -302,9 +303,8 @@ class Angel:
         ready, why = outcome
         if not ready:
             upgrade.failed(why)
-            successor.abandon()  # reaped by _reap, like a worker
-            if self.pidfile is not None:
-                self.pidfile.restore()
+            successor.abandon()  # reaped by _reap, like a worker; then the pid file is back
+            self.abandoned = successor.pid
             return
         self.succeeded_by = successor.pid
         self.notifier.send(f"MAINPID={successor.pid}")
@@ -495,6 +495,10 @@ class Angel:
                 self._on_exit(slot, status, usage.ru_maxrss)
             elif self.successor is not None and pid == self.successor.pid:
                 self._poll_successor(exited=True)
+            if pid == self.abandoned:
+                self.abandoned = None
+                if self.pidfile is not None:
+                    self.pidfile.restore()
 
     def _on_exit(self, slot: Slot, status: int, maxrss_kb: int) -> None:
         now = time.monotonic()

@@ -40,7 +40,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from chassis import listenfds, logs
@@ -97,6 +97,16 @@ def from_environment() -> Inheritance | None:
     return Inheritance(Reporter(ready_fd), handoff, old_pid)
 
 
+def report_early_failure(message: str, exit_code: int) -> None:
+    """A chassis started by an upgrade failed before it could run (a bad command line or
+    defaults-file): tell the old one why, for its log line."""
+    value = os.environ.get(ENV)
+    if not value:
+        return
+    with contextlib.suppress(ValueError):
+        Reporter(int(value.split(":")[0])).failed(message, exit_code)
+
+
 # -- the old chassis: starting the new one -----------------------------------------------
 
 
@@ -107,8 +117,11 @@ class Successor:
     pid: int
     listener: Listener
     handoff: socket.socket  # the old side's end, for its workers
-    deadline: float
-    started: float = field(default_factory=time.monotonic)
+    timeout: float
+    deadline: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
 
     def check(self) -> tuple[bool, str] | None:
         """(True, "") once ready, (False, why) once it failed, None while starting."""
@@ -120,8 +133,7 @@ class Successor:
         if self.listener.closed:
             return False, "it exited before it was ready"
         if time.monotonic() >= self.deadline:
-            return False, (f"it was not ready within {self.deadline - self.started:g} s "
-                           f"({TIMEOUT_ENV})")
+            return False, f"it was not ready within {self.timeout:g} s ({TIMEOUT_ENV})"
         return None
 
     def abandon(self) -> None:
@@ -184,7 +196,7 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
     ours.setblocking(False)
     log.log(logs.MESSAGE, "upgrade: started a new chassis (pid=%d) with %d listening "
             "socket(s): %s", pid, count, " ".join(argv[1:]))
-    return Successor(pid, listener, ours, time.monotonic() + timeout())
+    return Successor(pid, listener, ours, timeout())
 
 
 def _extra_fd(listeners: int) -> int:

@@ -110,15 +110,20 @@ def run(setup: WorkerSetup) -> int:
             loop.close()
 
 
-async def _reap_later(successor: upgrade.Successor) -> None:
-    """A failed new chassis was sent SIGTERM: collect its exit (no zombie)."""
+async def _reap_later(successor: upgrade.Successor,
+                      then: Callable[[], None] | None) -> None:
+    """A failed new chassis was sent SIGTERM: collect its exit (no zombie), then ``then``
+    (the pid file goes back once the new chassis released its own)."""
     for _ in range(600):
         if successor.reap() is not None:
-            return
+            break
         await asyncio.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(successor.pid, signal.SIGKILL)
-    successor.reap()
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(successor.pid, signal.SIGKILL)
+        successor.reap()
+    if then is not None:
+        then()
 
 
 async def _guarded(result: Any, plugin: str) -> None:
@@ -414,9 +419,9 @@ class Worker:
         if not ready:
             upgrade.failed(why)
             successor.abandon()
-            self._keep(asyncio.get_running_loop().create_task(_reap_later(successor)))
-            if self.setup.pidfile is not None:
-                self.setup.pidfile.restore()
+            pidfile = self.setup.pidfile
+            self._keep(asyncio.get_running_loop().create_task(_reap_later(
+                successor, pidfile.restore if pidfile is not None else None)))
             return
         if self.setup.notifier is not None:
             self.setup.notifier.send(f"MAINPID={successor.pid}")
