@@ -142,7 +142,7 @@ class ProxyService:
 
     def _close_resting(self) -> None:
         for conn in list(self.connections):
-            if conn.at_rest():
+            if not conn.moving and conn.at_rest():
                 conn.close("proxy is shutting down")
 
     def close_all(self) -> None:
@@ -152,8 +152,9 @@ class ProxyService:
         for conn in list(self.connections):
             conn.close("proxy is shutting down")
 
-    def shutdown(self) -> None:
-        """Release everything (also after a failed start)."""
+    def shutdown(self, keep_socket_file: bool = False) -> None:
+        """Release everything (also after a failed start). ``keep_socket_file``: a new
+        chassis took over our unix socket (an upgrade), its file stays."""
         self.accepting = False
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -166,7 +167,7 @@ class ProxyService:
         if self.sock is not None:
             self.sock.close()
             path = self.settings.listen.path if self.settings.listen is not None else None
-            if path:  # only the worker that bound it has a socket here
+            if path and not keep_socket_file:  # only the worker that bound it has a socket here
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         for host in [*self._retired_hosts, self.script_host]:

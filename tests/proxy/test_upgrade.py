@@ -1,0 +1,214 @@
+"""Upgrade on SIGUSR2 through real processes, real MariaDB and PyMySQL clients: a client
+connected before the upgrade keeps its server connection (``CONNECTION_ID()`` and its
+session variables unchanged) and is served by the new chassis; a client in a
+transaction finishes it in the old chassis, then moves; what cannot move drains.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.support.chassis_proc import ChassisProcess, free_port, is_alive, start_chassis, wait_for
+from tests.support.mariadb import ACCOUNTS, MariaDB
+
+READY = "upgrade: new chassis pid"
+
+
+class Upgradable:
+    """A chassis whose options live in a defaults-file, with a pid file to follow."""
+
+    def __init__(self, dir: Path, port: int, mariadb: MariaDB) -> None:
+        self.dir = dir
+        self.port = port
+        self.mariadb = mariadb
+        self.file = dir / "chassis.cnf"
+        self.log = dir / "chassis.log"
+        self.pidfile = dir / "chassis.pid"
+        self.process: ChassisProcess | None = None
+
+    def write(self, *lines: str) -> None:
+        self.file.write_text("\n".join(["[mysql-proxy]", f"proxy-address=127.0.0.1:{self.port}",
+                                        f"proxy-backend-addresses={self.mariadb.address}",
+                                        *lines]) + "\n")
+        self.file.chmod(0o600)
+
+    def start(self, *lines: str, env: dict[str, str] | None = None) -> ChassisProcess:
+        self.write(*lines)
+        self.process = start_chassis(["--plugins=proxy", f"--defaults-file={self.file}",
+                                      f"--log-file={self.log}", "--log-level=debug",
+                                      f"--pid-file={self.pidfile}"], env=env)
+        return self.process
+
+    def pid(self) -> int | None:
+        try:
+            text = self.pidfile.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def upgrade(self) -> tuple[int, int]:
+        """SIGUSR2; (old pid, new pid) once the new chassis is ready and wrote the pid file."""
+        old = self.pid()
+        assert old is not None
+        os.kill(old, signal.SIGUSR2)
+        new = wait_for(lambda: (p := self.pid()) and p != old and p, 60, "the new pid file")
+        wait_for(lambda: READY in self.log_text(), 30, "the hand-over log line")
+        return old, new
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def connect(self, **kwargs: Any) -> pymysql.Connection[Any]:
+        kwargs.setdefault("connect_timeout", 10)
+        kwargs.setdefault("autocommit", True)
+        return pymysql.connect(host="127.0.0.1", port=self.port, user="native",
+                               password=ACCOUNTS["native"].password, read_timeout=30,
+                               database="test", **kwargs)
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None and is_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not is_alive(pid), 30, "the chassis to stop")
+        if self.process is not None:
+            self.process.stop(timeout=10)
+
+
+@pytest.fixture
+def upgradable(tmp_path: Path, mariadb: MariaDB) -> Iterator[Upgradable]:
+    u = Upgradable(tmp_path, free_port(), mariadb)
+    yield u
+    u.stop()
+
+
+def one(conn: pymysql.Connection[Any], sql: str) -> Any:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        row = cur.fetchone()
+        return row[0] if row is not None and len(row) == 1 else row
+
+
+def handed_over(log: str) -> tuple[int, int]:
+    """Sum of "handing over K connections, draining M" over the old workers' lines."""
+    moving = staying = 0
+    for line in log.splitlines():
+        if "handing over" in line and READY in line:
+            words = line.split("handing over ")[1].split()
+            moving += int(words[0])
+            staying += int(line.rsplit("draining ", 1)[1])
+    return moving, staying
+
+
+MODES: dict[str, Sequence[str]] = {
+    "single": (),
+    "keepalive": ("keepalive=true",),
+    "keepalive-2-workers": ("keepalive=true", "event-threads=2"),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_an_idle_client_moves_to_the_new_chassis_with_its_server_connection(
+        upgradable: Upgradable, mode: str) -> None:
+    u = upgradable
+    u.start(*MODES[mode])
+    clients = [u.connect() for _ in range(3)]
+    for i, conn in enumerate(clients):
+        one(conn, f"SET @mine = {i}")
+    threads = [conn.thread_id() for conn in clients]
+    assert [one(c, "SELECT CONNECTION_ID()") for c in clients] == threads
+
+    old, new = u.upgrade()
+    wait_for(lambda: not is_alive(old), 30, f"the old chassis (pid {old}) to exit")
+    assert is_alive(new) and u.pid() == new
+    log = u.log_text()
+    assert handed_over(log) == (3, 0), log
+    for i, conn in enumerate(clients):
+        assert one(conn, "SELECT CONNECTION_ID()") == threads[i]
+        assert one(conn, "SELECT @mine") == i
+    # the new chassis serves them, and new clients too
+    assert "handed over by the old chassis" in u.log_text()
+    fresh = u.connect()
+    assert one(fresh, "SELECT 41 + 1") == 42
+    for conn in [*clients, fresh]:
+        conn.close()
+
+
+def test_a_client_in_a_transaction_finishes_it_in_the_old_chassis_then_moves(
+        upgradable: Upgradable) -> None:
+    u = upgradable
+    u.start()
+    conn = u.connect(autocommit=False)
+    thread = conn.thread_id()
+    one(conn, "CREATE TEMPORARY TABLE upgrade_tx (i INT)")
+    one(conn, "INSERT INTO upgrade_tx VALUES (1)")  # the transaction is open
+    idle = u.connect()
+    idle_thread = idle.thread_id()
+
+    old, new = u.upgrade()
+    assert handed_over(u.log_text()) == (2, 0)
+    # the idle one moved at once; the one in a transaction keeps the old chassis alive
+    assert one(idle, "SELECT CONNECTION_ID()") == idle_thread
+    assert is_alive(old)
+    one(conn, "INSERT INTO upgrade_tx VALUES (2)")
+    assert is_alive(old)
+    conn.commit()
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit once the transaction ended")
+    assert one(conn, "SELECT COUNT(*) FROM upgrade_tx") == 2
+    assert one(conn, "SELECT CONNECTION_ID()") == thread
+    conn.close()
+    idle.close()
+    assert u.pid() == new
+
+
+def test_a_transaction_still_open_at_the_deadline_is_closed(upgradable: Upgradable) -> None:
+    u = upgradable
+    u.start("shutdown-timeout=1")
+    conn = u.connect(autocommit=False)
+    one(conn, "CREATE TEMPORARY TABLE upgrade_tx (i INT)")
+    one(conn, "INSERT INTO upgrade_tx VALUES (1)")
+    old, _ = u.upgrade()
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit at its deadline")
+    with pytest.raises(pymysql.err.OperationalError):
+        one(conn, "SELECT COUNT(*) FROM upgrade_tx")
+    conn.close()
+
+
+def test_a_client_with_a_script_drains_in_the_old_chassis(upgradable: Upgradable) -> None:
+    u = upgradable
+    script = u.dir / "pass.lua"
+    script.write_text("function read_query(packet) end\n")
+    u.start(f"proxy-lua-script={script}")
+    scripted = u.connect()
+    assert one(scripted, "SELECT 1") == 1
+    old, _ = u.upgrade()
+    assert handed_over(u.log_text()) == (0, 1)
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    with pytest.raises(pymysql.err.OperationalError):
+        one(scripted, "SELECT 1")  # closed at rest, as on SIGTERM: it reconnects
+    again = u.connect()
+    assert one(again, "SELECT 1") == 1
+    again.close()
+
+
+def test_a_failed_upgrade_keeps_the_clients_where_they_are(upgradable: Upgradable) -> None:
+    u = upgradable
+    u.start()
+    conn = u.connect()
+    thread = conn.thread_id()
+    old = u.pid()
+    u.file.write_text("[mysql-proxy]\nproxy-connect-timeout=soon\n")
+    assert old is not None
+    os.kill(old, signal.SIGUSR2)
+    wait_for(lambda: "upgrade failed, the running chassis stays" in u.log_text(), 30,
+             "the failure line")
+    assert "soon" in u.log_text().split("upgrade failed")[1].splitlines()[0]
+    wait_for(lambda: u.pid() == old, 30, "the pid file to be back")
+    assert one(conn, "SELECT CONNECTION_ID()") == thread
+    assert one(u.connect(), "SELECT 2") == 2
