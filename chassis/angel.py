@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from chassis import listenfds, logs, reload, signals, upgrade, watchdog, worker
+from chassis import logs, reload, signals, upgrade, watchdog, worker
 from chassis.config import Config
-from chassis.errors import ChassisError
 from chassis.pidfile import PidFile
 from chassis.privileges import TargetUser
 from chassis.readiness import Listener, Reporter, pipe
@@ -260,34 +259,17 @@ class Angel:
                         "ignored", self.successor.pid)
             return
         log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
-        gathered: list[tuple[str, socket.socket]] = []
+        workers = [(f"worker {slot.index + 1} (pid={slot.pid})", slot.commands)
+                   for slot in self.slots if slot.pid and slot.commands is not None]
+        gathered = upgrade.gather(workers)
         try:
-            for slot in self.slots:
-                if slot.pid and slot.commands is not None:
-                    got = upgrade.ask_listeners(slot.commands, 5.0)
-                    if not got:
-                        log.warning("upgrade: worker %d (pid=%d) sent no listening socket",
-                                    slot.index + 1, slot.pid)
-                    gathered += got
-            gathered += [(e.name.replace("@", ":"), e.sock) for e in listenfds.inherited()
-                         if not any(_same_socket(e.sock, s) for _, s in gathered)]
-            if self.pidfile is not None:
-                self.pidfile.set_aside()
-            self.successor = upgrade.spawn(
-                self.config, [(name, sock.fileno()) for name, sock in gathered],
-                self.notifier.address)
-        except (ChassisError, OSError) as e:
-            upgrade.failed(f"cannot start it: {e}")
-            if self.pidfile is not None:
-                self.pidfile.restore()
+            self.successor = upgrade.begin(self.config, gathered, self.pidfile,
+                                           self.notifier.address)
         finally:
             for _, sock in gathered:
-                if not any(sock is e.sock for e in listenfds.inherited()):
-                    sock.close()
+                sock.close()  # copies: the new chassis has its own now
         if self.successor is not None:
-            fcntl.fcntl(self.successor.listener.fd, fcntl.F_SETOWN, os.getpid())
-            flags = fcntl.fcntl(self.successor.listener.fd, fcntl.F_GETFL)
-            fcntl.fcntl(self.successor.listener.fd, fcntl.F_SETFL, flags | os.O_ASYNC)
+            self.successor.signal_when_ready()  # SIGIO wakes the loop
 
     def _poll_successor(self, exited: bool = False) -> None:
         successor = self.successor
@@ -566,13 +548,6 @@ class Angel:
         if not self.ready:
             self.launcher.failed(error, code or 1)
         self._begin_stop(code or 1)
-
-
-def _same_socket(a: socket.socket, b: socket.socket) -> bool:
-    try:
-        return os.fstat(a.fileno()).st_ino == os.fstat(b.fileno()).st_ino
-    except OSError:
-        return False
 
 
 def _is_stopped(pid: int) -> bool:

@@ -170,3 +170,8 @@ def environment(names: list[str], pid: int) -> dict[str, str]:
 def fd_name(address: str) -> str:
     """An address as a name in ``LISTEN_FDNAMES`` (which separates names with colons)."""
     return address.replace(":", "@")
+
+
+def address_of(name: str) -> str:
+    """The address an :func:`fd_name` stands for."""
+    return name.replace("@", ":")

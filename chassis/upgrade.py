@@ -45,6 +45,8 @@ from typing import Any
 
 from chassis import listenfds, logs
 from chassis.config import Config
+from chassis.errors import ChassisError
+from chassis.pidfile import PidFile
 from chassis.readiness import Listener, Reporter, pipe
 
 log = logging.getLogger("chassis.upgrade")
@@ -136,6 +138,13 @@ class Successor:
             return False, f"it was not ready within {self.timeout:g} s ({TIMEOUT_ENV})"
         return None
 
+    def signal_when_ready(self) -> None:
+        """The angel's way of waiting: its report raises SIGIO (``O_ASYNC``), which the
+        angel's ``sigtimedwait`` takes like its workers' reports."""
+        fcntl.fcntl(self.listener.fd, fcntl.F_SETOWN, os.getpid())
+        flags = fcntl.fcntl(self.listener.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.listener.fd, fcntl.F_SETFL, flags | os.O_ASYNC)
+
     def abandon(self) -> None:
         """The upgrade failed: stop the new chassis if it still runs, release our ends."""
         with contextlib.suppress(ProcessLookupError):
@@ -204,9 +213,42 @@ def _extra_fd(listeners: int) -> int:
     return listenfds.FIRST_FD + listeners
 
 
-def own_listeners() -> list[tuple[str, int]]:
-    """This process's listening sockets, as (name, fd), to pass on."""
-    return [(name, sock.fileno()) for name, sock in listenfds.opened()]
+def begin(config: Config, listeners: Sequence[tuple[str, socket.socket]],
+          pidfile: PidFile | None, notify_socket: str | None) -> Successor | None:
+    """SIGUSR2 in the main process: set the pid file aside and start the new chassis
+    with ``listeners`` (name, socket); None when it cannot be started (logged, and the
+    pid file is back)."""
+    try:
+        if pidfile is not None:
+            pidfile.set_aside()
+        return spawn(config, [(name, sock.fileno()) for name, sock in listeners],
+                     notify_socket)
+    except (ChassisError, OSError) as e:
+        failed(f"cannot start it: {e}")
+        if pidfile is not None:
+            pidfile.restore()
+        return None
+
+
+def gather(workers: Sequence[tuple[str, socket.socket]]) -> list[tuple[str, socket.socket]]:
+    """In the angel: each worker's listening sockets, asked over its reload socket
+    (``workers``: a label for the log and that socket), and the sockets the angel
+    inherited that none of them holds. Copies: close them once the new chassis runs."""
+    gathered: list[tuple[str, socket.socket]] = []
+    for label, commands in workers:
+        try:
+            got = ask_listeners(commands, 5.0)
+        except OSError as e:
+            log.warning("upgrade: cannot ask %s for its listening sockets: %s", label, e)
+            continue
+        if not got:
+            log.warning("upgrade: %s sent no listening socket", label)
+        gathered += got
+    inodes = {os.fstat(sock.fileno()).st_ino for _, sock in gathered}
+    for entry in listenfds.inherited():
+        if os.fstat(entry.sock.fileno()).st_ino not in inodes:
+            gathered.append((listenfds.address_of(entry.name), entry.sock.dup()))
+    return gathered
 
 
 def failed(why: str) -> None:

@@ -386,15 +386,9 @@ class Worker:
             return
         log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
         setup = self.setup
-        try:
-            if setup.pidfile is not None:
-                setup.pidfile.set_aside()
-            notify = setup.notifier.address if setup.notifier is not None else None
-            self.successor = upgrade.spawn(self.config, upgrade.own_listeners(), notify)
-        except (ChassisError, OSError) as e:
-            upgrade.failed(f"cannot start it: {e}")
-            if setup.pidfile is not None:
-                setup.pidfile.restore()
+        notify = setup.notifier.address if setup.notifier is not None else None
+        self.successor = upgrade.begin(self.config, listenfds.opened(), setup.pidfile, notify)
+        if self.successor is None:
             return
         loop = asyncio.get_running_loop()
         loop.add_reader(self.successor.listener.fd, self._check_successor)

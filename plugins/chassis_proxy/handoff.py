@@ -101,7 +101,15 @@ class Watch:
         self.pending = b""
         if self.tracker.done:  # a command without a response
             self.tracker = None
-            self.on_rest()
+            if first_byte != Command.QUIT:  # (a client that quits stays to close here)
+                self.on_rest()
+
+    def lost_track(self) -> None:
+        """A response the tracker cannot follow (LOCAL INFILE, pipelined commands, a
+        16 MiB packet): wait until the connection is quiet, then ask the server."""
+        self.tracker = None
+        self.pending = b""
+        self.status = None
 
     def server_data(self, data: bytes) -> None:
         tracker = self.tracker
@@ -111,18 +119,19 @@ class Watch:
         try:
             pos = tracker.scan(buf)
         except ProtocolError:
-            self.tracker = None
+            self.lost_track()
             return
         if tracker.idle:
+            if not tracker.done or pos != len(buf):
+                self.lost_track()
+                return
             self.tracker = None
             self.pending = b""
-            if not tracker.done or pos != len(buf):
-                return  # LOCAL INFILE, or more than one response: wait for quiet
-            if tracker.result_sets:
+            if tracker.result_sets:  # (an ERR leaves the status as it was)
                 self.status = tracker.status
             self.on_rest()
         elif len(buf) - pos >= MAX_PAYLOAD:
-            self.tracker = None  # a 16 MiB packet: wait for quiet instead
+            self.lost_track()
         else:
             self.pending = bytes(buf[pos:])
 
@@ -171,6 +180,7 @@ class Handoff:
         self.moved = 0
         self.broken = False  # the new chassis is gone: everything drains here
         self.task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> tuple[int, int]:
         """Watch every movable connection; (how many may move, how many stay)."""
@@ -182,6 +192,10 @@ class Handoff:
                 staying += 1
         self.task = asyncio.get_running_loop().create_task(self._poll(), name="proxy-handoff")
         return len(self.watched), staying
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _watch(self, conn: ProxyConnection) -> None:
         assert conn.client_leg is not None and conn.server_leg is not None
@@ -202,18 +216,28 @@ class Handoff:
         assert transport is not None
         transport.pause_reading()  # the next command stays in the socket, and moves
         watch.moving = True
-        asyncio.get_running_loop().create_task(self._move(conn, watch))
+        self._keep(asyncio.get_running_loop().create_task(self._move(conn, watch)))
 
     async def _poll(self) -> None:
-        """Connections idle since before the upgrade: ask the server for their status."""
-        while self.watched and not self.broken:
-            for conn, watch in list(self.watched.items()):
+        """Connections idle since before the upgrade (or whose last response could not be
+        followed): once quiet, ask the server for their status. Connections that finish
+        logging in meanwhile are watched too."""
+        loop = asyncio.get_running_loop()
+        while self.connections and not self.broken:
+            for conn in list(self.connections):
+                watch = self.watched.get(conn)
+                if watch is None:
+                    if not conn.moving and movable(conn):
+                        self._watch(conn)
+                    continue
                 if conn.closed:
                     self.watched.pop(conn, None)
-                elif not watch.moving and watch.tracker is None and watch.status is None \
-                        and conn.at_rest():
-                    watch.moving = True
-                    asyncio.get_running_loop().create_task(self._ping_then_move(conn, watch))
+                elif not watch.moving and watch.tracker is None and conn.at_rest():
+                    if watch.status is None:
+                        watch.moving = True
+                        self._keep(loop.create_task(self._ping_then_move(conn, watch)))
+                    elif not watch.status & _IN_TRANS:
+                        self._at_rest(conn)
             await asyncio.sleep(POLL)
 
     async def _ping_then_move(self, conn: ProxyConnection, watch: Watch) -> None:
