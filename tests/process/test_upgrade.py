@@ -95,7 +95,9 @@ def test_sigusr2_starts_a_new_chassis_that_takes_the_listener_and_the_pid_file(
     assert listening_inodes(echo.port) == sockets
     log = chassis.log_text()
     assert f"taking over from pid {old}" in log
-    assert f"upgrade: new chassis pid {new} ready, handing over 0 connections, draining 0" in log
+    assert f"upgrade: new chassis pid {new} ready, handing over 1 connections, draining 0" in log
+    # what the echo plugin handed over (chassis_handover_out/_in): its count of lines
+    assert "echo: 1 echoed line(s) handed over" in log
     assert "STOPPING=1" not in chassis.messages  # systemd follows the new chassis instead
     os.kill(new, signal.SIGTERM)
     wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
