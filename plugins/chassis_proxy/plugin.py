@@ -280,9 +280,7 @@ def chassis_handover_out(runtime: Runtime, send: Send) -> tuple[int, int] | None
     connections (chassis_proxy.handoff); the others drain here."""
     if _service is None:
         return None
-    from chassis_proxy.handoff import Handoff
-
-    return Handoff(_service, _service.connections, send).start()
+    return _service.hand_over(send)
 
 
 @chassis.hookimpl
@@ -293,9 +291,7 @@ def chassis_handover_in(runtime: Runtime, item: HandoverItem) -> Awaitable[None]
     if _service is None:
         item.close()
         return None
-    from chassis_proxy.handoff import adopt
-
-    return adopt(_service, item.state, item.fds)
+    return _service.adopt(item.state, item.fds)
 
 
 #: ``runtime.offered(LUA_SCRIPT_HOST)``: see :class:`chassis_proxy.control.ConsoleScripts`.

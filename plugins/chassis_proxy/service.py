@@ -11,11 +11,11 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
-from chassis_proxy import health, proxy_header
+from chassis_proxy import handoff, health, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import ScriptHost
@@ -23,6 +23,7 @@ from chassis_proxy.settings import ProxySettings
 from chassis_proxy.stats import Counters
 
 if TYPE_CHECKING:
+    from chassis.upgrade import Send
     from chassis_proxy.connection import ProxyConnection
 
 log = logging.getLogger("chassis.proxy")
@@ -178,6 +179,17 @@ class ProxyService:
             except Exception:
                 log.exception("closing the script host failed")
         self._retired_hosts.clear()
+
+    # an upgrade (SIGUSR2) ------------------------------------------------------------
+
+    def hand_over(self, send: Send) -> tuple[int, int]:
+        """The new chassis is ready: resting relayed connections move to it as they come
+        to rest (:mod:`chassis_proxy.handoff`); (how many may move, how many stay)."""
+        return handoff.Handoff(self, self.connections, send).start()
+
+    async def adopt(self, state: dict[str, Any], fds: list[int]) -> None:
+        """A connection the chassis we replace handed over: relay it here."""
+        await handoff.adopt(self, state, fds)
 
     # connections --------------------------------------------------------------------
 
