@@ -196,6 +196,11 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
             os.chdir(config.start_dir)
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
             os.execve(argv[0], argv, env)
+        except OSError as e:  # tell the old chassis why, through the readiness pipe
+            with contextlib.suppress(BaseException):
+                why = f"cannot run {argv[0]} as uid {os.geteuid()}: {e.strerror}"
+                os.write(_extra_fd(count), json.dumps(
+                    {"ready": False, "error": why, "exit_code": 127}).encode() + b"\n")
         finally:
             os._exit(127)
     reporter.close()

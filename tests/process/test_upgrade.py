@@ -208,3 +208,82 @@ def test_the_module_runs_the_same_command_line(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == str([sys.executable, "-c", code])
+
+
+def test_systemd_hears_the_new_main_pid(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
+    chassis = chassis_factory(echo.args("--keepalive"))
+    old = chassis.pid
+    chassis.signal(signal.SIGUSR2)
+    chassis.wait_for_log(READY, timeout=30)
+    new = int(chassis.log_text().split(READY)[1].split()[0])
+    chassis.wait_message(f"MAINPID={new}", timeout=30)  # from the old one, and the new one
+    assert new != old
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    assert "STOPPING=1" not in chassis.messages
+    os.kill(new, signal.SIGTERM)
+    wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
+
+
+def test_a_daemon_is_upgraded_in_place(echo: EchoSetup) -> None:
+    """Relative paths resolve where the first one started; the new one does not detach
+    again and runs in / like a daemon."""
+    chassis = start_chassis(["--plugins=echo", f"--echo-address=127.0.0.1:{echo.port}",
+                             "--daemon", "--pid-file=rel.pid", "--log-file=rel.log"],
+                            cwd=echo.dir)
+    pidfile = echo.dir / "rel.pid"
+    try:
+        old = pid_in(pidfile)
+        assert old is not None
+        os.kill(old, signal.SIGUSR2)
+        new = wait_for(lambda: (p := pid_in(pidfile)) and p != old and p, 30, "the new pid file")
+        wait_for(lambda: not is_alive(old), 30, "the old daemon to exit")
+        me = whoami(echo.port)
+        assert me["pid"] == new
+        assert me["cwd"] == "/"
+        assert me["sid"] == os.getsid(new) and me["sid"] != new  # not a session leader
+        assert f"taking over from pid {old}" in (echo.dir / "rel.log").read_text()
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: not is_alive(new), 30, "the new daemon to stop")
+        assert not pidfile.exists()
+    finally:
+        chassis.kill()
+
+
+def _user_may_run_python(uid: int, gid: int) -> bool:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os._exit(0 if os.access(sys.executable, os.X_OK) else 1)
+        finally:
+            os._exit(2)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def test_a_single_process_running_as_its_user_is_upgraded(echo: EchoSetup) -> None:
+    """No angel with --user: the new chassis starts as that user and stays it; where the
+    user may not run the interpreter, the old one says so and stays."""
+    if os.geteuid() != 0:
+        pytest.skip("--user needs root")
+    echo.log.touch()
+    with start_chassis(echo.args("--user=nobody")) as chassis:
+        old = chassis.pid
+        me = whoami(echo.port)
+        nobody = me["resuid"]
+        chassis.signal(signal.SIGUSR2)
+        if not _user_may_run_python(nobody[0], me["resgid"][0]):
+            log = chassis.wait_for_log(FAILED, timeout=30)
+            assert f"cannot run {sys.executable} as uid {nobody[0]}: Permission denied" in log
+            assert whoami(echo.port)["pid"] == old
+            return
+        log = chassis.wait_for_log(READY, timeout=30)
+        new = int(log.split(READY)[1].split()[0])
+        wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+        me = whoami(echo.port)
+        assert me["pid"] == new
+        assert me["resuid"] == nobody and nobody[0] != 0
+        os.kill(new, signal.SIGTERM)
+        wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,25 @@ def test_a_failed_upgrade_keeps_the_clients_where_they_are(upgradable: Upgradabl
     wait_for(lambda: u.pid() == old, 30, "the pid file to be back")
     assert one(conn, "SELECT CONNECTION_ID()") == thread
     assert one(u.connect(), "SELECT 2") == 2
+
+
+def test_a_balancers_client_keeps_its_real_address_in_the_new_chassis(
+        upgradable: Upgradable) -> None:
+    """The address a PROXY header named travels with the connection, upgrade after upgrade."""
+    u = upgradable
+    u.start("proxy-protocol-networks=127.0.0.1/32")
+    sock = socket.create_connection(("127.0.0.1", u.port), timeout=10)
+    sock.sendall(b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 3306\r\n")
+    conn = pymysql.connect(host="127.0.0.1", port=u.port, user="native",
+                           password=ACCOUNTS["native"].password, autocommit=True,
+                           defer_connect=True, read_timeout=30)
+    conn.connect(sock=sock)
+    thread = conn.thread_id()
+    for _ in range(2):
+        old, _ = u.upgrade()
+        wait_for(lambda old=old: not is_alive(old), 30, "the old chassis to exit")
+        assert one(conn, "SELECT CONNECTION_ID()") == thread
+    moved = [line for line in u.log_text().splitlines() if "handed over by the old chassis" in line]
+    assert len(moved) == 2, moved
+    assert all("client 192.0.2.7:51234 " in line for line in moved), moved
+    conn.close()
