@@ -310,6 +310,10 @@ class Angel:
         self.exit_code = exit_code
         if handoff is None:
             self.notifier.stopping()
+            if self.successor is not None:  # the operator wants no chassis: stop it too
+                upgrade.abandoned(self.successor.pid)
+                self.successor.abandon()
+                self.abandoned, self.successor = self.successor.pid, None
         timeout = float(self.config.get("shutdown_timeout", 30.0))
         self.kill_at = time.monotonic() + timeout + KILL_GRACE
         for slot in self.slots:

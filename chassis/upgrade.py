@@ -256,6 +256,11 @@ def gather(workers: Sequence[tuple[str, socket.socket]]) -> list[tuple[str, sock
     return gathered
 
 
+def abandoned(pid: int) -> None:
+    log.log(logs.MESSAGE, "upgrade abandoned: this chassis is stopping, so is the new one "
+            "(pid=%d)", pid)
+
+
 def failed(why: str) -> None:
     log.log(logs.CRITICAL, "upgrade failed, the running chassis stays: the new chassis: %s",
             why)

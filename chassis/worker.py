@@ -198,6 +198,7 @@ class Worker:
             self._receive_handovers()
         await self.stop_requested.wait()
         log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
+        self._abandon_upgrade()
         if self.setup.on_stopping is not None and self.runtime.succeeded_by is None:
             self.setup.on_stopping()  # (after an upgrade systemd follows the new chassis)
         deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
@@ -393,6 +394,18 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.successor.listener.fd, self._check_successor)
         self._keep(loop.create_task(self._watch_successor(), name="chassis-upgrade"))
+
+    def _abandon_upgrade(self) -> None:
+        """A stop while the new chassis starts: the operator wants no chassis, stop it."""
+        successor, self.successor = self.successor, None
+        if successor is None:
+            return
+        asyncio.get_running_loop().remove_reader(successor.listener.fd)
+        upgrade.abandoned(successor.pid)
+        successor.abandon()
+        pidfile = self.setup.pidfile
+        self._keep(asyncio.get_running_loop().create_task(_reap_later(
+            successor, pidfile.restore if pidfile is not None else None)))
 
     async def _watch_successor(self) -> None:
         while self.successor is not None:

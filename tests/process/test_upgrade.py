@@ -287,3 +287,22 @@ def test_a_single_process_running_as_its_user_is_upgraded(echo: EchoSetup) -> No
         assert me["resuid"] == nobody and nobody[0] != 0
         os.kill(new, signal.SIGTERM)
         wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
+
+
+@pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
+def test_a_stop_while_the_new_chassis_starts_stops_both(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
+    cnf = echo.dir / "chassis.cnf"
+    base = {"keepalive": "true"} if angel else {}
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
+    chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"])
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true",
+          **base)
+    chassis.signal(signal.SIGUSR2)
+    log = chassis.wait_for_log("echo: hanging in chassis_serve on purpose", timeout=30)
+    hung = int(log.split("upgrade: started a new chassis (pid=")[1].split(")")[0])
+    chassis.signal(signal.SIGTERM)
+    chassis.wait_for_log(f"upgrade abandoned: this chassis is stopping, so is the new one "
+                         f"(pid={hung})", timeout=30)
+    wait_for(lambda: not is_alive(chassis.pid), 30, "the old chassis to stop")
+    wait_for(lambda: not is_alive(hung), 30, "the new chassis to stop")

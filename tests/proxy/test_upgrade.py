@@ -33,9 +33,10 @@ class Upgradable:
         self.log = dir / "chassis.log"
         self.pidfile = dir / "chassis.pid"
         self.process: ChassisProcess | None = None
+        self.address = f"127.0.0.1:{port}"
 
     def write(self, *lines: str) -> None:
-        self.file.write_text("\n".join(["[mysql-proxy]", f"proxy-address=127.0.0.1:{self.port}",
+        self.file.write_text("\n".join(["[mysql-proxy]", f"proxy-address={self.address}",
                                         f"proxy-backend-addresses={self.mariadb.address}",
                                         *lines]) + "\n")
         self.file.chmod(0o600)
@@ -235,3 +236,26 @@ def test_a_balancers_client_keeps_its_real_address_in_the_new_chassis(
     assert len(moved) == 2, moved
     assert all("client 192.0.2.7:51234 " in line for line in moved), moved
     conn.close()
+
+
+def test_a_unix_socket_listener_is_inherited_and_its_file_stays(upgradable: Upgradable) -> None:
+    """The old chassis does not remove the socket file the new one listens on; unix-socket
+    clients are not handed over (they drain, then reconnect)."""
+    u = upgradable
+    path = u.dir / "proxy.sock"
+    u.address = str(path)
+    u.start()
+    before = pymysql.connect(unix_socket=str(path), user="native",
+                             password=ACCOUNTS["native"].password, autocommit=True)
+    assert one(before, "SELECT 1") == 1
+    inode = path.stat().st_ino
+    old, new = u.upgrade()
+    assert handed_over(u.log_text()) == (0, 1)
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    assert path.stat().st_ino == inode  # the same socket, not bound again
+    after = pymysql.connect(unix_socket=str(path), user="native",
+                            password=ACCOUNTS["native"].password, autocommit=True)
+    assert one(after, "SELECT 2") == 2
+    after.close()
+    before.close()
+    assert u.pid() == new
