@@ -239,6 +239,8 @@ class Handoff:
                     elif not watch.status & _IN_TRANS:
                         self._at_rest(conn)
             await asyncio.sleep(POLL)
+        log.info("upgrade: %d connection(s) handed over to the new chassis%s", self.moved,
+                 "; it is gone, the others finished here" if self.broken else "")
 
     async def _ping_then_move(self, conn: ProxyConnection, watch: Watch) -> None:
         st = conn.state
@@ -312,10 +314,6 @@ class Handoff:
                   conn.name)
         _let_go(conn)
 
-    def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
 
 class _PingReply(asyncio.Protocol):
     """The server leg's protocol while the proxy's own COM_PING is answered."""
@@ -370,7 +368,9 @@ def _info(value: Any) -> AddressInfo | None:
 
 
 def describe(conn: ProxyConnection, watch: Watch) -> dict[str, Any]:
-    """The JSON that travels with the two sockets."""
+    """The JSON that travels with the two sockets. Between two commands a connection has
+    no sequence state to carry (each command starts again at 0); what the server keeps
+    (the session) stays on the server connection, which moves."""
     st = conn.state
     server = st.server
     return {
