@@ -447,8 +447,8 @@ class Worker:
             return
         self.runtime.succeeded_by = new_pid
         self.sender = upgrade.Sender(handoff)
-        asyncio.get_running_loop().create_task(self._hand_over(self.sender, new_pid),
-                                               name="chassis-handover")
+        self._keep(asyncio.get_running_loop().create_task(
+            self._hand_over(self.sender, new_pid), name="chassis-handover"))
 
     async def _hand_over(self, sender: upgrade.Sender, new_pid: int) -> None:
         moving = staying = 0
