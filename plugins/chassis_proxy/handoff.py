@@ -310,8 +310,8 @@ class Handoff:
                 os.close(fd)
         self.watched.pop(conn, None)
         self.moved += 1
-        log.debug("conn %d: client %s handed over to the new chassis", conn.connection_id,
-                  conn.name)
+        log.debug("conn %d: client %s moved to the new chassis with its server connection",
+                  conn.connection_id, conn.name)
         _let_go(conn)
 
 

@@ -157,11 +157,15 @@ def test_a_client_in_a_transaction_finishes_it_in_the_old_chassis_then_moves(
     assert handed_over(u.log_text()) == (2, 0)
     # the idle one moved at once; the one in a transaction keeps the old chassis alive
     assert one(idle, "SELECT CONNECTION_ID()") == idle_thread
+    moved = "moved to the new chassis with its server connection"
+    wait_for(lambda: u.log_text().count(moved) == 1, 10, "the idle client to move")
     assert is_alive(old)
-    one(conn, "INSERT INTO upgrade_tx VALUES (2)")
+    one(conn, "INSERT INTO upgrade_tx VALUES (2)")  # served by the old chassis
     assert is_alive(old)
+    assert u.log_text().count(moved) == 1
     conn.commit()
     wait_for(lambda: not is_alive(old), 30, "the old chassis to exit once the transaction ended")
+    assert u.log_text().count(moved) == 2
     assert one(conn, "SELECT COUNT(*) FROM upgrade_tx") == 2
     assert one(conn, "SELECT CONNECTION_ID()") == thread
     conn.close()
