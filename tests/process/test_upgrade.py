@@ -306,3 +306,30 @@ def test_a_stop_while_the_new_chassis_starts_stops_both(
                          f"(pid={hung})", timeout=30)
     wait_for(lambda: not is_alive(chassis.pid), 30, "the old chassis to stop")
     wait_for(lambda: not is_alive(hung), 30, "the new chassis to stop")
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_an_upgrade_may_change_the_number_of_workers(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, before: int,
+        after: int) -> None:
+    """Fewer workers: the surplus inherited listeners are closed; more: they share one."""
+    cnf = echo.dir / "chassis.cnf"
+    pidfile = echo.dir / "chassis.pid"
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
+          event_threads=str(before))
+    chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}",
+                               f"--pid-file={pidfile}"])
+    old = chassis.pid
+    sockets = listening_inodes(echo.port)
+    assert len(sockets) == before
+    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
+          event_threads=str(after))
+    chassis.signal(signal.SIGUSR2)
+    new = wait_for(lambda: (p := pid_in(pidfile)) and p != old and p, 30, "the new pid file")
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    now = listening_inodes(echo.port)
+    assert now <= sockets and len(now) == min(before, after)
+    served = {whoami(echo.port)["pid"] for _ in range(20)}
+    assert all(pid != old and is_alive(pid) for pid in served)
+    os.kill(new, signal.SIGTERM)
+    wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
