@@ -263,3 +263,27 @@ def test_a_unix_socket_listener_is_inherited_and_its_file_stays(upgradable: Upgr
     after.close()
     before.close()
     assert u.pid() == new
+
+
+def test_an_idle_clients_session_is_untouched_by_the_move(upgradable: Upgradable) -> None:
+    """The proxy's COM_PING (to learn the status of a connection idle since before the
+    upgrade) leaves the session as it was: warnings, LAST_INSERT_ID(), prepared
+    statements, temporary tables."""
+    u = upgradable
+    u.start()
+    conn = u.connect()
+    one(conn, "CREATE TEMPORARY TABLE upgrade_ids (id INT AUTO_INCREMENT PRIMARY KEY)")
+    one(conn, "INSERT INTO upgrade_ids VALUES (NULL), (NULL)")
+    one(conn, "PREPARE twice FROM 'SELECT ? * 2'")
+    one(conn, "SELECT CAST('12abc' AS INT)")  # leaves a warning
+    old, _ = u.upgrade()
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    with conn.cursor() as cur:
+        cur.execute("SHOW WARNINGS")
+        warnings = cur.fetchall()
+    assert len(warnings) == 1 and "12abc" in warnings[0][2], warnings
+    assert one(conn, "SELECT LAST_INSERT_ID()") == 1
+    one(conn, "SET @n = 21")
+    assert one(conn, "EXECUTE twice USING @n") == 42
+    assert one(conn, "SELECT COUNT(*) FROM upgrade_ids") == 2
+    conn.close()
