@@ -293,6 +293,12 @@ class Handoff:
         if conn.closed:
             self.watched.pop(conn, None)
             return
+        # Parked: flow control (a leg's resume_writing) must not resume reading now.
+        legs = (conn.client_leg, conn.server_leg)
+        parked = _Parked()
+        for transport in (client, server):
+            transport.set_protocol(parked)
+            transport.pause_reading()
         fds = [os.dup(client.get_extra_info("socket").fileno()),
                os.dup(server.get_extra_info("socket").fileno())]
         try:
@@ -302,6 +308,12 @@ class Handoff:
                         conn.connection_id, e)
             self.broken = True
             watch.moving = False
+            for transport, leg in zip((client, server), legs, strict=True):
+                if leg is not None:
+                    transport.set_protocol(leg)
+            if parked.lost:
+                conn.close()
+                return
             client.resume_reading()
             server.resume_reading()
             return
@@ -313,6 +325,19 @@ class Handoff:
         log.debug("conn %d: client %s moved to the new chassis with its server connection",
                   conn.connection_id, conn.name)
         _let_go(conn)
+
+
+class _Parked(asyncio.Protocol):
+    """Both legs while their sockets are being sent: reading is paused, nothing moves."""
+
+    def __init__(self) -> None:
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:  # reading is paused: cannot happen
+        raise RuntimeError("data on a connection being handed over")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
 
 
 class _PingReply(asyncio.Protocol):
