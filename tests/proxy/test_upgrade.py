@@ -287,3 +287,24 @@ def test_an_idle_clients_session_is_untouched_by_the_move(upgradable: Upgradable
     assert one(conn, "EXECUTE twice USING @n") == 42
     assert one(conn, "SELECT COUNT(*) FROM upgrade_ids") == 2
     conn.close()
+
+
+def test_a_moved_client_stays_on_its_backend_when_the_new_configuration_drops_it(
+        upgradable: Upgradable) -> None:
+    """The new chassis reads the defaults-file again: new clients get the new backend
+    (the server's unix socket), a moved client keeps its TCP server connection."""
+    u = upgradable
+    u.start()
+    conn = u.connect()
+    thread = conn.thread_id()
+    u.file.write_text("\n".join(["[mysql-proxy]", f"proxy-address={u.address}",
+                                 f"proxy-backend-addresses={u.mariadb.socket_path}"]) + "\n")
+    old, _ = u.upgrade()
+    wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
+    host = "SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()"
+    assert ":" in one(conn, host)  # still TCP
+    assert one(conn, "SELECT CONNECTION_ID()") == thread
+    fresh = u.connect()
+    assert one(fresh, host) == "localhost"  # the new backend, over the unix socket
+    fresh.close()
+    conn.close()
