@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from chassis import logs, reload, signals, upgrade, watchdog, worker
+from chassis import listenfds, logs, reload, signals, upgrade, watchdog, worker
 from chassis.config import Config
 from chassis.pidfile import PidFile
 from chassis.privileges import TargetUser
@@ -147,6 +147,7 @@ class Angel:
         self.successor: upgrade.Successor | None = None  # an upgrade under way
         self.succeeded_by: int | None = None  # the new chassis took over
         self.abandoned: int | None = None  # a new chassis that failed, until reaped
+        self.claimed: set[int] = set()  # inherited listeners some worker took
 
     # -- the loop -------------------------------------------------------------------
 
@@ -450,6 +451,7 @@ class Angel:
             report = slot.listener.poll()
             if report is not None and report.ready:
                 slot.ready = True
+                self.claimed.update(report.inherited)
                 slot.listener.close()
                 if self.ready:
                     log.log(logs.MESSAGE, "worker %d (pid=%s) ready", slot.index + 1, slot.pid)
@@ -458,6 +460,7 @@ class Angel:
 
     def _all_ready(self) -> None:
         self.ready = True
+        listenfds.close_unclaimed(self.claimed)  # kept for restarts, unless nobody uses it
         if self.pidfile is not None:
             try:
                 self.pidfile.write(os.getpid())

@@ -127,12 +127,25 @@ def take(key: object, name: str, worker_id: int) -> socket.socket | None:
     return sock
 
 
-def close_untaken() -> None:
+def close_untaken() -> list[int]:
     """In a worker once its plugins have bound: drop the inherited sockets it did not take
-    (their copies in the main process stay, for workers started later)."""
+    (their copies in the main process stay, for workers started later); returns the
+    places of those it took, for the main process (:func:`close_unclaimed`)."""
+    taken = [i for i, entry in enumerate(_inherited) if entry.taken]
     for entry in _inherited:
         entry.sock.close()
     _inherited.clear()
+    return taken
+
+
+def close_unclaimed(claimed: set[int]) -> None:
+    """In the main process once every worker is ready: close the inherited sockets no
+    worker took (an address the configuration no longer listens on), so that clients
+    connecting there are refused rather than left waiting in a queue nobody accepts from."""
+    for i, entry in enumerate(list(_inherited)):
+        if i not in claimed:
+            entry.sock.close()
+    _inherited[:] = [entry for i, entry in enumerate(_inherited) if i in claimed]
 
 
 def close_surplus(worker_count: int) -> None:

@@ -152,6 +152,7 @@ class Worker:
         self.successor: upgrade.Successor | None = None  # an upgrade under way (no angel)
         self.sender: upgrade.Sender | None = None  # handing over to the new chassis
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.inherited_taken: list[int] = []  # which inherited listeners this worker took
         self.runtime = Runtime(
             config=setup.config,
             worker_id=setup.worker_id,
@@ -192,7 +193,7 @@ class Worker:
             self._log_exit(StartupError.exit_code)
             return StartupError.exit_code
         if ready:
-            self.setup.reporter.ready()
+            self.setup.reporter.ready(self.inherited_taken)
             log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
                     self.setup.worker_count)
             self._receive_handovers()
@@ -246,7 +247,7 @@ class Worker:
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)
-        listenfds.close_untaken()
+        self.inherited_taken = listenfds.close_untaken()
         if setup.user is not None:
             privileges.drop(setup.user)
             log.log(logs.MESSAGE, "now running as user: %s (%d/%d)", setup.user.name,

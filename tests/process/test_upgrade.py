@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.process.conftest import EchoSetup
-from tests.support.chassis_proc import ChassisProcess, is_alive, start_chassis, wait_for
+from tests.support.chassis_proc import (
+    ChassisProcess,
+    free_port,
+    is_alive,
+    start_chassis,
+    wait_for,
+)
 from tests.support.echo_client import whoami
 
 READY = "upgrade: new chassis pid"
@@ -333,3 +339,25 @@ def test_an_upgrade_may_change_the_number_of_workers(
     assert all(pid != old and is_alive(pid) for pid in served)
     os.kill(new, signal.SIGTERM)
     wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
+
+
+@pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
+def test_a_passed_socket_the_configuration_does_not_use_is_closed(
+        echo: EchoSetup, angel: bool) -> None:
+    """Clients of an address nobody serves any more are refused, not left waiting."""
+    unused = free_port()
+    chassis = start_chassis(
+        echo.args(*(["--keepalive"] if angel else [])),
+        prefix=["/usr/bin/systemd-socket-activate", "-l", f"127.0.0.1:{echo.port}",
+                "-l", f"127.0.0.1:{unused}", "-E", "NOTIFY_SOCKET"], wait_ready=False)
+    try:
+        wait_for(lambda: listening_inodes(unused), 15, "the tool to listen")
+        first = socket.create_connection(("127.0.0.1", echo.port), timeout=30)
+        chassis.wait_ready(30)
+        first.close()
+        assert echo_line(echo.port) == b"hi"
+        assert not listening_inodes(unused)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", unused), timeout=10)
+    finally:
+        chassis.stop()
