@@ -34,6 +34,7 @@ from chassis import (
     privileges,
     reload,
     signals,
+    takeover,
     upgrade,
     watchdog,
 )
@@ -110,29 +111,6 @@ def run(setup: WorkerSetup) -> int:
             loop.close()
 
 
-async def _reap_later(successor: upgrade.Successor,
-                      then: Callable[[], None] | None) -> None:
-    """A failed new chassis was sent SIGTERM: collect its exit (no zombie), then ``then``
-    (the pid file goes back once the new chassis released its own)."""
-    for _ in range(600):
-        if successor.reap() is not None:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(successor.pid, signal.SIGKILL)
-        successor.reap()
-    if then is not None:
-        then()
-
-
-async def _guarded(result: Any, plugin: str) -> None:
-    try:
-        await result
-    except Exception:
-        log.log(logs.CRITICAL, "plugin %r failed to take a hand-over item", plugin, exc_info=True)
-
-
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
     tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
     for task in tasks:
@@ -149,9 +127,6 @@ class Worker:
         self.stop_requested = asyncio.Event()
         self.hurry = asyncio.Event()
         self.reloading = asyncio.Lock()
-        self.successor: upgrade.Successor | None = None  # an upgrade under way (no angel)
-        self.sender: upgrade.Sender | None = None  # handing over to the new chassis
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.inherited_taken: list[int] = []  # which inherited listeners this worker took
         self.runtime = Runtime(
             config=setup.config,
@@ -160,6 +135,8 @@ class Worker:
             _on_shutdown=self.request_stop,
             _offers=self._offered,
         )
+        self.takeover = takeover.Takeover(setup.pm, self.runtime, setup.pidfile,
+                                          setup.notifier, self.request_stop)
 
     def request_stop(self, reason: str) -> None:
         """SIGTERM, SIGINT, a plugin or a dead angel: begin the graceful stop once."""
@@ -196,18 +173,18 @@ class Worker:
             self.setup.reporter.ready(self.inherited_taken)
             log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
                     self.setup.worker_count)
-            self._receive_handovers()
+            if self.setup.handoff is not None:
+                self.takeover.receive(self.setup.handoff)
         await self.stop_requested.wait()
         log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
-        self._abandon_upgrade()
+        self.takeover.abandon()
         if self.setup.on_stopping is not None and self.runtime.succeeded_by is None:
             self.setup.on_stopping()  # (after an upgrade systemd follows the new chassis)
         deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
         await self._stop_hooks(deadline)
         await self._close_control()
         self._shutdown_hooks()
-        if self.sender is not None:
-            self.sender.close()  # the new workers see the end of the hand-over
+        self.takeover.close()  # the new workers see the end of the hand-over
         self._log_exit(0)
         return 0
 
@@ -349,7 +326,8 @@ class Worker:
             upgrade.answer_listeners(commands)
             return
         if data.startswith(upgrade.HAND_OVER) and fds:
-            self.hand_over(socket.socket(fileno=fds[0]), int(data[len(upgrade.HAND_OVER):]))
+            self.takeover.hand_over(socket.socket(fileno=fds[0]),
+                                    int(data[len(upgrade.HAND_OVER):]))
             return
         try:
             config = reload.decode(data)
@@ -371,139 +349,9 @@ class Worker:
 
     def _on_user_signal(self, signum: int) -> None:
         if signum == signal.SIGUSR2 and self.setup.angel_pid is None:
-            self._begin_upgrade()
+            self.takeover.begin(self.config, self.stop_reason is not None)
             return
         log.log(logs.INFO, "received %s: nothing to do", signals.name(signum))
-
-    # -- upgrade (SIGUSR2), see chassis.upgrade ------------------------------------------
-
-    def _begin_upgrade(self) -> None:
-        """No angel: this process starts the new chassis and waits for it to be ready."""
-        if self.stop_reason is not None:
-            log.warning("upgrade: received SIGUSR2 while stopping; ignored")
-            return
-        if self.successor is not None:
-            log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
-                        "ignored", self.successor.pid)
-            return
-        log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
-        setup = self.setup
-        notify = setup.notifier.address if setup.notifier is not None else None
-        self.successor = upgrade.begin(self.config, listenfds.opened(), setup.pidfile, notify)
-        if self.successor is None:
-            return
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.successor.listener.fd, self._check_successor)
-        self._keep(loop.create_task(self._watch_successor(), name="chassis-upgrade"))
-
-    def _abandon_upgrade(self) -> None:
-        """A stop while the new chassis starts: the operator wants no chassis, stop it."""
-        successor, self.successor = self.successor, None
-        if successor is None:
-            return
-        asyncio.get_running_loop().remove_reader(successor.listener.fd)
-        upgrade.abandoned(successor.pid)
-        successor.abandon()
-        pidfile = self.setup.pidfile
-        self._keep(asyncio.get_running_loop().create_task(_reap_later(
-            successor, pidfile.restore if pidfile is not None else None)))
-
-    async def _watch_successor(self) -> None:
-        while self.successor is not None:
-            await asyncio.sleep(0.1)
-            self._check_successor()
-
-    def _check_successor(self) -> None:
-        successor = self.successor
-        if successor is None:
-            return
-        outcome = successor.check()
-        if outcome is None:
-            return
-        self.successor = None
-        asyncio.get_running_loop().remove_reader(successor.listener.fd)
-        successor.listener.close()
-        ready, why = outcome
-        if not ready:
-            upgrade.failed(why)
-            successor.abandon()
-            pidfile = self.setup.pidfile
-            self._keep(asyncio.get_running_loop().create_task(_reap_later(
-                successor, pidfile.restore if pidfile is not None else None)))
-            return
-        if self.setup.notifier is not None:
-            self.setup.notifier.send(f"MAINPID={successor.pid}")
-        self.hand_over(successor.handoff, successor.pid)
-
-    def _keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold a background task until it ends (the loop keeps only weak references)."""
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def hand_over(self, handoff: socket.socket, new_pid: int) -> None:
-        """The new chassis is ready: every plugin's ``chassis_handover_out``, then the
-        graceful stop (what could not move drains until --shutdown-timeout)."""
-        if self.stop_reason is not None:
-            handoff.close()
-            return
-        self.runtime.succeeded_by = new_pid
-        self.sender = upgrade.Sender(handoff)
-        self._keep(asyncio.get_running_loop().create_task(
-            self._hand_over(self.sender, new_pid), name="chassis-handover"))
-
-    async def _hand_over(self, sender: upgrade.Sender, new_pid: int) -> None:
-        moving = staying = 0
-        for call in plugin_calls(self.setup.pm, "chassis_handover_out"):
-            try:
-                result = call(runtime=self.runtime, send=sender.for_plugin(call.plugin_name))
-                if inspect.isawaitable(result):
-                    result = await result
-            except Exception:
-                log.log(logs.CRITICAL, "plugin %r raised in chassis_handover_out; its work "
-                        "drains here", call.plugin_name, exc_info=True)
-                continue
-            if result:
-                moving += int(result[0])
-                staying += int(result[1])
-        log.log(logs.MESSAGE, "upgrade: new chassis pid %d ready, handing over %d connections, "
-                "draining %d", new_pid, moving, staying)
-        self.request_stop(f"upgrade: the new chassis (pid {new_pid}) took over")
-
-    def _receive_handovers(self) -> None:
-        """Started by an upgrade: take what the old chassis' workers hand over."""
-        sock = self.setup.handoff
-        if sock is None:
-            return
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_handover, sock)
-
-    def _on_handover(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            item = upgrade.receive(sock)
-        except BlockingIOError:
-            return  # another worker took it
-        except OSError as e:
-            log.warning("upgrade: cannot read the hand-over socket: %s", e)
-            item = None
-        if item is None:  # every old worker is done
-            loop.remove_reader(sock.fileno())
-            log.debug("upgrade: the old chassis has handed over everything it could")
-            return
-        if not item.plugin:
-            return
-        try:
-            result = self.setup.pm.hook.chassis_handover_in(runtime=self.runtime, item=item)
-        except Exception:
-            log.log(logs.CRITICAL, "plugin %r raised in chassis_handover_in", item.plugin,
-                    exc_info=True)
-            item.close()
-            return
-        if result is None:
-            log.warning("upgrade: nobody takes what plugin %r handed over (is it loaded?); "
-                        "dropped", item.plugin)
-            item.close()
-        elif inspect.isawaitable(result):
-            self._keep(loop.create_task(_guarded(result, item.plugin)))
 
     async def _stop_hooks(self, deadline: float) -> None:
         """``chassis_stop`` of every plugin, awaited together until ``deadline``."""
