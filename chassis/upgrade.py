@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -63,6 +64,8 @@ HAND_OVER = b"upgrade:handover:"
 #: Most bytes of one hand-over item's description, and most fds it carries.
 MAX_ITEM = 65536
 MAX_FDS = 16
+#: Seconds a sender waits while the kernel has too many fds in flight.
+IN_FLIGHT_WAIT = 5.0
 
 
 def timeout() -> float:
@@ -353,6 +356,7 @@ class Sender:
         if len(data) > MAX_ITEM or len(fds) > MAX_FDS:
             raise ValueError(f"a hand-over item is limited to {MAX_ITEM} bytes and {MAX_FDS} fds")
         loop = asyncio.get_running_loop()
+        give_up = loop.time() + IN_FLIGHT_WAIT
         while True:
             try:
                 socket.send_fds(self.sock, [data], list(fds))
@@ -365,6 +369,12 @@ class Sender:
                     await writable
                 finally:
                     loop.remove_writer(self.sock.fileno())
+            except OSError as e:
+                # Too many fds in flight for this user (the kernel's limit is
+                # RLIMIT_NOFILE): the new workers are reading them, wait a little.
+                if e.errno not in (errno.ETOOMANYREFS, errno.ENOBUFS) or loop.time() > give_up:
+                    raise
+                await asyncio.sleep(0.01)
 
     def close(self) -> None:
         self.sock.close()
