@@ -308,3 +308,16 @@ def test_a_moved_client_stays_on_its_backend_when_the_new_configuration_drops_it
     assert one(fresh, host) == "localhost"  # the new backend, over the unix socket
     fresh.close()
     conn.close()
+
+
+def test_a_hundred_idle_clients_all_move(upgradable: Upgradable) -> None:
+    u = upgradable
+    u.start("keepalive=true", "event-threads=2")
+    clients = [u.connect() for _ in range(100)]
+    threads = [c.thread_id() for c in clients]
+    old, _ = u.upgrade()
+    wait_for(lambda: not is_alive(old), 60, "the old chassis to exit")
+    assert handed_over(u.log_text()) == (100, 0)
+    assert [one(c, "SELECT CONNECTION_ID()") for c in clients] == threads
+    for c in clients:
+        c.close()
