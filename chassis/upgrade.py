@@ -191,6 +191,13 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
     pid = os.fork()
     if pid == 0:  # the child: only plain system calls until exec
         try:
+            # The parent's event loop learns of signals through a wakeup fd this child
+            # shares: a signal caught here (SIGTERM from an old chassis giving up on us)
+            # must not be written there, or the old chassis would act on it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            signal.set_wakeup_fd(-1)
+            for signum in (*_HANDLED, signal.SIGCHLD, signal.SIGIO):
+                signal.signal(signum, signal.SIG_DFL)
             floor = listenfds.FIRST_FD + len(sources)
             moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in sources]
             for i, fd in enumerate(moved):
@@ -214,6 +221,10 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
     log.log(logs.MESSAGE, "upgrade: started a new chassis (pid=%d) with %d listening "
             "socket(s): %s", pid, count, " ".join(argv[1:]))
     return Successor(pid, listener, ours, timeout())
+
+
+#: Signals a chassis process may have handlers for.
+_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _extra_fd(listeners: int) -> int:
