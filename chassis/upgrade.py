@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chassis import listenfds, logs
+from chassis import listenfds, logs, signals
 from chassis.config import Config
 from chassis.errors import ChassisError
 from chassis.pidfile import PidFile
@@ -196,7 +196,7 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
             # must not be written there, or the old chassis would act on it.
             signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             signal.set_wakeup_fd(-1)
-            for signum in (*_HANDLED, signal.SIGCHLD, signal.SIGIO):
+            for signum in signals.BLOCKED:
                 signal.signal(signum, signal.SIG_DFL)
             floor = listenfds.FIRST_FD + len(sources)
             moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in sources]
@@ -221,10 +221,6 @@ def spawn(config: Config, listeners: Sequence[tuple[str, int]],
     log.log(logs.MESSAGE, "upgrade: started a new chassis (pid=%d) with %d listening "
             "socket(s): %s", pid, count, " ".join(argv[1:]))
     return Successor(pid, listener, ours, timeout())
-
-
-#: Signals a chassis process may have handlers for.
-_HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def _extra_fd(listeners: int) -> int:
