@@ -246,5 +246,18 @@ def chassis_handover_in(runtime: Runtime, item: HandoverItem) -> Awaitable[None]
 
 
 @hookspec
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    """SIGHUP arrived: reopen the files this plugin appends to (its own logs), at their path.
+
+    Called in every worker, in the event loop, right after the chassis reopened its
+    ``--log-file``, so that logrotate can move a plugin's log away and signal the
+    chassis as it does for the main log. Open with ``O_APPEND`` and, when the worker
+    may have dropped privileges (``--user``), create the file before the drop (in
+    ``chassis_apply_config``) owned by that user, so that the reopen is allowed. Log a
+    failure and keep writing to the old file rather than raise.
+    """
+
+
+@hookspec
 def chassis_shutdown(runtime: Runtime) -> None:
     """Release everything: called once per worker after the stop, even after a failed start."""

@@ -71,6 +71,9 @@ DEFAULT_BACKLOG = 4096
 
 _instance_pid: int | None = None
 _worker_id = 0
+#: TCP addresses this process listens on, with the option that gave each: two plugins
+#: (or two options) on one address would split its clients between them.
+_bound_here: dict[tuple[str, int], tuple[str, socket.socket]] = {}
 
 
 def set_instance(pid: int, worker_id: int = 0) -> None:
@@ -110,10 +113,11 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
     except socket.gaierror as e:
         raise StartupError(f"cannot resolve listen address {address}: {e.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
+    key = (str(sockaddr[0]), address.port)
+    _refuse_twice(address, key, option)
     inherited = listenfds.take((sockaddr[0], sockaddr[1]), str(address), _worker_id)
     if inherited is not None:
-        listenfds.remember(str(address), inherited)
-        return inherited
+        return _opened(address, key, option, inherited)
     hint = f"is another chassis or server running there? see {option or 'the listen address'}"
     shared = reuse_port and hasattr(socket, "SO_REUSEPORT") and address.port != 0
     if shared:
@@ -139,8 +143,29 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
             sock.close()
             raise
     sock.setblocking(False)
+    return _opened(address, key, option, sock)
+
+
+def _opened(address: Address, key: tuple[str, int], option: str | None,
+            sock: socket.socket) -> socket.socket:
+    """Note a TCP listener of this process: for :func:`_refuse_twice`, and for the next
+    chassis (an upgrade passes every listener on)."""
+    if address.port != 0:
+        _bound_here[key] = (option or "another listener", sock)
     listenfds.remember(str(address), sock)
     return sock
+
+
+def _refuse_twice(address: Address, key: tuple[str, int], option: str | None) -> None:
+    """One address, one listener per process: SO_REUSEPORT would let a second one of ours
+    bind it too, and the kernel would hand each of them some of the clients."""
+    held = _bound_here.get(key)
+    if held is None or held[1].fileno() == -1:  # a closed listener no longer counts
+        return
+    raise StartupError(
+        f"cannot listen on {address} for {option or 'this listener'}: {held[0]} listens "
+        "there already in this chassis; give each listener its own address"
+    )
 
 
 def _refuse_strangers(address: Address, host: str, port: int, own_inode: int | None,

@@ -294,9 +294,16 @@ class Worker:
         self.request_stop(f"received {signals.name(signum)}")
 
     def _on_sighup(self) -> None:
-        """Reopen the log file; without an angel, reload too (the angel reloads for its
-        workers and sends them what it accepted)."""
+        """Reopen the log file and each plugin's own logs (``chassis_reopen_logs``); without
+        an angel, reload too (the angel reloads for its workers and sends them what it
+        accepted)."""
         self.setup.logs.reopen_after_sighup()
+        for call in plugin_calls(self.setup.pm, "chassis_reopen_logs"):
+            try:
+                call(runtime=self.runtime)
+            except Exception:
+                log.log(logs.CRITICAL, "plugin %r raised in chassis_reopen_logs",
+                        call.plugin_name, exc_info=True)
         if self.setup.reread is not None and self.setup.angel_pid is None:
             asyncio.get_running_loop().create_task(self._reload_from_files(),
                                                    name="chassis-reload")

@@ -10,6 +10,13 @@ whose ``read_query`` looks at every query and returns nothing (the cost of havin
 script at all). ``--repeat N`` runs every cell N times, interleaved, and shows medians:
 the machine is shared and single runs are noisy.
 
+Each chassis' CPU time per query is measured too: user + system time of its whole
+process group (angel and workers, from /proc) over the run, divided by the queries
+sysbench counted. ``--digest-off`` adds the same chassis with ``--proxy-query-digest=off``
+(``proxied-nodigest``, and ``proxied+lua-nodigest`` with ``--lua``), so the cost of query
+digests (on by default) shows side by side; the issue's target is at most 10 % more CPU
+per query with digests on, at 32 threads of point selects.
+
 sysbench keeps its defaults (reported in the JSON and the header): notably
 ``--db-ps-mode=auto``, i.e. server-side prepared statements, and ``--rand-type=special``.
 """
@@ -46,6 +53,8 @@ WORKLOADS = ("oltp_point_select", "oltp_read_only")
 THREADS = (1, 8, 32)
 #: The issue's target: proxied/direct QPS for point selects at 32 threads.
 TARGET = ("oltp_point_select", 32, 0.55)
+#: Query digests on may cost this much more proxy CPU per query than off (issue 12).
+DIGEST_TARGET = ("oltp_point_select", 32, 1.10)
 #: The target with the inspect-every-query script (scripts/bench-inspect.lua).
 LUA_TARGET = ("oltp_point_select", 32, 0.5)
 INSPECT_SCRIPT = ROOT / "scripts" / "bench-inspect.lua"
@@ -72,6 +81,8 @@ class Run:
     errors: int = 0
     reconnects: int = 0
     seconds: float = 0.0
+    queries: int = 0
+    cpu_seconds: float = 0.0  # the chassis' CPU (user + system) over the run; 0 for direct
     error: str = ""
     command: list[str] = field(default_factory=list)
     attempt: int = 0  # with --repeat: which round (runs of one round follow each other)
@@ -83,6 +94,25 @@ class Target:
 
     name: str
     port: int
+    pgid: int = 0  # the chassis' process group (0: the server itself, not measured)
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process of the group (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 # -- sysbench ----------------------------------------------------------------------------
@@ -116,6 +146,7 @@ def parse_sysbench(out: str) -> dict[str, float]:
         return float(match.group(1))
     return {
         "qps": number(r"queries:\s+\d+\s+\(([\d.]+) per sec"),
+        "queries": number(r"queries:\s+(\d+)\s+\("),
         "tps": number(r"transactions:\s+\d+\s+\(([\d.]+) per sec"),
         "p95_ms": number(r"95th percentile:\s+([\d.]+)"),
         "errors": number(r"ignored errors:\s+(\d+)"),
@@ -129,9 +160,12 @@ def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
     cmd = [*sysbench_base(workload, target.port, args), f"--threads={threads}",
            f"--time={seconds}", "--report-interval=0", "run"]
     run = Run(workload=workload, threads=threads, target=target.name, command=cmd)
+    cpu_before = group_cpu_seconds(target.pgid) if target.pgid else 0.0
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False,
                               timeout=seconds + 60)
+        if target.pgid:
+            run.cpu_seconds = group_cpu_seconds(target.pgid) - cpu_before
     except subprocess.TimeoutExpired:
         run.error = f"sysbench did not finish within {seconds + 60} s"
         return run
@@ -147,7 +181,15 @@ def run_sysbench(workload: str, threads: int, target: Target, seconds: int,
     run.qps, run.tps, run.p95_ms = figures["qps"], figures["tps"], figures["p95_ms"]
     run.errors, run.reconnects = int(figures["errors"]), int(figures["reconnects"])
     run.seconds = figures["seconds"]
+    run.queries = int(figures["queries"])
     return run
+
+
+def cpu_us_per_query(run: Run) -> float | None:
+    """The chassis' CPU microseconds per query sysbench counted (None: direct, or failed)."""
+    if run.error or not run.queries or not run.cpu_seconds:
+        return None
+    return run.cpu_seconds / run.queries * 1e6
 
 
 # -- chassis -----------------------------------------------------------------------------
@@ -163,15 +205,16 @@ def _answers(port: int) -> bool:
 
 @contextlib.contextmanager
 def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
-            log_dir: Path, executable: str | None = None, label: str = "proxied") -> Iterator[Target]:
+            log_dir: Path, executable: str | None = None, label: str = "proxied",
+            extra: Sequence[str] = (), suffix: str = "") -> Iterator[Target]:
     """A chassis proxy in front of *db*, stopped (its whole process group) on exit."""
-    name = f"{label}+lua" if lua else label
+    name = (f"{label}+lua" if lua else label) + suffix
     log = log_dir / f"chassis-{name}.log"
     for _attempt in range(3):
         port = free_port()
         cmd = [executable or args.chassis, "--plugins=proxy", f"--proxy-backend-addresses={db.address}",
                f"--proxy-address=127.0.0.1:{port}", f"--event-threads={args.event_threads}",
-               *(args.chassis_arg if executable is None else args.baseline_arg)]
+               *(args.chassis_arg if executable is None else args.baseline_arg), *extra]
         if lua is not None:
             cmd.append(f"--proxy-lua-script={lua}")
         with log.open("w") as log_file:
@@ -187,7 +230,7 @@ def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
                 time.sleep(0.05)
             if proc.poll() is None:
                 print(f"   {name}: {' '.join(cmd)}", flush=True)
-                yield Target(name=name, port=port)
+                yield Target(name=name, port=port, pgid=proc.pid)
                 return
             text = log.read_text(errors="replace")
             if "in use" not in text:
@@ -251,12 +294,26 @@ def medians(runs: list[Run]) -> list[Run]:
     return out
 
 
+def cpu_medians(all_runs: list[Run]) -> dict[tuple[str, int, str], float | None]:
+    """The chassis' CPU microseconds per query per (workload, threads, target): the
+    median over the rounds of --repeat."""
+    found: dict[tuple[str, int, str], list[float]] = {}
+    for run in all_runs:
+        cpu = cpu_us_per_query(run)
+        values = found.setdefault((run.workload, run.threads, run.target), [])
+        if cpu is not None:
+            values.append(cpu)
+    return {key: statistics.median(v) if v else None for key, v in found.items()}
+
+
 def print_table(runs: list[Run], targets: list[str],
-                ratio_of: dict[tuple[str, int, str], float | None]) -> None:
+                ratio_of: dict[tuple[str, int, str], float | None],
+                cpu_of: dict[tuple[str, int, str], float | None] | None = None) -> None:
+    cpu_of = cpu_of or {}
     by_key = {(r.workload, r.threads, r.target): r for r in runs}
     head = f"{'workload':<18} {'thr':>3} | {'direct QPS':>10} {'p95 ms':>7}"
     for t in targets[1:]:
-        head += f" | {t + ' QPS':>17} {'p95 ms':>7} {'ratio':>5}"
+        head += f" | {t + ' QPS':>17} {'p95 ms':>7} {'ratio':>5} {'us CPU/q':>8}"
     print(head)
     print("-" * len(head))
     for workload in dict.fromkeys(r.workload for r in runs):
@@ -268,7 +325,9 @@ def print_table(runs: list[Run], targets: list[str],
                 if run is None:
                     continue
                 ratio = ratio_of.get((workload, threads, t))
-                line += " | " + _cell(run, 17) + (f" {ratio:>5.2f}" if ratio else f" {'-':>5}")
+                cpu = cpu_of.get((workload, threads, t))
+                line += " | " + _cell(run, 17) + (f" {ratio:>5.2f}" if ratio else f" {'-':>5}") \
+                    + (f" {cpu:>8.1f}" if cpu else f" {'-':>8}")
             print(line)
     for run in runs:
         if run.error:
@@ -314,6 +373,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also run through a chassis with this --proxy-lua-script"
                              " [without FILE: scripts/bench-inspect.lua, a read_query that"
                              " inspects every query]")
+    parser.add_argument("--digest-off", action="store_true",
+                        help="also run each chassis with --proxy-query-digest=off, to compare"
+                             " the CPU per query of query digests on (the default) and off")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per cell, interleaved; the table shows medians [1]")
     parser.add_argument("--event-threads", type=int, default=2, help="chassis workers [2]")
@@ -370,8 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             if not args.direct_only:
                 targets.append(stack.enter_context(chassis(db, args, None, log_dir)))
+                if args.digest_off:
+                    targets.append(stack.enter_context(chassis(
+                        db, args, None, log_dir, extra=["--proxy-query-digest=off"],
+                        suffix="-nodigest")))
                 if args.lua is not None:
                     targets.append(stack.enter_context(chassis(db, args, args.lua, log_dir)))
+                    if args.digest_off:
+                        targets.append(stack.enter_context(chassis(
+                            db, args, args.lua, log_dir, extra=["--proxy-query-digest=off"],
+                            suffix="-nodigest")))
                 if args.baseline is not None:
                     targets.append(stack.enter_context(
                         chassis(db, args, None, log_dir, args.baseline, "baseline")))
@@ -404,16 +474,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     runs = medians(all_runs)
     ratio_of = ratios(all_runs)
+    cpu_of = cpu_medians(all_runs)
     print()
     if args.repeat > 1:
         print(f"(medians of {args.repeat} runs per cell; ratios: median of each round's ratio)")
-    print_table(runs, [t.name for t in targets], ratio_of)
+    print_table(runs, [t.name for t in targets], ratio_of, cpu_of)
+    print("(us CPU/q: the chassis' user + system CPU microseconds per query sysbench counted)")
     workload, threads, goal = TARGET
     ratio = ratio_of.get((workload, threads, "proxied"))
     if ratio is not None:
         verdict = "meets" if ratio >= goal else "misses"
         print(f"\n{workload} at {threads} threads: proxied/direct {ratio:.2f}"
               f" ({verdict} the target of {goal}; MySQL Proxy 0.8.5 reaches about that)")
+    d_workload, d_threads, d_goal = DIGEST_TARGET
+    for on, off in (("proxied", "proxied-nodigest"), ("proxied+lua", "proxied+lua-nodigest")):
+        cpu_on, cpu_off = cpu_of.get((d_workload, d_threads, on)), cpu_of.get((d_workload, d_threads, off))
+        if cpu_on and cpu_off:
+            verdict = "meets" if cpu_on <= cpu_off * d_goal else "misses"
+            print(f"{d_workload} at {d_threads} threads, {on}: {cpu_on:.1f} us CPU/query with "
+                  f"digests on, {cpu_off:.1f} off: {cpu_on / cpu_off:.3f}x ({verdict} the target of "
+                  f"at most {d_goal:.2f}x)")
     lua_workload, lua_threads, lua_goal = LUA_TARGET
     lua_ratio = ratio_of.get((lua_workload, lua_threads, "proxied+lua"))
     if lua_ratio is not None:
@@ -437,11 +517,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tables": args.tables, "table_size": args.table_size,
             "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
             "chassis_args": args.chassis_arg, "baseline": args.baseline, "warmup": args.warmup, "repeat": args.repeat,
+            "digest_off": args.digest_off,
             "sysbench_defaults": defaults,
         },
         "runs": [asdict(r) for r in runs],
         "all_runs": [asdict(r) for r in all_runs] if args.repeat > 1 else None,
         "ratios": {f"{w}/{n}/{t}": ratio for (w, n, t), ratio in ratio_of.items()},
+        "cpu_us_per_query": {f"{w}/{n}/{t}": cpu for (w, n, t), cpu in cpu_of.items()},
     }, indent=2) + "\n")
     print(f"\nwritten to {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 1 if any(r.error for r in runs) else 0

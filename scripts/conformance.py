@@ -20,7 +20,9 @@ fresh proxies (upstream reuses the default proxy between option-less tests and r
 script); tests run in name order (upstream: directory order); the real backend is a
 throwaway MariaDB (``tests.support.mariadb``), not a server on port 3306; upstream's
 ``tests_to_skip.lua`` is not applied (the measure is "of 35"), its reason is shown beside a
-failing test it lists.
+failing test it lists. An ``.options`` file's ``--user=NAME`` account is created when the
+system lacks it (change_user's ``_mysql``, which upstream's machines had; as root only,
+and said in the output).
 
 ``mariadb-test`` words some client errors differently from libmysqlclient 5.x, which wrote
 the ``.result`` files, and echoes the connect/connection/disconnect commands that 5.x's
@@ -258,6 +260,8 @@ class Suite:
         return lua
 
     def start_proxy(self, name: str, options: dict[str, list[str]]) -> int:
+        for user in options.get("user", []):
+            ensure_system_user(user)
         script = options.get("proxy-lua-script", [str(DEFAULT_SCRIPT)])[0]
         if not Path(script).exists():
             options["proxy-lua-script"] = [str(self.basedir / "t" / script)]
@@ -265,7 +269,9 @@ class Suite:
         for key, values in options.items():
             args += [f"--{key}={value}" for value in values]
         args.append(f"--lua-path={self.lua_path}")
-        log = self.testdir / f"{name}.log"
+        # not NAME.log: mysqltest writes TEST.log in the same directory, and change_user's
+        # proxy is named after its test
+        log = self.testdir / f"{name}.chassis.log"
         if self.verbose:
             print(f"   starting {name}: {' '.join(args)}", flush=True)
         with open(log, "ab") as out:
@@ -417,6 +423,32 @@ class Suite:
                 why = critical[-1].split(": ", 1)[-1][:300]
                 return f"{instance.name} exited" + (f": {why}" if why else "")
         return ""
+
+
+def ensure_system_user(user: str) -> None:
+    """Create the system account an .options file names with ``--user`` when it is missing.
+
+    change_user runs its proxy with ``--user=_mysql``, an account upstream's machines had
+    (OS X and the BSDs ship it; Debian does not). Only as root (the proxy must be started
+    as root to change user anyway); the creation is announced, and the account has no home
+    and no login shell.
+    """
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        raise ConformanceError(f"--user={user}: no such system user, and only root can create it"
+                               f" (useradd --system {user})")
+    done = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConformanceError(f"cannot create the system user {user}: {done.stderr.strip()}")
+    print(f"   created the system user {user} (an .options file runs a proxy with --user={user};"
+          " upstream's machines had it)", flush=True)
 
 
 def normalise(text: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import socket
-import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG
 from chassis.runtime import Runtime
+from chassis.secretfile import read_password_file
 from chassis_admin import tls as admin_tls
 
 if TYPE_CHECKING:
@@ -59,17 +60,7 @@ def read_password(config: Config) -> str:
     if config.admin_password_file:
         path = config.path(config.admin_password_file)
         assert path is not None
-        try:
-            mode = path.stat().st_mode
-            if mode & 0o077 & ~0o040:  # group may read, nobody may write, others nothing
-                raise StartupError(
-                    f"--admin-password-file {path}: mode {stat.S_IMODE(mode):04o} lets others read "
-                    f"it or its group write it (0640 or stricter required); run: chmod 0600 {path}"
-                )
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise StartupError(f"--admin-password-file {path}: {e.strerror}") from None
-        password = lines[0] if lines else ""
+        password = read_password_file(path, "--admin-password-file")
     else:
         password = config.admin_password or ""
     if not password:
@@ -86,6 +77,7 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
     # The server's modules load here, before --user drops privileges (the installation
     # may not be readable by the user the worker becomes), and not for --help.
     importlib.import_module("chassis_admin.server")
+    importlib.import_module("chassis_admin.workerinfo")
 
     if not config.admin_username:
         raise StartupError("the admin plugin needs --admin-username")
@@ -115,6 +107,7 @@ async def chassis_serve(runtime: Runtime) -> None:
     server.tls = _state["tls"]
     await server.start(_state["sock"], _state["backlog"])
     _state["server"] = server
+    _state["started"] = time.time()
     runtime.logger("admin").log(25, "admin listening on %s", _state["address"])
 
 
@@ -148,3 +141,16 @@ def chassis_ready(runtime: Runtime) -> str | None:
     from chassis_admin.metrics import not_ready
 
     return not_ready(_state.get("server"), runtime.worker_id)
+
+
+@chassis.hookimpl
+def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any] | None:
+    """``{"plugin": "admin", "op": "worker"}``: this worker's row of the ``workers`` table."""
+    if request.get("plugin") != "admin":
+        return None
+    if request.get("op") != "worker":
+        raise ValueError(f"unknown admin control operation {request.get('op')!r}")
+    from chassis_admin.workerinfo import describe
+
+    server = _state.get("server")
+    return describe(_state.get("started", time.time()), len(getattr(server, "_tasks", ())))

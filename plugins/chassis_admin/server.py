@@ -1,10 +1,10 @@
 """The admin console's MySQL server side: login with mysql_native_password, then SQL.
 
-Built-in statements (see :mod:`chassis_admin.sql`) answer from every worker of the
-chassis through the control channel, so the console shows the whole proxy whichever
-worker accepted it. Framing, the challenge, the scramble check and the error numbers
-come from the codec (:mod:`chassis_mysql`); with ``--admin-lua-script`` the other
-statements go to the script (:mod:`chassis_admin.scripted`).
+Statements (see :mod:`chassis_admin.sql`) are answered by :mod:`chassis_admin.console`
+from every worker of the chassis through the control channel, so the console shows the
+whole proxy whichever worker accepted it. Framing, the challenge, the scramble check and
+the error numbers come from the codec (:mod:`chassis_mysql`); with ``--admin-lua-script``
+the other statements go to the script (:mod:`chassis_admin.scripted`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import itertools
 import logging
 import socket
 from pathlib import Path
-from typing import Any
 
 from chassis_mysql.auth import check_native_password, native_password_hash, new_challenge
-from chassis_mysql.constants import Capability, Command, ErrorCode, FieldType
+from chassis_mysql.constants import Capability, Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import PacketReader, frame, frame_next_seq
 from chassis_mysql.handshake import (
@@ -33,7 +32,7 @@ from chassis.logs import MESSAGE
 from chassis.runtime import Runtime
 from chassis.tls import ListenerTLS
 from chassis_admin import scripted, sql, tls
-from chassis_admin.results import text_resultset
+from chassis_admin.console import Console
 
 log = logging.getLogger("chassis.admin")
 
@@ -111,6 +110,7 @@ class AdminConnection:
         self.seq = 0
         self.packets = PacketReader(max_payload=MAX_COMMAND)
         self.hooks: scripted.ScriptHooks | None = None
+        self.console = Console(server.runtime, conn_id)
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "unix")
 
@@ -219,125 +219,4 @@ class AdminConnection:
         if self.hooks is not None and not isinstance(statement, sql.SessionSet | sql.VersionComment):
             await self.send(*scripted.run_query(self.hooks, bytes([Command.QUERY]) + text.encode()))
             return
-        try:
-            packets = await self.answer(statement)
-        except AdminError as e:
-            packets = [err_packet(ErrorCode.UNKNOWN_ERROR, str(e))]
-        await self.send(*packets)
-
-    async def ask_proxy(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        control = self.server.runtime.control
-        if control is None:
-            raise AdminError("the control channel between workers is not running")
-        replies = await control.broadcast({"plugin": "proxy", **request})
-        answers = []
-        for reply in replies:
-            if "error" in reply:
-                raise AdminError(f"worker {reply.get('worker')}: {reply['error']}")
-            results = reply.get("results") or []
-            if not results:
-                raise AdminError("the proxy plugin is not loaded (--plugins=proxy,admin)")
-            answers.append({"worker": reply["worker"], "pid": reply.get("pid"), **results[0]})
-        return answers
-
-    async def answer(self, statement: sql.Statement | None) -> list[bytes]:
-        if isinstance(statement, sql.SessionSet):
-            return [ok_packet()]
-        if isinstance(statement, sql.VersionComment):
-            return text_resultset([("@@version_comment", FieldType.VAR_STRING)], [["chassis admin"]])
-        if isinstance(statement, sql.Select):
-            table = statement.table
-            if table == "help":
-                return text_resultset(
-                    [("command", FieldType.VAR_STRING), ("description", FieldType.VAR_STRING)], sql.HELP
-                )
-            if table == "backends":
-                return backends_table(await self.ask_proxy({"op": "backends"}))
-            if table == "backend_stats":
-                return backend_stats_table(await self.ask_proxy({"op": "backends"}))
-            if table == "stats":
-                return stats_table(await self.ask_proxy({"op": "stats"}))
-        if isinstance(statement, sql.SetState):
-            replies = await self.ask_proxy(
-                {"op": "set_backend_state", "ndx": statement.backend_ndx, "state": statement.state}
-            )
-            if any(not r.get("ok") for r in replies):
-                raise AdminError(next(r.get("message", "refused") for r in replies if not r.get("ok")))
-            log.log(MESSAGE, "admin connection %d: backend %d set %s", self.id,
-                    statement.backend_ndx, statement.state)
-            return [ok_packet(affected_rows=1)]
-        return [err_packet(ErrorCode.UNKNOWN_ERROR,
-                           "use 'SELECT * FROM help' to see the supported commands")]
-
-
-class AdminError(Exception):
-    """A statement that cannot be answered: sent to the admin client as ERR 1105
-    (``ErrorCode.UNKNOWN_ERROR``)."""
-
-
-_STATE_ORDER = ("up", "unknown", "offline", "down")
-
-
-def _merge_backends(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per backend over all workers: counters summed, the most hopeful state
-    (``offline`` wins: an operator asked for it)."""
-    merged: dict[int, dict[str, Any]] = {}
-    states: dict[int, list[str]] = {}
-    for reply in replies:
-        for b in reply["backends"]:
-            ndx = b["ndx"]
-            states.setdefault(ndx, []).append(b["state"])
-            row = merged.get(ndx)
-            if row is None:
-                merged[ndx] = dict(b)
-                continue
-            for key, value in b.items():
-                if key != "ndx" and isinstance(value, int) and not isinstance(value, bool):
-                    row[key] = row.get(key, 0) + value
-    for ndx, row in merged.items():
-        seen = states[ndx]
-        row["state"] = "offline" if "offline" in seen else min(seen, key=_STATE_ORDER.index)
-    return [merged[k] for k in sorted(merged)]
-
-
-def backends_table(replies: list[dict[str, Any]]) -> list[bytes]:
-    rows = [
-        [b["ndx"], b["address"], b["state"], b["type"], b.get("uuid"), b["connected_clients"]]
-        for b in _merge_backends(replies)
-    ]
-    return text_resultset(
-        [("backend_ndx", FieldType.LONG), ("address", FieldType.VAR_STRING),
-         ("state", FieldType.VAR_STRING), ("type", FieldType.VAR_STRING),
-         ("uuid", FieldType.VAR_STRING), ("connected_clients", FieldType.LONG)],
-        rows,
-    )
-
-
-_STAT_COLUMNS = ("connections", "queries", "errors", "bytes_in", "bytes_out", "pool_idle")
-
-
-def backend_stats_table(replies: list[dict[str, Any]]) -> list[bytes]:
-    rows = [[b["ndx"], b["address"], *(b.get(c, 0) for c in _STAT_COLUMNS)]
-            for b in _merge_backends(replies)]
-    return text_resultset(
-        [("backend_ndx", FieldType.LONG), ("address", FieldType.VAR_STRING),
-         *((c, FieldType.LONGLONG) for c in _STAT_COLUMNS)],
-        rows,
-    )
-
-
-def stats_table(replies: list[dict[str, Any]]) -> list[bytes]:
-    names = sorted({k for r in replies for k, v in r.get("stats", {}).items() if isinstance(v, int)})
-    rows: list[list[str | int | float | None]] = []
-    totals = dict.fromkeys(names, 0)
-    for r in replies:
-        stats = r.get("stats", {})
-        rows.append([str(r["worker"]), r.get("pid"), *(stats.get(n, 0) for n in names)])
-        for n in names:
-            totals[n] += stats.get(n, 0)
-    rows.append(["total", None, *(totals[n] for n in names)])
-    return text_resultset(
-        [("worker", FieldType.VAR_STRING), ("pid", FieldType.LONG),
-         *((n, FieldType.LONGLONG) for n in names)],
-        rows,
-    )
+        await self.send(*await self.console.answer(statement))

@@ -30,6 +30,7 @@ from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command, ServerStat
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.packets import OK
 from chassis_mysql.resultset import column_count, metadata_follows
+from chassis_mysql.wire import read_lenenc_int
 
 Buffer = bytes | bytearray | memoryview
 
@@ -136,12 +137,15 @@ class ResponseTracker:
         "_deprecate_eof",
         "_server_split",
         "_state",
+        "affected_rows",
         "capabilities",
         "column_count",
         "command",
+        "error_code",
         "last_seq",
         "prepare_ok",
         "result_sets",
+        "rows",
         "status",
     )
 
@@ -162,6 +166,12 @@ class ResponseTracker:
         self.prepare_ok: StmtPrepareOK | None = None
         #: Sequence id of the last physical packet :meth:`scan` took (-1 before any).
         self.last_seq = -1
+        #: Rows of every result set so far (what a slow log calls Rows_sent).
+        self.rows = 0
+        #: The affected rows of every OK so far (several with multi-statements).
+        self.affected_rows = 0
+        #: The error number of the ERR that ended the response, 0 if none did.
+        self.error_code = 0
         self._state = _INITIAL_STATE.get(command, _OK_OR_ERR)
 
     @classmethod
@@ -240,6 +250,7 @@ class ResponseTracker:
         n = len(buf)
         state = self._state
         last = -1
+        rows = 0
         deprecate_eof = self._deprecate_eof
         while state < _IDLE and pos + 4 <= n:
             length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
@@ -252,8 +263,11 @@ class ResponseTracker:
                     if first < 0xFE or (first == 0xFE and length >= 9 and not deprecate_eof):
                         last = pos  # a row
                         pos = end
+                        rows += 1
                         if n - pos >= _RUN * (length + 4):
+                            start = pos
                             pos, last = _rows_of_one_size(buf, pos, length, n, last)
+                            rows += (pos - start) // (length + 4)
                         continue
                     if first == 0xFE and not deprecate_eof:  # the classic EOF after the rows
                         status = buf[pos + 7] | (buf[pos + 8] << 8) if length >= 5 else 0
@@ -299,6 +313,7 @@ class ResponseTracker:
                             and buf[pos + 6] < 0xFB and self.capabilities & _PROTOCOL_41):
                         status = buf[pos + 7] | (buf[pos + 8] << 8)  # a short OK
                         self.status = status
+                        self.affected_rows += buf[pos + 5]
                         self.result_sets += 1
                         state = self._state = _FIRST if status & _MORE else _DONE
                         last = pos
@@ -310,6 +325,8 @@ class ResponseTracker:
             pos = end
         if last >= 0:
             self.last_seq = buf[last + 3]
+        if rows:
+            self.rows += rows
         return pos
 
     def _terminator(self, payload: bytes) -> bool:
@@ -340,6 +357,7 @@ class ResponseTracker:
                 first = payload[0]
                 if first == 0xFF:
                     self._state = _DONE
+                    self._error(payload)
                     return _ERR_EVENT
                 if first == 0xFE and (len(payload) < 9 or (self._deprecate_eof
                                                           and len(payload) < 0xFFFFFF)):
@@ -350,6 +368,7 @@ class ResponseTracker:
                     else:
                         self._end_of_result(status)
                     return _EOF_EVENT
+            self.rows += 1
             return _ROW_EVENT
         if not payload:
             raise ProtocolError(f"empty packet in the response to {self._command_name()}")
@@ -362,6 +381,7 @@ class ResponseTracker:
             if len(payload) >= 3 and payload[1] == payload[2] == 0xFF:  # MariaDB progress
                 return Event.PROGRESS
             self._state = _DONE
+            self._error(payload)
             return _ERR_EVENT
         if state == _FIRST:
             return self._first(payload, first)
@@ -396,6 +416,7 @@ class ResponseTracker:
                 self.result_sets += 1
                 self._state = _DONE
                 return _EOF_EVENT
+            self.rows += 1
             return _ROW_EVENT
         if state == _FIELD_LIST:
             if self._terminator(payload):
@@ -410,6 +431,7 @@ class ResponseTracker:
             return self._auth(payload, first)
         if state == _INFILE_RESULT:
             if first == 0x00:
+                self._count_affected(payload)
                 self._end_of_result(self._read_status(payload))
                 return _OK_EVENT
             raise ProtocolError(
@@ -428,8 +450,20 @@ class ResponseTracker:
             "the server sent a packet while the client owed an authentication answer"
         )
 
+    def _error(self, payload: bytes) -> None:
+        self.error_code = payload[1] | (payload[2] << 8) if len(payload) >= 3 else 0xFFFF
+
+    def _count_affected(self, payload: bytes) -> None:
+        try:
+            n, _ = read_lenenc_int(payload, 1)
+        except ProtocolError:
+            return  # a malformed OK: _read_status says so
+        if n:
+            self.affected_rows += n
+
     def _first(self, payload: bytes, first: int) -> Event:
         if first == 0x00:
+            self._count_affected(payload)
             self._end_of_result(self._read_status(payload))
             return _OK_EVENT
         if first == 0xFB:

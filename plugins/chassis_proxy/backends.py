@@ -1,11 +1,16 @@
 """The backends of one worker: their state, their type and which one a new client gets.
 
-Selection (no script, or a script that does not set ``backend_ndx``): the **first**
-read/write backend, in the order given on the command line, that is not DOWN. This is
-a fail-over order (primary first, then stand-bys), the behaviour issue 4 asks for.
-MySQL Proxy 0.8.5 instead picks the RW backend with the fewest connected clients; a
-script that wants balancing can do that itself through ``proxy.global.backends``.
-Read-only backends are only used when a script picks them, as in MySQL Proxy.
+Selection (no script, or a script that does not set ``backend_ndx``), MySQL Proxy 0.8.5's
+rule: among the read/write backends that are not DOWN (nor OFFLINE), the one with the
+fewest connected clients of this worker; a tie goes to the first in the order of
+``--proxy-backend-addresses``. So several read/write backends share the clients (least
+connections), and a DOWN one is skipped (fail-over). Read-only backends are only used
+when a script picks them, as in MySQL Proxy.
+
+With the replication monitor (:mod:`chassis_proxy.monitor`) a backend's type follows
+its server's ``read_only`` (``--proxy-backend-roles=auto``), and a backend whose
+replication lags or is stopped (``--proxy-max-replication-lag``) is ``stale``: no new
+clients here, no reads from ``rw-splitting.lua``.
 
 A backend that refuses a connection or times out is marked DOWN; after
 :data:`DOWN_RETRY_SECONDS` it is reset to UNKNOWN (checked when a client connects, as
@@ -21,7 +26,7 @@ from collections.abc import Iterator
 
 from chassis.listen import Address
 from chassis.logs import MESSAGE
-from chassis_proxy.hooks import AddressInfo, BackendState, BackendType
+from chassis_proxy.hooks import UNMONITORED, AddressInfo, BackendState, BackendType, ReplicationInfo
 from chassis_proxy.pool import DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_AGE, Pool
 from chassis_proxy.settings import BackendAddress
 from chassis_proxy.stats import Counters
@@ -54,6 +59,7 @@ class Backend:
         "down_since",
         "index",
         "pool",
+        "replication",
         "stats",
         "uuid",
     )
@@ -74,10 +80,19 @@ class Backend:
         self.down_reason = ""
         self.stats = Counters()  # for the admin plugin
         self.pool = Pool(str(config.address), pool_limit, pool_max_age)  # idle server connections
+        #: What the replication monitor last learnt (chassis_proxy.monitor); stale: no reads.
+        self.replication: ReplicationInfo = UNMONITORED
 
     @property
     def type(self) -> BackendType:
         return self._type
+
+    def set_type(self, kind: BackendType) -> bool:
+        """The role the replication monitor saw (``--proxy-backend-roles=auto``); True
+        when it changed (the monitor logs it, once for all workers)."""
+        changed = kind != self._type
+        self._type = kind
+        return changed
 
     @property
     def state(self) -> BackendState:
@@ -154,15 +169,22 @@ class Backends:
                 b.set_state(BackendState.UNKNOWN, f"down for more than {DOWN_RETRY_SECONDS:g} s, will retry")
 
     def candidates(self, exclude: set[int]) -> Iterator[Backend]:
-        """Read/write backends that are not DOWN (or OFFLINE), in order, minus ``exclude``."""
+        """Read/write backends that are not DOWN (or OFFLINE) nor stale (a lagging replica,
+        --proxy-max-replication-lag), in order, minus ``exclude``."""
         for b in self.items:
-            if b.index in exclude or b.type != BackendType.RW:
+            if b.index in exclude or b.type != BackendType.RW or b.replication.stale:
                 continue
             if b.state in (BackendState.UP, BackendState.UNKNOWN):
                 yield b
 
     def pick(self, exclude: set[int]) -> Backend | None:
-        return next(self.candidates(exclude), None)
+        """The default choice: the candidate with the fewest connected clients, the first
+        in order on a tie (MySQL Proxy 0.8.5's least connections)."""
+        best: Backend | None = None
+        for b in self.candidates(exclude):
+            if best is None or b.connected_clients < best.connected_clients:
+                best = b
+        return best
 
     def describe_down(self) -> str:
         """Why no read/write backend can take a client, for the client's ERR message
@@ -175,8 +197,14 @@ class Backends:
             if b.state == BackendState.DOWN:
                 parts.append(f"{b.addr} ({b.down_reason}; down for {now - b.down_since:.1f} s, "
                              f"retried after {DOWN_RETRY_SECONDS:g} s)")
+            elif b.replication.stale:
+                parts.append(f"{b.addr} (replication {b.replication.state}: no reads "
+                             "under --proxy-max-replication-lag)")
             else:
                 parts.append(f"{b.addr} ({b.state.name.lower()})")
+        if not parts and any(b.replication.state != "unmonitored" for b in self.items):
+            return ("no backend is read/write now: every server has read_only=ON "
+                    "(--proxy-backend-roles=auto; a switchover in progress?)")
         return "; ".join(parts) or "no read/write backend is configured"
 
     def no_backend_message(self, tried: list[str]) -> str:

@@ -40,6 +40,7 @@ from chassis_proxy.errors import (
 from chassis_proxy.handover import Handover
 from chassis_proxy.hooks import BackendState, ConnectionHooks, Decision, ScriptHost, ScriptLoadError
 from chassis_proxy.login import LOGIN_MAX_PAYLOAD, Login
+from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.settings import ProxySettings
 from chassis_proxy.state import ConnectionState, peer_address
 from chassis_proxy.stats import Counters
@@ -60,6 +61,7 @@ class ConnectionRegistry(Protocol):
     backends: Backends
     stats: Counters
     script_host: ScriptHost | None
+    recorder: QueryRecorder | None
     accepting: bool
 
     def next_connection_id(self) -> int: ...
@@ -198,6 +200,12 @@ class ProxyConnection:
         if self.session is not None:
             return not self.session.busy
         return False  # still logging in: the login timeout bounds it
+
+    @property
+    def quiet_since(self) -> float:
+        """Loop time of the last traffic seen on a relayed connection (by the sweeper or
+        :meth:`at_rest`; 0.0 before the relay starts): the admin console's ``time``."""
+        return self._active_at
 
     def _close_server(self) -> None:
         """Close the server connection still attached (a script did not pool it)."""
@@ -434,7 +442,10 @@ class ProxyConnection:
             st.send_client_err(ErrorCode.HANDSHAKE_ERROR, message, "08S01")
 
     async def _serve_scripted(self, hooks: ConnectionHooks) -> None:
-        session = scripted.ScriptedSession(self.state, hooks, self.handover.prepare)
+        recorder = self.service.recorder
+        session = scripted.ScriptedSession(
+            self.state, hooks, self.handover.prepare,
+            recorder.connection(self.state) if recorder is not None else None)
         self.session = session
         self.handover.at_rest = session.at_rest
         await scripted.serve(session)
@@ -447,8 +458,12 @@ class ProxyConnection:
         if st.client_ch.closed or st.server_ch.closed:
             raise ConnectionGone("a peer closed the connection right after the login")
         self._active_at = asyncio.get_running_loop().time()
+        recorder = self.service.recorder
+        server_caps = int(st.server_handshake.capabilities) if st.server_handshake else ~0
         self.client_leg, self.server_leg = relay.start(
-            self._relay_lost, ct, stp, st.client_ch.detach(), st.server_ch.detach()
+            self._relay_lost, ct, stp, st.client_ch.detach(), st.server_ch.detach(),
+            recorder.connection(st) if recorder is not None else None,
+            st.client_capabilities & server_caps,
         )
 
     # choosing and connecting a backend ---------------------------------------------

@@ -1,10 +1,31 @@
 """What the proxy shows the other plugins (the admin console), through the chassis.
 
 Answers to other workers' control requests (``chassis_control``): requests carry
-``plugin: "proxy"`` and an ``op``: ``backends`` (state, counters and idle pooled
-connections per backend), ``stats`` (this worker's totals) or ``set_backend_state`` (up,
-down, offline, unknown). Every worker answers for itself; the admin plugin merges the
-answers.
+``plugin: "proxy"`` and an ``op``: ``backends`` (state, role, replication, counters and
+idle pooled connections per backend), ``stats`` (this worker's totals),
+``set_backend_state`` (up, down, offline, unknown), ``digests`` or ``truncate_digests``,
+those of :mod:`chassis_proxy.inspection`: ``connections``, ``kill``, ``pool``, ``lua``,
+and between workers ``monitor_update`` / ``monitor_snapshot`` (the replication monitor's
+reports, see :mod:`chassis_proxy.monitor`). Every
+worker answers for itself; the admin plugin merges the answers. An unknown op raises
+ValueError ("unknown proxy control operation").
+
+``{"op": "digests"}`` returns this worker's query digests (``--proxy-query-digest``; an
+empty list when it is off)::
+
+    {"digests": [{"digest": "0x...", "digest_text": "select c from sbtest1 where id=?",
+                  "user": "app", "schema": "shop", "backend": "127.0.0.1:3306",
+                  "count": 12, "sum_time": 0.0061, "min_time": 0.0003, "max_time": 0.0012,
+                  "rows_sent": 12, "rows_affected": 0, "errors": 0,
+                  "first_seen": 1796380050.12, "last_seen": 1796380110.5}, ...]}
+
+One row per (digest, user, schema, backend); times in seconds (floats), first/last seen
+as Unix timestamps. ``digest`` is pt-query-digest's Query ID of ``digest_text`` (``0x``
+and the upper-case MD5 of the fingerprint); the row of digest ``"overflow"`` counts the
+queries of new shapes once ``--proxy-query-digest-max`` rows are kept. The same digest
+comes from every worker that saw it: sum ``count``, times, rows and errors, take the
+min/max of ``min_time``/``max_time``, ``first_seen``/``last_seen``.
+``{"op": "truncate_digests"}`` empties this worker's table and returns ``{"ok": true}``.
 
 Inside one worker, :class:`ConsoleScripts` is what ``chassis_offer`` hands out as
 ``"proxy.lua_script_host"``: Lua script hosts for a console's own scripts.
@@ -19,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from chassis.config import Config
+from chassis_proxy import inspection
 from chassis_proxy.hooks import (
     BackendState,
     BackendView,
@@ -28,6 +50,7 @@ from chassis_proxy.hooks import (
     ScriptHost,
     ScriptLoadError,
 )
+from chassis_proxy.monitor import reports_from
 from chassis_proxy.service import ProxyService
 
 log = logging.getLogger("chassis.proxy")
@@ -38,6 +61,8 @@ _STATES = {"up": BackendState.UP, "down": BackendState.DOWN, "offline": BackendS
 
 def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
+    if op in ("backends", "stats"):
+        inspection.fold_counters(service)
     if op == "backends":
         return {"backends": [
             {
@@ -49,6 +74,10 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
                 "connected_clients": b.connected_clients,
                 **b.stats.as_dict(),
                 "pool_idle": b.pool.idle_count,
+                # floats and text: the console's merge sums only integers
+                "replication": b.replication.state,
+                "lag": b.replication.lag,
+                "stale": "yes" if b.replication.stale else "no",
             }
             for b in service.backends
         ]}
@@ -64,6 +93,21 @@ def answer(service: ProxyService, request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "message": f"unknown state {request.get('state')!r} (up, down, offline)"}
         backend.set_admin_state(state)
         return {"ok": True}
+    if op == "monitor_update":  # from worker 1's replication monitor (chassis_proxy.monitor)
+        service.apply_reports(reports_from(request.get("reports")))
+        return {"ok": True}
+    if op == "monitor_snapshot":  # a worker that just started asks worker 1
+        last = service.monitor.last if service.monitor is not None else []
+        return {"reports": [r.as_dict() for r in last]}
+    digests = service.recorder.digests if service.recorder is not None else None
+    if op == "digests":
+        return {"digests": digests.as_rows() if digests is not None else []}
+    if op == "truncate_digests":
+        if digests is not None:
+            digests.truncate()
+        return {"ok": True}
+    if op in inspection.OPS:  # connections, kill, pool, lua
+        return inspection.OPS[op](service, request)
     raise ValueError(f"unknown proxy control operation {op!r}")
 
 

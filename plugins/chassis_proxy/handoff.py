@@ -85,7 +85,7 @@ def effective_capabilities(conn: ProxyConnection) -> int:
 class Watch:
     """What the watched legs of one connection learn about its responses."""
 
-    __slots__ = ("capabilities", "moving", "on_rest", "pending", "status", "tracker")
+    __slots__ = ("capabilities", "legs", "moving", "on_rest", "pending", "status", "tracker")
 
     def __init__(self, capabilities: int, on_rest: Callable[[], None]) -> None:
         self.capabilities = capabilities
@@ -95,6 +95,8 @@ class Watch:
         self.status: int | None = None
         self.on_rest = on_rest
         self.moving = False
+        #: The watched client and server legs (the transports' protocols meanwhile).
+        self.legs: tuple[Watched, Watched] | None = None
 
     def command(self, first_byte: int) -> None:
         self.tracker = ResponseTracker(first_byte, self.capabilities)
@@ -136,36 +138,36 @@ class Watch:
             self.pending = bytes(buf[pos:])
 
 
-class WatchedClientLeg(relay.ClientRelayLeg):
-    """The client leg while handing over: each command starts a tracker."""
+class Watched(asyncio.Protocol):
+    """One leg while handing over: the relay's own leg (plain, or tracking digests) does
+    the work, and the commands and their responses are followed on the side."""
 
-    __slots__ = ("watch",)
-    watch: Watch
+    __slots__ = ("inner", "watch")
 
-    def data_received(self, data: bytes) -> None:
-        if len(data) > 4 and data[3] == 0:
-            self.watch.command(data[4])
-        super().data_received(data)
-
-
-class WatchedServerLeg(relay.RelayLeg):
-    """The server leg while handing over: its bytes feed the tracker after forwarding."""
-
-    __slots__ = ("watch",)
-    watch: Watch
+    def __init__(self, inner: relay.RelayLeg, watch: Watch) -> None:
+        self.inner = inner
+        self.watch = watch
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self.watch.server_data(data)
+        if self.inner.is_client:
+            if len(data) > 4 and data[3] == 0:
+                self.watch.command(data[4])
+            self.inner.data_received(data)
+        else:
+            self.inner.data_received(data)
+            self.watch.server_data(data)
 
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
 
-def _watched(leg: relay.RelayLeg, cls: type[WatchedClientLeg] | type[WatchedServerLeg],
-             watch: Watch) -> WatchedClientLeg | WatchedServerLeg:
-    new = cls(leg.on_lost, leg.transport, leg.peer, leg.is_client, leg.turn)
-    new.last, new.nbytes, new.commands, new.paused = leg.last, leg.nbytes, leg.commands, leg.paused
-    new.watch = watch
-    leg.transport.set_protocol(new)
-    return new
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.inner.connection_lost(exc)
 
 
 class Handoff:
@@ -200,8 +202,9 @@ class Handoff:
     def _watch(self, conn: ProxyConnection) -> None:
         assert conn.client_leg is not None and conn.server_leg is not None
         watch = Watch(effective_capabilities(conn), lambda: self._at_rest(conn))
-        conn.client_leg = _watched(conn.client_leg, WatchedClientLeg, watch)
-        conn.server_leg = _watched(conn.server_leg, WatchedServerLeg, watch)
+        watch.legs = (Watched(conn.client_leg, watch), Watched(conn.server_leg, watch))
+        for leg in watch.legs:
+            leg.inner.transport.set_protocol(leg)
         conn.moving = True
         self.watched[conn] = watch
 
@@ -251,7 +254,8 @@ class Handoff:
             client.resume_reading()
             watch.moving = False
             return
-        leg = conn.server_leg
+        assert watch.legs is not None
+        leg = watch.legs[1]
         reply = _PingReply()
         server.set_protocol(reply)
         server.write(frame(bytes((Command.PING,)), 0))
@@ -266,7 +270,7 @@ class Handoff:
             conn.close()
             return
         finally:
-            if leg is not None and not conn.closed:
+            if not conn.closed:
                 server.set_protocol(leg)
         watch.status = status
         if status & _IN_TRANS:
@@ -294,7 +298,8 @@ class Handoff:
             self.watched.pop(conn, None)
             return
         # Parked: flow control (a leg's resume_writing) must not resume reading now.
-        legs = (conn.client_leg, conn.server_leg)
+        legs = watch.legs
+        assert legs is not None
         parked = _Parked()
         for transport in (client, server):
             transport.set_protocol(parked)
@@ -309,8 +314,7 @@ class Handoff:
             self.broken = True
             watch.moving = False
             for transport, leg in zip((client, server), legs, strict=True):
-                if leg is not None:
-                    transport.set_protocol(leg)
+                transport.set_protocol(leg)
             if parked.lost:
                 conn.close()
                 return

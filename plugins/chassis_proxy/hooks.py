@@ -142,6 +142,28 @@ class Outcome:
 NO_DECISION = Outcome()
 
 
+@dataclass(frozen=True)
+class ReplicationInfo:
+    """What the replication monitor last learnt of a backend (``--proxy-monitor-user``),
+    as scripts see it: ``proxy.global.backends[i].replication``, ``.lag``, ``.stale``.
+
+    ``state``: ``unmonitored`` (no monitor), ``unknown`` (the probe failed: ``error``
+    says why; lag and ``stale`` stay as last seen), ``none`` (not a replica), ``running``, ``lagging`` (more than
+    ``--proxy-max-replication-lag`` behind), ``connecting``, ``stopped``, ``broken``
+    (a replication thread stopped on an error), and for Galera ``synced`` or
+    ``desynced``. ``stale``: the proxy keeps reads away from the backend (only with
+    ``--proxy-max-replication-lag``).
+    """
+
+    state: str = "unmonitored"
+    lag: float | None = None  # Seconds_Behind_Master; None when unknown or not a replica
+    stale: bool = False
+    error: str = ""
+
+
+UNMONITORED = ReplicationInfo()
+
+
 class BackendView(Protocol):
     """``proxy.global.backends[i]``."""
 
@@ -153,6 +175,8 @@ class BackendView(Protocol):
     uuid: str | None
     @property
     def connected_clients(self) -> int: ...
+    @property
+    def replication(self) -> ReplicationInfo: ...
 
 
 class ConnectionView(Protocol):

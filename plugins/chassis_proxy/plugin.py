@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from chassis.runtime import Runtime
     from chassis.upgrade import HandoverItem, Send
     from chassis_proxy.hooks import BackendView, ScriptHost
+    from chassis_proxy.queries import QueryRecorder
     from chassis_proxy.service import ProxyService
     from chassis_proxy.settings import ProxySettings
 
@@ -100,7 +101,50 @@ def chassis_add_options() -> Sequence[click.Option]:
                      help="Start every server connection with a PROXY header naming the "
                           "client, so the server's grants see the client's address (MariaDB: "
                           "proxy_protocol_networks); v2 is the binary form, v1 the text one."),
+
+        click.Option(["--proxy-query-digest"], type=click.Choice(["on", "off"]), default="on",
+                     show_default=True,
+                     help="Keep query digests (count, time, rows, errors per normalised "
+                          "query, user, schema and backend): the admin table query_digest "
+                          "and the metrics' top digests."),
+        click.Option(["--proxy-query-digest-max"], type=click.IntRange(min=1), default=10_000,
+                     show_default=True, metavar="N",
+                     help="Distinct digest rows kept per worker; queries of new shapes past "
+                          "it are counted in one 'overflow' row."),
+        click.Option(["--proxy-slow-query-log"], metavar="FILE",
+                     help="Write queries slower than --proxy-long-query-time to FILE in "
+                          "MariaDB's slow-log format (pt-query-digest, mariadb-dumpslow); "
+                          "SIGHUP reopens it."),
+        click.Option(["--proxy-long-query-time"], type=click.FloatRange(min=0), default=10.0,
+                     show_default=True, metavar="SECONDS",
+                     help="A query this slow or slower goes to --proxy-slow-query-log "
+                          "(0: every query)."),
         *proxy_tls.options(),  # --proxy-ssl-*, --proxy-backend-ssl-*
+        *_monitor_options(),
+    ]
+
+
+def _monitor_options() -> list[click.Option]:
+    """The replication monitor's options (docs/operations.md, "Replication-aware backends")."""
+    return [
+        click.Option(["--proxy-monitor-user"], metavar="USER",
+                     help="Account the replication monitor logs in as on every backend (needs "
+                          "SLAVE MONITOR or REPLICATION CLIENT); without it there is no monitor."),
+        click.Option(["--proxy-monitor-password-file"], metavar="FILE",
+                     help="The monitor account's password: the file's first line "
+                          "(mode 0640 or stricter)."),
+        click.Option(["--proxy-monitor-interval"], type=float, default=None, metavar="SECONDS",
+                     help="Seconds between two probes of every backend (default 1)."),
+        click.Option(["--proxy-monitor-timeout"], type=float, default=None, metavar="SECONDS",
+                     help="Most seconds one probe may take: connect, log in, read (default: "
+                          "the interval, at most 1)."),
+        click.Option(["--proxy-backend-roles"], type=click.Choice(["static", "auto"]), default=None,
+                     help="static (default): -b backends are read/write, -r read-only; auto: "
+                          "a backend's role follows its server's read_only (needs the monitor)."),
+        click.Option(["--proxy-max-replication-lag"], type=click.FloatRange(min=0), default=None,
+                     metavar="SECONDS",
+                     help="A replica further behind, or whose replication is stopped or broken, "
+                          "gets no reads until it catches up (needs the monitor)."),
     ]
 
 
@@ -155,11 +199,13 @@ def chassis_apply_config(config: Config, runtime: Runtime) -> None:
             sock = bind_listener(settings.listen, backlog=settings.backlog, option="--proxy-address")
     try:
         host = _script_host(config, runtime, settings)
+        recorder = _recorder(config, settings)
     except BaseException:
         if sock is not None:
             sock.close()
         raise
-    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id)
+    _service = ProxyService(settings, sock, host, worker_id=runtime.worker_id,
+                            worker_count=runtime.worker_count, recorder=recorder)
     if sock is not None:
         log.info("%s", proxy_settings.describe(settings, _service.port))
     if runtime.worker_id == 0:
@@ -186,6 +232,46 @@ def _say_what_we_use(settings: ProxySettings, port: int | None) -> None:
         log.log(MESSAGE, "proxy Lua script: none (queries are relayed as they are)")
     else:
         log.log(MESSAGE, "proxy Lua script: %s", settings.lua_script)
+
+
+def _recorder(config: Config, settings: ProxySettings) -> QueryRecorder | None:
+    """Query digests and the slow log, opened now (before --user), or None when both are off."""
+    if not settings.query_digest and settings.slow_query_log is None:
+        return None
+    from chassis import privileges
+    from chassis_proxy.digests import DigestTable
+    from chassis_proxy.queries import QueryRecorder
+    from chassis_proxy.slowlog import SlowLog
+
+    slowlog = None
+    if settings.slow_query_log is not None:
+        user = config.get("user")
+        owner = privileges.lookup(user).owner if user else None
+        slowlog = SlowLog(settings.slow_query_log, settings.long_query_time, owner)
+    digests = DigestTable(settings.query_digest_max) if settings.query_digest else None
+    return QueryRecorder(digests, slowlog)
+
+
+def _reloaded_recorder(running: QueryRecorder | None, settings: ProxySettings) -> QueryRecorder | None:
+    """A reload's recorder for new connections: digests switched on or off, their cap and
+    --proxy-long-query-time change (digests that stay on keep what they have; switched
+    off, they are dropped); the slow log's file is
+    the running one (a new path needs a restart: the file is created before --user)."""
+    from chassis_proxy.digests import DigestTable
+    from chassis_proxy.queries import QueryRecorder
+
+    slowlog = running.slowlog if running is not None else None
+    if slowlog is not None:
+        slowlog.long_query_time = settings.long_query_time
+    digests = None
+    if settings.query_digest:
+        digests = running.digests if running is not None else None
+        if digests is None:
+            digests = DigestTable(settings.query_digest_max)
+        digests.max_digests = settings.query_digest_max
+    if digests is None and slowlog is None:
+        return None
+    return QueryRecorder(digests, slowlog)
 
 
 def _script_host(config: Config, runtime: Runtime, settings: ProxySettings) -> ScriptHost | None:
@@ -248,6 +334,7 @@ def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
     if _lua_changed(old, new, running, settings):
         host = _script_host(new, runtime, settings)
     _service.reconfigure(settings, host)
+    _service.recorder = _reloaded_recorder(_service.recorder, settings)
     if runtime.worker_id == 0:
         _say_what_we_use(settings, _service.port)
 
@@ -256,7 +343,12 @@ def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
 def chassis_serve(runtime: Runtime) -> Awaitable[None] | None:
     if _service is None:
         return None
-    return _service.serve()
+    return _serve(_service, runtime)
+
+
+async def _serve(service: ProxyService, runtime: Runtime) -> None:
+    await service.serve()
+    service.start_monitor(runtime.control)  # the replication monitor, with --proxy-monitor-user
 
 
 @chassis.hookimpl
@@ -324,6 +416,14 @@ def chassis_control(runtime: Runtime, request: dict[str, Any]) -> dict[str, Any]
     from chassis_proxy.control import answer
 
     return answer(_service, request)
+
+
+@chassis.hookimpl
+def chassis_reopen_logs(runtime: Runtime) -> None:
+    """SIGHUP: reopen --proxy-slow-query-log (logrotate moved it)."""
+    if _service is not None and _service.recorder is not None and \
+            _service.recorder.slowlog is not None:
+        _service.recorder.slowlog.reopen()
 
 
 @chassis.hookimpl

@@ -55,6 +55,7 @@ class Pool:
         self._count = 0
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.taken = 0  # idle connections handed to a client so far (the metrics)
 
     # what scripts and the admin console see ------------------------------------------
 
@@ -119,6 +120,7 @@ class Pool:
             if found is None:
                 found = next((lk for lk in fits if profile is None or lk.profile == profile), None)
             if found is not None:
+                self.taken += 1
                 return self._remove(found)
         if any_user:
             for queue in self._idle.values():
@@ -126,6 +128,7 @@ class Pool:
                     found = next((lk for lk in queue if (tls is None or lk.tls == tls)
                                   and lk.origin == origin), None)
                     if found is not None:
+                        self.taken += 1
                         return self._remove(found)
         return None
 

@@ -9,15 +9,32 @@ so memory stays flat however big a result is.
 ``last`` (the most recent buffer received) serves two cheap purposes: the idle sweeper
 of the service sees activity by its identity changing, and at close time the client's
 last buffer tells a polite COM_QUIT from a client that vanished.
+
+With query digests or the slow log on, the legs are :class:`TrackedClientLeg` and
+:class:`TrackedServerLeg`: the bytes still go through untouched, and besides the client
+leg hands each command that starts a buffer to the connection's
+:class:`~chassis_proxy.queries.ConnectionQueries`, and the server leg walks the
+answer's packet headers to see where it ends (and its rows, affected rows, error): in
+one pass when the answer came whole in one buffer (the codec's ``summarize``), else with
+its ``ResponseTracker.scan``. Tracking only observes: when it cannot follow
+(a 16 MiB packet, a packet over :data:`MAX_CARRY` split across reads, bytes the
+tracker does not understand) that command goes unrecorded and tracking starts again
+with the client's next command.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic
 
-from chassis_mysql.constants import Command
+from chassis_mysql.constants import MAX_PAYLOAD, Command
+from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame
+from chassis_mysql.response import ResponseTracker
+from chassis_mysql.summary import summarize
+
+from chassis_proxy.queries import ConnectionQueries
 
 #: What a relay reports when one of its legs closes: the leg and the transport's error.
 LostCallback = Callable[["RelayLeg", BaseException | None], None]
@@ -101,15 +118,165 @@ class ClientRelayLeg(RelayLeg):
         self.peer.write(data)
 
 
+#: The part of a packet kept from one read to the next to find where it ends; past it
+#: (a row of several MiB) the command is left unrecorded rather than copied again and again.
+MAX_CARRY = 1 << 20
+_SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
+_QUERY = int(Command.QUERY)
+_EXECUTE = int(Command.STMT_EXECUTE)
+#: What an unanswered command is "followed" with (never fed).
+_NO_ANSWER = ResponseTracker(Command.QUIT, 0)
+
+
+class Tracking:
+    """The state both tracked legs share: the command on its way and its answer.
+
+    A command's answer that came whole in one buffer, as an OK, an ERR or one result set
+    (nearly every one), is summarised in one pass (the codec's
+    :func:`~chassis_mysql.summary.summarize`); any other is followed with a
+    ``ResponseTracker`` across the buffers.
+    """
+
+    __slots__ = ("capabilities", "carry", "client_turn", "pending", "queries", "started", "tracker")
+
+    def __init__(self, queries: ConnectionQueries, capabilities: int) -> None:
+        self.queries = queries
+        self.capabilities = capabilities
+        #: The client's buffer that started the command on its way (no answer seen yet).
+        self.pending: bytes | None = None
+        self.started = 0.0
+        self.tracker: ResponseTracker | None = None  # while an answer is followed
+        self.carry = b""
+        #: The server asked for the client's packets (LOCAL INFILE data, an auth answer):
+        #: the client's buffers are not commands until the server speaks again.
+        self.client_turn = False
+
+    def unanswered(self, data: bytes) -> None:
+        """A command the server does not answer (COM_STMT_CLOSE forgets its statement)."""
+        queries = self.queries
+        queries.start(data[4:], _NO_ANSWER)
+        queries.tracker = None
+
+    def follow(self, packet: bytes, data: bytes) -> None:
+        """The first server buffer after the command ``packet``, an answer that did not come
+        whole in it (or not the answer of a query): the tracker follows it."""
+        command = packet[4]
+        length = packet[0] | (packet[1] << 8) | (packet[2] << 16)
+        tracker = ResponseTracker(command, self.capabilities)
+        self.tracker = tracker
+        self.carry = b""
+        self.queries.start(packet[4:4 + length], tracker, self.started)
+        self.answer(data)
+
+    def answer(self, data: bytes) -> None:
+        """Server bytes while an answer is followed."""
+        tracker = self.tracker
+        assert tracker is not None
+        if self.carry:
+            data = self.carry + data
+            self.carry = b""
+        try:
+            pos = tracker.scan(data)
+        except ProtocolError:
+            self._lost()
+            return
+        if tracker.idle:
+            self.client_turn = tracker.awaiting_client
+            self.tracker = None
+            self.queries.finish()
+            return
+        rest = len(data) - pos
+        if rest:
+            if rest > MAX_CARRY or (rest >= 4 and data[pos:pos + 3] == _SPLIT_HEADER):
+                self._lost()
+                return
+            self.carry = data[pos:]
+
+    def _lost(self) -> None:
+        self.tracker = None
+        self.carry = b""
+        self.queries.tracker = None
+
+
+class TrackedClientLeg(ClientRelayLeg):
+    """The client leg when queries are recorded: also starts following each command."""
+
+    __slots__ = ("tracking",)
+
+    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
+                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
+        super().__init__(on_lost, transport, peer, True, turn)
+        self.tracking = tracking
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        self.peer.write(data)
+        if len(data) > 4 and data[3] == 0:
+            self.commands += 1
+            if data[4] not in _UNANSWERED:
+                self.turn[0] = True
+            tracking = self.tracking
+            if tracking.pending is None and tracking.tracker is None and not tracking.client_turn:
+                if data[4] in _UNANSWERED:
+                    tracking.unanswered(data)
+                else:
+                    tracking.pending = data
+                    tracking.started = monotonic()
+
+
+class TrackedServerLeg(RelayLeg):
+    """The server leg when queries are recorded: also follows the answer's packets."""
+
+    __slots__ = ("tracking",)
+
+    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
+                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
+        super().__init__(on_lost, transport, peer, False, turn)
+        self.tracking = tracking
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        self.turn[0] = False  # the server answered
+        self.peer.write(data)
+        tracking = self.tracking
+        packet = tracking.pending
+        if packet is not None:  # the first answer to a command
+            tracking.pending = None
+            command = packet[4]
+            if command in (_QUERY, _EXECUTE):
+                found = summarize(data, tracking.capabilities)
+                if found is not None:  # whole in this buffer: recorded at once
+                    tracking.queries.relayed(packet, tracking.started, *found)
+                    return
+            tracking.follow(packet, data)
+        elif tracking.tracker is not None:
+            tracking.answer(data)
+        else:
+            tracking.client_turn = False  # the end of a LOCAL INFILE exchange
+
+
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
-          client_pending: bytes, server_pending: bytes) -> tuple[RelayLeg, RelayLeg]:
+          client_pending: bytes, server_pending: bytes,
+          queries: ConnectionQueries | None = None,
+          capabilities: int = 0) -> tuple[RelayLeg, RelayLeg]:
     """Switch both transports to relaying; forward bytes the packet readers still held.
 
     ``on_lost`` is called once per leg that closes (the connection closes the other).
+    With ``queries`` (digests or the slow log on) the legs also track each command's
+    answer, under the connection's negotiated ``capabilities``.
     """
     turn = [False]
-    client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
-    server_leg = RelayLeg(on_lost, server, client, False, turn)
+    client_leg: RelayLeg
+    server_leg: RelayLeg
+    if queries is None:
+        client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
+        server_leg = RelayLeg(on_lost, server, client, False, turn)
+    else:
+        tracking = Tracking(queries, capabilities)
+        client_leg = TrackedClientLeg(on_lost, client, server, turn, tracking)
+        server_leg = TrackedServerLeg(on_lost, server, client, turn, tracking)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

@@ -8,10 +8,11 @@ where it ends, and is either streamed to the client as it arrives (re-framed wit
 client leg's sequence ids) or buffered for the script (``resultset_is_needed``).
 
 Only the first result per client command reaches the client; later ones are dropped
-with a log line. Where MySQL Proxy 0.8.5 closed the client or hung, we keep the
-client connected and say so in the log: a second unbuffered injection is buffered and
-dropped, and a command whose results the script all ignored gets an ERR instead of
-silence.
+with a log line. An unbuffered injection streams only when it is the last queued one;
+with others behind it, it is buffered and the script decides, as for a buffered one.
+Where MySQL Proxy 0.8.5 closed the client or hung, we keep the client connected and say
+so in the log: an unbuffered injection after a result was sent is buffered and dropped,
+and a command whose results the script all ignored gets an ERR instead of silence.
 
 The pump reads the server's packets synchronously in ``data_received`` and writes to
 the client in one buffer per read: one coroutine wake-up per response, not per packet.
@@ -36,6 +37,7 @@ from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
 from chassis_proxy.hooks import ConnectionHooks, Decision, Injection, InjectionResult
 from chassis_proxy.pumps import ResponsePump, StreamPump
+from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
@@ -53,12 +55,16 @@ class ScriptedSession:
     """The command phase of one scripted client connection.
 
     Handed the connection's state, its script's hooks and ``prepare``, which readies a
-    server connection that changed hands (:meth:`chassis_proxy.handover.Handover.prepare`).
+    server connection that changed hands (:meth:`chassis_proxy.handover.Handover.prepare`),
+    and ``queries`` when digests or the slow log are on (each command sent to the
+    server is recorded there).
     """
 
     def __init__(self, state: ConnectionState, hooks: ConnectionHooks,
-                 prepare: Callable[[], Awaitable[None]]) -> None:
+                 prepare: Callable[[], Awaitable[None]],
+                 queries: ConnectionQueries | None = None) -> None:
         self.state = state
+        self.queries = queries
         self.client: PacketChannel = state.client_ch
         self.settings = state.settings
         self.hooks = hooks
@@ -72,6 +78,7 @@ class ScriptedSession:
         if state.server_ch is not None:
             state.server_ch.reader.max_payload = None  # the login's limit; rows may be 1 GiB
         self.busy = False  # a command is being answered
+        self.command = b""  # the payload of the last command taken (the admin console's view)
         self.started = 0.0  # when the command being answered went to the server (metrics)
         self.stream = StreamPump(state, on_done=self.command_done,
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
@@ -116,7 +123,7 @@ class ScriptedSession:
         reader = self.client.reader
         whole: bytes | None = None
         if data:
-            self.client_seen = data
+            self.state.client_seen = data
             n = len(data)
             if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
                     and is_one_packet(data)):
@@ -164,6 +171,7 @@ class ScriptedSession:
         ``raw`` is the client's packet with its header, when it can go to the server as
         it is (sequence id 0, not split).
         """
+        self.command = payload
         state = self.state
         state.commands += 1
         state.bytes_in += len(payload)
@@ -203,6 +211,8 @@ class ScriptedSession:
             self._spawn(self._forward_slowly(payload, client_seq))
             return
         tracker = ResponseTracker(command, self.capabilities)
+        if self.queries is not None:
+            self.queries.start(payload, tracker)
         if raw is not None and server is not None:
             server.write(raw)
         else:
@@ -238,11 +248,13 @@ class ScriptedSession:
             self._stop()
             return
         self.busy = False
-        if self.started:
+        if self.queries is not None:
+            self.queries.finish()  # and the backend's latency histogram
+        elif self.started:
             backend = self.state.backend
             if backend is not None:
                 backend.stats.latency.observe(time.monotonic() - self.started)
-            self.started = 0.0
+        self.started = 0.0
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")
@@ -273,6 +285,8 @@ class ScriptedSession:
         state = self.state
         await self._ready_server(client_seq)
         tracker = ResponseTracker(payload[0], self.capabilities)
+        if self.queries is not None:
+            self.queries.start(payload, tracker)
         self._to_server(payload)
         if not tracker.expects_response:
             return
@@ -307,10 +321,17 @@ class ScriptedSession:
             await self._ready_server(client_seq)  # read_query_result may have switched it
             tracker = ResponseTracker(inj.packet[0], self.capabilities)
             sent_ns = time.monotonic_ns()
+            queries = self.queries
+            if queries is not None:
+                queries.start(inj.packet, tracker)
             self._to_server(inj.packet)
             if not tracker.expects_response:
                 continue
-            stream = not inj.resultset_is_needed and not answered
+            # An unbuffered injection streams only as the last of the queue: with others
+            # behind it (lib/ro-balance.lua queues SHOW SLAVE STATUS before the client's
+            # query) it is buffered, so the script decides whether the client gets it, as
+            # for resultset_is_needed (0.8.5 sent the client each of them: two results).
+            stream = not inj.resultset_is_needed and not answered and not len(state.queries)
             if not inj.resultset_is_needed and answered:
                 log.error("conn %d: injected query %d has no resultset_is_needed = true but the "
                           "client already got a result for this command; its result is dropped "
@@ -321,6 +342,8 @@ class ScriptedSession:
                                         client_seq=client_seq,
                                         client_asked=inj.packet == original and not answered)
             answer_seq = pump.client_seq if pump.infile_relayed else client_seq
+            if queries is not None:
+                queries.finish()
             if stream:
                 answered = True
             if inj.packet[0] == Command.INIT_DB and is_ok(pump.first or b"") \

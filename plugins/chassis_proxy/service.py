@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
-from chassis_proxy import handoff, health, proxy_header
+from chassis.control import ControlChannel
+from chassis_proxy import handoff, health, monitor, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
-from chassis_proxy.hooks import ScriptHost
-from chassis_proxy.settings import ProxySettings
+from chassis_proxy.hooks import UNMONITORED, ScriptHost
+from chassis_proxy.queries import QueryRecorder
+from chassis_proxy.settings import MonitorSettings, ProxySettings
 from chassis_proxy.stats import Counters
 
 if TYPE_CHECKING:
@@ -36,11 +38,15 @@ class ProxyService:
     """Accepts clients and owns every :class:`ProxyConnection` of this worker."""
 
     def __init__(self, settings: ProxySettings, sock: socket.socket | None = None,
-                 script_host: ScriptHost | None = None, worker_id: int = 0) -> None:
+                 script_host: ScriptHost | None = None, worker_id: int = 0,
+                 worker_count: int = 1, recorder: QueryRecorder | None = None) -> None:
         self.settings = settings
         self.sock = sock
         self.script_host = script_host
+        #: Query digests and the slow log (None when both are off).
+        self.recorder = recorder
         self.worker_id = worker_id
+        self.worker_count = max(1, worker_count)
         self.backends = Backends(settings.backends, settings.pool_max_idle,
                                  settings.pool_max_idle_age)
         self.connections: set[ProxyConnection] = set()
@@ -48,6 +54,12 @@ class ProxyService:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._health: asyncio.Task[None] | None = None
+        #: Worker 1's replication monitor (None elsewhere, or without --proxy-monitor-user).
+        self.monitor: monitor.Monitor | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._control: ControlChannel | None = None
+        #: The monitor's reports this worker applied last (applied again after a reload).
+        self._reports: list[monitor.ServerReport] = []
         self._next_id = 0
         self._idle: asyncio.Event | None = None
         self.accepting = False
@@ -97,6 +109,7 @@ class ProxyService:
             if old is not None:
                 self._retired_hosts.append(old)
                 self._close_unused_hosts()
+        self._reload_monitor()
         if self.accepting:
             for task in (self._sweeper, self._health):
                 if task is not None:
@@ -112,6 +125,52 @@ class ProxyService:
                 host.close()
             except Exception:
                 log.exception("closing a replaced script host failed")
+
+    def start_monitor(self, control: ControlChannel | None) -> None:
+        """Worker 1 probes the backends and tells every worker; any other worker first
+        takes worker 1's last reports (it may have been restarted). See chassis_proxy.monitor."""
+        self._control = control
+        settings = self.settings.monitor
+        if settings is None or self.loop is None:
+            return
+        if self.worker_id == 0:
+            self._start_prober(settings)
+        elif control is not None:
+            self._monitor_task = self.loop.create_task(monitor.catch_up(control, self.apply_reports))
+
+    def _start_prober(self, settings: MonitorSettings) -> None:
+        assert self.loop is not None
+        self.monitor = monitor.Monitor(settings, [b.addr for b in self.backends],
+                                       monitor.publisher(self._control, self.apply_reports))
+        self._monitor_task = self.loop.create_task(self.monitor.run())
+
+    def _stop_prober(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            self._monitor_task = None
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+
+    def _reload_monitor(self) -> None:
+        """After a reload: the last reports at once (the kept backends' live roles, which
+        the reload reset to the command line's), and worker 1 probes the new list."""
+        if self.settings.monitor is None:
+            for b in self.backends:
+                b.replication = UNMONITORED
+        else:
+            self.apply_reports(self._reports)
+        if self.worker_id == 0 and self.loop is not None:
+            self._stop_prober()
+            if self.settings.monitor is not None:
+                self._start_prober(self.settings.monitor)
+
+    def apply_reports(self, reports: list[monitor.ServerReport]) -> None:
+        """What worker 1's monitor found, applied to this worker's backends (it alone logs)."""
+        self._reports = reports
+        if self.settings.monitor is not None:
+            monitor.apply_reports(self.backends, reports, self.settings.monitor,
+                                  announce=self.worker_id == 0)
 
     @property
     def port(self) -> int | None:
@@ -161,6 +220,7 @@ class ProxyService:
             self._sweeper.cancel()
         if self._health is not None:
             self._health.cancel()
+        self._stop_prober()
         if self._server is not None:
             self._server.close()
         self.close_all()
@@ -179,6 +239,8 @@ class ProxyService:
             except Exception:
                 log.exception("closing the script host failed")
         self._retired_hosts.clear()
+        if self.recorder is not None:
+            self.recorder.close()
 
     # an upgrade (SIGUSR2) ------------------------------------------------------------
 
@@ -194,8 +256,11 @@ class ProxyService:
     # connections --------------------------------------------------------------------
 
     def next_connection_id(self) -> int:
+        """Ids unique over the workers of a chassis (worker 1 of 2: 1, 3, 5...; worker 2:
+        2, 4, 6...): the admin console's ``KILL <id>`` names one connection, the one its
+        log lines call ``conn <id>``."""
         self._next_id += 1
-        return self._next_id
+        return (self._next_id - 1) * self.worker_count + self.worker_id + 1
 
     def register(self, conn: ProxyConnection) -> None:
         self.connections.add(conn)

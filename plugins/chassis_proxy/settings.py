@@ -14,6 +14,7 @@ from chassis.config import Config
 from chassis.errors import StartupError
 from chassis.listen import DEFAULT_BACKLOG, Address, parse_address
 from chassis.proxy_protocol import Network, parse_networks
+from chassis.secretfile import read_password_file
 from chassis.tls import ListenerTLS, TLSMode
 from chassis_proxy import tls
 from chassis_proxy.tls import BackendTLS
@@ -41,13 +42,19 @@ BUNDLED_SCRIPTS = (
 DEFAULT_POOL_MAX_IDLE = 64
 DEFAULT_POOL_MAX_IDLE_AGE = 300.0
 
+#: --proxy-query-digest-max: distinct (digest, user, schema, backend) rows per worker.
+DEFAULT_QUERY_DIGEST_MAX = 10_000
+#: --proxy-long-query-time: MariaDB's long_query_time default.
+DEFAULT_LONG_QUERY_TIME = 10.0
+
 
 #: Options a running proxy cannot change; a reload (SIGHUP) keeps their running values
 #: and logs them as "needs a restart": the listener, and TLS of both legs (see
 #: :func:`needs_restart`). Every other proxy option is read again from a new
 #: :class:`ProxySettings` (``ProxyService.reconfigure``): an option added here that is
 #: turned into long-lived state at start-up must be listed too.
-RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog"})
+RESTART_OPTIONS = frozenset({"proxy_address", "no_proxy", "proxy_backlog",
+                             "proxy_slow_query_log"})  # created before --user
 #: Lua options that need a new script host (a new Lua state) when they change.
 LUA_OPTIONS = ("proxy_lua_on_error", "lua_runtime", "lua_hook_timeout", "lua_max_memory")
 
@@ -63,6 +70,19 @@ class BackendAddress:
 
     address: Address
     read_only: bool
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The replication monitor (``--proxy-monitor-*``): who it logs in as, how often it
+    probes, and what the proxy does with what it learns (see chassis_proxy.monitor)."""
+
+    user: str
+    password: bytes = field(default=b"", repr=False)  # never logged
+    interval: float = 1.0
+    timeout: float = 1.0  # one probe: connect, log in, read
+    roles_auto: bool = False  # --proxy-backend-roles=auto: the type follows read_only
+    max_lag: float | None = None  # --proxy-max-replication-lag; None: reads ignore lag
 
 
 @dataclass
@@ -88,10 +108,16 @@ class ProxySettings:
     backlog: int = DEFAULT_BACKLOG  # listen backlog (--proxy-backlog)
     login_timeout: float = 10.0  # accept to logged in; 0: no limit
     idle_timeout: float = 0.0  # a logged-in client with no command running; 0: no limit
+    monitor: MonitorSettings | None = None  # None: no --proxy-monitor-user
     #: Peers that must start with a PROXY header (--proxy-protocol-networks); no other may.
     proxy_protocol_networks: tuple[Network, ...] = ()
     #: PROXY header version sent first on server connections (--proxy-backend-proxy-protocol); 0: none.
     backend_proxy_protocol: int = 0
+
+    query_digest: bool = True  # --proxy-query-digest
+    query_digest_max: int = DEFAULT_QUERY_DIGEST_MAX  # rows kept before the overflow row
+    slow_query_log: Path | None = None  # --proxy-slow-query-log
+    long_query_time: float = DEFAULT_LONG_QUERY_TIME  # seconds (MariaDB's default)
 
 
 def _timeout(config: Config, name: str, default: float) -> float:
@@ -148,6 +174,43 @@ def lua_script_path(config: Config, value: str | None) -> Path | None:
     return path
 
 
+def load_monitor(config: Config) -> MonitorSettings | None:
+    """``--proxy-monitor-*``, ``--proxy-backend-roles`` and ``--proxy-max-replication-lag``;
+    None without a monitor user (the options that need one then stop the start)."""
+    user = config.get("proxy_monitor_user")
+    roles = config.get("proxy_backend_roles") or "static"
+    max_lag = config.get("proxy_max_replication_lag")
+    password_file = config.get("proxy_monitor_password_file")
+    if not user:
+        needs = [name for name, given in (
+            ("--proxy-backend-roles=auto", roles == "auto"),
+            ("--proxy-max-replication-lag", max_lag is not None),
+            ("--proxy-monitor-password-file", bool(password_file)),
+        ) if given]
+        if needs:
+            raise StartupError(f"{', '.join(needs)} needs the replication monitor: "
+                               "give --proxy-monitor-user (and --proxy-monitor-password-file)")
+        return None
+    password = ""
+    if password_file:
+        path = config.path(password_file)
+        assert path is not None
+        password = read_password_file(path, "--proxy-monitor-password-file")
+    interval = config.get("proxy_monitor_interval")
+    interval = 1.0 if interval is None else float(interval)
+    if interval <= 0:
+        raise StartupError(f"--proxy-monitor-interval={interval:g}: give a number of seconds above 0")
+    timeout = config.get("proxy_monitor_timeout")
+    timeout = min(interval, 1.0) if timeout is None else float(timeout)
+    if timeout <= 0:
+        raise StartupError(f"--proxy-monitor-timeout={timeout:g}: give a number of seconds above 0")
+    if max_lag is not None and max_lag < 0:
+        raise StartupError(f"--proxy-max-replication-lag={max_lag:g}: give 0 or more seconds")
+    return MonitorSettings(user=str(user), password=password.encode(), interval=interval,
+                           timeout=timeout, roles_auto=roles == "auto",
+                           max_lag=None if max_lag is None else float(max_lag))
+
+
 def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
     """Check the proxy options and turn them into :class:`ProxySettings`.
 
@@ -195,9 +258,20 @@ def load(config: Config, *, with_tls: bool = True) -> ProxySettings:
         backlog=int(config.get("proxy_backlog") or DEFAULT_BACKLOG),
         login_timeout=_timeout(config, "proxy_login_timeout", 10.0),
         idle_timeout=_timeout(config, "proxy_idle_timeout", 0.0),
+        monitor=load_monitor(config),
         proxy_protocol_networks=networks,
         backend_proxy_protocol={"off": 0, "v1": 1, "v2": 2}[backend_pp],
+
+        query_digest=config.get("proxy_query_digest") != "off",
+        query_digest_max=_int(config, "proxy_query_digest_max", DEFAULT_QUERY_DIGEST_MAX),
+        slow_query_log=config.path(config.get("proxy_slow_query_log")),
+        long_query_time=_timeout(config, "proxy_long_query_time", DEFAULT_LONG_QUERY_TIME),
     )
+
+
+def _int(config: Config, name: str, default: int) -> int:
+    value = config.get(name)
+    return default if value is None else max(0, int(value))
 
 
 def describe(settings: ProxySettings, port: int | None = None) -> str:

@@ -34,7 +34,8 @@ class Latency:
 class Counters:
     """Connections, commands, errors and bytes seen by one worker."""
 
-    __slots__ = ("bytes_in", "bytes_out", "connections", "errors", "latency", "queries", "refused")
+    __slots__ = ("by_command", "bytes_in", "bytes_out", "connections", "errors", "latency",
+                 "queries", "refused", "server_errors")
 
     #: What the admin console's tables show.
     SHOWN = ("bytes_in", "bytes_out", "connections", "errors", "queries")
@@ -46,7 +47,11 @@ class Counters:
         self.bytes_in = 0  # from clients
         self.bytes_out = 0  # to clients
         self.refused = dict.fromkeys(REFUSALS, 0)  # clients refused, by reason (in total only)
-        self.latency = Latency()  # commands sent to a backend, with a script (per backend only)
+        self.latency = Latency()  # commands answered by a backend, timed (per backend only)
+        #: Commands sent to a backend, by COM_ code (per backend only; followed commands:
+        #: with a script, or with digests or the slow log on).
+        self.by_command = [0] * 256
+        self.server_errors = 0  # ERR answers of a backend to followed commands (per backend)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.SHOWN}

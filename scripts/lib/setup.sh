@@ -12,6 +12,9 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
   [sysbench]=sysbench
   [prometheus]=prometheus
   [haproxy]=haproxy
+  [pt-fingerprint]=percona-toolkit
+  [pt-query-digest]=percona-toolkit
+  [mariadb-dumpslow]=mariadb-server
 )
 
 # Debian packages without a program to look for: the Lua 5.1 C modules the tests load

@@ -65,9 +65,12 @@ def test_help_lists_the_statements(two_workers: tuple[ChassisProcess, int, int])
 
 def test_backends_table_has_mysql_proxy_columns(two_workers: tuple[ChassisProcess, int, int]) -> None:
     columns, rows = query(two_workers[2], "select * from backends")
-    assert columns == ["backend_ndx", "address", "state", "type", "uuid", "connected_clients"]
+    # MySQL Proxy's six, then the replication monitor's (off here: no --proxy-monitor-user)
+    assert columns == ["backend_ndx", "address", "state", "type", "uuid", "connected_clients",
+                       "replication", "lag", "stale"]
     assert [r[0] for r in rows] == [1, 2]
     assert rows[0][3] == "rw" and rows[1][1] == "127.0.0.1:1"
+    assert rows[0][6:] == ("unmonitored", None, "no")
 
 
 def test_connected_clients_are_summed_over_every_worker(
@@ -119,8 +122,9 @@ def test_offline_backend_gets_no_new_clients_but_existing_ones_finish(
 
 def test_unknown_statement_keeps_the_connection(two_workers: tuple[ChassisProcess, int, int]) -> None:
     with admin(two_workers[2]) as conn, conn.cursor() as cur:
-        with pytest.raises(pymysql.err.OperationalError, match="SELECT \\* FROM help"):
+        with pytest.raises(pymysql.err.ProgrammingError, match="SELECT \\* FROM help") as info:
             cur.execute("DROP TABLE x")
+        assert info.value.args[0] == 1064  # ER_PARSE_ERROR: a statement the console does not take
         cur.execute("SELECT * FROM help")
         assert cur.fetchall()
 

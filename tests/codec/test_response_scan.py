@@ -32,7 +32,8 @@ def wire(payloads: list[bytes], seq: int = 1) -> bytes:
 
 
 def summary(t: ResponseTracker) -> tuple[object, ...]:
-    return (t.done, t.awaiting_client, t.status, t.result_sets, t.column_count, t.prepare_ok)
+    return (t.done, t.awaiting_client, t.status, t.result_sets, t.column_count, t.prepare_ok,
+            t.rows, t.affected_rows, t.error_code)
 
 
 def scan_in_pieces(t: ResponseTracker, data: bytes, cuts: list[int]) -> int:
@@ -263,6 +264,22 @@ def test_runs_of_rows_of_one_size_scan_like_they_feed(
     assert taken == len(data)
     assert summary(t) == summary(fed) and t.done
     assert t.last_seq == (len(packets)) & 0xFF
+    header = 2 if caps & Capability.DEPRECATE_EOF else 3
+    assert t.rows == len(packets) - header - 1  # what a digest counts as rows sent
+    assert t.error_code == (1317 if packets[-1][0] == 0xFF else 0)
+
+
+def test_affected_rows_of_every_ok_are_counted() -> None:
+    more = ServerStatus.MORE_RESULTS_EXISTS | ServerStatus.AUTOCOMMIT
+    packets = [OK(affected_rows=3, status=more).encode(MODERN),
+               OK(affected_rows=300, status=more, info="Rows matched: 300").encode(MODERN),
+               OK(affected_rows=1).encode(MODERN)]
+    t = ResponseTracker(Command.QUERY, MODERN)
+    assert t.scan(wire(packets)) == len(wire(packets)) and t.done
+    fed = ResponseTracker(Command.QUERY, MODERN)
+    for p in packets:
+        fed.feed(p)
+    assert t.affected_rows == fed.affected_rows == 304 and t.rows == 0 and t.error_code == 0
 
 
 def test_a_terminator_the_size_of_the_rows_ends_them() -> None:

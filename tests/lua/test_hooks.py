@@ -292,7 +292,7 @@ def test_queue_arguments_are_checked(env: Env, call: str, message: str) -> None:
     hooks = env.host(f"function read_query()\n  {call}\n  return proxy.PROXY_SEND_QUERY\nend\n").open(conn)
     assert hooks.read_query(b"\x03x").decision == Decision.NO_DECISION
     (line,) = env.lines(logs.CRITICAL)
-    assert "script.lua:2: " + message in line
+    assert 'script.lua"]:2: ' + message in line
     assert len(conn.queries) == 0
 
 
@@ -351,7 +351,7 @@ def test_a_lua_error_in_read_query_forwards_the_original_query(env: Env) -> None
     assert hooks.read_query(b"\x03x").decision == Decision.NO_DECISION
     assert len(conn.queries) == 0
     (line,) = env.lines(logs.CRITICAL)
-    assert line.startswith("conn 1: (read_query) ") and line.endswith("/script.lua:1: broken")
+    assert line.startswith("conn 1: (read_query) ") and line.endswith('/script.lua"]:1: broken')
 
 
 def test_on_error_reject_answers_with_an_err(env: Env) -> None:

@@ -151,7 +151,7 @@ def test_response_packet_round_trip(lua: LuaConnectionHooks) -> None:
 
 def test_to_response_packet_needs_server_capabilities(lua: LuaConnectionHooks) -> None:
     assert probe(lua, "proto.to_response_packet({ username = 'x' })") == [
-        False, "probe:1: .server_capabilities has to be set",
+        False, "probe:1: .server_capabilities has to be set (no server is attached to take it from)",
     ]  # fmt: skip
     assert probe(lua, "proto.to_response_packet({ server_capabilities = {} })")[1].endswith(
         ".server_capabilities has to be a number"

@@ -108,6 +108,13 @@ def test_err_message_is_cut_at_512_bytes_and_sqlstate_at_5(env: Env) -> None:
     assert len(err.message) == 512 and err.sql_state == "HY000"
 
 
+def test_err_with_code_zero_is_sent_as_written(env: Env) -> None:
+    # the suite's error_struct: 0.8.5 sent errno 0 with the script's SQL state and empty
+    # message (libmariadb shows such an ERR as its own error 5026, libmysqlclient 5.x as 0)
+    response = "{ type = proxy.MYSQLD_PACKET_ERR, errmsg = '', errcode = '0000', sqlstate = 'xxxxx' }"
+    assert answer(env, response) == [b"\xff\x00\x00#xxxxx"]
+
+
 def test_errno_is_not_read_only_errcode(env: Env) -> None:
     err = ERR.parse(answer(env, "{ type = proxy.MYSQLD_PACKET_ERR, errmsg = 'x', errno = 1205 }")[0])
     assert err.error_code == 1105

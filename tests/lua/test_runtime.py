@@ -66,7 +66,7 @@ def test_luajit_refuses_that_script_and_says_why(env: Env) -> None:
     host = env.host(VERSION_SPLIT, runtime="luajit")
     problem = host.check()
     assert problem is not None
-    assert problem.startswith(f"Lua script failed to load: {env.script}:2: invalid escape sequence near")
+    assert problem.startswith(f'Lua script failed to load: [string "{env.script}"]:2: invalid escape sequence near')
     assert problem.endswith("(LuaJIT rejects escapes that Lua 5.1 accepted: --lua-runtime=lua5.1 loads it)")
     with pytest.raises(ScriptLoadError, match=LOAD_FAILED):
         host.open(env.conn())

@@ -36,7 +36,8 @@ def test_luajit_refuses_the_script_at_start_up_and_says_why(lua_proxy: LuaProxyF
     proxy = lua_proxy(SCRIPT, "--lua-runtime=luajit", wait_ready=False)
     assert proxy.process.wait(timeout=30) == STARTUP_FAILED, proxy.process.output()
     out = proxy.process.output()
-    assert f"--proxy-lua-script: Lua script failed to load: {proxy.script}:2: invalid escape sequence" in out, out
+    assert (f'--proxy-lua-script: Lua script failed to load: [string "{proxy.script}"]:2: '
+            "invalid escape sequence") in out, out
     assert "--lua-runtime=lua5.1 loads it" in out, out
 
 

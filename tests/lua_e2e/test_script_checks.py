@@ -76,7 +76,7 @@ def test_a_script_with_a_syntax_error_stops_the_start_naming_file_and_line(
         end
     """)
     out = failed_start(lua_proxy, script, )
-    assert re.search(r"--proxy-lua-script: Lua script failed to load: \S*typo\.lua:3: "
+    assert re.search(r'--proxy-lua-script: Lua script failed to load: \[string "\S*typo\.lua"\]:3: '
                      r"'then' expected near 'return'", out), out
 
 
@@ -116,7 +116,7 @@ def test_a_syntax_error_keeps_the_last_good_version_until_fixed(
             assert _version(proxy) == "v1"
         log = proxy.wait_log("unexpected symbol near 'then'")
         (line,) = [line for line in log.splitlines() if "near 'then'" in line]
-        assert re.search(r"\(critical\) .*Lua script failed to load: \S*fragile\.lua:2: "
+        assert re.search(r'\(critical\) .*Lua script failed to load: \[string "\S*fragile\.lua"\]:2: '
                          r"unexpected symbol near 'then'; new connections keep using the last "
                          r"version that loaded", line), line
         assert query(old, "SELECT 'version'") == [("v1",)]  # the connection already in goes on

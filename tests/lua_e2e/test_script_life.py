@@ -147,6 +147,6 @@ def test_a_top_level_runtime_error_refuses_new_clients(lua_proxy: LuaProxyFactor
     with proxy.connect() as first:  # the first run of the top level succeeds
         assert query(first, "SELECT 1") == [(1,)]
         assert expect_error(proxy.connect) == (1105, EXEC_FAILED)
-        assert re.search(r"\(critical\) .*conn \d+: \(script\) .*script1\.lua:4: attempt to index",
+        assert re.search(r'\(critical\) .*conn \d+: \(script\) .*script1\.lua"\]:4: attempt to index',
                          proxy.log_text()), proxy.log_text()
         assert query(first, "SELECT 2") == [(2,)]

@@ -95,3 +95,37 @@ def test_denying_users_in_read_auth(lua_proxy: LuaProxyFactory, mariadb_cli: str
     assert "denied user intruder" in log
     # nothing of theirs reached the server: no login attempt for them there
     assert "login of 'native'" not in log
+
+
+MAP_LOGIN = """
+local password = require("mysql.password")
+local proto = require("mysql.proto")
+
+-- tutorial-scramble.lua's idea: a known user and password log in as another account
+function read_auth()
+    local c, s = proxy.connection.client, proxy.connection.server
+    if c.username ~= "replace" or not password.check(s.scramble_buffer, c.scrambled_password,
+            password.hash(password.hash("me"))) then
+        return
+    end
+    -- no server_capabilities: the attached server's are taken (0.8.5 raised an error)
+    proxy.queries:append(1, proto.to_response_packet({
+        username = "native",
+        response = password.scramble(s.scramble_buffer, password.hash("native_pw")),
+        charset = 8,
+        database = c.default_db,
+        max_packet_size = 1024 * 1024,
+    }))
+    return proxy.PROXY_SEND_QUERY
+end
+"""
+
+
+def test_a_login_rewritten_with_the_attached_servers_capabilities(lua_proxy: LuaProxyFactory) -> None:
+    proxy = lua_proxy(MAP_LOGIN)
+    with proxy.connect(user="replace", password="me") as conn:
+        assert query(conn, "SELECT CURRENT_USER()") == [("native@%",)]
+    assert proxy.critical_lines() == []
+    # the wrong password is not mapped: the server refuses the unknown user
+    code, _ = expect_error(lambda: proxy.connect(user="replace", password="not-me"))
+    assert code == 1045

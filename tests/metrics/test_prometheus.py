@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -104,6 +105,8 @@ def test_prometheus_scrapes_the_series_and_they_agree_with_what_was_sent(
         own_commands = bare["chassis_proxy_queries_total", backend]
         own_timed = bare["chassis_proxy_query_duration_seconds_count", backend]
         assert 1 <= own_commands <= 3 and own_timed < own_commands  # COM_QUIT has no answer
+        by_query = (*backend, ("command", "query"))
+        own_queries = bare.get(("chassis_proxy_commands_total", by_query), 0)
         run_queries(proxy)
         sent = CONNECTIONS * QUERIES_EACH
         clients = CONNECTIONS + 1
@@ -113,6 +116,17 @@ def test_prometheus_scrapes_the_series_and_they_agree_with_what_was_sent(
             "chassis_proxy_client_connections_total": {(): clients},
             "chassis_proxy_backend_connections_total": {backend: clients},
             "chassis_proxy_client_connections": {(): 0},
+            # read_query runs for every command, COM_QUIT included
+            'chassis_proxy_lua_hook_calls_total{hook="read_query"}': {
+                (("hook", "read_query"),): sent + clients * own_commands},
+            # the script's top level: once per connection
+            'chassis_proxy_lua_hook_calls_total{hook="script"}': {(("hook", "script"),): clients},
+            'chassis_proxy_commands_total{command="query"}': {by_query: sent + clients * own_queries},
+            "chassis_proxy_server_errors_total": {backend: 0},
+            # the top digests: SELECT %s is one shape
+            'chassis_proxy_digest_queries_total{digest_text="select ?"}': {
+                (("digest", "0x" + hashlib.md5(b"select ?").hexdigest().upper()),
+                 ("digest_text", "select ?")): sent},
             'chassis_workers{state="answered"}': {(("state", "answered"),): 2},
             "chassis_worker_restarts_total": {(("worker", "1"),): 0, (("worker", "2"),): 0},
         }

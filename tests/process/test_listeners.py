@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,3 +62,19 @@ def test_second_chassis_on_a_held_proxy_or_admin_port_fails_with_exit_3(
         assert f"cannot listen on 127.0.0.1:{admin_port}: address in use by another process" \
             in stderr and "--admin-address" in stderr, stderr
     assert first.proc.poll() is None
+
+
+def test_two_listeners_of_one_chassis_on_one_address_fail_with_exit_3(tmp_path: Path) -> None:
+    """SO_REUSEPORT would let the proxy and the admin console share a port, each getting
+    some of the clients: the second one is refused at start-up instead."""
+    pw = tmp_path / "admin.pw"
+    pw.write_text("pw\n")
+    pw.chmod(0o600)
+    port = free_port()
+    stderr = _fails_with_exit_3([
+        "--plugins=proxy,admin", f"--proxy-address=127.0.0.1:{port}",
+        "--proxy-backend-addresses=127.0.0.1:1", f"--admin-address=127.0.0.1:{port}",
+        "--admin-username=admin", f"--admin-password-file={pw}"])
+    # whichever plugin binds second is refused, naming the other option
+    assert re.search(rf"cannot listen on 127.0.0.1:{port} for --(admin|proxy)-address: "
+                     r"--(proxy|admin)-address listens there already in this chassis", stderr), stderr

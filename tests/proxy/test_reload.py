@@ -17,6 +17,7 @@ import pymysql
 import pytest
 
 from tests.support.chassis_proc import ChassisProcess, free_port, start_chassis
+from tests.support.control import ask_all
 from tests.support.mariadb import ACCOUNTS, MariaDB
 
 SCRIPT = """
@@ -163,7 +164,7 @@ def test_bad_configuration_is_refused_whole_and_the_running_one_stays(
             proxy_lua_script=broken)
     log = r.refused(1)
     refusal = [line for line in log.splitlines() if "reload refused" in line]
-    assert len(refusal) == 1 and "broken.lua:2" in refusal[0], refusal
+    assert len(refusal) == 1 and "broken.lua\"]:2:" in refusal[0], refusal
 
     # an option value that does not parse
     r.write(proxy_address=f"127.0.0.1:{r.port}", proxy_backend_addresses=mariadb.address,
@@ -283,3 +284,30 @@ def test_admin_state_of_a_backend_whose_address_stays_survives_a_reload(
     finally:
         if r.process is not None:
             r.process.stop(timeout=10)
+
+
+def test_query_digests_switched_off_and_on_by_a_reload(reloadable: Reloadable, mariadb: MariaDB) -> None:
+    """Digests follow --proxy-query-digest at a reload: off frees them, on starts afresh."""
+    r = reloadable
+    r.write(proxy_address=f"127.0.0.1:{r.port}", proxy_backend_addresses=mariadb.address)
+    process = r.start()
+
+    def texts() -> set[str]:
+        answers = ask_all(process.pid, 1, {"plugin": "proxy", "op": "digests"})
+        return {row["digest_text"] for row in answers[0]["digests"]}
+
+    with r.connect() as conn:
+        one(conn, "SELECT 'kept' AS a")
+    assert "select ? as a" in texts()  # (PyMySQL's SET NAMES is one too)
+    r.write(proxy_address=f"127.0.0.1:{r.port}", proxy_backend_addresses=mariadb.address,
+            proxy_query_digest="off")
+    assert "--proxy-query-digest" in r.reload()
+    with r.connect() as conn:
+        one(conn, "SELECT 'not kept' AS b")
+    assert texts() == set()  # off: nothing is shown
+    r.write(proxy_address=f"127.0.0.1:{r.port}", proxy_backend_addresses=mariadb.address,
+            proxy_query_digest="on", proxy_query_digest_max=5)
+    r.reload()
+    with r.connect() as conn:
+        one(conn, "SELECT 'again' AS c")
+    assert "select ? as c" in texts() and not texts() & {"select ? as a", "select ? as b"}

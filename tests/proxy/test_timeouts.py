@@ -8,6 +8,7 @@ timeouts, with and without a script.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pymysql
@@ -71,3 +72,22 @@ def test_idle_timeout_is_off_by_default(start_proxy: StartProxy, mariadb: MariaD
             dcur.execute("SELECT SLEEP(0.8)")
         cur.execute("SELECT 3")
         assert cur.fetchone() == (3,)
+
+
+def test_a_client_answered_by_its_script_is_not_idle(
+        start_proxy: StartProxy, mariadb: MariaDB, tmp_path: Path) -> None:
+    """The server never speaks here: the client's own commands are what keeps it active."""
+    script = tmp_path / "local.lua"
+    script.write_text(
+        "function read_query(packet)\n"
+        "  proxy.response = {type = proxy.MYSQLD_PACKET_OK}\n"
+        "  return proxy.PROXY_SEND_RESULT\n"
+        "end\n")
+    proxy = start_proxy([mariadb.address], ["--proxy-idle-timeout=0.4", f"--proxy-lua-script={script}"])
+    with proxy.connect() as conn, conn.cursor() as cur:
+        deadline = time.monotonic() + 1.6  # four idle timeouts, never silent for 0.1 s
+        while time.monotonic() < deadline:
+            cur.execute("DO 1")
+            time.sleep(0.1)  # the client's pace is what is tested
+        cur.execute("DO 2")
+    assert "(--proxy-idle-timeout)" not in proxy.log_text()

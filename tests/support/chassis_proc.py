@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.support.mariadb import free_port as free_port  # re-exported: the tests import it from here
+
 CHASSIS = Path(sys.executable).parent / "chassis"
 
 T = TypeVar("T")
@@ -269,14 +271,6 @@ def start_chassis(args: Sequence[str], *, env: Mapping[str, str] | None = None,
             process.kill()
             raise
     return process
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (for options that need a fixed port)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -89,12 +89,20 @@ def find_program(name: str) -> str:
     return found
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port nobody listens on right now (the kernel picks it; it may be taken later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now (the kernel picks it; it may be taken later),
+    and one this test process was not given before: the kernel may hand out one port
+    twice in a row, and a test that asks for two would get the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _child_setup(die_with_parent: bool) -> None:

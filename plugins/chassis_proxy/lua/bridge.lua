@@ -17,16 +17,22 @@ local py, settings, part_chunks = ...
 local raw_pcall = pcall  -- before limits.lua replaces _G.pcall
 local next, error = next, error
 
+local L  -- limits.lua's table, once it ran
+
 local function part(name, ...)
 	local chunk = part_chunks[name]
 	if chunk == nil then error("the Lua bridge's part " .. name .. ".lua is missing") end
+	if L then L.bridge_source("=" .. name .. ".lua") end
 	return chunk(...)
 end
 
 -- limits.lua runs first: it wraps every Python callback so that it runs with the memory
 -- ceiling lifted, and guards pcall, xpcall and coroutines before any script code exists.
-local L = part("limits", py, settings)
+L = part("limits", py, settings)
 py = L.wrap_all(py)
+-- the bridge's frames are hidden from the tracebacks scripts see (limits.lua)
+L.bridge_source("=limits.lua")
+L.bridge_source("=bridge.lua")
 
 local _G = _G
 local type, tostring, select, rawget, rawset = type, tostring, select, rawget, rawset
@@ -59,8 +65,9 @@ api.set_limits = L.set_limits
 ---------------------------------------------------------------------------------------------
 
 -- Compile the file's text as the body of a function so each connection gets a fresh closure.
--- The chunk name is "@" .. path, so errors read "/path/x.lua:48: ..." (a long path loses its
--- start, not its file name); MySQL Proxy used the plain path: [string "/path/x.lua"]:48:
+-- The chunk name is the plain path, as MySQL Proxy 0.8.5 named it: errors and tracebacks
+-- read [string "/path/x.lua"]:48: (Lua shortens a long one at its end; host.py names the
+-- whole file again in the messages it logs).
 function api.compile(source, chunkname)
 	if string_byte(source, 1) == 35 then  -- "#!" line: keep the line, drop its text
 		local nl = source:find("\n", 1, true)
@@ -197,7 +204,8 @@ local function chassis_log(level, ...)
 		msg = table_concat(parts, "\t")
 	end
 	local src, line = caller_position()
-	py_log(level, string_format("(%s:%d) %s", src, line or -1, msg))
+	-- concatenated: Lua 5.1's string.format("%s") stops at a NUL byte of the message
+	py_log(level, "(" .. src .. ":" .. string_format("%d", line or -1) .. ") " .. msg)
 end
 
 local helpers = {
@@ -210,6 +218,7 @@ local helpers = {
 		end
 		chassis_log(level, ...)
 	end,
+	server_capabilities = py.server_capabilities,
 	deadline = L.deadline,
 	clock = L.clock,
 	interrupt = L.interrupt,
@@ -271,6 +280,7 @@ end
 -- fallback = <found after every path> } }
 function api.install_modules(modules)
 	for name, m in next, modules do
+		L.bridge_source("=" .. name)
 		local shim, err = loadstring(m.source, "=" .. name)
 		if not shim then error("cannot compile the shim of module " .. name .. ": " .. err) end
 		local global = m.global

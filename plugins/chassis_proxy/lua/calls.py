@@ -13,12 +13,21 @@ calling back into Python twice to arm and lift it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from chassis_proxy.hooks import ConnectionView
-from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY
+from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
+
+#: The hook each entry point runs, for the metrics (``call_hook`` names its hook itself).
+_HOOK_OF = {
+    "instantiate": "script",  # the script's top level, per connection
+    "call_read_query": "read_query",
+    "call_read_auth_result": "read_auth_result",
+    "call_read_query_result": "read_query_result",
+}
 
 #: bridge.lua's entry points that run script code (see its "hook dispatcher").
 _ENTRIES = (
@@ -66,6 +75,19 @@ class HookCalls:
         #: garbage to a full collection at once, before the ceiling is armed for anyone else.
         self.big_hook = max(ARM_HEADROOM, lua.max_memory // 8)
         self._live = 0  # bytes in use after the last full collection
+        # -- the metrics: calls of each defined hook and the seconds they took (failures
+        # are counted by Limits); read_query's as plain attributes, its path is inlined --
+        self.read_query_calls = 0
+        self.read_query_seconds = 0.0
+        self.hook_calls: dict[str, int] = {}
+        self.hook_seconds: dict[str, float] = {}
+
+    def hook_stats(self) -> dict[str, tuple[int, float]]:
+        """Calls and seconds per hook, read_query's included."""
+        out = {hook: (n, self.hook_seconds.get(hook, 0.0)) for hook, n in self.hook_calls.items()}
+        if self.read_query_calls:
+            out["read_query"] = (self.read_query_calls, self.read_query_seconds)
+        return out
 
     def collect(self) -> int:
         """A full garbage collection, with the ceiling lifted: the bytes still in use."""
@@ -98,6 +120,7 @@ class HookCalls:
         """Call the entry point ``fn`` for ``conn``'s script instance: (status, value)."""
         previous = self.current
         self.current = conn
+        started = time.perf_counter()
         try:
             status, value = self._entry[fn](*args)
         except LuaMemoryError:
@@ -106,7 +129,14 @@ class HookCalls:
             status, value = CALL_ERROR, str(e).encode()
         finally:
             self.current = previous
-        return int(status), value
+        status = int(status)
+        if status != CALL_MISSING:
+            hook = _HOOK_OF.get(fn)
+            if hook is None:  # call_hook(state, name)
+                hook = args[1].decode() if len(args) > 1 and isinstance(args[1], bytes) else fn
+            self.hook_calls[hook] = self.hook_calls.get(hook, 0) + 1
+            self.hook_seconds[hook] = self.hook_seconds.get(hook, 0.0) + time.perf_counter() - started
+        return status, value
 
     def build_response(self, conn: ConnectionView, state: Any) -> Any:
         """Have response.lua read ``conn``'s proxy.response into the ``resp_*`` callbacks:

@@ -36,6 +36,7 @@ from chassis_proxy.lua.limits import (
     DEFAULT_MAX_MEMORY,
     Limits,
     OnError,
+    full_chunk_name,
     parse_memory_size,
 )
 from chassis_proxy.lua.modules import ModuleContext, bundled_modules
@@ -102,7 +103,9 @@ class LuaScriptHost:
         self.hook_timeout = float(hook_timeout)
         self.max_memory = parse_memory_size(max_memory)
         self.log = logger or logging.getLogger("chassis.proxy.lua")
-        self.limits = Limits(self.on_error, self.hook_timeout, self.max_memory, self.log)
+        self.limits = Limits(
+            self.on_error, self.hook_timeout, self.max_memory, self.log, script=os.fspath(self.script)
+        )
         self._ids = itertools.count(1)
         self._instances: dict[int, weakref.ref[LuaConnectionHooks]] = {}
         self._compiled: _Compiled | None = None  # the last version that compiled
@@ -226,13 +229,13 @@ class LuaScriptHost:
                 if broken is not None and broken.key == key:
                     return None, broken.error
                 source = f.read()
-                factory, err = self.lua.call("compile", source, b"@" + os.fsencode(self.script))
+                factory, err = self.lua.call("compile", source, os.fsencode(self.script))
         except OSError as e:
             return None, f"Lua script {self.script} cannot be read: {e.strerror or e} (check --proxy-lua-script)"
         except LuaError as e:
             return None, f"Lua script {self.script} failed to load: {e}"
         if factory is None:
-            why = _full_chunk_name(python_text(err), os.fspath(self.script))
+            why = full_chunk_name(python_text(err), os.fspath(self.script))
             if self.lua.name == "luajit21" and "invalid escape sequence" in why:
                 why += " (LuaJIT rejects escapes that Lua 5.1 accepted: --lua-runtime=lua5.1 loads it)"
             self._broken = _Compiled(key, None, f"Lua script failed to load: {why}")
@@ -276,7 +279,7 @@ class LuaScriptHost:
     def _lua_log(self, level: bytes, message: bytes) -> None:
         conn = self._current_view()
         self.log.log(
-            logs.LEVELS.get(python_text(level), logs.MESSAGE), "%s%s", log_prefix(conn), python_text(message)
+            logs.LEVELS.get(python_text(level), logs.MESSAGE), "%s%s", log_prefix(conn), _log_text(message)
         )
 
     def _module_log(self, level: str, message: str) -> None:
@@ -284,19 +287,25 @@ class LuaScriptHost:
 
 
 def _stdout_write(data: bytes) -> None:
+    """Lua's ``print``: the bytes as they are (a script may print binary data, as in 0.8.5)."""
     out = sys.stdout
     try:
-        out.write(python_text(data))
         out.flush()
+        raw = getattr(out, "buffer", None)
+        if raw is not None:
+            raw.write(bytes(data))
+            raw.flush()
+        else:
+            out.write(bytes(data).decode("utf-8", "surrogateescape"))
+            out.flush()
     except (OSError, ValueError):
         pass
 
 
-def _full_chunk_name(message: str, path: str) -> str:
-    """Lua shortens a long chunk name to ``...`` and its tail (LUA_IDSIZE): the message
-    the operator reads names the whole file."""
-    if message.startswith("..."):
-        tail, sep, rest = message[3:].partition(":")
-        if sep and path.endswith(tail):
-            return f"{path}:{rest}"
-    return message
+def _log_text(message: Any) -> str:
+    """A Lua log message (``chassis.*``, ``print`` once chassis is loaded) for the log file:
+    its UTF-8 text as it is, other bytes as ``\\xNN``, so nothing is lost and the log stays
+    valid UTF-8."""
+    if isinstance(message, bytes | bytearray):
+        return bytes(message).decode("utf-8", "backslashreplace")
+    return str(message)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from chassis import logs
@@ -177,6 +178,7 @@ class LuaConnectionHooks:
                 return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
         previous = calls.current
         calls.current = conn
+        started = perf_counter()
         try:
             if calls.arms_itself and used + len(packet) < calls.arm_below:
                 calls.set_max_memory(calls.max_memory)
@@ -192,6 +194,9 @@ class LuaConnectionHooks:
             status, value = CALL_ERROR, str(e).encode()
         finally:
             calls.current = previous
+        if status != CALL_MISSING:  # the metrics (HookCalls.hook_stats)
+            calls.read_query_calls += 1
+            calls.read_query_seconds += perf_counter() - started
         if used and calls.memory_used() - used > calls.big_hook:
             calls.collect()  # the packet and the hook's garbage, before anyone arms again
         if value is None and status <= CALL_MISSING:  # the hook returned nothing, or there is none

@@ -11,7 +11,7 @@ local py, settings = ...
 
 local raw_pcall, raw_xpcall = pcall, xpcall
 local next, error = next, error
-local type, tostring, tonumber, select = type, tostring, tonumber, select
+local type, tostring, tonumber, select, ipairs = type, tostring, tonumber, select, ipairs
 local setmetatable = setmetatable
 local string_rep = string.rep
 local collectgarbage = collectgarbage
@@ -164,7 +164,8 @@ end
 _G.xpcall = function(f, handler, ...)
 	local function guarded_handler(e)
 		if interrupted or e == INTERRUPT or e == OOM then return e end
-		return handler(e)
+		local r = handler(e)  -- not a tail call: tracebacks would show "(tail call)" for it
+		return r
 	end
 	return check_interrupt(raw_xpcall(f, guarded_handler, ...))
 end
@@ -292,6 +293,105 @@ local function guarded_armed(f, arg)
 	in_hook = true
 	armed_by_caller = true
 	return finish(raw_pcall(f, arg))
+end
+
+---------------------------------------------------------------------------------------------
+-- Tracebacks as MySQL Proxy 0.8.5 printed them
+--
+-- 0.8.5 called a hook straight from C: `debug.traceback()` in read_query showed the script's
+-- frames and nothing under the hook. Here a hook runs under guarded() (called from Python),
+-- and the bridge's wrappers (pcall, xpcall, the module functions) are Lua functions. The
+-- traceback shown to scripts cuts the stack at the guarded call, drops the bridge's frames
+-- and the C functions they call, and shows a bridge function called by a script as the C
+-- function it stands for ("[C]: in function 'pcall'"). Lua 5.1's format, whatever the runtime.
+---------------------------------------------------------------------------------------------
+
+local debug_getinfo = debug.getinfo
+local string_format = string.format
+local table_concat = table.concat
+
+-- the chunk names of the bridge's own code ("=limits.lua", "=mysql.proto" ...) and lupa's
+local bridge_sources = { ["<python>"] = true, ["=[C]"] = false }
+
+function L.bridge_source(chunkname)
+	bridge_sources[chunkname] = true
+end
+
+local LEVELS1, LEVELS2 = 11, 10  -- Lua 5.1 shows the first 11 and the last 10 of a deep stack
+
+local function frame_text(ar)
+	local s = ar.short_src .. ":"
+	if ar.currentline and ar.currentline > 0 then s = s .. ar.currentline .. ":" end
+	if ar.namewhat and ar.namewhat ~= "" then
+		return s .. " in function '" .. tostring(ar.name) .. "'"
+	elseif ar.what == "main" then
+		return s .. " in main chunk"
+	elseif ar.what == "C" or ar.what == "tail" then
+		return s .. " ?"
+	end
+	return s .. string_format(" in function <%s:%d>", ar.short_src, ar.linedefined)
+end
+
+-- (no tail calls: Lua 5.1 counts a "(tail call)" level for them, LuaJIT does not)
+local function getinfo(co, level, what)
+	local ar
+	if co then ar = debug_getinfo(co, level, what) else ar = debug_getinfo(level, what) end
+	return ar
+end
+
+-- the frames of `co` (nil: this thread) from `level` on that a script may see, as text
+local function script_frames(co, level)
+	local infos, bottom = {}, nil
+	while true do
+		local ar = getinfo(co, level, "Slnf")
+		if not ar then break end
+		if ar.func == guarded or ar.func == guarded_armed then
+			bottom = ar  -- the hook's caller: the bridge
+			break
+		end
+		infos[#infos + 1] = ar
+		level = level + 1
+	end
+	local lines = {}
+	for i, ar in ipairs(infos) do
+		local caller = infos[i + 1] or bottom
+		local called_by_bridge = caller ~= nil and bridge_sources[caller.source] == true
+		if bridge_sources[ar.source] == true then
+			-- a bridge function called by a script stands for one of 0.8.5's C functions
+			if not called_by_bridge and caller ~= nil and ar.namewhat ~= "" then
+				lines[#lines + 1] = "[C]: in function '" .. tostring(ar.name) .. "'"
+			end
+		elseif not (ar.what == "C" and called_by_bridge) then
+			lines[#lines + 1] = frame_text(ar)
+		end
+	end
+	if #lines > LEVELS1 + LEVELS2 + 1 then
+		local cut = {}
+		for i = 1, LEVELS1 do cut[i] = lines[i] end
+		cut[#cut + 1] = "..."
+		for i = #lines - LEVELS2 + 1, #lines do cut[#cut + 1] = lines[i] end
+		lines = cut
+	end
+	return lines
+end
+
+-- debug.traceback([thread,] [message [, level]]) with Lua 5.1's rules for the arguments
+debug.traceback = function(...)
+	local args, n = { ... }, select("#", ...)
+	local co
+	if type(args[1]) == "thread" then
+		co = table.remove(args, 1)
+		n = n - 1
+	end
+	local msg, level = args[1], args[2]
+	if n >= 1 and type(msg) ~= "string" and type(msg) ~= "number" then return msg end
+	if type(level) ~= "number" then level = co and 0 or 1 end
+	-- frames counted from getinfo() below: getinfo, script_frames, this function, its caller
+	if not co then level = level + 3 end
+	local lines = script_frames(co, level)
+	local head = (n >= 1 and msg ~= nil) and (tostring(msg) .. "\n") or ""
+	if #lines == 0 then return head .. "stack traceback:" end
+	return head .. "stack traceback:\n\t" .. table_concat(lines, "\n\t")
 end
 
 L.ST_OK, L.ST_MISSING, L.ST_ERROR, L.ST_TIMEOUT, L.ST_MEMORY = ST_OK, ST_MISSING, ST_ERROR, ST_TIMEOUT, ST_MEMORY

@@ -69,6 +69,23 @@ def format_memory_size(n: int) -> str:
     return str(n)
 
 
+def full_chunk_name(message: str, path: str) -> str:
+    """``message`` with the script's chunk name, which Lua shortens past 60 characters
+    (LUA_IDSIZE), naming the whole file again: ``[string "/a/long/pa..."]:3:`` becomes
+    ``[string "/a/long/path/x.lua"]:3:`` (the script's chunk name is its path, as in
+    MySQL Proxy 0.8.5) and ``...path/x.lua:3:`` (a ``@`` chunk name) ``/a/long/path/x.lua:3:``.
+    The operator reads which file, whatever its length."""
+    def expand(m: re.Match[str]) -> str:
+        return f'[string "{path}"]' if path.startswith(m.group(1)) else m.group(0)
+
+    message = re.sub(r'\[string "([^"\n]*)\.\.\."\]', expand, message)
+    if message.startswith("..."):
+        tail, sep, rest = message[3:].partition(":")
+        if sep and path.endswith(tail):
+            return f"{path}:{rest}"
+    return message
+
+
 # How a guarded call into bridge.lua ended (limits.lua's ST_*): plain ints, since the
 # read_query path compares them for every client command.
 #: The hook returned (the value is its number, or None).
@@ -82,6 +99,8 @@ CALL_TIMEOUT = 3
 #: The hook ran out of memory (--lua-max-memory).
 CALL_MEMORY = 4
 
+_REASONS = {CALL_TIMEOUT: "timeout", CALL_MEMORY: "memory"}
+
 #: Room left under --lua-max-memory, beyond the packet itself, for read_query to arm the
 #: ceiling before calling into Lua (pushing the arguments must not hit it).
 ARM_HEADROOM = 1 << 20
@@ -94,11 +113,21 @@ class Limits:
     seconds (0: no limit), ``max_memory`` ``--lua-max-memory`` in bytes (0: no limit).
     """
 
-    def __init__(self, on_error: OnError, hook_timeout: float, max_memory: int, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        on_error: OnError,
+        hook_timeout: float,
+        max_memory: int,
+        log: logging.Logger,
+        script: str | None = None,
+    ) -> None:
         self.on_error = on_error
+        self.script = script
         self.hook_timeout = hook_timeout
         self.max_memory = max_memory
         self._log = log
+        #: Hook calls that did not return, by (hook, reason): error, timeout or memory.
+        self.failures: dict[tuple[str, str], int] = {}
 
     def log_failure(
         self, conn: ConnectionView | None, hook: str, status: int, value: Any, what: str | None = None
@@ -108,6 +137,9 @@ class Limits:
         ``what`` names the code that ran when it is not ``hook()`` (the script's top level).
         """
         where = what or f"{hook}()"
+        reason = _REASONS.get(status, "error")
+        key = ("script" if what else hook, reason)
+        self.failures[key] = self.failures.get(key, 0) + 1
         if status == CALL_TIMEOUT:
             msg = (
                 f"({hook}) {where} ran longer than --lua-hook-timeout={self.hook_timeout:g}s "
@@ -117,7 +149,8 @@ class Limits:
             limit = format_memory_size(self.max_memory) if self.max_memory else "the available memory"
             msg = f"({hook}) {where} ran out of memory (--lua-max-memory={limit}) and was interrupted"
         else:
-            msg = f"({hook}) {python_text(value)}"
+            text = python_text(value)
+            msg = f"({hook}) {full_chunk_name(text, self.script) if self.script else text}"
         self._log.log(logs.CRITICAL, "%s%s", log_prefix(conn), msg)
 
     def too_big(self, conn: ConnectionView, hook: str, size: int, used: int) -> Outcome:

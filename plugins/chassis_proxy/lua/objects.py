@@ -20,6 +20,7 @@ from typing import Any
 from chassis_mysql.constants import Capability
 
 from chassis_proxy.hooks import (
+    UNMONITORED,
     AddressInfo,
     BackendState,
     ConnectionView,
@@ -38,6 +39,9 @@ _PEER_FIELDS = (
 )
 
 _PROTOCOL_41 = int(Capability.PROTOCOL_41)
+
+#: proxy.global.backends[i] keys filled by the replication monitor (ours).
+_REPLICATION_KEYS = frozenset({b"lag", b"replication", b"stale"})
 
 # What scripts see of a backend state: OFFLINE (ours: draining) shows as DOWN.
 _LUA_STATE = {
@@ -157,7 +161,15 @@ class ObjectAccess:
             "pool_get": self.pool_get,
             "pool_set": self.pool_set,
             "pool_idle": self.pool_idle,
+            "server_capabilities": self.server_capabilities,
         }
+
+    def server_capabilities(self) -> int | None:
+        """The capabilities of the server attached to the connection whose hook runs (its
+        greeting's), or None: the default of ``mysql.proto.to_response_packet``."""
+        conn = self._current()
+        caps = getattr(getattr(conn, "server_handshake", None), "capabilities", None)
+        return int(caps) if caps is not None else None
 
     # -- proxy.connection ------------------------------------------------------------------
 
@@ -275,6 +287,13 @@ class ObjectAccess:
             return int(b.type)
         if key == b"uuid":
             return lua_text(b.uuid)
+        if key in _REPLICATION_KEYS:  # the replication monitor's view (docs/lua.md)
+            info = getattr(b, "replication", UNMONITORED)
+            if key == b"stale":
+                return bool(info.stale)
+            if key == b"lag":
+                return info.lag
+            return lua_text(info.state)
         return None
 
     def backend_set(self, i: int, key: bytes, value: Any) -> bytes | None:

@@ -38,7 +38,13 @@
 --   injected. If it fails (the database is missing on a replica), the client gets an ERR
 --   that names the backend;
 -- * a write is never sent to a read-only backend: if no read-write connection can be
---   had, the client gets an ERR that says so;
+--   had, the client gets an ERR that says so. Backend types are read for every
+--   statement, so with --proxy-backend-roles=auto writes follow a switchover; a client
+--   pinned on a backend that is no longer read-write gets an ERR at its next write and
+--   is disconnected, to reconnect to the new primary (its session state is lost there);
+-- * a read never goes to a stale replica (backends[i].stale: more than
+--   --proxy-max-replication-lag behind, or its replication stopped or broken); with no
+--   fresh replica to be had, it goes to the read-write backend;
 -- * at disconnect, only a connection without session state and transaction goes back
 --   to the pool. Any other is closed.
 --
@@ -174,6 +180,15 @@ end
 local function place(route)
 	local current = attached()
 	if pinned or in_trans then
+		if pinned and current and route == "rw" and backend_type(current) ~= proxy.BACKEND_TYPE_RW then
+			-- the session's state is on a server that no longer takes writes (a switchover,
+			-- --proxy-backend-roles=auto): the client must start over on the new primary.
+			-- (A transaction alone needs nothing: the server refuses its writes, and after
+			-- its ROLLBACK the client is free to move.)
+			proxy.connection.connection_close = true
+			return ("(rw-splitting) backend %s is read-only now and this session's state "
+				.. "(%s) is there: reconnect"):format(name_of(current), pinned)
+		end
 		if current then return nil end
 		route = "rw"  -- should not happen: state without a connection
 	end
@@ -186,8 +201,9 @@ local function place(route)
 		route = "ro"
 	end
 	if route == "ro" then
-		if current and backend_type(current) == proxy.BACKEND_TYPE_RO
-			and proxy.global.backends[current].state ~= proxy.BACKEND_STATE_DOWN then
+		local b = current and proxy.global.backends[current]
+		if b and b.type == proxy.BACKEND_TYPE_RO and b.state ~= proxy.BACKEND_STATE_DOWN
+			and not b.stale then
 			return nil
 		end
 		local ndx = lb.idle_ro()

@@ -105,7 +105,13 @@ end
 function M.to_response_packet(t)
 	checktable(t, "to_response_packet")
 	local sc = t.server_capabilities
-	if sc == nil then error(".server_capabilities has to be set", 2) end
+	if sc == nil then
+		-- the attached server's, as tutorial-scramble.lua expects (0.8.5 raised here)
+		sc = h.server_capabilities()
+		if sc == nil then
+			error(".server_capabilities has to be set (no server is attached to take it from)", 2)
+		end
+	end
 	if type(sc) == "string" then sc = tonumber(sc) end
 	if type(sc) ~= "number" then error(".server_capabilities has to be a number", 2) end
 	local f = "to_response_packet"

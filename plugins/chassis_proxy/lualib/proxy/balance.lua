@@ -44,8 +44,10 @@ function M.idle_failsafe_rw(username)
 	return 0
 end
 
---- Among read-only backends that are not DOWN and have an idle connection, the one with
--- the fewest connected clients (the lowest index on a tie); 0 if none.
+--- Among read-only backends that are not DOWN, not stale (ours: a replica that lags more
+-- than --proxy-max-replication-lag, or whose replication is stopped) and have an idle
+-- connection, the one with the fewest connected clients (the lowest index on a tie); 0
+-- if none.
 function M.idle_ro(username)
 	username = username or client_username()
 	local backends = proxy.global.backends
@@ -53,7 +55,7 @@ function M.idle_ro(username)
 	for i = 1, #backends do
 		local b = backends[i]
 		if b.type == proxy.BACKEND_TYPE_RO and b.state ~= proxy.BACKEND_STATE_DOWN
-			and idle_for(b, username) > 0 then
+			and not b.stale and idle_for(b, username) > 0 then
 			local clients = b.connected_clients
 			if best_clients == nil or clients < best_clients then
 				best, best_clients = i, clients

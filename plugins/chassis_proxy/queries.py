@@ -1,0 +1,231 @@
+"""What the proxy records of each query it forwards: its digest and, when slow, a
+slow-log entry.
+
+:class:`QueryRecorder` is the worker's (``service.recorder``, None when both
+``--proxy-query-digest`` and ``--proxy-slow-query-log`` are off, so that nothing is
+tracked). :class:`ConnectionQueries` is one connection's: the command loop or the relay
+calls :meth:`~ConnectionQueries.start` as a command goes to the server and
+:meth:`~ConnectionQueries.finish` when the codec's :class:`ResponseTracker` says its
+answer is complete; the tracker's rows, affected rows and error are what is recorded.
+
+Recorded: COM_QUERY by its text, COM_STMT_EXECUTE by the text of its prepared statement
+(remembered from the COM_STMT_PREPARE answer, per connection). The schema follows
+COM_INIT_DB and ``USE db`` when the server accepts them.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+
+from chassis_mysql.constants import Command
+from chassis_mysql.response import ResponseTracker
+
+from chassis_proxy.digests import Digest, DigestTable
+from chassis_proxy.slowlog import SlowLog, entry
+from chassis_proxy.state import ConnectionState
+from chassis_proxy.stats import LATENCY_BOUNDS
+
+_QUERY = int(Command.QUERY)
+_EXECUTE = int(Command.STMT_EXECUTE)
+_PREPARE = int(Command.STMT_PREPARE)
+_CLOSE = int(Command.STMT_CLOSE)
+_INIT_DB = int(Command.INIT_DB)
+_USES = (b"use ", b"use`", b"use\t", b"use\n")
+#: Digest rows a connection keeps at hand (see ConnectionQueries).
+MAX_CACHED = 64
+#: Prepared statements remembered per connection (a client that never closes its
+#: statements is not followed past this; their executions are not recorded).
+MAX_STATEMENTS = 1024
+
+
+class QueryRecorder:
+    """A worker's digest table and slow log (either may be off)."""
+
+    def __init__(self, digests: DigestTable | None, slowlog: SlowLog | None) -> None:
+        self.digests = digests
+        self.slowlog = slowlog
+        self.long_query_time = slowlog.long_query_time if slowlog is not None else 0.0
+
+    def connection(self, state: ConnectionState) -> ConnectionQueries:
+        return ConnectionQueries(self, state)
+
+    def close(self) -> None:
+        if self.slowlog is not None:
+            self.slowlog.close()
+
+
+class ConnectionQueries:
+    """One connection's queries: the command on its way, the prepared statements, the schema.
+
+    Also a cache of the digest rows this connection adds to (by fingerprint), valid while
+    the user, the schema and the backend stay and the table is not truncated: a repeated
+    query then costs a dict lookup and a few additions.
+    """
+
+    __slots__ = ("_backend", "_cache", "_generation", "_user", "_who", "command", "digests",
+                 "fp", "recorder", "schema", "slowlog", "started", "state", "statements",
+                 "text", "tracker")
+
+    def __init__(self, recorder: QueryRecorder, state: ConnectionState) -> None:
+        self.recorder = recorder
+        self.digests = recorder.digests
+        self.slowlog = recorder.slowlog
+        self.state = state
+        self.schema: str | None = None  # the login's default_db until a USE changes it
+        self.statements: dict[int, tuple[bytes, bytes | None]] = {}
+        self.tracker: ResponseTracker | None = None
+        self.command = 0
+        self.text: bytes | None = None
+        self.fp: bytes | None = None
+        self.started = 0.0
+        self._cache: dict[bytes, Digest] = {}
+        self._generation = -1
+        self._backend: object = None
+        self._user: str | None = None
+        self._who = ("", "", "")
+
+    def start(self, payload: bytes, tracker: ResponseTracker, started: float = 0.0) -> None:
+        """The command ``payload`` (its first byte the COM_ code) goes to the server now
+        (or went at ``started``, on the monotonic clock)."""
+        command = payload[0]
+        backend = self.state.backend
+        if backend is not None:
+            backend.stats.by_command[command] += 1
+        self.tracker = tracker
+        self.command = command
+        self.fp = None
+        if command == _QUERY:
+            self.text = payload[1:]
+        elif command == _EXECUTE:
+            found = self.statements.get(int.from_bytes(payload[1:5], "little"))
+            if found is None:
+                self.text = None
+            else:
+                self.text, self.fp = found
+        elif command in (_PREPARE, _INIT_DB):
+            self.text = payload[1:]
+        else:
+            if command == _CLOSE:
+                self.statements.pop(int.from_bytes(payload[1:5], "little"), None)
+            self.text = None
+        self.started = started or time.monotonic()
+
+    def finish(self) -> None:
+        """The answer to the command :meth:`start` saw is complete (or the server now waits
+        for the client): record it."""
+        tracker = self.tracker
+        if tracker is None:
+            return
+        self.tracker = None
+        seconds = time.monotonic() - self.started
+        error = tracker.error_code
+        backend = self.state.backend
+        if backend is not None and tracker.expects_response:
+            stats = backend.stats
+            stats.latency.observe(seconds)
+            if error:
+                stats.server_errors += 1
+        text = self.text
+        if text is None:
+            return
+        command = self.command
+        if command in (_QUERY, _EXECUTE):
+            self._record(command, text, self.fp, seconds, tracker.rows, tracker.affected_rows,
+                         error)
+        elif error:
+            return
+        elif command == _PREPARE:
+            ok = tracker.prepare_ok
+            if ok is not None and len(self.statements) < MAX_STATEMENTS:
+                fp = self.digests.fingerprint(text) if self.digests is not None else None
+                self.statements[ok.statement_id] = (text, fp)
+        elif command == _INIT_DB:
+            self.schema = text.decode("utf-8", "replace")
+            self._generation = -1  # the cached rows are the old schema's
+
+    def relayed(self, packet: bytes, started: float, rows: int, affected: int, error: int) -> None:
+        """The relay's fast path: a COM_QUERY or COM_STMT_EXECUTE (``packet``: the client's
+        buffer that started it, header included) whose whole answer came in one buffer."""
+        seconds = time.monotonic() - started
+        command = packet[4]
+        backend = self.state.backend
+        if backend is not None:
+            stats = backend.stats
+            stats.by_command[command] += 1
+            latency = stats.latency  # Latency.observe, inlined
+            latency.counts[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+            latency.sum += seconds
+            if error:
+                stats.server_errors += 1
+        if command == _QUERY:
+            self._record(command, packet[5:4 + (packet[0] | (packet[1] << 8) | (packet[2] << 16))],
+                         None, seconds, rows, affected, error)
+        else:
+            found = self.statements.get(int.from_bytes(packet[5:9], "little"))
+            if found is not None:
+                self._record(command, found[0], found[1], seconds, rows, affected, error)
+
+    def _record(self, command: int, text: bytes, fp: bytes | None, seconds: float, rows: int,
+                affected: int, error: int) -> None:
+        digests = self.digests
+        if digests is not None:
+            if fp is None:
+                fp = digests.fingerprint(text)
+            state = self.state
+            if (digests.generation != self._generation or state.backend is not self._backend
+                    or state.client.username is not self._user):
+                self._forget()
+            d = self._cache.get(fp)
+            if d is None:
+                d = digests.row(fp, *self._who)
+                if len(self._cache) < MAX_CACHED:
+                    self._cache[fp] = d
+            d.count += 1
+            d.sum_time += seconds
+            if seconds < d.min_time:
+                d.min_time = seconds
+            if seconds > d.max_time:
+                d.max_time = seconds
+            d.rows_sent += rows
+            d.rows_affected += affected
+            if error:
+                d.errors += 1
+            d.last_seen = time.time()
+        if self.slowlog is not None and seconds >= self.recorder.long_query_time:
+            self._slow(text, seconds, rows, affected)
+        if not error and command == _QUERY and text[:4].lower() in _USES:
+            self._use(text)
+
+    def _forget(self) -> None:
+        """The cached rows no longer fit (a new user, schema or backend, or a truncate)."""
+        state = self.state
+        self._cache.clear()
+        self._generation = self.digests.generation if self.digests is not None else -1
+        backend = state.backend
+        self._backend = backend
+        self._user = state.client.username
+        if self.schema is None:
+            self.schema = state.client.default_db
+        self._who = (state.client.username, self.schema,
+                     str(backend.addr) if backend is not None else "")
+
+    def _use(self, text: bytes) -> None:
+        words = text[3:].split(None, 1)
+        if words:
+            name = words[0].rstrip(b";")
+            if name.startswith(b"`") and name.endswith(b"`"):
+                name = name[1:-1].replace(b"``", b"`")
+            self.schema = name.decode("utf-8", "replace")
+            self._generation = -1  # the cached rows are the old schema's
+
+    def _slow(self, text: bytes, seconds: float, rows: int, affected: int) -> None:
+        assert self.slowlog is not None
+        state = self.state
+        src = state.client.src
+        schema = self.schema if self.schema is not None else state.client.default_db
+        self.slowlog.write(entry(
+            now=time.time(), user=state.client.username or "unknown",
+            host=src.address if src is not None else "",
+            connection_id=state.connection_id, schema=schema, seconds=seconds,
+            rows_sent=rows, rows_affected=affected, query=text))

@@ -1,0 +1,67 @@
+"""summarize() (the relay's one-pass figures of a simple response) agrees with the
+ResponseTracker wherever it answers, and answers for the common shapes."""
+
+from __future__ import annotations
+
+import pytest
+from chassis_mysql.constants import Command
+from chassis_mysql.packets import OK, eof_packet, err_packet
+from chassis_mysql.response import ResponseTracker
+from chassis_mysql.resultset import encode_column_count, encode_text_row, text_column
+from chassis_mysql.summary import summarize
+from hypothesis import given, settings
+
+from .recorded import CLIENTS, commands, conversation, negotiated
+from .test_response import _query_response
+from .test_response_scan import CLASSIC, MODERN, RAW, wire
+
+_ANSWERED = (Command.QUERY, Command.STMT_EXECUTE)
+
+
+def _agrees(command: int, caps: int, data: bytes) -> bool:
+    """Whether summarize() answered for ``data``; when it did, it agrees with the tracker."""
+    found = summarize(data, caps)
+    if found is None:
+        return False
+    t = ResponseTracker(command, caps)
+    assert t.scan(data) == len(data) and t.done, data
+    assert found == (t.rows, t.affected_rows, t.error_code)
+    return True
+
+
+@pytest.mark.parametrize("client", CLIENTS + RAW)
+def test_recorded_responses(client: str) -> None:
+    conv = conversation(client)
+    caps = negotiated(conv)
+    answered = 0
+    for cmd, answer in commands(conv):
+        if cmd[0] not in _ANSWERED or any(p.startswith(b"c:") for p in answer):
+            continue
+        answered += _agrees(cmd[0], caps, wire(answer))
+        # a partial buffer, or one with more after it, is never summarised
+        data = wire(answer)
+        assert summarize(data[:-1], caps) is None
+        assert summarize(data + wire([OK().encode(caps)]), caps) is None
+    assert answered
+
+
+@settings(deadline=None)
+@given(_query_response())
+def test_generated_responses(case: tuple[int, list[bytes], list[str]]) -> None:
+    caps, packets, _events = case
+    data = wire(packets)
+    single = sum(e in ("OK", "COLUMN_COUNT") for e in _events) + (packets[-1][0] == 0xFF) == 1
+    assert _agrees(Command.QUERY, caps, data) == single  # several results: the tracker's
+
+
+@pytest.mark.parametrize("caps", [CLASSIC, MODERN])
+def test_common_shapes_are_summarised(caps: int) -> None:
+    end = OK(header=0xFE).encode(caps) if caps == MODERN else eof_packet()
+    defs = [text_column("c").encode()] + ([] if caps == MODERN else [eof_packet()])
+    rows = [encode_text_row([b"x" * 120]), encode_text_row([None])]
+    assert summarize(wire([OK(affected_rows=3).encode(caps)]), caps) == (0, 3, 0)
+    assert summarize(wire([err_packet(1054, "no such column")]), caps) == (0, 0, 1054)
+    assert summarize(wire([encode_column_count(1), *defs, *rows, end]), caps) == (2, 0, 0)
+    assert summarize(wire([encode_column_count(1), *defs, end]), caps) == (0, 0, 0)
+    assert summarize(wire([encode_column_count(1), *defs, rows[0], err_packet(1317, "x")]), caps) \
+        == (1, 0, 1317)
