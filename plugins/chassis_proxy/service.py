@@ -201,9 +201,13 @@ class ProxyService:
         self.close_all()
 
     def _close_resting(self) -> None:
+        """Close the clients at rest; have the others closed once their command is
+        answered (asked again at every poll: a client may have logged in since)."""
         for conn in list(self.connections):
             if not conn.moving and conn.at_rest():
                 conn.close("proxy is shutting down")
+            else:
+                conn.close_after_command()
 
     def close_all(self) -> None:
         if self.connections:
