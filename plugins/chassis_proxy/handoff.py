@@ -309,9 +309,11 @@ class Handoff:
         try:
             await self.send(describe(conn, watch), fds)
         except (OSError, ValueError) as e:
-            log.warning("upgrade: cannot hand over conn %d (%s); it drains here",
-                        conn.connection_id, e)
+            log.warning("upgrade: cannot hand over conn %d (%s); it drains here, and so "
+                        "do the others", conn.connection_id, e)
             self.broken = True
+            for other in self.watched:  # the stop closes them as on SIGTERM now
+                other.moving = False
             watch.moving = False
             for transport, leg in zip((client, server), legs, strict=True):
                 transport.set_protocol(leg)

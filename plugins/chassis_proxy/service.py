@@ -204,7 +204,9 @@ class ProxyService:
         """Close the clients at rest; have the others closed once their command is
         answered (asked again at every poll: a client may have logged in since)."""
         for conn in list(self.connections):
-            if not conn.moving and conn.at_rest():
+            if conn.moving:  # an upgrade hands it over once it rests (chassis_proxy.handoff)
+                continue
+            if conn.at_rest():
                 conn.close("proxy is shutting down")
             else:
                 conn.close_after_command()
