@@ -109,6 +109,8 @@ class ProxyConnection:
         self._paused_since: float | None = None
         self._between_commands = False  # closed by close_after_command: the server owes nothing
         self._header: asyncio.Future[ProxyHeader] | None = None  # a balancer's, on its way
+        #: Being handed over to a new chassis (chassis_proxy.handoff): a stop leaves it be.
+        self.moving = False
 
     @property
     def name(self) -> str:
@@ -143,6 +145,16 @@ class ProxyConnection:
         else:
             proxy_header.refuse_headers(st.client_ch, self._header_from_untrusted)
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def start_adopted(self) -> None:
+        """A connection the chassis we replace handed over (chassis_proxy.handoff), its
+        state restored and both channels connected: relay from now on."""
+        self.service.register(self)
+        try:
+            self._start_relay()
+        except ConnectionGone as e:
+            log.info("conn %d: handed over, but %s", self.connection_id, e)
+            self.close()
 
     @property
     def closed(self) -> bool:

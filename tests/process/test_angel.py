@@ -88,11 +88,12 @@ def test_sighup_to_either_reopens_the_log_file_and_nothing_exits(
     assert ask(echo.port, "alive") == "alive"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["USR1", "USR2"])
-def test_sigusr_to_the_angel_reaches_the_worker_and_stops_nothing(
-        chassis_factory: Factory, echo: EchoSetup, signum: int) -> None:
+def test_sigusr1_to_the_angel_reaches_the_worker_and_stops_nothing(
+        chassis_factory: Factory, echo: EchoSetup) -> None:
+    """(SIGUSR2 upgrades: tests/process/test_upgrade.py.)"""
     chassis = chassis_factory(echo.args("--keepalive", "--log-level=info"))
     worker = only_worker(chassis)
+    signum = signal.SIGUSR1
     name = signal.Signals(signum).name
     for count in (1, 2):
         chassis.signal(signum)
