@@ -48,7 +48,7 @@ local py_log = py.log
 _G.python = nil
 package.loaded.python = nil
 
-local unlimited, guarded, guarded_armed, describe = L.unlimited, L.guarded, L.guarded_armed, L.describe
+local guarded, guarded_armed, describe = L.guarded, L.guarded_armed, L.describe
 local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
@@ -135,11 +135,20 @@ function api.call_read_auth_result(cs, packet)
 	return guarded(fn, { packet = packet })
 end
 
-function api.call_read_query_result(cs, r, fields_fn, row_fn)
+-- After the state: injection.py's ResultView.arguments()
+function api.call_read_query_result(cs, ...)
 	activate(cs)
 	local fn = cs.env.read_query_result
 	if fn == nil then return ST_MISSING, nil end
-	return guarded(fn, make_injection(r, unlimited(fields_fn), unlimited(row_fn)))
+	return guarded(fn, make_injection(...))
+end
+
+-- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed).
+function api.call_read_query_result_armed(cs, ...)
+	activate(cs)
+	local fn = cs.env.read_query_result
+	if fn == nil then return ST_MISSING, nil end
+	return guarded_armed(fn, make_injection(...))
 end
 
 function api.has_hook(cs, name)
