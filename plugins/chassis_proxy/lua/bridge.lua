@@ -29,7 +29,9 @@ end
 -- limits.lua runs first: it wraps every Python callback so that it runs with the memory
 -- ceiling lifted, and guards pcall, xpcall and coroutines before any script code exists.
 L = part("limits", py, settings)
-py = L.wrap_all(py)
+-- proxy.queries' callbacks run for most commands of a script that injects; they return
+-- nothing or a number and never raise (objects.py guards them)
+py = L.wrap_all(py, { queue_add = true, queue_reset = true, queue_len = true })
 -- the bridge's frames are hidden from the tracebacks scripts see (limits.lua)
 L.bridge_source("=limits.lua")
 L.bridge_source("=bridge.lua")
