@@ -257,9 +257,15 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 def also_lua_targets(stack: contextlib.ExitStack, db: MariaDB, args: argparse.Namespace,
                      log_dir: Path) -> list[Target]:
-    """A chassis per ``--also-lua`` script, named ``proxied+lua-<file stem>``."""
-    return [stack.enter_context(chassis(db, args, script, log_dir, suffix=f"-{script.stem}"))
-            for script in args.also_lua]
+    """A chassis per ``--also-lua`` script, named ``proxied+lua-<file stem>`` (and with
+    ``--baseline``, the baseline's ``baseline+lua-<file stem>`` too)."""
+    targets = [stack.enter_context(chassis(db, args, script, log_dir, suffix=f"-{script.stem}"))
+               for script in args.also_lua]
+    if args.baseline is not None:
+        targets += [stack.enter_context(chassis(db, args, script, log_dir, args.baseline, "baseline",
+                                                suffix=f"-{script.stem}"))
+                    for script in args.also_lua]
+    return targets
 
 
 # -- report ------------------------------------------------------------------------------
@@ -273,15 +279,15 @@ SCRIPT_CPU_TARGETS = {"bench-inspect": 1.15, "bench-result": 1.30}
 def print_script_cpu_ratios(cpu_of: dict[tuple[str, int, str], float | None],
                             args: argparse.Namespace) -> None:
     """Each scripted chassis' CPU per query over the script-less one's, per cell."""
-    scripts = {f"proxied+lua-{p.stem}": p for p in args.also_lua}
+    scripts = {f"{label}+lua-{p.stem}": p for p in args.also_lua for label in ("proxied", "baseline")}
     if args.lua is not None:
-        scripts["proxied+lua"] = args.lua
+        scripts["proxied+lua"] = scripts["baseline+lua"] = args.lua
     for (workload, threads, name), cpu in cpu_of.items():
-        plain = cpu_of.get((workload, threads, "proxied"))
+        plain = cpu_of.get((workload, threads, name.split("+")[0]))
         if name not in scripts or not cpu or not plain:
             continue
         line = (f"{workload} at {threads} threads, {name}: {cpu:.1f} us CPU/query,"
-                f" {cpu / plain:.2f}x the script-less chassis' {plain:.1f}")
+                f" {cpu / plain:.2f}x the script-less {name.split('+')[0]}'s {plain:.1f}")
         goal = SCRIPT_CPU_TARGETS.get(scripts[name].stem)
         if goal is not None:
             line += f" ({'meets' if cpu <= plain * goal else 'misses'} the target of at most {goal:.2f}x)"
