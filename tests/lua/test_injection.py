@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chassis_mysql.constants import ColumnFlag, FieldType, ServerStatus
+from chassis_mysql.constants import Capability, ColumnFlag, FieldType, ServerStatus
 from chassis_mysql.packets import eof_packet, err_packet, ok_packet
 from chassis_mysql.resultset import (
     ColumnDefinition,
@@ -215,6 +215,32 @@ def test_an_invalid_row_raises_in_the_script(env: Env) -> None:
     body = "for row in inj.resultset.rows do end return 'unreachable'"
     got = describe(env, body, Injection(1, b"\x03q", True), packets)
     assert got.startswith("error: ") and "row 1 is invalid" in got
+
+
+def test_tracked_system_variables_of_an_ok_result(env: Env) -> None:
+    """MariaDB's last_gtid (session_track_system_variables) is on the resultset when the
+    client negotiated SESSION_TRACK (rw-splitting.lua's causal reads use it)."""
+    variable = b"\x09last_gtid\x060-1-42"
+    block = b"\x00" + bytes([len(variable)]) + variable
+    status = ServerStatus.AUTOCOMMIT | ServerStatus.SESSION_STATE_CHANGED
+    ok = b"\x00\x01\x00" + int(status).to_bytes(2, "little") + b"\x00\x00\x00" + bytes([len(block)]) + block
+    script = SCRIPT + """function describe(inj)
+  local v = inj.resultset.session_variables
+  return v and v.last_gtid or "none"
+end
+"""
+    def last_gtid(caps: int, first: bytes, status: int) -> str:
+        conn = env.conn()
+        conn.client_capabilities = caps  # type: ignore[attr-defined]
+        hooks = env.host(script).open(conn)
+        out = hooks.read_query_result(result_for(Injection(1, b"\x03INSERT", True), [first],
+                                                 server_status=int(status)))
+        return error_of(out.response).message
+
+    track = int(Capability.PROTOCOL_41 | Capability.SESSION_TRACK)
+    assert last_gtid(track, ok, status) == "0-1-42"
+    assert last_gtid(int(Capability.PROTOCOL_41), ok, status) == "none"  # not negotiated
+    assert last_gtid(track, ok_packet(), ServerStatus.AUTOCOMMIT) == "none"  # nothing changed
 
 
 def test_an_injection_kept_past_its_hook_reads_its_own_rows(env: Env) -> None:

@@ -55,6 +55,8 @@ local function make_resultset(r, view)
 				in_trans = r.in_trans, auto_commit = r.auto_commit,
 				no_good_index_used = r.no_good_index_used, no_index_used = r.no_index_used,
 			}
+		elseif key == "session_variables" then
+			return r.session_variables
 		elseif key == "raw" then
 			if not r.buffered then not_buffered("raw") end
 			return r.raw
@@ -83,12 +85,13 @@ end
 -- objects return as they are.
 local function make_injection(view, id, query, query_time, response_time, query_status, affected_rows,
 		insert_id, warning_count, row_count, bytes, in_trans, auto_commit, no_good_index_used,
-		no_index_used, buffered, raw)
+		no_index_used, buffered, raw, session_variables)
 	local r = {
 		query_status = query_status, affected_rows = affected_rows, insert_id = insert_id,
 		warning_count = warning_count, row_count = row_count, bytes = bytes,
 		in_trans = in_trans, auto_commit = auto_commit, no_good_index_used = no_good_index_used,
 		no_index_used = no_index_used, buffered = buffered, raw = raw,
+		session_variables = session_variables,
 	}
 	local u = newproxy(true)
 	local mt = getmetatable(u)

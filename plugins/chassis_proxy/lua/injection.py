@@ -24,7 +24,7 @@ from chassis_mysql.constants import (
     ServerStatus,
 )
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import is_eof, is_err, is_ok_eof
+from chassis_mysql.packets import OK, is_eof, is_err, is_ok_eof
 from chassis_mysql.resultset import (
     ColumnDefinition,
     DateTimeValue,
@@ -38,10 +38,12 @@ from chassis_proxy.hooks import InjectionResult
 from chassis_proxy.lua.objects import lua_number
 
 _EXT_META = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
+_TRACK = int(Capability.SESSION_TRACK)
 _IN_TRANS = int(ServerStatus.IN_TRANS)
 _AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
 _NO_GOOD_INDEX_USED = int(ServerStatus.NO_GOOD_INDEX_USED)
 _NO_INDEX_USED = int(ServerStatus.NO_INDEX_USED)
+_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
 
 
 def _as_text(value: object, ftype: int) -> bytes | None:
@@ -87,7 +89,7 @@ def _column(payload: bytes, capabilities: int) -> tuple[ColumnDefinition, tuple[
 class ResultView:
     """Decodes one buffered response on demand for the Lua injection object."""
 
-    __slots__ = ("_capabilities", "_columns", "_rows_start", "_table", "_types", "result")
+    __slots__ = ("_capabilities", "_columns", "_rows_start", "_table", "_types", "result", "size")
 
     def __init__(self, result: InjectionResult, table: Callable[..., Any], capabilities: int = 0) -> None:
         self.result = result
@@ -96,18 +98,22 @@ class ResultView:
         self._columns: list[ColumnDefinition] | None = None
         self._types: list[tuple[int, bool]] = []
         self._rows_start = 0
+        #: The bytes of the strings arguments() hands to Lua (the packet, raw).
+        self.size = 0
 
     def arguments(self) -> tuple[Any, ...]:
         """What bridge.lua's call_read_query_result takes after the connection's state:
         this view (for ``py.result_fields`` and ``py.result_row``), then the values
         injection.lua's injection and resultset objects return as they are (id, query,
         query_time, response_time, query_status, affected_rows, insert_id, warning_count,
-        row_count, bytes, the four flags, buffered, raw). Plain values: passing them as
+        row_count, bytes, the four flags, buffered, raw, session_variables). Plain values: passing them as
         arguments costs less than building a table for them."""
         r = self.result
         inj = r.injection
         packets = r.packets
         status = r.server_status
+        raw = (packets[0] if packets else r.first_packet) if packets is not None else None
+        self.size = len(inj.packet) + len(raw or b"")
         return (
             self,
             lua_number(inj.id),
@@ -125,8 +131,23 @@ class ResultView:
             bool(status & _NO_GOOD_INDEX_USED),
             bool(status & _NO_INDEX_USED),
             packets is not None,
-            (packets[0] if packets else r.first_packet) if packets is not None else None,
+            raw,
+            self._session_variables(status),
         )
+
+    def _session_variables(self, status: int) -> Any:
+        """The tracked system variables an OK result reports changed (name to value), or
+        None: only with SESSION_TRACK negotiated and the server's SESSION_STATE_CHANGED
+        flag, so other results pay one test."""
+        first = self.result.first_packet
+        if not (status & _STATE_CHANGED and self._capabilities & _TRACK
+                and first and first[0] == OK_HEADER):
+            return None
+        try:
+            found = OK.parse(first, self._capabilities).system_variables()
+        except ProtocolError:
+            return None
+        return self._table(found)
 
     def columns(self) -> list[ColumnDefinition]:
         """The first result set's column definitions (empty for OK, ERR, LOCAL INFILE)."""

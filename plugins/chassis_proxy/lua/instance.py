@@ -244,8 +244,7 @@ class LuaConnectionHooks:
             return NO_DECISION
         view = ResultView(result, self._calls.table, negotiated_capabilities(self.conn))
         args = view.arguments()
-        size = len(result.injection.packet) + len(args[-1] or b"")
-        status, value = self._calls.call_read_query_result(self.conn, self._state, args, size)
+        status, value = self._calls.call_read_query_result(self.conn, self._state, args, view.size)
         if status == CALL_MISSING:
             return NO_DECISION
         if status != CALL_OK:
