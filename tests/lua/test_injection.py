@@ -241,3 +241,28 @@ end
     assert last_gtid(track, ok, status) == "0-1-42"
     assert last_gtid(int(Capability.PROTOCOL_41), ok, status) == "none"  # not negotiated
     assert last_gtid(track, ok_packet(), ServerStatus.AUTOCOMMIT) == "none"  # nothing changed
+
+
+def test_an_injection_kept_past_its_hook_reads_its_own_rows(env: Env) -> None:
+    """The inj object holds its own result: a script that keeps one reads the same rows
+    later, after other results came in (the view crosses into Lua with the object)."""
+    hooks = env.host("""
+kept = {}
+function read_query_result(inj)
+  kept[#kept + 1] = inj
+end
+function read_query(packet)
+  local out = {}
+  for _, inj in ipairs(kept) do
+    for row in inj.resultset.rows do out[#out + 1] = inj.id .. ":" .. tostring(row[2]) end
+    out[#out + 1] = inj.id .. ":" .. inj.resultset.fields[1].org_name
+  end
+  proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = table.concat(out, ",") }
+  return proxy.PROXY_SEND_RESULT
+end
+""").open(env.conn())
+    others = text_resultset([text_column("a"), text_column("b")], [["x", "other"]])
+    hooks.read_query_result(result_for(Injection(1, b"\x03SELECT 1", True), people()))
+    hooks.read_query_result(result_for(Injection(2, b"\x03SELECT 2", True), others))
+    out = hooks.read_query(b"\x03SELECT 3")
+    assert error_of(out.response).message == "1:ann,1:nil,1:cy,1:pid,2:other,2:a"
