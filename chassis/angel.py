@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from chassis import logs, reload, signals, watchdog, worker
+from chassis import listenfds, logs, reload, signals, upgrade, watchdog, worker
 from chassis.config import Config
 from chassis.pidfile import PidFile
 from chassis.privileges import TargetUser
@@ -129,6 +129,8 @@ class Angel:
     policy: RestartPolicy = field(default_factory=RestartPolicy.from_environment)
     #: How SIGHUP reads the configuration again (``cli.reparse``; None: logs only).
     reread: reload.Reread | None = None
+    #: Started by an upgrade: the socket the old chassis hands connections over on.
+    handoff: socket.socket | None = None
 
     def __post_init__(self) -> None:
         self.count = int(self.config.get("event_threads") or 1)
@@ -142,6 +144,10 @@ class Angel:
         self.exit_code = 0
         self.kill_at: float | None = None
         self.killed = False
+        self.successor: upgrade.Successor | None = None  # an upgrade under way
+        self.succeeded_by: int | None = None  # the new chassis took over
+        self.abandoned: int | None = None  # a new chassis that failed, until reaped
+        self.claimed: set[int] = set()  # inherited listeners some worker took
 
     # -- the loop -------------------------------------------------------------------
 
@@ -159,6 +165,7 @@ class Angel:
             if info is not None:
                 self._on_signal(info.si_signo)
             self._poll_reports()
+            self._poll_successor()
             self._reap()
             if self.stopping:
                 if not any(s.pid for s in self.slots):
@@ -171,7 +178,7 @@ class Angel:
 
     def _timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [1.0]
+        deadlines = [1.0 if self.successor is None else 0.1]
         deadlines += [s.restart_at - now for s in self.slots if s.restart_at is not None]
         if self.kill_at is not None and not self.killed:
             deadlines.append(self.kill_at - now)
@@ -215,7 +222,9 @@ class Angel:
             self.logs.reopen_after_sighup()
             self._forward(signum)
             self._reload()
-        elif signum in (signal.SIGUSR1, signal.SIGUSR2):
+        elif signum == signal.SIGUSR2:
+            self._upgrade()
+        elif signum == signal.SIGUSR1:
             self._forward(signum)
         # SIGCHLD and SIGIO only wake the loop: reaping and reading follow.
 
@@ -238,23 +247,91 @@ class Angel:
                     log.log(logs.CRITICAL, "reload: worker %d (pid=%d) did not get the new "
                             "configuration: %s", slot.index + 1, slot.pid, why)
 
+    # -- upgrade (SIGUSR2), see chassis.upgrade ------------------------------------------
+
+    def _upgrade(self) -> None:
+        """Start the new chassis with every worker's listeners; wait for it in the loop."""
+        if self.stopping or not self.ready:
+            log.warning("upgrade: received SIGUSR2 while %s; ignored",
+                        "stopping" if self.stopping else "starting")
+            return
+        if self.successor is not None:
+            log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
+                        "ignored", self.successor.pid)
+            return
+        log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
+        workers = [(f"worker {slot.index + 1} (pid={slot.pid})", slot.commands)
+                   for slot in self.slots if slot.pid and slot.commands is not None]
+        gathered = upgrade.gather(workers)
+        try:
+            self.successor = upgrade.begin(self.config, gathered, self.pidfile,
+                                           self.notifier.address)
+        finally:
+            for _, sock in gathered:
+                sock.close()  # copies: the new chassis has its own now
+        if self.successor is not None:
+            self.successor.signal_when_ready()  # SIGIO wakes the loop
+
+    def _poll_successor(self, exited: bool = False) -> None:
+        successor = self.successor
+        if successor is None:
+            return
+        outcome = successor.check()
+        if outcome is None and exited:
+            outcome = (False, "it exited before it was ready")
+        if outcome is None:
+            return
+        self.successor = None
+        successor.listener.close()
+        ready, why = outcome
+        if not ready:
+            upgrade.failed(why)
+            successor.abandon()  # reaped by _reap, like a worker; then the pid file is back
+            self.abandoned = successor.pid
+            return
+        self.succeeded_by = successor.pid
+        self.notifier.send(f"MAINPID={successor.pid}")
+        log.log(logs.MESSAGE, "upgrade: new chassis pid %d ready; the workers hand over "
+                "and drain", successor.pid)
+        self._begin_stop(0, handoff=successor)
+        successor.handoff.close()
+
     def _forward(self, signum: int) -> None:
         for slot in self.slots:
             if slot.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signum)
 
-    def _begin_stop(self, exit_code: int, signum: int = signal.SIGTERM) -> None:
+    def _begin_stop(self, exit_code: int, signum: int = signal.SIGTERM,
+                    handoff: upgrade.Successor | None = None) -> None:
+        """Stop every worker: ``signum``, or, after an upgrade, "hand over" (then they stop)."""
         if self.stopping:
             return
         self.stopping = True
         self.exit_code = exit_code
-        self.notifier.stopping()
+        if handoff is None:
+            self.notifier.stopping()
+            if self.successor is not None:  # the operator wants no chassis: stop it too
+                upgrade.abandoned(self.successor.pid)
+                self.successor.abandon()
+                self.abandoned, self.successor = self.successor.pid, None
         timeout = float(self.config.get("shutdown_timeout", 30.0))
         self.kill_at = time.monotonic() + timeout + KILL_GRACE
         for slot in self.slots:
             slot.restart_at = None
-        self._forward(signum)
+        if handoff is None:
+            self._forward(signum)
+            return
+        for slot in self.slots:
+            if not slot.pid:
+                continue
+            why = ("it has no socket to the angel" if slot.commands is None else
+                   upgrade.send_hand_over(slot.commands, handoff.handoff, handoff.pid))
+            if why is not None:
+                log.warning("upgrade: worker %d (pid=%d) cannot hand over (%s); stopping it",
+                            slot.index + 1, slot.pid, why)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signum)
 
     def _kill_stragglers(self) -> None:
         if self.killed or self.kill_at is None or time.monotonic() < self.kill_at:
@@ -323,7 +400,7 @@ class Angel:
                 worker_count=self.count, reporter=reporter, angel_pid=self.pid,
                 user=self.user, heartbeat=slot.heartbeat,
                 heartbeat_interval=watchdog.interval(self.watchdog_timeout or 4.0),
-                commands=commands,
+                commands=commands, handoff=self.handoff,
             ))
         except BaseException:
             with contextlib.suppress(BaseException):
@@ -374,6 +451,7 @@ class Angel:
             report = slot.listener.poll()
             if report is not None and report.ready:
                 slot.ready = True
+                self.claimed.update(report.inherited)
                 slot.listener.close()
                 if self.ready:
                     log.log(logs.MESSAGE, "worker %d (pid=%s) ready", slot.index + 1, slot.pid)
@@ -382,6 +460,7 @@ class Angel:
 
     def _all_ready(self) -> None:
         self.ready = True
+        listenfds.close_unclaimed(self.claimed)  # kept for restarts, unless nobody uses it
         if self.pidfile is not None:
             try:
                 self.pidfile.write(os.getpid())
@@ -403,6 +482,12 @@ class Angel:
             slot = next((s for s in self.slots if s.pid == pid), None)
             if slot is not None:
                 self._on_exit(slot, status, usage.ru_maxrss)
+            elif self.successor is not None and pid == self.successor.pid:
+                self._poll_successor(exited=True)
+            if pid == self.abandoned:
+                self.abandoned = None
+                if self.pidfile is not None:
+                    self.pidfile.restore()
 
     def _on_exit(self, slot: Slot, status: int, maxrss_kb: int) -> None:
         now = time.monotonic()

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from chassis import __version__, keyfile, plugins
+from chassis import __version__, keyfile, plugins, upgrade
 from chassis.config import COMMAND_LINE, DEFAULT, DEFAULTS_FILE, Config
 from chassis.errors import ChassisError, ConfigError
 from chassis.options import CLI_ONLY, core_options
@@ -269,6 +269,7 @@ def parse(argv: Sequence[str]) -> tuple[Config, Any] | int:
         return e.exit_code
     except click.ClickException as e:
         e.show()
+        upgrade.report_early_failure(e.format_message(), 2)
         return 2
     if ctx.params.pop("version", False):
         click.echo(version_text(names, found, pm))
@@ -324,4 +325,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run(config, pm, reread=reparse))
     except ChassisError as e:
         print(f"chassis: {e}", file=sys.stderr)
+        upgrade.report_early_failure(str(e), e.exit_code)
         sys.exit(e.exit_code)

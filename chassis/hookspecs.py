@@ -23,6 +23,12 @@ Life of a plugin, per process:
    until ``deadline``.
 6. ``chassis_shutdown``: last chance to release resources; the loop is about to close.
 
+SIGUSR2, while serving, upgrades (see docs/operations.md, "Upgrading without dropping
+clients"): a new chassis starts with the same command line, takes the listening sockets
+(``chassis.listen.bind_listener`` finds them), and once it is ready each old worker
+calls ``chassis_handover_out`` and then stops as on SIGTERM; the new workers get what
+was handed over through ``chassis_handover_in``.
+
 SIGHUP, while serving, reloads (see docs/operations.md, "Reloading"): the command line
 and the defaults-file are parsed again, ``chassis_check_reload`` of every plugin is
 called once (in the angel's check child, or in the single process), and when none
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
     from chassis.config import Config
     from chassis.metrics import Metric
     from chassis.runtime import Runtime
+    from chassis.upgrade import HandoverItem, Send
 
 hookspec = pluggy.HookspecMarker("chassis")
 
@@ -203,6 +210,38 @@ def chassis_reload(old: Config, new: Config, runtime: Runtime) -> Awaitable[None
     logged and the plugin keeps what it had. ``runtime.config`` becomes ``new`` after
     every plugin's ``chassis_reload`` has returned. Runs inside the event loop; may
     return a coroutine.
+    """
+
+
+@hookspec
+def chassis_handover_out(runtime: Runtime, send: Send) -> (
+        Awaitable[tuple[int, int] | None] | tuple[int, int] | None):
+    """An upgrade (SIGUSR2): the new chassis is ready; hand it what can move.
+
+    Called once in each old worker, right before its graceful stop (``chassis_stop``,
+    then ``chassis_shutdown``: the worker then exits). ``await send(state, fds)`` hands
+    one item to the new chassis: ``state`` a JSON-serializable dict, ``fds`` file
+    descriptors (sockets) that are duplicated into the message, so close yours once it
+    returned. Keep ``send`` to hand over more during the stop (work that comes to rest
+    later); it raises ``OSError`` once the new chassis is gone. Return (how many items
+    you are handing over, how many stay here to finish), for the log line
+    "upgrade: new chassis pid N ready, handing over K connections, draining M".
+
+    An item may reach any of the new chassis' workers (``--event-threads``).
+    """
+
+
+@hookspec(firstresult=True)
+def chassis_handover_in(runtime: Runtime, item: HandoverItem) -> Awaitable[None] | bool | None:
+    """A chassis started by an upgrade receives ``item`` from an old worker's plugin.
+
+    ``item.plugin`` names the plugin that sent it (the entry-point name), ``item.state``
+    is its dict, ``item.fds`` its file descriptors, now owned by this process. Return
+    None when the item is not yours (another plugin's); otherwise take the fds (wrap
+    them, or close them) and return True, or a coroutine that does (the chassis runs it
+    and logs its failure). Called in a worker that is serving (after every
+    ``chassis_serve``), inside its event loop. An item nobody takes is logged and its
+    fds closed.
     """
 
 

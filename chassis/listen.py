@@ -9,7 +9,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from chassis import portowners
+from chassis import listenfds, portowners
 from chassis.errors import StartupError
 
 
@@ -70,16 +70,19 @@ def parse_address(text: str, default_port: int) -> Address:
 DEFAULT_BACKLOG = 4096
 
 _instance_pid: int | None = None
+_worker_id = 0
 #: TCP addresses this process listens on, with the option that gave each: two plugins
 #: (or two options) on one address would split its clients between them.
 _bound_here: dict[tuple[str, int], tuple[str, socket.socket]] = {}
 
 
-def set_instance(pid: int) -> None:
+def set_instance(pid: int, worker_id: int = 0) -> None:
     """Name the chassis process whose workers may share our listeners (the angel's pid, or
-    the worker's own without an angel); called by the worker before the plugins bind."""
-    global _instance_pid
+    the worker's own without an angel), and which worker this is (it picks the inherited
+    socket of that rank); called by the worker before the plugins bind."""
+    global _instance_pid, _worker_id
     _instance_pid = pid
+    _worker_id = worker_id
 
 
 def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = DEFAULT_BACKLOG,
@@ -91,9 +94,17 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
     before binding and checked again after it (two starting at once both refuse rather
     than share). A stale unix socket file nobody answers on is removed first.
     ``option`` names the option that gave the address, for the error's hint.
+
+    A listening socket handed down on this address (systemd socket activation, or the
+    chassis this one replaces on SIGUSR2: :mod:`chassis.listenfds`) is taken instead of
+    binding one.
     """
     if address.path is not None:
-        return _bind_unix(address.path, backlog)
+        sock = listenfds.take(address.path, str(address), _worker_id)
+        if sock is None:
+            sock = _bind_unix(address.path, backlog)
+        listenfds.remember(str(address), sock)
+        return sock
     host = address.host or "0.0.0.0"
     try:
         infos = socket.getaddrinfo(
@@ -102,10 +113,13 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
     except socket.gaierror as e:
         raise StartupError(f"cannot resolve listen address {address}: {e.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
-    hint = f"is another chassis or server running there? see {option or 'the listen address'}"
-    shared = reuse_port and hasattr(socket, "SO_REUSEPORT") and address.port != 0
     key = (str(sockaddr[0]), address.port)
     _refuse_twice(address, key, option)
+    inherited = listenfds.take((sockaddr[0], sockaddr[1]), str(address), _worker_id)
+    if inherited is not None:
+        return _opened(address, key, option, inherited)
+    hint = f"is another chassis or server running there? see {option or 'the listen address'}"
+    shared = reuse_port and hasattr(socket, "SO_REUSEPORT") and address.port != 0
     if shared:
         _refuse_strangers(address, str(sockaddr[0]), address.port, None, hint)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -129,8 +143,16 @@ def bind_listener(address: Address, *, reuse_port: bool = True, backlog: int = D
             sock.close()
             raise
     sock.setblocking(False)
+    return _opened(address, key, option, sock)
+
+
+def _opened(address: Address, key: tuple[str, int], option: str | None,
+            sock: socket.socket) -> socket.socket:
+    """Note a TCP listener of this process: for :func:`_refuse_twice`, and for the next
+    chassis (an upgrade passes every listener on)."""
     if address.port != 0:
         _bound_here[key] = (option or "another listener", sock)
+    listenfds.remember(str(address), sock)
     return sock
 
 

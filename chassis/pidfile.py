@@ -29,6 +29,8 @@ class PidFile:
         self.owner = owner
         self.fd: int | None = None
         self.written = False
+        #: Where the file was before :meth:`set_aside` (an upgrade in progress).
+        self.set_aside_from: Path | None = None
 
     def acquire(self) -> None:
         """Lock the path now (before forking), or fail naming the running chassis."""
@@ -80,6 +82,50 @@ class PidFile:
         old, self.fd = self.fd, fd
         os.close(old)
         self.written = True
+
+    def set_aside(self) -> Path | None:
+        """An upgrade begins (SIGUSR2): rename our file to ``PATH.oldbin`` (nginx's name),
+        so the new chassis can lock and write ``PATH``; returns the new name (None when
+        the file was never written or is no longer ours).
+
+        The lock moves with the inode: :meth:`release` then removes ``PATH.oldbin``, never
+        the new chassis' file.
+        """
+        if self.fd is None or not self.written or not _same_file(self.fd, self.path):
+            return None
+        aside = self.path.with_name(self.path.name + ".oldbin")
+        try:
+            os.rename(self.path, aside)
+        except OSError as e:
+            raise ChassisError(f"cannot rename pid file {self.path} to {aside.name}: "
+                               f"{e.strerror}") from None
+        self.set_aside_from = self.path
+        self.path = aside
+        return aside
+
+    def restore(self) -> None:
+        """The upgrade failed: ``PATH.oldbin`` goes back to ``PATH`` unless someone (a new
+        chassis still running) holds ``PATH``."""
+        original = self.set_aside_from
+        if original is None or self.fd is None or not _same_file(self.fd, self.path):
+            return
+        try:
+            fd = os.open(original, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None
+        except OSError:
+            return
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # locked: a chassis holds it
+            finally:
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rename(self.path, original)
+            self.path = original
+            self.set_aside_from = None
 
     def release(self) -> None:
         """Remove the file if it is still ours, and drop the lock."""

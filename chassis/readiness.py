@@ -18,6 +18,8 @@ class Report:
     ready: bool
     error: str = ""
     exit_code: int = 0
+    #: A worker's: which inherited listening sockets it took (chassis.listenfds).
+    inherited: tuple[int, ...] = ()
 
 
 class Reporter:
@@ -34,8 +36,8 @@ class Reporter:
             os.write(self.fd, data)
         self.close()
 
-    def ready(self) -> None:
-        self._send({"ready": True})
+    def ready(self, inherited: list[int] | None = None) -> None:
+        self._send({"ready": True, "inherited": inherited or []})
 
     def failed(self, message: str, exit_code: int) -> None:
         self._send({"ready": False, "error": message, "exit_code": exit_code})
@@ -93,8 +95,9 @@ class Listener:
                     ready=bool(data.get("ready")),
                     error=str(data.get("error", "")),
                     exit_code=int(data.get("exit_code", 0)),
+                    inherited=tuple(int(i) for i in data.get("inherited") or ()),
                 )
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError):
                 self.report = Report(ready=False, error=f"garbled report {line[:200]!r}",
                                      exit_code=1)
         return self.report

@@ -229,11 +229,9 @@ def send(sock: socket.socket, config: Config) -> str | None:
     return None
 
 
-def receive(sock: socket.socket) -> Config | None:
-    """The configuration the angel sent (None: the angel closed its end)."""
-    data = sock.recv(MAX_MESSAGE)
-    if not data:
-        return None
+def decode(data: bytes) -> Config:
+    """The configuration in a message the angel sent (the worker reads the socket: the
+    same socket carries an upgrade's requests, :mod:`chassis.upgrade`)."""
     config = pickle.loads(data)  # from our own angel, over a socketpair made before the fork
     if not isinstance(config, Config):
         raise TypeError(f"expected a Config, got {type(config).__name__}")

@@ -13,13 +13,28 @@ must be written and removed by a process that keeps root).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import pwd
+import socket
 import sys
 
 import pluggy
 
-from chassis import __version__, angel, daemon, limits, logs, privileges, reload, signals, worker
+from chassis import (
+    __version__,
+    angel,
+    daemon,
+    limits,
+    listenfds,
+    logs,
+    privileges,
+    reload,
+    signals,
+    upgrade,
+    worker,
+)
 from chassis.config import Config
 from chassis.errors import ChassisError
 from chassis.pidfile import PidFile
@@ -51,7 +66,10 @@ def run(config: Config, pm: pluggy.PluginManager, reread: reload.Reread | None =
     ``reread`` reads the configuration again on SIGHUP (``cli.reparse``; None: SIGHUP
     only reopens the log file).
     """
-    user = privileges.lookup(config.user) if config.get("user") else None
+    inheritance = upgrade.from_environment()  # started by a chassis on SIGUSR2
+    listenfds.adopt_environment()  # systemd socket activation, or that chassis' listeners
+    listenfds.close_surplus(int(config.get("event_threads") or 1))
+    user = _target_user(config, inheritance)
     owner = user.owner if user is not None else None
     export_lua_paths(config)
     if config.get("max_open_files"):
@@ -75,7 +93,12 @@ def run(config: Config, pm: pluggy.PluginManager, reread: reload.Reread | None =
         pidfile.acquire()
     signals.block()
     launcher: Reporter = _Terminal(echo=not chassis_logs.on_stderr)
-    if config.get("daemon"):
+    if inheritance is not None:
+        # The chassis we replace waits for our report; it was the daemon already.
+        launcher = inheritance.reporter
+        if config.get("daemon"):
+            os.chdir("/")
+    elif config.get("daemon"):
         if chassis_logs.on_stderr:
             # The daemon's stderr is /dev/null: say so while there is a terminal.
             print("chassis: --daemon without --log-file or --log-use-syslog: the daemon's "
@@ -87,13 +110,20 @@ def run(config: Config, pm: pluggy.PluginManager, reread: reload.Reread | None =
         launcher = result
     notifier = Notifier.from_environment()
     os.environ.pop("NOTIFY_SOCKET", None)  # only the main process talks to systemd
-    log.log(logs.MESSAGE, "chassis %s started (plugins: %s)", __version__,
-            ", ".join(config.plugins) or "none")
+    log.log(logs.MESSAGE, "chassis %s started (plugins: %s)%s", __version__,
+            ", ".join(config.plugins) or "none",
+            f", taking over from pid {inheritance.old_pid}" if inheritance is not None else "")
+    if listenfds.inherited():
+        log.info("inherited %d listening socket(s): %s", len(listenfds.inherited()),
+                 ", ".join(str(s.key) for s in listenfds.inherited()))
+    handoff = inheritance.handoff if inheritance is not None else None
     try:
         if needs_angel(config):
             return angel.Angel(config, pm, chassis_logs, user=user, pidfile=pidfile,
-                               notifier=notifier, launcher=launcher, reread=reread).run()
-        return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher, reread)
+                               notifier=notifier, launcher=launcher, reread=reread,
+                               handoff=handoff).run()
+        return _run_single(config, pm, chassis_logs, user, pidfile, notifier, launcher, reread,
+                           handoff)
     except ChassisError as e:
         _report_late_failure(launcher, str(e), e.exit_code)
         raise
@@ -105,6 +135,21 @@ def run(config: Config, pm: pluggy.PluginManager, reread: reload.Reread | None =
         if pidfile is not None:
             pidfile.release()
         chassis_logs.flush()
+
+
+def _target_user(config: Config, inheritance: upgrade.Inheritance | None
+                 ) -> privileges.TargetUser | None:
+    """``--user``, checked; None when there is none, or when this chassis was started by
+    an upgrade from a single process that already runs as that user (it cannot switch
+    again, and need not)."""
+    name = config.get("user")
+    if not name:
+        return None
+    if inheritance is not None and os.geteuid() != 0:
+        with contextlib.suppress(KeyError):
+            if pwd.getpwnam(name).pw_uid == os.geteuid():
+                return None
+    return privileges.lookup(name)
 
 
 def _report_late_failure(launcher: Reporter, message: str, exit_code: int) -> None:
@@ -137,6 +182,7 @@ def _run_single(
     notifier: Notifier,
     launcher: Reporter,
     reread: reload.Reread | None = None,
+    handoff: socket.socket | None = None,
 ) -> int:
     """No angel: this process is the worker and does the main process's duties."""
     logs.set_role("worker")
@@ -149,4 +195,5 @@ def _run_single(
     return worker.run(worker.WorkerSetup(
         config=config, pm=pm, logs=chassis_logs, reporter=launcher, user=user,
         on_ready=on_ready, on_stopping=notifier.stopping, reread=reread,
+        pidfile=pidfile, notifier=notifier, handoff=handoff,
     ))

@@ -27,6 +27,9 @@ class Runtime:
     stopping: bool = False
     #: Requests to every worker of this chassis (set by the worker loop once it serves).
     control: ControlChannel | None = None
+    #: Set when a new chassis took over (SIGUSR2): its pid. The listeners now belong to it
+    #: too: do not remove a unix socket's file when you close yours.
+    succeeded_by: int | None = None
     _on_shutdown: Callable[[str], None] | None = field(default=None, repr=False)
     _offers: Callable[[str], Any] | None = field(default=None, repr=False)
 

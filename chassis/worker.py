@@ -26,13 +26,26 @@ from typing import Any
 
 import pluggy
 
-from chassis import listen, logs, metrics_http, privileges, reload, signals, watchdog
+from chassis import (
+    listen,
+    listenfds,
+    logs,
+    metrics_http,
+    privileges,
+    reload,
+    signals,
+    takeover,
+    upgrade,
+    watchdog,
+)
 from chassis.config import Config
 from chassis.control import ControlChannel
 from chassis.errors import ChassisError, StartupError
+from chassis.pidfile import PidFile
 from chassis.plugins import PluginCall, plugin_calls
 from chassis.readiness import Reporter
 from chassis.runtime import Runtime
+from chassis.sdnotify import Notifier
 
 log = logging.getLogger("chassis.worker")
 
@@ -63,8 +76,14 @@ class WorkerSetup:
     heartbeat_interval: float = 1.0
     #: No angel: how SIGHUP reads the configuration again (``cli.reparse``).
     reread: reload.Reread | None = None
-    #: With an angel: where it sends the configurations it accepted (SIGHUP).
+    #: With an angel: where it sends the configurations it accepted (SIGHUP), asks for
+    #: the listeners and says "hand over" (SIGUSR2).
     commands: socket.socket | None = None
+    #: No angel: what an upgrade (SIGUSR2) renames and tells.
+    pidfile: PidFile | None = None
+    notifier: Notifier | None = None
+    #: Started by an upgrade: where the old chassis hands over its connections.
+    handoff: socket.socket | None = None
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -108,6 +127,7 @@ class Worker:
         self.stop_requested = asyncio.Event()
         self.hurry = asyncio.Event()
         self.reloading = asyncio.Lock()
+        self.inherited_taken: list[int] = []  # which inherited listeners this worker took
         self.runtime = Runtime(
             config=setup.config,
             worker_id=setup.worker_id,
@@ -115,6 +135,8 @@ class Worker:
             _on_shutdown=self.request_stop,
             _offers=self._offered,
         )
+        self.takeover = takeover.Takeover(setup.pm, self.runtime, setup.pidfile,
+                                          setup.notifier, self.request_stop)
 
     def request_stop(self, reason: str) -> None:
         """SIGTERM, SIGINT, a plugin or a dead angel: begin the graceful stop once."""
@@ -148,17 +170,21 @@ class Worker:
             self._log_exit(StartupError.exit_code)
             return StartupError.exit_code
         if ready:
-            self.setup.reporter.ready()
+            self.setup.reporter.ready(self.inherited_taken)
             log.log(logs.MESSAGE, "worker %d of %d ready", self.setup.worker_id + 1,
                     self.setup.worker_count)
+            if self.setup.handoff is not None:
+                self.takeover.receive(self.setup.handoff)
         await self.stop_requested.wait()
         log.log(logs.MESSAGE, "shutting down: %s", self.stop_reason)
-        if self.setup.on_stopping is not None:
-            self.setup.on_stopping()
+        self.takeover.abandon()
+        if self.setup.on_stopping is not None and self.runtime.succeeded_by is None:
+            self.setup.on_stopping()  # (after an upgrade systemd follows the new chassis)
         deadline = self.runtime.loop.time() + float(self.config.get("shutdown_timeout", 30.0))
         await self._stop_hooks(deadline)
         await self._close_control()
         self._shutdown_hooks()
+        self.takeover.close()  # the new workers see the end of the hand-over
         self._log_exit(0)
         return 0
 
@@ -193,11 +219,12 @@ class Worker:
     async def _start(self) -> None:
         setup = self.setup
         # Listeners may be shared with our sibling workers only (chassis.listen).
-        listen.set_instance(setup.angel_pid or os.getpid())
+        listen.set_instance(setup.angel_pid or os.getpid(), setup.worker_id)
         metrics_http.install(setup.pm, self.config, setup.angel_pid)  # --metrics-address
         for call in plugin_calls(setup.pm, "chassis_apply_config"):
             await self._start_hook(call, "chassis_apply_config",
                                    config=self.config, runtime=self.runtime)
+        self.inherited_taken = listenfds.close_untaken()
         if setup.user is not None:
             privileges.drop(setup.user)
             log.log(logs.MESSAGE, "now running as user: %s (%d/%d)", setup.user.name,
@@ -293,12 +320,26 @@ class Worker:
         commands = self.setup.commands
         assert commands is not None
         try:
-            config = reload.receive(commands)
-        except (OSError, ValueError, TypeError, EOFError) as e:  # pickle errors included
-            log.log(logs.CRITICAL, "reload: cannot read the configuration the angel sent: %s", e)
+            data, fds, _, _ = socket.recv_fds(commands, reload.MAX_MESSAGE, 4)
+        except BlockingIOError:
             return
-        if config is None:  # the angel is gone: the parent check stops us
+        except OSError as e:
+            log.log(logs.CRITICAL, "cannot read what the angel sent: %s", e)
+            return
+        if not data:  # the angel is gone: the parent check stops us
             asyncio.get_running_loop().remove_reader(commands.fileno())
+            return
+        if data == upgrade.ASK_LISTENERS:
+            upgrade.answer_listeners(commands)
+            return
+        if data.startswith(upgrade.HAND_OVER) and fds:
+            self.takeover.hand_over(socket.socket(fileno=fds[0]),
+                                    int(data[len(upgrade.HAND_OVER):]))
+            return
+        try:
+            config = reload.decode(data)
+        except (ValueError, TypeError, EOFError) as e:  # pickle errors included
+            log.log(logs.CRITICAL, "reload: cannot read the configuration the angel sent: %s", e)
             return
         asyncio.get_running_loop().create_task(self._apply_locked(config), name="chassis-reload")
 
@@ -314,6 +355,9 @@ class Worker:
                 self.setup.worker_count)
 
     def _on_user_signal(self, signum: int) -> None:
+        if signum == signal.SIGUSR2 and self.setup.angel_pid is None:
+            self.takeover.begin(self.config, self.stop_reason is not None)
+            return
         log.log(logs.INFO, "received %s: nothing to do", signals.name(signum))
 
     async def _stop_hooks(self, deadline: float) -> None:

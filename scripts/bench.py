@@ -340,7 +340,44 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def also_lua_targets(stack: contextlib.ExitStack, db: MariaDB, args: argparse.Namespace,
+                     log_dir: Path) -> list[Target]:
+    """A chassis per ``--also-lua`` script, named ``proxied+lua-<file stem>`` (and with
+    ``--baseline``, the baseline's ``baseline+lua-<file stem>`` too)."""
+    targets = [stack.enter_context(chassis(db, args, script, log_dir, suffix=f"-{script.stem}"))
+               for script in args.also_lua]
+    if args.baseline is not None:
+        targets += [stack.enter_context(chassis(db, args, script, log_dir, args.baseline, "baseline",
+                                                suffix=f"-{script.stem}"))
+                    for script in args.also_lua]
+    return targets
+
+
 # -- report ------------------------------------------------------------------------------
+
+#: The most proxy CPU per query a script may cost over the script-less chassis (issue 15):
+#: a trivial read_query (scripts/bench-inspect.lua), and one that also reads a field of
+#: each buffered result (scripts/bench-result.lua).
+SCRIPT_CPU_TARGETS = {"bench-inspect": 1.15, "bench-result": 1.30}
+
+
+def print_script_cpu_ratios(cpu_of: dict[tuple[str, int, str], float | None],
+                            args: argparse.Namespace) -> None:
+    """Each scripted chassis' CPU per query over the script-less one's, per cell."""
+    scripts = {f"{label}+lua-{p.stem}": p for p in args.also_lua for label in ("proxied", "baseline")}
+    if args.lua is not None:
+        scripts["proxied+lua"] = scripts["baseline+lua"] = args.lua
+    for (workload, threads, name), cpu in cpu_of.items():
+        plain = cpu_of.get((workload, threads, name.split("+")[0]))
+        if name not in scripts or not cpu or not plain or workload == CONNECT_WORKLOAD:
+            continue
+        line = (f"{workload} at {threads} threads, {name}: {cpu:.1f} us CPU/query,"
+                f" {cpu / plain:.2f}x the script-less {name.split('+')[0]}'s {plain:.1f}")
+        goal = SCRIPT_CPU_TARGETS.get(scripts[name].stem)
+        if goal is not None:
+            line += f" ({'meets' if cpu <= plain * goal else 'misses'} the target of at most {goal:.2f}x)"
+        print(line)
+
 
 def ratios(all_runs: list[Run]) -> dict[tuple[str, int, str], float | None]:
     """proxied/direct per (workload, threads, target): the median over the rounds of
@@ -551,6 +588,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also run through a chassis with this --proxy-lua-script"
                              " [without FILE: scripts/bench-inspect.lua, a read_query that"
                              " inspects every query]")
+    parser.add_argument("--also-lua", type=Path, action="append", default=[], metavar="FILE",
+                        help="also run through a chassis with this script (repeatable; e.g."
+                             " scripts/bench-result.lua, which reads a field of each result);"
+                             " its column is proxied+lua-<file stem>")
     parser.add_argument("--digest-off", action="store_true",
                         help="also run each chassis with --proxy-query-digest=off, to compare"
                              " the CPU per query of query digests on (the default) and off")
@@ -577,6 +618,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.lua is not None and not args.lua.is_file():
         parser.error(f"--lua {args.lua}: no such file")
+    for extra in args.also_lua:
+        if not extra.is_file():
+            parser.error(f"--also-lua {extra}: no such file")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if "haproxy" in args.compare:
@@ -625,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         targets.append(stack.enter_context(chassis(
                             db, args, args.lua, log_dir, extra=["--proxy-query-digest=off"],
                             suffix="-nodigest")))
+                targets.extend(also_lua_targets(stack, db, args, log_dir))
                 if args.baseline is not None:
                     targets.append(stack.enter_context(
                         chassis(db, args, None, log_dir, args.baseline, "baseline")))
@@ -697,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{lua_workload} at {lua_threads} threads with {script}: proxied+lua/direct"
               f" {lua_ratio:.2f}{note}")
 
+    print_script_cpu_ratios(cpu_of, args)
+
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     out = args.output_dir / f"{stamp}.json"
@@ -708,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tables": args.tables, "table_size": args.table_size,
             "event_threads": args.event_threads, "lua": str(args.lua) if args.lua else None,
             "chassis_args": args.chassis_arg, "baseline": args.baseline, "warmup": args.warmup, "repeat": args.repeat,
-            "digest_off": args.digest_off, "compare": args.compare,
+            "digest_off": args.digest_off, "also_lua": [str(p) for p in args.also_lua],
+            "compare": args.compare,
             "sysbench_defaults": defaults,
         },
         "runs": [asdict(r) for r in runs],

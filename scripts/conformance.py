@@ -508,6 +508,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> int:
+    if "--examples" in argv:  # MySQL Proxy's examples/, not its suite: scripts/examples.py
+        from examples import main as examples_main
+
+        return examples_main(argv)
     args = parse_args(argv)
     source: Path = (Path(os.environ.get("CONFORMANCE_CWD", ".")) / args.source).resolve()
     if not (source / "tests" / "suite" / "base" / "t").is_dir():

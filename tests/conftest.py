@@ -1,4 +1,5 @@
-"""Session fixtures every test directory may use: ``tls_certs``, ``mariadb``, ``sha2_server``.
+"""Session fixtures every test directory may use: ``tls_certs``, ``mariadb``, ``pp_mariadb``,
+``sha2_server``.
 
 All are lazy: a test that asks for none of them (the process and codec tests) starts
 no server. Under pytest-xdist each worker is its own session, so each gets its own
@@ -37,6 +38,22 @@ def mariadb(tls_certs: TLSCerts) -> Iterator[MariaDB]:
     Shared: tests should use their own tables or databases, and leave globals as found.
     """
     with MariaDB(certs=tls_certs) as db:
+        yield db
+
+
+@pytest.fixture(scope="session")
+def pp_mariadb(tls_certs: TLSCerts) -> Iterator[MariaDB]:
+    """A MariaDB that takes PROXY headers from 127.0.0.1 (where chassis runs), with
+    accounts granted from one 127.0.0.x address each: ``from2``/``pw2`` from 127.0.0.2,
+    ``from3``/``pw3`` from 127.0.0.3, ``either``/``pwe`` from 127.0.0.%.
+
+    Shared by the PROXY protocol tests (tests/proxy) and the fleet tests (tests/fleet).
+    """
+    with MariaDB(certs=tls_certs, extra_args=["--proxy-protocol-networks=127.0.0.1/32"],
+                 name="mariadb-pp") as db:
+        db.sql("CREATE USER 'from2'@'127.0.0.2' IDENTIFIED BY 'pw2'")
+        db.sql("CREATE USER 'from3'@'127.0.0.3' IDENTIFIED BY 'pw3'")
+        db.sql("CREATE USER 'either'@'127.0.0.%' IDENTIFIED BY 'pwe'")
         yield db
 
 

@@ -157,6 +157,18 @@ class OK:
             changes.append(SessionStateChange(kind, r.lenenc_str_nonnull("session state entry")))
         return changes
 
+    def system_variables(self) -> dict[bytes, bytes]:
+        """The tracked system variables this OK reports changed (``session_track_system_variables``):
+        name to new value, the last entry winning. MariaDB's ``last_gtid`` comes this way,
+        the GTID the statement's transaction was binlogged with (read-your-writes)."""
+        found: dict[bytes, bytes] = {}
+        for change in self.session_changes():
+            if change.type == SessionStateType.SYSTEM_VARIABLES:
+                values = change.values()
+                if len(values) >= 2:
+                    found[values[0]] = values[1]
+        return found
+
     def schema_change(self) -> bytes | None:
         """The new default database if this OK reports one (``USE db``), else None."""
         for change in self.session_changes():

@@ -107,7 +107,10 @@ class ProxyConnection:
         self._activity: tuple[object, object] = (None, None)
         self._active_at = 0.0
         self._paused_since: float | None = None
+        self._between_commands = False  # closed by close_after_command: the server owes nothing
         self._header: asyncio.Future[ProxyHeader] | None = None  # a balancer's, on its way
+        #: Being handed over to a new chassis (chassis_proxy.handoff): a stop leaves it be.
+        self.moving = False
 
     @property
     def name(self) -> str:
@@ -141,6 +144,16 @@ class ProxyConnection:
             proxy_header.refuse_headers(st.client_ch, self._header_from_untrusted)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
+    def start_adopted(self) -> None:
+        """A connection the chassis we replace handed over (chassis_proxy.handoff), its
+        state restored and both channels connected: relay from now on."""
+        self.service.register(self)
+        try:
+            self._start_relay()
+        except ConnectionGone as e:
+            log.info("conn %d: handed over, but %s", self.connection_id, e)
+            self.close()
+
     @property
     def closed(self) -> bool:
         return self.state.closed
@@ -166,6 +179,20 @@ class ProxyConnection:
         task = self.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
+
+    def close_after_command(self) -> None:
+        """The proxy is stopping: close this client once it is owed nothing, without
+        cutting an answer. A scripted session ends when its command is answered; a relayed
+        client is closed when it sends its next command (it has read the last answer),
+        which is not forwarded. A client that never sends one meets the shutdown deadline."""
+        if self.session is not None:
+            self.session.finish_after_command()
+        elif self.client_leg is not None:
+            self.client_leg.at_command = self._close_between_commands
+
+    def _close_between_commands(self) -> None:
+        self._between_commands = True
+        self.close("proxy is shutting down")
 
     def at_rest(self) -> bool:
         """Logged in and no command running: the client may be closed at a shutdown.
@@ -198,7 +225,8 @@ class ProxyConnection:
         ch = self.state.server_ch
         if ch is not None and ch.transport is not None:
             if not ch.closed and (self.handover.is_at_rest() if self.session is not None
-                                  else self.client_leg is not None and self.at_rest()):
+                                  else self.client_leg is not None
+                                  and (self._between_commands or self.at_rest())):
                 # A polite goodbye: the server counts no aborted connection.
                 ch.transport.write(relay.COM_QUIT_PACKET)
             ch.transport.close()

@@ -20,6 +20,7 @@ from chassis_proxy import tls as proxy_tls
 if TYPE_CHECKING:
     from chassis.config import Config
     from chassis.runtime import Runtime
+    from chassis.upgrade import HandoverItem, Send
     from chassis_proxy.hooks import BackendView, ScriptHost
     from chassis_proxy.queries import QueryRecorder
     from chassis_proxy.service import ProxyService
@@ -361,8 +362,28 @@ def chassis_stop(runtime: Runtime, deadline: float) -> Awaitable[None] | None:
 def chassis_shutdown(runtime: Runtime) -> None:
     global _service
     if _service is not None:
-        _service.shutdown()
+        _service.shutdown(keep_socket_file=runtime.succeeded_by is not None)
         _service = None
+
+
+@chassis.hookimpl
+def chassis_handover_out(runtime: Runtime, send: Send) -> tuple[int, int] | None:
+    """An upgrade: resting relayed connections move to the new chassis with their server
+    connections (chassis_proxy.handoff); the others drain here."""
+    if _service is None:
+        return None
+    return _service.hand_over(send)
+
+
+@chassis.hookimpl
+def chassis_handover_in(runtime: Runtime, item: HandoverItem) -> Awaitable[None] | None:
+    """A connection the chassis we replace handed over: relay it here."""
+    if item.plugin != "proxy":
+        return None
+    if _service is None:
+        item.close()
+        return None
+    return _service.adopt(item.state, item.fds)
 
 
 #: ``runtime.offered(LUA_SCRIPT_HOST)``: see :class:`chassis_proxy.control.ConsoleScripts`.

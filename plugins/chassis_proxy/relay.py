@@ -54,8 +54,8 @@ class RelayLeg(asyncio.Protocol):
     the service's sweeper passes.
     """
 
-    __slots__ = ("commands", "is_client", "last", "nbytes", "on_lost", "paused", "peer",
-                 "transport", "turn")
+    __slots__ = ("at_command", "commands", "is_client", "last", "nbytes", "on_lost", "paused",
+                 "peer", "transport", "turn")
 
     def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
                  peer: asyncio.Transport, is_client: bool, turn: list[bool]) -> None:
@@ -70,6 +70,9 @@ class RelayLeg(asyncio.Protocol):
         self.paused = False
         self.nbytes = 0
         self.commands = 0
+        #: Set on the client leg while the proxy stops: called instead of forwarding the
+        #: client's next command once the last one is answered (see Connection.close_after_command).
+        self.at_command: Callable[[], None] | None = None
 
     def data_received(self, data: bytes) -> None:
         self.last = data
@@ -109,12 +112,15 @@ class ClientRelayLeg(RelayLeg):
     __slots__ = ()
 
     def data_received(self, data: bytes) -> None:
-        self.last = data
-        self.nbytes += len(data)
         if len(data) > 4 and data[3] == 0:
+            if self.at_command is not None and not self.turn[0]:
+                self.at_command()  # the client read the last answer: nothing is cut
+                return
             self.commands += 1
             if data[4] not in _UNANSWERED:
                 self.turn[0] = True
+        self.last = data
+        self.nbytes += len(data)
         self.peer.write(data)
 
 
@@ -209,6 +215,9 @@ class TrackedClientLeg(ClientRelayLeg):
         self.tracking = tracking
 
     def data_received(self, data: bytes) -> None:
+        if len(data) > 4 and data[3] == 0 and self.at_command is not None and not self.turn[0]:
+            self.at_command()  # stopping, and the client read the last answer
+            return
         self.last = data
         self.nbytes += len(data)
         self.peer.write(data)

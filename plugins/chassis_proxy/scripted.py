@@ -85,6 +85,7 @@ class ScriptedSession:
                                  on_big_packet=self._rest_framed)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.gone = False  # the client left while a command ran (see client_gone)
+        self.closing = False  # the proxy stops: end when the command is answered
         self.task: asyncio.Task[Any] | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -242,6 +243,16 @@ class ScriptedSession:
         """The client closed its connection while a command runs: end after the command."""
         self.gone = True
 
+    def finish_after_command(self) -> None:
+        """The proxy is stopping: end the session once the running command is answered."""
+        self.closing = True
+        if not self.busy:
+            self._close_for_stop()
+
+    def _close_for_stop(self) -> None:
+        log.debug("conn %d: closing: proxy is shutting down", self.state.connection_id)
+        self._stop()
+
     def command_done(self) -> None:
         """The command is answered: take the next one (maybe already buffered)."""
         if self.gone:
@@ -255,6 +266,9 @@ class ScriptedSession:
             if backend is not None:
                 backend.stats.latency.observe(time.monotonic() - self.started)
         self.started = 0.0
+        if self.closing:
+            self._close_for_stop()
+            return
         self.client.sink = self._on_client_data
         if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")

@@ -11,12 +11,12 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Imported with the service, in chassis_apply_config: before --user drops privileges, so
 # a worker that can no longer read the installation has every module it needs.
 from chassis.control import ControlChannel
-from chassis_proxy import health, monitor, proxy_header
+from chassis_proxy import handoff, health, monitor, proxy_header
 from chassis_proxy.backends import Backends
 from chassis_proxy.connection import accept
 from chassis_proxy.hooks import UNMONITORED, ScriptHost
@@ -25,6 +25,7 @@ from chassis_proxy.settings import MonitorSettings, ProxySettings
 from chassis_proxy.stats import Counters
 
 if TYPE_CHECKING:
+    from chassis.upgrade import Send
     from chassis_proxy.connection import ProxyConnection
 
 log = logging.getLogger("chassis.proxy")
@@ -200,9 +201,15 @@ class ProxyService:
         self.close_all()
 
     def _close_resting(self) -> None:
+        """Close the clients at rest; have the others closed once their command is
+        answered (asked again at every poll: a client may have logged in since)."""
         for conn in list(self.connections):
+            if conn.moving:  # an upgrade hands it over once it rests (chassis_proxy.handoff)
+                continue
             if conn.at_rest():
                 conn.close("proxy is shutting down")
+            else:
+                conn.close_after_command()
 
     def close_all(self) -> None:
         if self.connections:
@@ -211,8 +218,9 @@ class ProxyService:
         for conn in list(self.connections):
             conn.close("proxy is shutting down")
 
-    def shutdown(self) -> None:
-        """Release everything (also after a failed start)."""
+    def shutdown(self, keep_socket_file: bool = False) -> None:
+        """Release everything (also after a failed start). ``keep_socket_file``: a new
+        chassis took over our unix socket (an upgrade), its file stays."""
         self.accepting = False
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -226,7 +234,7 @@ class ProxyService:
         if self.sock is not None:
             self.sock.close()
             path = self.settings.listen.path if self.settings.listen is not None else None
-            if path:  # only the worker that bound it has a socket here
+            if path and not keep_socket_file:  # only the worker that bound it has a socket here
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         for host in [*self._retired_hosts, self.script_host]:
@@ -239,6 +247,17 @@ class ProxyService:
         self._retired_hosts.clear()
         if self.recorder is not None:
             self.recorder.close()
+
+    # an upgrade (SIGUSR2) ------------------------------------------------------------
+
+    def hand_over(self, send: Send) -> tuple[int, int]:
+        """The new chassis is ready: resting relayed connections move to it as they come
+        to rest (:mod:`chassis_proxy.handoff`); (how many may move, how many stay)."""
+        return handoff.Handoff(self, self.connections, send).start()
+
+    async def adopt(self, state: dict[str, Any], fds: list[int]) -> None:
+        """A connection the chassis we replace handed over: relay it here."""
+        await handoff.adopt(self, state, fds)
 
     # connections --------------------------------------------------------------------
 

@@ -45,6 +45,24 @@ def test_session_track_ok_reports_schema_change() -> None:
     assert ok.schema_change() == b"test"
 
 
+def test_session_track_ok_reports_tracked_system_variables() -> None:
+    # MariaDB's OK after an INSERT with session_track_system_variables='last_gtid':
+    # 1 row, status AUTOCOMMIT|SESSION_STATE_CHANGED, no info, one SYSTEM_VARIABLES entry
+    # (name and value, each length-encoded) and a SCHEMA entry after it
+    variable = b"\x09last_gtid\x060-1-42"
+    schema = b"\x03app"
+    block = b"\x00" + bytes([len(variable)]) + variable + b"\x01" + bytes([len(schema)]) + schema
+    payload = b"\x00\x01\x00\x02\x40\x00\x00\x00" + bytes([len(block)]) + block
+    ok = OK.parse(payload, TRACK)
+    assert ok.affected_rows == 1
+    assert ok.system_variables() == {b"last_gtid": b"0-1-42"}
+    assert ok.schema_change() == b"app"
+    assert ok.encode(TRACK) == payload
+    # without the status flag, or without SESSION_TRACK negotiated, there is nothing
+    assert OK.parse(b"\x00\x01\x00\x02\x00\x00\x00", TRACK).system_variables() == {}
+    assert OK.parse(b"\x00\x01\x00\x02\x00\x00\x00", P41).system_variables() == {}
+
+
 def test_recorded_err_round_trips() -> None:
     conv = conversation("pymysql")
     payload = next(p for d, _, p in conv if d == "s" and is_err(p))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chassis_mysql.constants import ColumnFlag, FieldType, ServerStatus
+from chassis_mysql.constants import Capability, ColumnFlag, FieldType, ServerStatus
 from chassis_mysql.packets import eof_packet, err_packet, ok_packet
 from chassis_mysql.resultset import (
     ColumnDefinition,
@@ -215,3 +215,54 @@ def test_an_invalid_row_raises_in_the_script(env: Env) -> None:
     body = "for row in inj.resultset.rows do end return 'unreachable'"
     got = describe(env, body, Injection(1, b"\x03q", True), packets)
     assert got.startswith("error: ") and "row 1 is invalid" in got
+
+
+def test_tracked_system_variables_of_an_ok_result(env: Env) -> None:
+    """MariaDB's last_gtid (session_track_system_variables) is on the resultset when the
+    client negotiated SESSION_TRACK (rw-splitting.lua's causal reads use it)."""
+    variable = b"\x09last_gtid\x060-1-42"
+    block = b"\x00" + bytes([len(variable)]) + variable
+    status = ServerStatus.AUTOCOMMIT | ServerStatus.SESSION_STATE_CHANGED
+    ok = b"\x00\x01\x00" + int(status).to_bytes(2, "little") + b"\x00\x00\x00" + bytes([len(block)]) + block
+    script = SCRIPT + """function describe(inj)
+  local v = inj.resultset.session_variables
+  return v and v.last_gtid or "none"
+end
+"""
+    def last_gtid(caps: int, first: bytes, status: int) -> str:
+        conn = env.conn()
+        conn.client_capabilities = caps  # type: ignore[attr-defined]
+        hooks = env.host(script).open(conn)
+        out = hooks.read_query_result(result_for(Injection(1, b"\x03INSERT", True), [first],
+                                                 server_status=int(status)))
+        return error_of(out.response).message
+
+    track = int(Capability.PROTOCOL_41 | Capability.SESSION_TRACK)
+    assert last_gtid(track, ok, status) == "0-1-42"
+    assert last_gtid(int(Capability.PROTOCOL_41), ok, status) == "none"  # not negotiated
+    assert last_gtid(track, ok_packet(), ServerStatus.AUTOCOMMIT) == "none"  # nothing changed
+
+
+def test_an_injection_kept_past_its_hook_reads_its_own_rows(env: Env) -> None:
+    """The inj object holds its own result: a script that keeps one reads the same rows
+    later, after other results came in (the view crosses into Lua with the object)."""
+    hooks = env.host("""
+kept = {}
+function read_query_result(inj)
+  kept[#kept + 1] = inj
+end
+function read_query(packet)
+  local out = {}
+  for _, inj in ipairs(kept) do
+    for row in inj.resultset.rows do out[#out + 1] = inj.id .. ":" .. tostring(row[2]) end
+    out[#out + 1] = inj.id .. ":" .. inj.resultset.fields[1].org_name
+  end
+  proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = table.concat(out, ",") }
+  return proxy.PROXY_SEND_RESULT
+end
+""").open(env.conn())
+    others = text_resultset([text_column("a"), text_column("b")], [["x", "other"]])
+    hooks.read_query_result(result_for(Injection(1, b"\x03SELECT 1", True), people()))
+    hooks.read_query_result(result_for(Injection(2, b"\x03SELECT 2", True), others))
+    out = hooks.read_query(b"\x03SELECT 3")
+    assert error_of(out.response).message == "1:ann,1:nil,1:cy,1:pid,2:other,2:a"

@@ -10,7 +10,9 @@ from backend N (or one from another user's queue that holds more than
 proxy does (connect, login, then per command the queued injections one after another),
 and the "servers" answer from a few rules: ``BEGIN``/``START`` open a transaction,
 ``COMMIT``/``ROLLBACK`` close it, ``INSERT ... AUTO`` gets an insert id, a query with
-``FAIL`` fails and COM_INIT_DB fails for databases the backend does not have. Every
+``FAIL`` fails, COM_INIT_DB fails for databases the backend does not have,
+COM_STMT_PREPARE gets a statement id, and a query that starts with one of
+``World.answers``' prefixes gets that one-column result (a backend's own answer first). Every
 command that reaches a server is recorded with the backend and the connection's thread id.
 
 This is not the thing under test (the script is); the real pool replaces it in the
@@ -20,12 +22,14 @@ end-to-end tests of issue 6.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from chassis_mysql.constants import ServerStatus
 from chassis_mysql.packets import err_packet, ok_packet
+from chassis_mysql.resultset import text_column, text_resultset
 from chassis_proxy.hooks import (
     BackendState,
     BackendType,
@@ -111,6 +115,9 @@ class World:
         self.executed: list[Executed] = []
         self._threads = itertools.count(100)
         self._insert_ids = itertools.count(1)
+        self._statement_ids = itertools.count(1)
+        #: query prefix (upper case) -> its one-value answer, per backend index (0: any)
+        self.answers: dict[tuple[int, str], str] = {}
 
     def name(self, ndx: int) -> str:
         return self.backends[ndx - 1].name
@@ -154,9 +161,22 @@ class World:
                 insert_id = next(self._insert_ids)
         status = ServerStatus.AUTOCOMMIT | (ServerStatus.IN_TRANS if server.in_trans else 0)
         payload = ok_packet(1, insert_id, status) if ok else err_packet(1049, "Unknown database", "42000")
+        packets = [payload]
+        if packet[:1] == b"\x16":
+            payload = b"\x00" + struct.pack("<IHHBH", next(self._statement_ids), 0, 0, 0, 0)
+            packets = [payload]
+        elif packet[:1] == b"\x03":
+            sql = packet[1:].decode("latin-1").upper()
+            for ndx in (server.backend, 0):
+                answer = next((v for (n, prefix), v in self.answers.items()
+                               if n == ndx and sql.startswith(prefix)), None)
+                if answer is not None:
+                    packets = text_resultset([text_column("v")], [[answer]], status=status)
+                    payload = packets[0]
+                    break
         return InjectionResult(
             injection=inj,
-            packets=[payload] if inj.resultset_is_needed else None,
+            packets=packets if inj.resultset_is_needed else None,
             first_packet=payload,
             query_status=0 if ok else 255,
             affected_rows=1 if ok else None,

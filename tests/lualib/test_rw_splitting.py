@@ -85,24 +85,14 @@ def test_a_transaction_stays_on_one_primary_connection(setup: Setup) -> None:
 @pytest.mark.parametrize(
     ("setup_sql", "reason"),
     [
-        ("SET @a = 1", "user variables"),
+        ("SET @a = NOW()", "SET @a"),
         ("SELECT @a := 1", "user variables"),
         ("SELECT id INTO @x FROM items LIMIT 1", "user variables"),
         ("SET SESSION sql_mode = CONCAT('ANSI', '')", "SET"),
-        ("SET autocommit = 0", "SET"),
-        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET"),
-        ("CREATE TEMPORARY TABLE t (a INT)", "temporary table"),
-        ("PREPARE s FROM 'SELECT 1'", "prepared statement"),
         ("SELECT GET_LOCK('job', 10)", "GET_LOCK"),
         ("DO GET_LOCK('job', 10)", "GET_LOCK"),
-        ("LOCK TABLES items WRITE", "LOCK TABLES"),
-        ("FLUSH TABLES WITH READ LOCK", "read lock"),
         ("CALL refresh_cache()", "stored procedure"),
-        ("SELECT NEXTVAL(seq)", "sequence"),
-        ("SELECT NEXT VALUE FOR seq", "sequence"),
-        ("SELECT LAST_INSERT_ID(42)", "LAST_INSERT_ID"),
-        ("INSERT INTO items VALUES (AUTO)", "LAST_INSERT_ID"),
-        ("SELECT 1; SET @b = 2", "user variables"),
+        ("SELECT 1; SET @b = 2", "SET @B"),
     ],
 )
 def test_session_state_pins_the_client_to_its_primary_connection(
@@ -120,6 +110,55 @@ def test_session_state_pins_the_client_to_its_primary_connection(
     assert c.where("SELECT @a") == home
     assert c.where("INSERT INTO items VALUES (2)") == home
     assert c.where("SELECT * FROM items") == home
+
+
+@pytest.mark.parametrize(
+    ("setup_sql", "reason", "keep", "release"),
+    [
+        ("INSERT INTO items VALUES (AUTO)", "LAST_INSERT_ID",
+         ["SELECT LAST_INSERT_ID()", "SELECT @@identity", "INSERT INTO log VALUES (LAST_INSERT_ID())"], []),
+        ("SELECT LAST_INSERT_ID(42)", "LAST_INSERT_ID(expr)", ["SELECT LAST_INSERT_ID()"], []),
+        ("SELECT NEXTVAL(seq)", "sequence", ["SELECT LASTVAL(seq)", "SELECT PREVIOUS VALUE FOR seq"], []),
+        ("SELECT NEXT VALUE FOR seq", "sequence", [], []),
+        ("CREATE TEMPORARY TABLE t (a INT)", "temporary table",
+         ["SELECT * FROM items", "CREATE TEMPORARY TABLE IF NOT EXISTS db.u (a INT)", "DROP TEMPORARY TABLE t"],
+         ["DROP TABLE IF EXISTS u"]),
+        ("PREPARE s FROM 'SELECT 1'", "prepared statement", ["SELECT * FROM items", "EXECUTE s"],
+         ["DEALLOCATE PREPARE s"]),
+        ("SET autocommit = 0", "SET autocommit=0", ["SELECT * FROM items", "COMMIT", "SELECT 1"],
+         ["SET autocommit = 1"]),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET TRANSACTION", ["SELECT * FROM items"], []),
+        ("SET TRANSACTION READ ONLY", "SET TRANSACTION", ["BEGIN", "SELECT * FROM items"], ["COMMIT"]),
+        ("LOCK TABLES items WRITE", "LOCK TABLES", ["SELECT * FROM items"], ["UNLOCK TABLES"]),
+        ("FLUSH TABLES WITH READ LOCK", "read lock", ["SELECT * FROM items"], ["UNLOCK TABLES"]),
+    ],
+)
+def test_pins_last_until_their_rule_releases_them(
+    setup: Setup, env: Env, setup_sql: str, reason: str, keep: list[str], release: list[str]
+) -> None:
+    """proxy.rw-pins: each reason holds the client on its connection until its release
+    (docs/lualib.md, "When pins are released"), after which reads go to the replica."""
+    c = setup.client()
+    c.send(b"\x03PROXY SET GLOBAL rwsplit.is_debug = true")
+    home = c.where(setup_sql)
+    assert home[0] == PRIMARY
+    assert any(f"[rw-splitting] pinned to backend {PRIMARY}: {reason}" in line
+               for line in env.lines()), env.lines()
+    for sql in keep + release:
+        assert c.where(sql) == home, sql
+    assert c.where("SELECT * FROM items")[0] == REPLICA
+    assert any(f"unpinned ({reason} is released)" in line for line in env.lines()), env.lines()
+
+
+def test_user_variables_set_to_constants_follow_the_client(setup: Setup) -> None:
+    c = setup.client()
+    assert [(r.backend, r.sql) for r in c.query("SET @a = 1, @b = 'x'")] == [(REPLICA, "SET @a = 1, @b = 'x'")]
+    assert c.where("SELECT @a, @b FROM items")[0] == REPLICA
+    write = c.query("INSERT INTO items VALUES (@a)")
+    assert [(r.backend, r.sql) for r in write] == [
+        (PRIMARY, "SET @a = 1, @b = 'x'"),
+        (PRIMARY, "INSERT INTO items VALUES (@a)"),
+    ]
 
 
 def test_settings_do_not_pin_and_are_repeated_on_every_connection_the_client_moves_to(
@@ -144,14 +183,20 @@ def test_settings_do_not_pin_and_are_repeated_on_every_connection_the_client_mov
     ]
 
 
-def test_com_stmt_prepare_pins_and_execute_follows(setup: Setup) -> None:
+def test_com_stmt_prepare_pins_until_closed_and_execute_follows(setup: Setup) -> None:
     c = setup.client()
     ran, _ = c.send(b"\x16SELECT * FROM items WHERE id = ?")
     home = (ran[-1].backend, ran[-1].thread_id)
     assert home[0] == PRIMARY
+    ran, _ = c.send(b"\x16SELECT 2")
+    assert (ran[-1].backend, ran[-1].thread_id) == home
     ran, _ = c.send(b"\x17" + struct.pack("<IBI", 1, 0, 1))
     assert (ran[-1].backend, ran[-1].thread_id) == home
     assert c.where("SELECT * FROM items") == home
+    for stmt_id in (1, 2):  # COM_STMT_CLOSE of both (the stand-in numbers them from 1)
+        ran, _ = c.send(b"\x19" + struct.pack("<I", stmt_id))
+        assert (ran[-1].backend, ran[-1].thread_id) == home
+    assert c.where("SELECT * FROM items")[0] == REPLICA
 
 
 @pytest.mark.parametrize(
@@ -312,4 +357,4 @@ def test_a_big_statement_is_classified_from_its_beginning(setup: Setup) -> None:
     big_read = "SELECT * FROM items WHERE name IN (" + ",".join(f"'n{i}'" for i in range(5000)) + ")"
     assert c.where(big_read)[0] == REPLICA
     # anything that may matter further in: tokenized whole
-    assert c.where(big_read[:-1] + ", @who)")[0] == PRIMARY
+    assert c.where(big_read[:-1] + ", @who := 'x')")[0] == PRIMARY

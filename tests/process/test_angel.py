@@ -83,15 +83,17 @@ def test_sighup_to_either_reopens_the_log_file_and_nothing_exits(
         assert f"[worker {worker}] received a SIGHUP, closing log file" in rotated.read_text()
     if target == "angel":
         assert f"[angel {chassis.pid}] re-opened log file after SIGHUP" in echo.log.read_text()
-    assert children_of(chassis.pid) == [worker]
+    # SIGHUP reloads too: the angel's short-lived check child may still be going
+    wait_for(lambda: children_of(chassis.pid) == [worker], 30, "the worker as the only child")
     assert ask(echo.port, "alive") == "alive"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGUSR2], ids=["USR1", "USR2"])
-def test_sigusr_to_the_angel_reaches_the_worker_and_stops_nothing(
-        chassis_factory: Factory, echo: EchoSetup, signum: int) -> None:
+def test_sigusr1_to_the_angel_reaches_the_worker_and_stops_nothing(
+        chassis_factory: Factory, echo: EchoSetup) -> None:
+    """(SIGUSR2 upgrades: tests/process/test_upgrade.py.)"""
     chassis = chassis_factory(echo.args("--keepalive", "--log-level=info"))
     worker = only_worker(chassis)
+    signum = signal.SIGUSR1
     name = signal.Signals(signum).name
     for count in (1, 2):
         chassis.signal(signum)
@@ -182,9 +184,8 @@ def test_a_crash_looping_worker_backs_off_and_the_angel_gives_up(echo: EchoSetup
     starts = [float(t) for t in counter.read_text().split()]
     assert len(starts) == 5
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    for gap, delay in zip(gaps, delays):
-        assert gap >= delay
-    assert gaps == sorted(gaps), gaps
+    for gap, delay in zip(gaps, delays):  # the delays grow: each start waited its own
+        assert gap >= delay, (gaps, delays)
 
 
 def test_a_worker_crashing_at_start_is_restarted_until_it_serves(

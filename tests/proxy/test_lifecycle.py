@@ -79,6 +79,57 @@ def test_stop_closes_resting_clients_at_once_and_lets_running_commands_finish(
         running.close()
 
 
+@pytest.mark.parametrize("mode", ["relay", "relay-untracked", "scripted"])
+def test_stop_closes_a_never_quiet_client_between_two_commands(
+        start_proxy: StartProxy, mariadb: MariaDB, tmp_path: Path, mode: str) -> None:
+    """A client that sends its next command as soon as it has an answer (a benchmark, a
+    busy pool) is never at rest: it is closed between two commands, every answer whole,
+    its server connection told COM_QUIT, long before --shutdown-timeout. (The relay
+    follows answers for the query digests unless they are off: both legs are checked.)"""
+    extra = ["--shutdown-timeout=30"]
+    if mode == "relay-untracked":
+        extra.append("--proxy-query-digest=off")
+    if mode == "scripted":
+        script = tmp_path / "pass.lua"
+        script.write_text("function read_query(packet) end\n")
+        extra.append(f"--proxy-lua-script={script}")
+    proxy = start_proxy([mariadb.address], extra)
+    busy = proxy.connect()
+    answers: list[tuple[object, ...]] = []
+    ended: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            with busy.cursor() as cur:
+                while True:
+                    cur.execute("SELECT 'whole answer', REPEAT('x', 10000)")
+                    answers.append(cur.fetchone())
+        except pymysql.err.MySQLError as e:
+            ended.append(e)
+
+    aborted = _aborted_clients(mariadb)
+    worker = threading.Thread(target=loop)
+    worker.start()
+    try:
+        wait_for(lambda: len(answers) > 50, timeout=10, message="the client to be busy")
+        started = time.monotonic()
+        proxy.process.signal(signal.SIGTERM)
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        proxy.process.wait(timeout=10)
+        assert time.monotonic() - started < 5  # long before --shutdown-timeout=30
+    finally:
+        busy.close()
+        worker.join(timeout=10)
+    assert isinstance(ended[0], pymysql.err.OperationalError)
+    assert ended[0].args[0] == 2013  # lost connection: the command after the last answer
+    assert set(answers) == {("whole answer", "x" * 10000)}
+    log = proxy.log_text()
+    assert "closing: proxy is shutting down" in log
+    assert "still open at the shutdown deadline" not in log
+    assert _aborted_clients(mariadb) == aborted  # the server was told COM_QUIT
+
+
 def test_stop_is_immediate_when_no_client_is_connected(start_proxy: StartProxy,
                                                        mariadb: MariaDB) -> None:
     proxy = start_proxy([mariadb.address], ["--shutdown-timeout=30"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import socket
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -185,18 +184,6 @@ def test_networks_are_checked_at_start(start_proxy: StartProxy) -> None:
 
 
 # the backend leg ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pp_mariadb(tls_certs: Any) -> Iterator[MariaDB]:
-    """A MariaDB that takes PROXY headers from 127.0.0.1 (the proxy), with accounts
-    granted from one 127.0.0.x address each."""
-    with MariaDB(certs=tls_certs, extra_args=["--proxy-protocol-networks=127.0.0.1/32"],
-                 name="mariadb-pp") as db:
-        db.sql("CREATE USER 'from2'@'127.0.0.2' IDENTIFIED BY 'pw2'")
-        db.sql("CREATE USER 'from3'@'127.0.0.3' IDENTIFIED BY 'pw3'")
-        db.sql("CREATE USER 'either'@'127.0.0.%' IDENTIFIED BY 'pwe'")
-        yield db
 
 
 WHO_ON_SERVER = ("SELECT CURRENT_USER(), (SELECT HOST FROM information_schema.PROCESSLIST "

@@ -105,7 +105,7 @@ def test_switchover_moves_writes_through_rw_splitting(
             cur.execute("INSERT INTO test.sw VALUES (1)")
         assert served_by_primary(steady) == "repl0"
         with pinned.cursor() as cur:
-            cur.execute("SET @mine = 1")  # session state: pinned to repl0's connection
+            cur.execute("SET @mine = NOW()")  # session state (not a constant): pinned to repl0
             cur.execute("INSERT INTO test.sw VALUES (3)")
 
         ids = iter(range(100, 10_000))
@@ -121,7 +121,7 @@ def test_switchover_moves_writes_through_rw_splitting(
         # a pinned client cannot follow (its state is on repl0): told so, and disconnected
         with pytest.raises(pymysql.err.MySQLError) as info, pinned.cursor() as cur:
             cur.execute("INSERT INTO test.sw VALUES (4)")
-        assert "is read-only now and this session's state (user variable" in str(info.value)
+        assert "is read-only now and this session's state (SET @mine) is there: reconnect" in str(info.value)
         with pytest.raises(pymysql.err.OperationalError) as info, pinned.cursor() as cur:
             cur.execute("SELECT 1")
         assert info.value.args[0] in (2006, 2013)  # gone

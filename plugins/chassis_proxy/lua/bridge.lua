@@ -29,7 +29,9 @@ end
 -- limits.lua runs first: it wraps every Python callback so that it runs with the memory
 -- ceiling lifted, and guards pcall, xpcall and coroutines before any script code exists.
 L = part("limits", py, settings)
-py = L.wrap_all(py)
+-- proxy.queries' callbacks run for most commands of a script that injects; they return
+-- nothing or a number and never raise (objects.py guards them)
+py = L.wrap_all(py, { queue_add = true, queue_reset = true, queue_len = true })
 -- the bridge's frames are hidden from the tracebacks scripts see (limits.lua)
 L.bridge_source("=limits.lua")
 L.bridge_source("=bridge.lua")
@@ -48,7 +50,7 @@ local py_log = py.log
 _G.python = nil
 package.loaded.python = nil
 
-local unlimited, guarded, guarded_armed, describe = L.unlimited, L.guarded, L.guarded_armed, L.describe
+local guarded, guarded_armed, describe = L.guarded, L.guarded_armed, L.describe
 local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
@@ -135,11 +137,20 @@ function api.call_read_auth_result(cs, packet)
 	return guarded(fn, { packet = packet })
 end
 
-function api.call_read_query_result(cs, r, fields_fn, row_fn)
+-- After the state: injection.py's ResultView.arguments()
+function api.call_read_query_result(cs, ...)
 	activate(cs)
 	local fn = cs.env.read_query_result
 	if fn == nil then return ST_MISSING, nil end
-	return guarded(fn, make_injection(r, unlimited(fields_fn), unlimited(row_fn)))
+	return guarded(fn, make_injection(...))
+end
+
+-- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed).
+function api.call_read_query_result_armed(cs, ...)
+	activate(cs)
+	local fn = cs.env.read_query_result
+	if fn == nil then return ST_MISSING, nil end
+	return guarded_armed(fn, make_injection(...))
 end
 
 function api.has_hook(cs, name)

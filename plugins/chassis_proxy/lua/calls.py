@@ -57,6 +57,8 @@ class HookCalls:
         self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
         #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it.
         self.call_read_query_armed: Callable[[Any, bytes], Any] = lua.api[b"call_read_query_armed"]
+        #: ``call_read_query_result_armed(state, ...)``: the same for read_query_result.
+        self._result_armed: Callable[..., Any] = lua.api[b"call_read_query_result_armed"]
         #: Whether the allocator enforces --lua-max-memory (else nothing is armed).
         self.arms_itself = lua.memory_enforced_by_allocator
         #: --lua-max-memory in bytes, the ceiling to arm.
@@ -136,6 +138,38 @@ class HookCalls:
                 hook = args[1].decode() if len(args) > 1 and isinstance(args[1], bytes) else fn
             self.hook_calls[hook] = self.hook_calls.get(hook, 0) + 1
             self.hook_seconds[hook] = self.hook_seconds.get(hook, 0.0) + time.perf_counter() - started
+        return status, value
+
+    def call_read_query_result(self, conn: ConnectionView, state: Any, args: tuple[Any, ...],
+                               size: int) -> tuple[int, Any]:
+        """:meth:`call` of ``call_read_query_result`` with ``args`` (``size``: the bytes of
+        its strings), arming --lua-max-memory from here when there is room for them, as
+        read_query does: two Python callbacks fewer per result."""
+        if not self.arms_itself:
+            return self.call(conn, "call_read_query_result", state, *args)
+        used = self.memory_used()
+        if used + size >= self.arm_below:
+            return self.call(conn, "call_read_query_result", state, *args)
+        previous = self.current
+        self.current = conn
+        started = time.perf_counter()
+        self.set_max_memory(self.max_memory)
+        try:
+            status, value = self._result_armed(state, *args)
+        except LuaMemoryError:
+            status, value = CALL_MEMORY, None
+        except LuaError as e:
+            status, value = CALL_ERROR, str(e).encode()
+        finally:
+            self.set_max_memory(0)
+            self.current = previous
+        status = int(status)
+        if status != CALL_MISSING:
+            self.hook_calls["read_query_result"] = self.hook_calls.get("read_query_result", 0) + 1
+            self.hook_seconds["read_query_result"] = (
+                self.hook_seconds.get("read_query_result", 0.0) + time.perf_counter() - started)
+        if self.memory_used() - used > self.big_hook:
+            self.collect()  # the hook's garbage, before anyone arms again
         return status, value
 
     def build_response(self, conn: ConnectionView, state: Any) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 from chassis import logs
 from chassis_proxy.hooks import ConnectionView, ScriptLoadError
 from chassis_proxy.lua.calls import HookCalls
+from chassis_proxy.lua.injection import callbacks as injection_callbacks
 from chassis_proxy.lua.instance import LuaConnectionHooks
 from chassis_proxy.lua.limits import (
     CALL_OK,
@@ -118,6 +119,7 @@ class LuaScriptHost:
         self._responses = ResponseCollector()
         callbacks: dict[str, Callable[..., Any]] = dict(self._objects.callbacks())
         callbacks.update(self._responses.callbacks())
+        callbacks.update(injection_callbacks())
         callbacks.update(log=self._lua_log, stdout_write=_stdout_write)
         self.lua = LuaState(
             callbacks,

@@ -24,7 +24,7 @@ from chassis_mysql.constants import (
     ServerStatus,
 )
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import is_eof, is_err, is_ok_eof
+from chassis_mysql.packets import OK, is_eof, is_err, is_ok_eof
 from chassis_mysql.resultset import (
     ColumnDefinition,
     DateTimeValue,
@@ -38,6 +38,12 @@ from chassis_proxy.hooks import InjectionResult
 from chassis_proxy.lua.objects import lua_number
 
 _EXT_META = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
+_TRACK = int(Capability.SESSION_TRACK)
+_IN_TRANS = int(ServerStatus.IN_TRANS)
+_AUTOCOMMIT = int(ServerStatus.AUTOCOMMIT)
+_NO_GOOD_INDEX_USED = int(ServerStatus.NO_GOOD_INDEX_USED)
+_NO_INDEX_USED = int(ServerStatus.NO_INDEX_USED)
+_STATE_CHANGED = int(ServerStatus.SESSION_STATE_CHANGED)
 
 
 def _as_text(value: object, ftype: int) -> bytes | None:
@@ -57,38 +63,91 @@ def _as_text(value: object, ftype: int) -> bytes | None:
     return str(value).encode()
 
 
+#: Column definitions already parsed, by (payload, capabilities): a prepared statement's
+#: result describes the same columns every time, and parsing them is most of the cost of
+#: reading a row. Cleared when it holds _COLUMN_CACHE_MAX entries.
+_column_cache: dict[tuple[bytes, int], tuple[ColumnDefinition, tuple[int, bool]]] = {}
+_COLUMN_CACHE_MAX = 4096
+
+
+def _column(payload: bytes, capabilities: int) -> tuple[ColumnDefinition, tuple[int, bool]]:
+    """A column definition and its (type, unsigned) pair, parsed once per distinct payload."""
+    key = (payload, capabilities)
+    found = _column_cache.get(key)
+    if found is not None:
+        return found
+    try:
+        column = ColumnDefinition.parse(payload, capabilities)
+    except ProtocolError:  # the other MariaDB metadata layout
+        column = ColumnDefinition.parse(payload, capabilities ^ _EXT_META)
+    if len(_column_cache) >= _COLUMN_CACHE_MAX:
+        _column_cache.clear()
+    found = _column_cache[key] = (column, (int(column.type), column.unsigned))
+    return found
+
+
 class ResultView:
     """Decodes one buffered response on demand for the Lua injection object."""
+
+    __slots__ = ("_capabilities", "_columns", "_rows_start", "_table", "_types", "result", "size")
 
     def __init__(self, result: InjectionResult, table: Callable[..., Any], capabilities: int = 0) -> None:
         self.result = result
         self._table = table
         self._capabilities = capabilities
         self._columns: list[ColumnDefinition] | None = None
+        self._types: list[tuple[int, bool]] = []
         self._rows_start = 0
+        #: The bytes of the strings arguments() hands to Lua (the packet, raw).
+        self.size = 0
 
-    def summary(self) -> dict[str, Any]:
-        """The values injection.lua's injection and resultset objects return as they are."""
+    def arguments(self) -> tuple[Any, ...]:
+        """What bridge.lua's call_read_query_result takes after the connection's state:
+        this view (for ``py.result_fields`` and ``py.result_row``), then the values
+        injection.lua's injection and resultset objects return as they are (id, query,
+        query_time, response_time, query_status, affected_rows, insert_id, warning_count,
+        row_count, bytes, the four flags, buffered, raw, session_variables). Plain values: passing them as
+        arguments costs less than building a table for them."""
         r = self.result
-        status = ServerStatus(r.server_status)
-        return {
-            "id": lua_number(r.injection.id),
-            "query": r.injection.packet,
-            "query_time": lua_number(r.query_time_us),
-            "response_time": lua_number(r.response_time_us),
-            "query_status": r.query_status,
-            "affected_rows": None if r.affected_rows is None else lua_number(r.affected_rows),
-            "insert_id": None if r.insert_id is None else lua_number(r.insert_id),
-            "warning_count": r.warning_count,
-            "row_count": lua_number(r.row_count),
-            "bytes": lua_number(r.bytes),
-            "in_trans": bool(status & ServerStatus.IN_TRANS),
-            "auto_commit": bool(status & ServerStatus.AUTOCOMMIT),
-            "no_good_index_used": bool(status & ServerStatus.NO_GOOD_INDEX_USED),
-            "no_index_used": bool(status & ServerStatus.NO_INDEX_USED),
-            "buffered": r.packets is not None,
-            "raw": (r.packets[0] if r.packets else r.first_packet) if r.packets is not None else None,
-        }
+        inj = r.injection
+        packets = r.packets
+        status = r.server_status
+        raw = (packets[0] if packets else r.first_packet) if packets is not None else None
+        self.size = len(inj.packet) + len(raw or b"")
+        return (
+            self,
+            lua_number(inj.id),
+            inj.packet,
+            lua_number(r.query_time_us),
+            lua_number(r.response_time_us),
+            r.query_status,
+            None if r.affected_rows is None else lua_number(r.affected_rows),
+            None if r.insert_id is None else lua_number(r.insert_id),
+            r.warning_count,
+            lua_number(r.row_count),
+            lua_number(r.bytes),
+            bool(status & _IN_TRANS),
+            bool(status & _AUTOCOMMIT),
+            bool(status & _NO_GOOD_INDEX_USED),
+            bool(status & _NO_INDEX_USED),
+            packets is not None,
+            raw,
+            self._session_variables(status),
+        )
+
+    def _session_variables(self, status: int) -> Any:
+        """The tracked system variables an OK result reports changed (name to value), or
+        None: only with SESSION_TRACK negotiated and the server's SESSION_STATE_CHANGED
+        flag, so other results pay one test."""
+        first = self.result.first_packet
+        if not (status & _STATE_CHANGED and self._capabilities & _TRACK
+                and first and first[0] == OK_HEADER):
+            return None
+        try:
+            found = OK.parse(first, self._capabilities).system_variables()
+        except ProtocolError:
+            return None
+        return self._table(found)
 
     def columns(self) -> list[ColumnDefinition]:
         """The first result set's column definitions (empty for OK, ERR, LOCAL INFILE)."""
@@ -96,22 +155,24 @@ class ResultView:
             return self._columns
         packets = self.result.packets or []
         columns: list[ColumnDefinition] = []
+        types: list[tuple[int, bool]] = []
         pos = len(packets)
         first = packets[0] if packets else b""
         if first and first[0] not in (OK_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER):
             try:
                 n = column_count(first)
+                capabilities = self._capabilities
                 for payload in packets[1 : 1 + n]:
-                    try:
-                        columns.append(ColumnDefinition.parse(payload, self._capabilities))
-                    except ProtocolError:  # the other MariaDB metadata layout
-                        columns.append(ColumnDefinition.parse(payload, self._capabilities ^ _EXT_META))
+                    column, pair = _column(payload, capabilities)
+                    columns.append(column)
+                    types.append(pair)
                 pos = 1 + n
                 if pos < len(packets) and is_eof(packets[pos]):
                     pos += 1  # the EOF after the definitions (absent under DEPRECATE_EOF)
             except ProtocolError:
-                columns, pos = [], len(packets)
+                columns, types, pos = [], [], len(packets)
         self._columns = columns
+        self._types = types
         self._rows_start = pos
         return columns
 
@@ -132,26 +193,28 @@ class ResultView:
             ]
         )
 
-    def row(self, i: int) -> tuple[Any, bytes | None]:
-        """Row ``i`` (1-based) as a Lua array of strings with nil for NULL, and an error.
-
-        ``(None, None)`` past the end; ``(None, message)`` when the row cannot be decoded
-        (injection.lua raises it in the script).
-        """
+    def row(self, i: int) -> tuple[Any, ...] | None:
+        """Row ``i`` (1-based): ``(True, value, ...)`` with strings, None for NULL (injection.lua
+        makes the Lua array); None past the end; ``(False, message)`` when the row cannot be
+        decoded (injection.lua raises it in the script)."""
         columns = self.columns()
         packets = self.result.packets or []
         index = self._rows_start + int(i) - 1
         if not columns or index >= len(packets) or index < self._rows_start:
-            return None, None
+            return None
         payload = packets[index]
         if is_ok_eof(payload) or is_err(payload):
-            return None, None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
+            return None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
         try:
             if self.result.binary:
-                values = parse_binary_row(payload, columns)
-                cells = [_as_text(v, int(c.type)) for v, c in zip(values, columns)]
-            else:
-                cells = list(parse_text_row(payload, len(columns)))
+                types = self._types
+                values = parse_binary_row(payload, types)
+                return (True, *[_as_text(v, t[0]) for v, t in zip(values, types)])
+            return (True, *parse_text_row(payload, len(columns)))
         except ProtocolError as e:
-            return None, f".resultset.rows: row {int(i)} is invalid: {e}".encode()
-        return self._table(cells), None
+            return False, f".resultset.rows: row {int(i)} is invalid: {e}".encode()
+
+
+def callbacks() -> dict[str, Callable[..., Any]]:
+    """injection.lua's ``py.*`` functions: a view's fields and rows, decoded on demand."""
+    return {"result_fields": ResultView.fields, "result_row": ResultView.row}

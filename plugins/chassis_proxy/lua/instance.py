@@ -242,9 +242,9 @@ class LuaConnectionHooks:
         buffered = result.packets is not None
         if self._state is None:
             return NO_DECISION
-        table = self._calls.table
-        view = ResultView(result, table, negotiated_capabilities(self.conn))
-        status, value = self._call("call_read_query_result", table(view.summary()), view.fields, view.row)
+        view = ResultView(result, self._calls.table, negotiated_capabilities(self.conn))
+        args = view.arguments()
+        status, value = self._calls.call_read_query_result(self.conn, self._state, args, view.size)
         if status == CALL_MISSING:
             return NO_DECISION
         if status != CALL_OK:

@@ -18,8 +18,10 @@
 --   UPDATE / LOCK IN SHARE MODE / INTO, without user or system variables, and without
 --   functions that need this session or the primary (GET_LOCK, LAST_INSERT_ID(x),
 --   NEXTVAL, ...); SHOW and everything else goes to the primary;
--- * the client is pinned to its current read-write connection, for the rest of the
---   session, once it creates session state: user variables, SET of session variables
+-- * the client is pinned to its current read-write connection once it creates session
+--   state, until proxy.rw-pins' rule for that state releases it (the insert id: until a
+--   statement that does not read it; temporary tables: until dropped; prepared
+--   statements: until closed; others: the session): user variables, SET of session variables
 --   to anything but constants, SET autocommit = 0, SET TRANSACTION (the next one only),
 --   temporary tables, prepared statements (COM_STMT_PREPARE and PREPARE), GET_LOCK, LOCK
 --   TABLES, sequences, CALL, HANDLER, a result with an insert id (LAST_INSERT_ID),
@@ -48,36 +50,52 @@
 -- * at disconnect, only a connection without session state and transaction goes back
 --   to the pool. Any other is closed.
 --
+-- * with causal_reads, a read on a replica after the client's write first waits there for
+--   that write's GTID (MASTER_GTID_WAIT), or goes to the primary after causal_reads_timeout;
+--
 -- Configuration (also through PROXY SET GLOBAL rwsplit.<option> = <value>, see
--- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug.
+-- proxy.auto-config): min_idle_connections, max_idle_connections, is_debug,
+-- causal_reads, causal_reads_timeout.
 
 local chassis     = require("chassis")
 local commands    = require("proxy.commands")
 local lb          = require("proxy.balance")
 local auto_config = require("proxy.auto-config")
 local routes      = require("proxy.rw-classify")  -- which statements may go where
+local rw_pins     = require("proxy.rw-pins")      -- what keeps a client where it is, and until when
 local statements, tokens_of, classify = routes.statements, routes.tokens_of, routes.classify
 
-if not proxy.global.config.rwsplit then
-	proxy.global.config.rwsplit = {
-		min_idle_connections = 4,
-		max_idle_connections = 8,
-		is_debug = false,
-	}
+local DEFAULTS = {
+	min_idle_connections = 4,
+	max_idle_connections = 8,
+	is_debug = false,
+	causal_reads = false,         -- read-your-writes: a read on a replica waits for the client's last write
+	causal_reads_timeout = 1,     -- seconds a read waits on a replica before it goes to the primary
+}
+proxy.global.config.rwsplit = proxy.global.config.rwsplit or {}
+local config = proxy.global.config.rwsplit
+for k, v in pairs(DEFAULTS) do
+	if config[k] == nil then config[k] = v end
 end
 
-local config = proxy.global.config.rwsplit
-
 -- Per client connection (the script runs from the top for each client)
-local pinned = nil         -- why the client must stay on its connection (nil: free to move)
+local pins = rw_pins.new() -- why the client must stay on its connection (pins:reason())
+local pinned = nil         -- pins:reason() as of the last command (nil: free to move)
 local in_trans = false     -- the last result said a transaction is open
 local client_db = nil      -- the default database as the client believes it to be
 local pending = nil        -- what the command in flight changes: { db = ... }, { reset = true }
                            -- or { setting = key, sql = ... }
 local settings = {}        -- the client's settings to replay: array of { key =, sql = }
 local last_conn = nil      -- the server connection the previous statement ran on
+local effects = nil        -- what the command in flight does to the pins (rw-classify's effects)
+-- read-your-writes (causal_reads): the GTID of the client's last write, whether a write
+-- ran since it was learnt, the connection it ran on, the replica connection that has it
+local causal = { gtid = nil, stale = false, write_conn = nil, synced = nil }
+local deferred = nil       -- the read waiting for the GTID query: { payload =, route =, is_init_db =, what = }
+local waiting = nil        -- the read queued behind a MASTER_GTID_WAIT (same fields)
+local wrote = false        -- the command in flight is a write on the primary
 
-local ID_QUERY, ID_SYNC_DB, ID_SYNC_SET = 1, 2, 3
+local ID_QUERY, ID_SYNC_DB, ID_SYNC_SET, ID_GTID, ID_WAIT = 1, 2, 3, 4, 5
 
 -- To the chassis log, not stdout: stdout is gone with --daemon (MySQL Proxy printed it).
 local function debug(fmt, ...)
@@ -180,7 +198,9 @@ end
 local function place(route)
 	local current = attached()
 	if pinned or in_trans then
-		if pinned and current and route == "rw" and backend_type(current) ~= proxy.BACKEND_TYPE_RW then
+		-- (a prepared statement's COM_STMT_EXECUTE may write: only reads stay there)
+		if pinned and current and route ~= "ro" and route ~= "any"
+			and backend_type(current) ~= proxy.BACKEND_TYPE_RW then
 			-- the session's state is on a server that no longer takes writes (a switchover,
 			-- --proxy-backend-roles=auto): the client must start over on the new primary.
 			-- (A transaction alone needs nothing: the server refuses its writes, and after
@@ -229,6 +249,60 @@ local function place(route)
 	return nil
 end
 
+local function conn_key()
+	local server = proxy.connection.server
+	return server and (server.dst.name .. "#" .. tostring(server.thread_id))
+end
+
+-- Queue the client's command on the attached connection, after what that connection
+-- needs first: its default database, the client's settings (a connection other than the
+-- previous statement's may be another client's, which the proxy reset), and with
+-- causal_reads the wait for the client's last write on a replica.
+local function queue(payload, is_init_db, what)
+	proxy.queries:append(ID_QUERY, payload, { resultset_is_needed = is_init_db or effects.stmt_prepare or false })
+	local server = proxy.connection.server
+	if not is_init_db and server and client_db ~= "" and server.default_db ~= client_db then
+		proxy.queries:prepend(ID_SYNC_DB, string.char(proxy.COM_INIT_DB) .. client_db,
+			{ resultset_is_needed = true })
+	end
+	local key = conn_key()
+	if key and key ~= last_conn then
+		for i = #settings, 1, -1 do
+			proxy.queries:prepend(ID_SYNC_SET, string.char(proxy.COM_QUERY) .. settings[i].sql,
+				{ resultset_is_needed = true })
+		end
+	end
+	last_conn = key
+	if config.causal_reads and causal.gtid and causal.gtid ~= "" and key and causal.synced ~= key
+		and backend_type(attached()) == proxy.BACKEND_TYPE_RO then
+		proxy.queries:prepend(ID_WAIT, string.char(proxy.COM_QUERY) .. ("SELECT MASTER_GTID_WAIT('%s', %s)")
+			:format(causal.gtid, tostring(tonumber(config.causal_reads_timeout) or 0)), { resultset_is_needed = true })
+		waiting = { payload = payload, is_init_db = is_init_db, what = what }
+	end
+end
+
+-- Place the client for `route` and queue its command; nil, or the answer for an error.
+local function place_and_queue(payload, route, is_init_db, what, write)
+	local problem = place(route)
+	if problem then
+		debug("%s: %s", what, problem)
+		return err_response(problem)
+	end
+	wrote = write
+	queue(payload, is_init_db, what)
+	debug("%s -> backend %s%s", what, name_of(attached()), pinned and (" (pinned: " .. pinned .. ")") or "")
+	return nil
+end
+
+-- causal_reads: would this read leave the primary connection of a write whose GTID is not
+-- known yet? Then that GTID is asked for first, on that connection.
+local function needs_gtid(route)
+	if not (config.causal_reads and causal.stale) or pinned or in_trans then return false end
+	if route ~= "ro" and route ~= "any" then return false end
+	local current = attached()
+	return current ~= nil and backend_type(current) == proxy.BACKEND_TYPE_RW
+end
+
 function read_query(packet)
 	local cmd = commands.parse(packet)
 	local handled = auto_config.handle(cmd)
@@ -244,6 +318,7 @@ function read_query(packet)
 
 	local stmts = cmd.type == proxy.COM_QUERY and statements(tokens_of(cmd.query)) or nil
 	local route, pin, changes = classify(cmd, stmts)
+	effects = routes.effects(cmd, stmts)
 	local payload = packet
 
 	-- USE db as SQL: send a COM_INIT_DB, which the proxy tracks (it does not parse SQL)
@@ -252,41 +327,37 @@ function read_query(packet)
 		payload = string.char(proxy.COM_INIT_DB) .. use[2].text
 		route, pin, changes = "same", nil, { db = use[2].text }
 	end
-	-- session state is made on (and pins the client to) a read-write connection
-	if pin and not pinned then route = "rw" end
-
-	local problem = place(route)
-	if problem then
-		debug("%s: %s", commands.pretty_print(cmd), problem)
-		return err_response(problem)
+	-- a setting beyond the 64th distinct one pins instead of being repeated on every move
+	if changes and changes.setting and #settings >= 64 then
+		local known = false
+		for _, st in ipairs(settings) do known = known or st.key == changes.setting end
+		if not known then pin, changes = "SET " .. changes.setting, nil end
 	end
-	if pin and not pinned then
-		pinned = pin
+	local was = pinned
+	pins:before(effects)
+	local held = pins:reason()
+	if was and not held then debug("unpinned (%s is released)", was) end
+	if pin then pins:add(pin) end
+	pinned = held  -- what place() must respect; a new pin starts where the statement runs
+	-- session state is made on (and pins the client to) a read-write connection
+	if pin and not held then route = "rw" end
+	pending = changes
+	local is_init_db = payload:byte() == proxy.COM_INIT_DB
+
+	if needs_gtid(route) then
+		-- the GTID of the client's last write, on the connection that wrote it (or, if
+		-- the client moved since, the primary's binlog position, which includes it)
+		deferred = { payload = payload, route = route, is_init_db = is_init_db, what = commands.pretty_print(cmd) }
+		local sql = conn_key() == causal.write_conn and "SELECT @@last_gtid" or "SELECT @@global.gtid_binlog_pos"
+		proxy.queries:append(ID_GTID, string.char(proxy.COM_QUERY) .. sql, { resultset_is_needed = true })
+		return proxy.PROXY_SEND_QUERY
+	end
+	local answer = place_and_queue(payload, route, is_init_db, commands.pretty_print(cmd), route == "rw")
+	pinned = pins:reason()
+	if answer then return answer end
+	if pin and not held then
 		debug("pinned to backend %s: %s", name_of(attached()), pin)
 	end
-	pending = changes
-
-	local is_init_db = payload:byte() == proxy.COM_INIT_DB
-	proxy.queries:append(ID_QUERY, payload, { resultset_is_needed = is_init_db })
-
-	-- the connection's default database must be the client's
-	local server = proxy.connection.server
-	if not is_init_db and server and client_db ~= "" and server.default_db ~= client_db then
-		proxy.queries:prepend(ID_SYNC_DB, string.char(proxy.COM_INIT_DB) .. client_db,
-			{ resultset_is_needed = true })
-	end
-	-- and so must its settings, on a connection other than the previous statement's (it
-	-- may be another client's, which the proxy reset)
-	local conn_key = server and (server.dst.name .. "#" .. tostring(server.thread_id))
-	if conn_key and conn_key ~= last_conn then
-		for i = #settings, 1, -1 do
-			proxy.queries:prepend(ID_SYNC_SET, string.char(proxy.COM_QUERY) .. settings[i].sql,
-				{ resultset_is_needed = true })
-		end
-	end
-	last_conn = conn_key
-	debug("%s -> backend %s%s", commands.pretty_print(cmd), name_of(attached()),
-		pinned and (" (pinned: " .. pinned .. ")") or "")
 	return proxy.PROXY_SEND_QUERY
 end
 
@@ -299,6 +370,12 @@ local function failed(res)
 	if res.query_status == proxy.MYSQLD_PACKET_ERR then return true end
 	local ok, raw = pcall(function() return res.raw end)
 	return ok and raw ~= nil and raw:byte() == proxy.MYSQLD_PACKET_ERR
+end
+
+-- The first column of a buffered result's first row (nil when there is none).
+local function first_value(res)
+	for row in res.rows do return row[1] end
+	return nil
 end
 
 function read_query_result(inj)
@@ -319,24 +396,69 @@ function read_query_result(inj)
 		end
 		return proxy.PROXY_IGNORE_RESULT
 	end
+	if inj.id == ID_GTID then
+		-- the client's last write's GTID: now the read may go to a replica that has it
+		local d = deferred
+		deferred = nil
+		if not failed(res) then
+			causal.gtid, causal.stale, causal.synced = first_value(res) or "", false, nil
+		end
+		local route = causal.stale and "rw" or d.route  -- no GTID: the primary has the write
+		local answer = place_and_queue(d.payload, route, d.is_init_db, d.what, false)
+		return answer or proxy.PROXY_IGNORE_RESULT
+	end
+	if inj.id == ID_WAIT then
+		local key = conn_key()
+		if not failed(res) and first_value(res) == "0" then
+			causal.synced = key
+			return proxy.PROXY_IGNORE_RESULT
+		end
+		-- the replica has not applied the client's write within causal_reads_timeout (or
+		-- cannot tell): the read goes to the primary instead
+		debug("backend %s has not applied %s within %ss: the read goes to a read-write backend",
+			name_of(attached()), causal.gtid, tostring(config.causal_reads_timeout))
+		local read = waiting
+		proxy.queries:reset()
+		local answer = place_and_queue(read.payload, "rw", read.is_init_db, read.what, false)
+		return answer or proxy.PROXY_IGNORE_RESULT
+	end
 	if inj.id ~= ID_QUERY then return end
 
+	local ok = not failed(res)
 	in_trans = res.flags.in_trans and true or false
-	if res.insert_id and res.insert_id > 0 and not pinned then
-		pinned = "LAST_INSERT_ID"
+	pins:after(effects, ok, res, in_trans)
+	local was = pinned
+	pinned = pins:reason()
+	if pinned and not was then
 		debug("pinned to backend %s: %s", name_of(attached()), pinned)
+	elseif was and not pinned then
+		debug("unpinned (%s is released)", was)
+	end
+	if wrote then
+		-- a write (or what may be one): its GTID, from the OK when the client tracks
+		-- last_gtid (session_track_system_variables), else asked for at the next read
+		local vars = res.session_variables
+		local gtid = vars and vars.last_gtid
+		if gtid then
+			causal.gtid, causal.stale = gtid, false
+		else
+			causal.stale = true
+		end
+		causal.write_conn, causal.synced = conn_key(), nil
+		wrote = false
 	end
 	local changes = pending
 	pending = nil
-	if changes and not failed(res) then
+	if changes and ok then
 		if changes.db then client_db = changes.db end
 		if changes.reset then
+			pins:reset()
 			pinned, in_trans, settings = nil, false, {}
 		end
 		if changes.setting then
 			local replaced = false
-			for _, s in ipairs(settings) do
-				if s.key == changes.setting then s.sql, replaced = changes.sql, true end
+			for _, st in ipairs(settings) do
+				if st.key == changes.setting then st.sql, replaced = changes.sql, true end
 			end
 			if not replaced then settings[#settings + 1] = { key = changes.setting, sql = changes.sql } end
 		end

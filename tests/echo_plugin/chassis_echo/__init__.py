@@ -285,6 +285,26 @@ def chassis_reload(old: Config, new: Config, runtime: Runtime) -> None:
 
 
 @chassis.hookimpl
+def chassis_handover_out(runtime: Runtime, send: Any) -> Any:
+    """An upgrade: the count of echoed lines moves to the new chassis (a state without
+    fds); the echo connections themselves drain here."""
+    async def hand_over() -> tuple[int, int]:
+        await send({"echoed": _state.get("echoed", 0)}, [])
+        return 1, 0
+    return hand_over()
+
+
+@chassis.hookimpl
+def chassis_handover_in(runtime: Runtime, item: Any) -> bool | None:
+    if item.plugin != "echo":
+        return None
+    item.close()
+    _state["echoed"] = _state.get("echoed", 0) + int(item.state.get("echoed", 0))
+    log.log(25, "echo: %d echoed line(s) handed over", item.state.get("echoed", 0))
+    return True
+
+
+@chassis.hookimpl
 def chassis_reopen_logs(runtime: Runtime) -> None:
     # The echo plugin writes no file of its own; a plugin that does reopens it here.
     log.log(25, "echo: SIGHUP, nothing of ours to reopen")

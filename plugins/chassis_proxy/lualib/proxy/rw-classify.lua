@@ -25,11 +25,12 @@ local SAME_VARIABLES = {
 	["@@IDENTITY"] = true, ["@@LAST_INSERT_ID"] = true, ["@@INSERT_ID"] = true,
 	["@@WARNING_COUNT"] = true, ["@@ERROR_COUNT"] = true, ["@@LAST_GTID"] = true,
 }
--- statements that create session state on their connection
-local PINNING_STATEMENTS = {
-	PREPARE = "prepared statement", EXECUTE = "prepared statement",
-	DEALLOCATE = "prepared statement", CALL = "stored procedure", HANDLER = "HANDLER",
-}
+-- statements that create session state on their connection (prepared statements and
+-- temporary tables pin through proxy.rw-pins, which sees them closed and dropped)
+local PINNING_STATEMENTS = { CALL = "stored procedure", HANDLER = "HANDLER" }
+-- functions and variables that read the previous statement's insert id or sequence value
+local LAST_VALUE_FUNCTIONS = { LAST_INSERT_ID = true, LASTVAL = true }
+local LAST_VALUE_VARIABLES = { ["@@IDENTITY"] = true, ["@@LAST_INSERT_ID"] = true, ["@@INSERT_ID"] = true }
 -- "any": where the client is, else wherever a read may go
 local ROUTE_RANK = { any = 0, ro = 1, same = 2, rw = 3 }
 -- variables whose SET is about the next statement or the binlog, not a setting
@@ -64,21 +65,31 @@ local function statements(tokens)
 end
 
 -- Looks at every token of a statement: route ("ro" unless something needs more) and pin.
+-- Reading a user variable needs nothing: set to a constant it is repeated on every
+-- connection the client moves to (a setting), set any other way (:=, INTO @x, LOAD DATA,
+-- SET @x = expression) the client is pinned already, and unset it is NULL everywhere.
 local function scan(ts, route, pin)
 	local function need(r)
 		if ROUTE_RANK[r] > ROUTE_RANK[route] then route = r end
 	end
+	local into = false  -- after SELECT ... INTO
 	for i = 1, #ts do
 		local t = ts[i]
 		local name = t.token_name
 		local nxt = ts[i + 1]
+		if name == "TK_SQL_INTO" then into = true
+		elseif name == "TK_SQL_FROM" then into = false end
 		if name == "TK_LITERAL" then
 			local u = t.text:upper()
 			if u:sub(1, 2) == "@@" then
 				if SAME_VARIABLES[u] then need("same") else need("rw") end
 			elseif u:sub(1, 1) == "@" then
-				need("rw")
-				pin = pin or "user variables"
+				local prev = ts[i - 1]
+				if (nxt and nxt.token_name == "TK_ASSIGN") or ts[1].token_name == "TK_SQL_LOAD"
+					or (into and prev and (prev.token_name == "TK_SQL_INTO" or prev.token_name == "TK_COMMA")) then
+					need("rw")
+					pin = pin or "user variables"
+				end
 			elseif u == "NEXT" and upper_text(nxt) == "VALUE" then
 				need("rw")
 				pin = pin or "sequence"
@@ -120,8 +131,8 @@ local function scan(ts, route, pin)
 	return route, pin
 end
 
--- SET autocommit = 1 (in its spellings) changes nothing a fresh connection does not have
-local function is_autocommit_on(ts)
+-- SET autocommit = 1 / 0 (in their spellings): "on", "off", or nil for any other SET
+local function autocommit_value(ts)
 	local i = 2
 	local u = upper_text(ts[i])
 	if u == "SESSION" or u == "LOCAL" then i = i + 1 end
@@ -131,11 +142,14 @@ local function is_autocommit_on(ts)
 		i = i + 2
 		u = upper_text(ts[i])
 	end
-	if u ~= "AUTOCOMMIT" and u ~= "@@AUTOCOMMIT" then return false end
+	if u ~= "AUTOCOMMIT" and u ~= "@@AUTOCOMMIT" then return nil end
 	local op = ts[i + 1]
-	if not op or (op.token_name ~= "TK_EQ" and op.token_name ~= "TK_ASSIGN") then return false end
+	if not op or (op.token_name ~= "TK_EQ" and op.token_name ~= "TK_ASSIGN") then return nil end
 	local v = upper_text(ts[i + 2])
-	return #ts == i + 2 and (v == "1" or v == "ON" or v == "TRUE")
+	if #ts ~= i + 2 then return nil end
+	if v == "1" or v == "ON" or v == "TRUE" then return "on" end
+	if v == "0" or v == "OFF" or v == "FALSE" then return "off" end
+	return nil
 end
 
 -- A token a setting's value may consist of: constants and keywords, no variables,
@@ -185,7 +199,7 @@ local function setting_key(ts)
 		elseif name:sub(1, 2) == "@@" then
 			name = name:sub(3)
 		elseif name:sub(1, 1) == "@" then
-			return nil  -- a user variable
+			name = "@" .. name:sub(2)  -- a user variable set to a constant: it follows the client
 		end
 		if NOT_SETTINGS[name] then return nil end
 		local op = ts[i + 1]
@@ -266,16 +280,18 @@ local function classify_statement(ts)
 		if second == "GLOBAL" or second == "@@GLOBAL" or second == "PASSWORD" then
 			return scan(ts, "rw", nil)
 		end
-		if is_autocommit_on(ts) then return "rw", nil end
+		local autocommit = autocommit_value(ts)
+		if autocommit == "on" then return "rw", nil end
+		if autocommit == "off" then return "rw", "SET autocommit=0" end
+		if upper_text(ts[2]) == "TRANSACTION" then return "rw", "SET TRANSACTION" end
 		local key = setting_key(ts)
 		if key then return "any", nil, key end
 		local route, pin = scan(ts, "rw", nil)
 		return route, pin or ("SET " .. (ts[2] and ts[2].text or ""))
 	elseif (kind == "TK_SQL_CREATE" or kind == "TK_SQL_DROP") then
-		for i = 2, math.min(#ts, 4) do
-			if upper_text(ts[i]) == "TEMPORARY" then return "rw", "temporary table" end
-		end
 		return scan(ts, "rw", nil)
+	elseif word == "DEALLOCATE" or (kind == "TK_SQL_DROP" and upper_text(ts[2]) == "PREPARE") then
+		return "same", nil
 	elseif PINNING_STATEMENTS[word] then
 		local route, pin = scan(ts, "rw", nil)
 		return route, pin or PINNING_STATEMENTS[word]
@@ -303,7 +319,7 @@ local function classify(cmd, stmts)
 	elseif t == proxy.COM_INIT_DB then
 		return "same", nil, { db = cmd.schema }
 	elseif t == proxy.COM_STMT_PREPARE then
-		return "rw", "prepared statement"
+		return "rw", nil
 	elseif t == proxy.COM_FIELD_LIST then
 		return "ro", nil
 	elseif t == proxy.COM_CHANGE_USER then
@@ -319,8 +335,74 @@ local function classify(cmd, stmts)
 	return "same", nil
 end
 
+-- The names a CREATE / DROP [TEMPORARY] TABLE statement names (the table part, without
+-- its database), from token i on.
+local function table_names(ts, i)
+	local names = {}
+	while ts[i] and (ts[i].token_name == "TK_SQL_IF" or ts[i].token_name == "TK_SQL_NOT"
+		or ts[i].token_name == "TK_SQL_EXISTS") do
+		i = i + 1
+	end
+	while ts[i] and ts[i].token_name == "TK_LITERAL" do
+		local name = ts[i].text
+		if ts[i + 1] and ts[i + 1].token_name == "TK_DOT" and ts[i + 2] then
+			i = i + 2
+			name = ts[i].text
+		end
+		names[#names + 1] = name
+		if not (ts[i + 1] and ts[i + 1].token_name == "TK_COMMA") then break end
+		i = i + 2
+	end
+	return names
+end
+
+-- What a command does to the pins of proxy.rw-pins: { reads_last_value, autocommit_on,
+-- unlock, temp_created = {names}, dropped = {names}, stmt_prepare, stmt_close = id,
+-- sql_prepare = name, sql_deallocate = name }.
+local function effects(cmd, stmts)
+	local e = {}
+	local t = cmd.type
+	if t == proxy.COM_STMT_PREPARE then e.stmt_prepare = true return e end
+	if t == proxy.COM_STMT_CLOSE then e.stmt_close = cmd.stmt_handler_id return e end
+	if t ~= proxy.COM_QUERY then
+		-- statement commands and the like run where the client is: they read nothing of it
+		e.reads_last_value = t ~= proxy.COM_INIT_DB
+		return e
+	end
+	for _, ts in ipairs(stmts or {}) do
+		for i = 1, #ts do
+			local tok = ts[i]
+			local u = tok.text:upper()
+			if (tok.token_name == "TK_FUNCTION" and LAST_VALUE_FUNCTIONS[u])
+				or (tok.token_name == "TK_LITERAL" and (LAST_VALUE_VARIABLES[u]
+					or (u == "PREVIOUS" and upper_text(ts[i + 1]) == "VALUE"))) then
+				e.reads_last_value = true
+			end
+		end
+		local kind, second = ts[1].token_name, upper_text(ts[2])
+		local word = ts[1].text:upper()
+		if kind == "TK_SQL_SET" and autocommit_value(ts) == "on" then
+			e.autocommit_on = true
+		elseif kind == "TK_SQL_UNLOCK" then
+			e.unlock = true
+		elseif kind == "TK_SQL_CREATE" and second == "TEMPORARY" and ts[3] and ts[3].token_name == "TK_SQL_TABLE" then
+			e.temp_created = table_names(ts, 4)
+		elseif kind == "TK_SQL_DROP" then
+			local i = second == "TEMPORARY" and 3 or 2
+			if ts[i] and ts[i].token_name == "TK_SQL_TABLE" then e.dropped = table_names(ts, i + 1) end
+			if second == "PREPARE" and ts[3] then e.sql_deallocate = ts[3].text end
+		elseif word == "PREPARE" and ts[2] then
+			e.sql_prepare = ts[2].text
+		elseif word == "DEALLOCATE" and ts[3] then
+			e.sql_deallocate = ts[3].text
+		end
+	end
+	return e
+end
+
 return {
 	statements = statements,
 	tokens_of = tokens_of,
 	classify = classify,
+	effects = effects,
 }
