@@ -222,16 +222,22 @@ class LuaScriptHost:
         """The file's compiled factory (recompiled when its mtime_ns or size changed), or
         None and why it cannot be used. A broken version is compiled once, not per client."""
         try:
-            with open(self.script, "rb") as f:  # stat and read the same file, even if replaced
-                st = os.fstat(f.fileno())
+            # stat and read the same file, even if replaced; a bare descriptor, as every new
+            # client checks the file and a Python file object costs more than the syscalls
+            fd = os.open(self.script, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
                 key = (st.st_mtime_ns, st.st_size)
                 good, broken = self._compiled, self._broken
                 if good is not None and good.key == key:
                     return good.factory, None
                 if broken is not None and broken.key == key:
                     return None, broken.error
-                source = f.read()
-                factory, err = self.lua.call("compile", source, os.fsencode(self.script))
+                with open(fd, "rb", closefd=False) as f:
+                    source = f.read()
+            finally:
+                os.close(fd)
+            factory, err = self.lua.call("compile", source, os.fsencode(self.script))
         except OSError as e:
             return None, f"Lua script {self.script} cannot be read: {e.strerror or e} (check --proxy-lua-script)"
         except LuaError as e:
