@@ -74,6 +74,10 @@ class Login:
         self.settings = state.settings
         #: The server leg's login, as the server sees it (what it sent, what it was sent).
         self.tracker = LoginTracker()
+        #: Each read's --proxy-read-timeout; None when --proxy-login-timeout, which bounds
+        #: the whole login, always ends first (a timer per read saved).
+        login_timeout, read_timeout = self.settings.login_timeout, self.settings.read_timeout
+        self.read_timeout = None if 0 < login_timeout <= read_timeout else read_timeout
 
     # a new server connection ---------------------------------------------------------
 
@@ -269,7 +273,7 @@ class Login:
         client_ch, server_ch = st.client_ch, st.server_ch
         assert server_ch is not None
         tracker = self.tracker
-        timeout = self.settings.read_timeout
+        timeout = self.read_timeout
         while True:
             packet = await server_ch.read_packet(timeout)
             st.sseq = (packet.seq + 1) & 0xFF
@@ -311,7 +315,7 @@ class Login:
         """The client's next login packet; framing garbage ends the login with ERR 1043."""
         st = self.state
         try:
-            return await st.client_ch.read_packet(self.settings.read_timeout)
+            return await st.client_ch.read_packet(self.read_timeout)
         except ProtocolError as e:
             st.send_client_err(ErrorCode.HANDSHAKE_ERROR, "Bad handshake", "08S01")
             raise ConnectionGone(f"bad handshake from client {st.name}: {e}") from None
@@ -363,7 +367,7 @@ class Login:
         st = self.state
         assert st.server_ch is not None
         self._to_server(PUBLIC_KEY_REQUEST)
-        packet = await st.server_ch.read_packet(self.settings.read_timeout)
+        packet = await st.server_ch.read_packet(self.read_timeout)
         st.sseq = (packet.seq + 1) & 0xFF
         try:
             event = self.tracker.server_packet(packet.payload)
