@@ -502,7 +502,8 @@ def print_logins(runs: list[Run], targets: list[str], all_runs: list[Run],
     vs = versus(all_runs, "haproxy") if "haproxy" in targets else {}
     by_key = {(r.threads, r.target): r for r in runs if r.workload == CONNECT_WORKLOAD}
     print(f"\nconnect, SELECT 1, quit ({CONNECT_SCRIPT.name}): logins per second")
-    head = (f"{'target':<22} {'thr':>3} | {'logins/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
+    w = max(len(t) for t in targets)
+    head = (f"{'target':<{w}} {'thr':>3} | {'logins/s':>8} {'p50 ms':>7} {'p95 ms':>7} "
             f"{'/direct':>7} {'us CPU/login':>12} | {'/haproxy':>8} {'CPU/haproxy':>11}")
     print(head)
     print("-" * len(head))
@@ -513,11 +514,11 @@ def print_logins(runs: list[Run], targets: list[str], all_runs: list[Run],
             if run is None:
                 continue
             if rate is None:
-                print(f"{target:<22} {threads:>3} | {'FAILED':>8}")
+                print(f"{target:<{w}} {threads:>3} | {'FAILED':>8}")
                 continue
             cpu = cpu_of.get((CONNECT_WORKLOAD, threads, target))
             speed, cpu_ratio = vs.get((CONNECT_WORKLOAD, threads, target), (None, None))
-            print(f"{target:<22} {threads:>3} | {rate:>8.0f} {run.p50_ms:>7.2f} {run.p95_ms:>7.2f} "
+            print(f"{target:<{w}} {threads:>3} | {rate:>8.0f} {run.p50_ms:>7.2f} {run.p95_ms:>7.2f} "
                   + (f"{rate / direct:>7.2f}" if direct else f"{'-':>7}")
                   + (f" {cpu:>12.1f}" if cpu else f" {'-':>12}") + " | "
                   + (f"{speed:>8.2f}" if speed else f"{'-':>8}")
