@@ -16,7 +16,6 @@ COM_INIT_DB and ``USE db`` when the server accepts them.
 from __future__ import annotations
 
 import time
-from array import array
 from bisect import bisect_left
 
 from chassis_mysql.constants import Command
@@ -70,18 +69,19 @@ class Slot:
     ``size``, ``head`` and ``tail`` (:func:`chassis_mysql.summary.outline`): an answer
     of that size, head and tail has ``rows`` rows, no error, and nothing to walk.
 
-    The relay adds a query's rows and last-seen time to the digest row at once, and its
-    time to ``times``: :meth:`fold` adds those to the row's count, sum, min and max and
-    to the backend's histogram and commands, with a few C-level passes (sum, min, max,
-    sorted, bisect) instead of a dozen additions per query; the table folds it within
-    :data:`~chassis_proxy.digests.FOLD_AFTER` and before anyone reads.
+    The relay appends each query's time to ``times`` and sets ``last`` (and adds the
+    figures of an answer it had to read, see :meth:`read`); :meth:`fold` adds the rest
+    to the digest row (count, sum, min, max, rows of the answers shaped as the last) and
+    the backend's histogram and commands, with a few C-level passes (sum, min, max,
+    sorted, bisect) instead of a dozen additions per query. The table folds within
+    :data:`~chassis_proxy.digests.FOLD_AFTER`, and before anyone reads.
 
     Valid while the connection's user, schema and backend stay and the digest table is
     not truncated: whoever changes those empties the connection's ``slots``.
     """
 
-    __slots__ = ("command", "digest", "head", "prefix", "rows", "size", "stats", "table", "tail",
-                 "text", "times")
+    __slots__ = ("command", "digest", "head", "head_at", "last", "prefix", "read_count", "rows",
+                 "size", "stats", "table", "tail", "tail_at", "text", "times")
 
     def __init__(self, table: DigestTable, digest: Digest, stats: Counters, command: int,
                  text: bytes) -> None:
@@ -90,11 +90,33 @@ class Slot:
         self.stats = stats
         self.command = command
         self.text = text
-        self.times = array("d")
+        self.times: list[float] = []
+        self.last = 0.0  # when the last query was seen (monotonic)
+        self.read_count = 0  # answers in times whose rows were added by read()
         self.prefix = b""
         self.size = -1  # no outline
         self.head = self.tail = b""
+        self.head_at = self.tail_at = slice(0)
         self.rows = 0
+
+    def shape(self, head: bytes, tail: bytes, size: int, rows: int) -> None:
+        """Answers of ``size`` bytes that begin with ``head`` and end with ``tail`` have
+        ``rows`` rows from now on (folds what was counted under the last shape)."""
+        if self.times:
+            self.fold()
+        self.head, self.tail, self.size, self.rows = head, tail, size, rows
+        self.head_at = slice(0, len(head))
+        self.tail_at = slice(size - len(tail), size)
+
+    def read(self, rows: int, affected: int, error: int) -> None:
+        """The figures of an answer the codec read (not shaped as the last one)."""
+        d = self.digest
+        d.rows_sent += rows
+        d.rows_affected += affected
+        self.read_count += 1
+        if error:
+            d.errors += 1
+            self.stats.server_errors += 1
 
     def pend(self) -> None:
         """The first time in ``times`` since the last fold: have it folded."""
@@ -111,6 +133,9 @@ class Slot:
         d.sum_time += total
         d.min_time = min(d.min_time, min(times))
         d.max_time = max(d.max_time, max(times))
+        d.rows_sent += self.rows * (n - self.read_count)
+        d.last_seen = max(d.last_seen, self.last)
+        self.read_count = 0
         stats = self.stats
         stats.by_command[self.command] += n
         stats.latency.observe_sorted(sorted(times), total)

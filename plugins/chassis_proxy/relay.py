@@ -192,6 +192,11 @@ class Tracking:
             _learn(slot, data, located)
         return located
 
+    def figures(self, slot: Slot, data: bytes) -> tuple[int, int]:
+        """The rows and affected rows of the slot's answer in ``data`` (for the slow log)."""
+        found = locate(data, self.capabilities)
+        return (found[0], found[1]) if found is not None else (slot.rows, 0)
+
     def follow(self, packet: bytes, data: bytes) -> None:
         """The first server buffer after the command ``packet``, an answer that did not come
         whole in it (or not the answer of a query): the tracker follows it."""
@@ -243,9 +248,7 @@ def _learn(slot: Slot, data: bytes, found: Located) -> None:
     if shape is None:
         slot.size = -1
     else:
-        slot.head, slot.tail = shape
-        slot.size = len(data)
-        slot.rows = found[0]
+        slot.shape(shape[0], shape[1], len(data), found[0])
 
 
 class TrackedClientLeg(ClientRelayLeg):
@@ -295,7 +298,8 @@ class TrackedServerLeg(RelayLeg):
 
     def data_received(self, data: bytes) -> None:
         self.last = data
-        self.nbytes += len(data)
+        n = len(data)
+        self.nbytes += n
         self.turn[0] = False  # the server answered
         self.peer.write(data)
         tracking = self.tracking
@@ -319,32 +323,21 @@ class TrackedServerLeg(RelayLeg):
         if slot is None:
             tracking.first(packet, data)
             return
-        if len(data) == slot.size and data.startswith(slot.head) and data.endswith(slot.tail):
-            rows = slot.rows  # shaped as the last answer
-            affected = 0
-        else:
-            found = tracking.reread(slot, data)
+        if n != slot.size or data[slot.head_at] != slot.head or data[slot.tail_at] != slot.tail:
+            found = tracking.reread(slot, data)  # not shaped as the last answer
             if found is None:
                 tracking.follow(packet, data)
                 return
-            rows = found[0]
-            affected = found[1]
-            if affected:
-                slot.digest.rows_affected += affected
-            if found[2]:
-                slot.digest.errors += 1
-                slot.stats.server_errors += 1
+            slot.read(found[0], found[1], found[2])
         now = monotonic()
         seconds = now - tracking.started
         times = slot.times
         if not times:
             slot.pend()  # to be folded (see Slot.fold)
         times.append(seconds)
-        d = slot.digest
-        d.rows_sent += rows
-        d.last_seen = now
+        slot.last = now
         if seconds >= tracking.long_query_time:
-            tracking.queries.slow(slot.text, seconds, rows, affected)
+            tracking.queries.slow(slot.text, seconds, *tracking.figures(slot, data))
 
 
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
