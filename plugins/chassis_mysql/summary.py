@@ -21,11 +21,25 @@ _CACHE_META = int(Capability.MARIADB_CLIENT_CACHE_METADATA | Capability.OPTIONAL
 
 #: (rows sent, affected rows, error number or 0)
 Summary = tuple[int, int, int]
+#: A :data:`Summary` and where its rows begin (0: not a result set).
+Located = tuple[int, int, int, int]
 
 
 def summarize(buf: bytes, capabilities: int) -> Summary | None:
     """The figures of the response to a COM_QUERY or COM_STMT_EXECUTE when ``buf`` holds
     all of it and nothing more and it is an OK, an ERR or a single result set; else None."""
+    found = locate(buf, capabilities)
+    return None if found is None else found[:3]
+
+
+def locate(buf: bytes, capabilities: int) -> Located | None:
+    """:func:`summarize`, and where the rows begin in ``buf`` (0 for an OK or an ERR).
+
+    The bytes before the rows (column count, definitions, their EOF) are what the same
+    statement answers with each time: a caller that keeps them (``buf[:at]``) and finds
+    a later answer starting with the same bytes may call :func:`rows_from` at that
+    position instead; the figures are the same.
+    """
     n = len(buf)
     if n < 5 or not capabilities & _PROTOCOL_41:
         return None
@@ -35,11 +49,11 @@ def summarize(buf: bytes, capabilities: int) -> Summary | None:
     if first == 0x00:  # OK: a short one, alone in the buffer
         if end != n or length != 7 or buf[5] >= 0xFB or buf[6] >= 0xFB or buf[7] & _MORE:
             return None
-        return 0, buf[5], 0
+        return 0, buf[5], 0, 0
     if first == 0xFF:  # ERR (a MariaDB progress report has 0xFFFF)
         if end != n or length < 3 or (buf[5] == 0xFF and buf[6] == 0xFF):
             return None
-        return 0, 0, buf[5] | (buf[6] << 8)
+        return 0, 0, buf[5] | (buf[6] << 8), 0
     if first >= 0xFB or end > n:  # LOCAL INFILE, a long column count, an incomplete packet
         return None
     defs = first
@@ -66,6 +80,15 @@ def summarize(buf: bytes, capabilities: int) -> Summary | None:
         size = pos - last - 4  # the EOF's payload
         if buf[last + 4] != 0xFE or size >= 9 or (size >= 5 and buf[last + 7] & _CURSOR):
             return None  # not the EOF expected, or a cursor (its rows come with COM_STMT_FETCH)
+    found = rows_from(buf, pos, deprecate_eof)
+    return None if found is None else (found[0], 0, found[2], pos)
+
+
+def rows_from(buf: bytes, pos: int, deprecate_eof: int) -> Summary | None:
+    """The figures of a result set whose rows begin at ``pos`` and whose end (its
+    terminator, or an ERR) is the end of ``buf``; else None. ``deprecate_eof``: whether
+    the session has CLIENT_DEPRECATE_EOF (the terminator is an OK with the 0xFE header)."""
+    n = len(buf)
     rows = 0
     while pos + 4 < n:
         length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
@@ -91,3 +114,18 @@ def summarize(buf: bytes, capabilities: int) -> Summary | None:
         rows += 1
         pos = end
     return None
+
+
+def outline(buf: bytes, found: Located) -> tuple[bytes, bytes] | None:
+    """For a result set of at most one row that :func:`locate` found in ``buf``: ``(head,
+    tail)``, its bytes up to the row's first payload byte and its terminator. Any buffer
+    of the same length that starts with ``head`` and ends with ``tail`` has the same
+    figures (locate reads nothing else of it), so a caller that meets the same answer
+    shape again (a point select) need not walk it. None for any other answer."""
+    rows, _affected, error, at = found
+    if not at or error or rows > 1:
+        return None
+    if rows == 0:
+        return buf[:at], buf[at:]
+    last = at + 4 + (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16))
+    return buf[:at + 5], buf[last:]

@@ -12,8 +12,10 @@ shapes are added to one overflow row (digest ``"overflow"``) until ``truncate()`
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+import weakref
+from typing import Any, Protocol
 
 from chassis_mysql.digest import digest_of, fingerprint
 
@@ -23,13 +25,20 @@ DEFAULT_MAX_DIGESTS = 10_000
 TEXT_CACHE = 4096
 #: Longest digest text shown (the id is the MD5 of the whole fingerprint).
 MAX_DIGEST_TEXT = 4096
+#: Seconds after a query that its time is folded into its row at the latest (readers fold
+#: first: what they see is exact).
+FOLD_AFTER = 1.0
 #: The digest id and text of the row that counts queries past the cap.
 OVERFLOW = "overflow"
 OVERFLOW_TEXT = "(queries of new shapes after --proxy-query-digest-max rows were kept)"
 
 
 class Digest:
-    """The counters of one (fingerprint, user, schema, backend)."""
+    """The counters of one (fingerprint, user, schema, backend).
+
+    ``first_seen`` and ``last_seen`` are on the monotonic clock (the relay has read it for
+    the query's time already); :meth:`DigestTable.as_rows` gives them as Unix times.
+    """
 
     __slots__ = ("count", "errors", "first_seen", "last_seen", "max_time", "min_time",
                  "rows_affected", "rows_sent", "sum_time")
@@ -44,6 +53,12 @@ class Digest:
         self.errors = 0
         self.first_seen = now
         self.last_seen = now
+
+
+class Folder(Protocol):
+    """Figures kept aside to be added to rows later (:class:`chassis_proxy.queries.Slot`)."""
+
+    def fold(self) -> None: ...
 
 
 #: (fingerprint, user, schema, backend)
@@ -61,6 +76,28 @@ class DigestTable:
         self.overflow: dict[tuple[str, str, str], Digest] = {}
         #: Changes at each truncate: connections drop the rows they keep at hand.
         self.generation = 0
+        #: Connections whose ``slots`` hold rows of this table (emptied at each truncate).
+        self._watchers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pending: list[Folder] = []
+
+    def pending(self, folder: Folder) -> None:
+        """``folder`` has figures for rows of this table: fold them within FOLD_AFTER."""
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_later(FOLD_AFTER, self.fold)
+            except RuntimeError:  # no loop (a test): folded when read
+                pass
+        self._pending.append(folder)
+
+    def fold(self) -> None:
+        """Add what is kept aside to the rows (and the backends' counters): before reading."""
+        pending, self._pending = self._pending, []
+        for folder in pending:
+            folder.fold()
+
+    def watch(self, connection: Any) -> None:
+        """``connection.slots`` (a dict) keeps rows at hand: empty it when they go."""
+        self._watchers.add(connection)
 
     def fingerprint(self, text: bytes) -> bytes:
         """The text's fingerprint, from the cache when the same text came lately."""
@@ -82,7 +119,7 @@ class DigestTable:
         key = (fp, user, schema, backend)
         d = self.rows.get(key)
         if d is None:
-            now = time.time()
+            now = time.monotonic()
             if len(self.rows) >= self.max_digests:
                 who = (user, schema, backend)
                 d = self.overflow.get(who)
@@ -92,29 +129,15 @@ class DigestTable:
                 d = self.rows[key] = Digest(now)
         return d
 
-    def record(self, fp: bytes, user: str, schema: str, backend: str, seconds: float,
-               rows: int, affected: int, error: bool) -> None:
-        """One query's figures (``fp`` from :meth:`fingerprint`)."""
-        d = self.row(fp, user, schema, backend)
-        now = time.time()
-        d.count += 1
-        d.sum_time += seconds
-        if seconds < d.min_time:
-            d.min_time = seconds
-        if seconds > d.max_time:
-            d.max_time = seconds
-        d.rows_sent += rows
-        d.rows_affected += affected
-        if error:
-            d.errors += 1
-        d.last_seen = now
-
     def truncate(self) -> None:
         """Forget every row (``TRUNCATE query_digest``)."""
+        self.fold()  # the backends' counters keep what the rows lose
         self.rows.clear()
         self.overflow.clear()
         self._ids.clear()
         self.generation += 1
+        for connection in list(self._watchers):
+            connection.slots.clear()
 
     def digest_id(self, fp: bytes) -> str:
         found = self._ids.get(fp)
@@ -124,15 +147,18 @@ class DigestTable:
 
     def as_rows(self) -> list[dict[str, Any]]:
         """Every row, as the control channel's ``digests`` op returns them."""
-        out = [_row(self.digest_id(fp), _text(fp), user, schema, backend, d)
+        self.fold()
+        wall = time.time() - time.monotonic()  # monotonic -> Unix time
+        out = [_row(self.digest_id(fp), _text(fp), user, schema, backend, d, wall)
                for (fp, user, schema, backend), d in self.rows.items()]
-        out.extend(_row(OVERFLOW, OVERFLOW_TEXT, user, schema, backend, d)
+        out.extend(_row(OVERFLOW, OVERFLOW_TEXT, user, schema, backend, d, wall)
                    for (user, schema, backend), d in self.overflow.items())
         return out
 
     def top(self, n: int) -> list[tuple[str, str, Digest]]:
         """The ``n`` digests with the most time (summed over users, schemas, backends):
         ``(id, text, sums)``, for the metrics."""
+        self.fold()
         by_fp: dict[bytes, Digest] = {}
         for (fp, _user, _schema, _backend), d in self.rows.items():
             total = by_fp.get(fp)
@@ -159,11 +185,12 @@ def _text(fp: bytes) -> str:
     return fp[:MAX_DIGEST_TEXT].decode("utf-8", "replace")
 
 
-def _row(digest: str, text: str, user: str, schema: str, backend: str, d: Digest) -> dict[str, Any]:
+def _row(digest: str, text: str, user: str, schema: str, backend: str, d: Digest,
+         wall: float) -> dict[str, Any]:
     return {
         "digest": digest, "digest_text": text, "user": user, "schema": schema,
         "backend": backend, "count": d.count, "sum_time": d.sum_time,
         "min_time": d.min_time if d.count else 0.0, "max_time": d.max_time,
         "rows_sent": d.rows_sent, "rows_affected": d.rows_affected, "errors": d.errors,
-        "first_seen": d.first_seen, "last_seen": d.last_seen,
+        "first_seen": d.first_seen + wall, "last_seen": d.last_seen + wall,
     }

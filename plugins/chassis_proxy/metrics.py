@@ -31,6 +31,9 @@ _COMMAND_NAMES = {int(c): c.name.lower() for c in Command}
 
 def collect(service: ProxyService) -> list[Metric]:
     """This worker's proxy metrics; the chassis merges the workers'."""
+    recorder = service.recorder
+    if recorder is not None and recorder.digests is not None:
+        recorder.digests.fold()  # the relay's times kept aside go to the backends' counters
     total = service.stats
     backends = list(service.backends)
     label = [({"backend": str(b.addr)}, b) for b in backends]
@@ -97,7 +100,6 @@ def collect(service: ProxyService) -> list[Metric]:
             [({"backend": str(b.addr), "result": result}, probes[str(b.addr), result])
              for b in backends for result in ("ok", "error")]))
     out.extend(_lua(service.script_host))
-    recorder = service.recorder
     if recorder is not None and recorder.digests is not None:
         out.extend(_digests(recorder.digests))
     return out

@@ -28,13 +28,13 @@ import asyncio
 from collections.abc import Callable
 from time import monotonic
 
-from chassis_mysql.constants import MAX_PAYLOAD, Command
+from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame
 from chassis_mysql.response import ResponseTracker
-from chassis_mysql.summary import summarize
+from chassis_mysql.summary import Located, locate, outline, rows_from
 
-from chassis_proxy.queries import ConnectionQueries
+from chassis_proxy.queries import ConnectionQueries, Slot
 
 #: What a relay reports when one of its legs closes: the leg and the transport's error.
 LostCallback = Callable[["RelayLeg", BaseException | None], None]
@@ -130,6 +130,7 @@ MAX_CARRY = 1 << 20
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
 _QUERY = int(Command.QUERY)
 _EXECUTE = int(Command.STMT_EXECUTE)
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 #: What an unanswered command is "followed" with (never fed).
 _NO_ANSWER = ResponseTracker(Command.QUIT, 0)
 
@@ -137,31 +138,70 @@ _NO_ANSWER = ResponseTracker(Command.QUIT, 0)
 class Tracking:
     """The state both tracked legs share: the command on its way and its answer.
 
+    ``pending`` says where the conversation is: None between commands (the client's next
+    buffer that starts one is followed), the client's buffer that started a command
+    until its answer's first buffer, and b"" while an answer that did not come whole is
+    followed with a ``ResponseTracker`` (``tracker``), or while the server waits for the
+    client's packets (LOCAL INFILE data, an auth answer: ``tracker`` None), until the
+    server speaks again.
+
     A command's answer that came whole in one buffer, as an OK, an ERR or one result set
     (nearly every one), is summarised in one pass (the codec's
-    :func:`~chassis_mysql.summary.summarize`); any other is followed with a
-    ``ResponseTracker`` across the buffers.
+    :func:`~chassis_mysql.summary.locate`). A command the connection repeats has a
+    :class:`~chassis_proxy.queries.Slot`, and its answer is recorded by the server leg.
     """
 
-    __slots__ = ("capabilities", "carry", "client_turn", "pending", "queries", "started", "tracker")
+    __slots__ = ("capabilities", "carry", "deprecate_eof", "long_query_time", "pending",
+                 "queries", "slots", "started", "tracker")
 
     def __init__(self, queries: ConnectionQueries, capabilities: int) -> None:
         self.queries = queries
+        self.slots = queries.slots
+        self.long_query_time = queries.long_query_time
         self.capabilities = capabilities
-        #: The client's buffer that started the command on its way (no answer seen yet).
+        self.deprecate_eof = capabilities & _DEPRECATE_EOF
         self.pending: bytes | None = None
         self.started = 0.0
         self.tracker: ResponseTracker | None = None  # while an answer is followed
         self.carry = b""
-        #: The server asked for the client's packets (LOCAL INFILE data, an auth answer):
-        #: the client's buffers are not commands until the server speaks again.
-        self.client_turn = False
 
     def unanswered(self, data: bytes) -> None:
         """A command the server does not answer (COM_STMT_CLOSE forgets its statement)."""
         queries = self.queries
         queries.start(data[4:], _NO_ANSWER)
         queries.tracker = None
+
+    def first(self, packet: bytes, data: bytes) -> None:
+        """The first server buffer after the COM_QUERY or COM_STMT_EXECUTE ``packet`` that
+        has no slot yet: recorded through the connection's queries, which may give it one."""
+        found = locate(data, self.capabilities)
+        if found is None:
+            self.follow(packet, data)
+            return
+        queries = self.queries
+        queries.relayed(packet, self.started, found[0], found[1], found[2])
+        slot = queries.slot(packet)
+        if slot is not None and found[3]:
+            _learn(slot, data, found)
+
+    def reread(self, slot: Slot, data: bytes) -> tuple[int, ...] | None:
+        """The figures of an answer not shaped as the slot's last one (its first, a new
+        shape, an OK or ERR), None if not whole in ``data``; the slot learns its shape."""
+        prefix = slot.prefix
+        if prefix and data.startswith(prefix):
+            found = rows_from(data, len(prefix), self.deprecate_eof)
+            if found is not None and found[0] <= 1 and not found[2]:
+                _learn(slot, data, (found[0], 0, 0, len(prefix)))
+            return found
+        located = locate(data, self.capabilities)
+        if located is not None and located[3]:
+            _learn(slot, data, located)
+        return located
+
+    def figures(self, slot: Slot, data: bytes) -> tuple[int, int]:
+        """The rows and affected rows of the slot's answer in ``data`` (for the slow log)."""
+        found = locate(data, self.capabilities)
+        return (found[0], found[1]) if found is not None else (slot.rows, 0)
 
     def follow(self, packet: bytes, data: bytes) -> None:
         """The first server buffer after the command ``packet``, an answer that did not come
@@ -170,6 +210,7 @@ class Tracking:
         length = packet[0] | (packet[1] << 8) | (packet[2] << 16)
         tracker = ResponseTracker(command, self.capabilities)
         self.tracker = tracker
+        self.pending = b""
         self.carry = b""
         self.queries.start(packet[4:4 + length], tracker, self.started)
         self.answer(data)
@@ -187,7 +228,8 @@ class Tracking:
             self._lost()
             return
         if tracker.idle:
-            self.client_turn = tracker.awaiting_client
+            # the server may wait for the client's packets: not a command until it speaks
+            self.pending = b"" if tracker.awaiting_client else None
             self.tracker = None
             self.queries.finish()
             return
@@ -200,8 +242,19 @@ class Tracking:
 
     def _lost(self) -> None:
         self.tracker = None
+        self.pending = None
         self.carry = b""
         self.queries.tracker = None
+
+
+def _learn(slot: Slot, data: bytes, found: Located) -> None:
+    """Keep the shape of the result set ``found`` in ``data`` on ``slot``."""
+    slot.prefix = data[:found[3]]
+    shape = outline(data, found)
+    if shape is None:
+        slot.size = -1
+    else:
+        slot.shape(shape[0], shape[1], len(data), found[0])
 
 
 class TrackedClientLeg(ClientRelayLeg):
@@ -223,19 +276,27 @@ class TrackedClientLeg(ClientRelayLeg):
         self.peer.write(data)
         if len(data) > 4 and data[3] == 0:
             self.commands += 1
-            if data[4] not in _UNANSWERED:
-                self.turn[0] = True
             tracking = self.tracking
-            if tracking.pending is None and tracking.tracker is None and not tracking.client_turn:
-                if data[4] in _UNANSWERED:
+            if data[4] in _UNANSWERED:
+                if tracking.pending is None:
                     tracking.unanswered(data)
-                else:
+            else:
+                self.turn[0] = True
+                if tracking.pending is None:
                     tracking.pending = data
                     tracking.started = monotonic()
 
 
 class TrackedServerLeg(RelayLeg):
-    """The server leg when queries are recorded: also follows the answer's packets."""
+    """The server leg when queries are recorded: also follows the answer's packets.
+
+    A repeated command's answer (its :class:`~chassis_proxy.queries.Slot` known) that
+    came whole is recorded here. Shaped as the last one (same size, same bytes before the
+    row's payload and same terminator: a point select) it is not read at all; else the
+    codec reads it (:meth:`Tracking.reread`). The time goes to the slot's ``times``,
+    folded into the digest row and the backend's histogram later
+    (:meth:`~chassis_proxy.queries.Slot.fold`); the rows and the time seen now.
+    """
 
     __slots__ = ("tracking",)
 
@@ -246,24 +307,46 @@ class TrackedServerLeg(RelayLeg):
 
     def data_received(self, data: bytes) -> None:
         self.last = data
-        self.nbytes += len(data)
+        n = len(data)
+        self.nbytes += n
         self.turn[0] = False  # the server answered
         self.peer.write(data)
         tracking = self.tracking
         packet = tracking.pending
-        if packet is not None:  # the first answer to a command
-            tracking.pending = None
-            command = packet[4]
-            if command in (_QUERY, _EXECUTE):
-                found = summarize(data, tracking.capabilities)
-                if found is not None:  # whole in this buffer: recorded at once
-                    tracking.queries.relayed(packet, tracking.started, *found)
-                    return
-            tracking.follow(packet, data)
-        elif tracking.tracker is not None:
-            tracking.answer(data)
+        if not packet:
+            if packet is not None:  # b"": an answer followed, or the client's turn over
+                if tracking.tracker is not None:
+                    tracking.answer(data)
+                else:
+                    tracking.pending = None
+            return
+        tracking.pending = None  # the first answer to a command
+        command = packet[4]
+        if command == _EXECUTE:
+            slot = tracking.slots.get(packet[4:9])
+        elif command == _QUERY:
+            slot = tracking.slots.get(packet)
         else:
-            tracking.client_turn = False  # the end of a LOCAL INFILE exchange
+            tracking.follow(packet, data)
+            return
+        if slot is None:
+            tracking.first(packet, data)
+            return
+        if n != slot.size or data[slot.head_at] != slot.head or data[slot.tail_at] != slot.tail:
+            found = tracking.reread(slot, data)  # not shaped as the last answer
+            if found is None:
+                tracking.follow(packet, data)
+                return
+            slot.read(found[0], found[1], found[2])
+        now = monotonic()
+        seconds = now - tracking.started
+        times = slot.times
+        if not times:
+            slot.pend()  # to be folded (see Slot.fold)
+        times.append(seconds)
+        slot.last = now
+        if seconds >= tracking.long_query_time:
+            tracking.queries.slow(slot.text, seconds, *tracking.figures(slot, data))
 
 
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,

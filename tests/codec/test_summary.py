@@ -1,14 +1,16 @@
 """summarize() (the relay's one-pass figures of a simple response) agrees with the
-ResponseTracker wherever it answers, and answers for the common shapes."""
+ResponseTracker wherever it answers, and answers for the common shapes; locate(),
+rows_from() and outline() (what the relay keeps of a repeated statement's answer) give
+the same figures."""
 
 from __future__ import annotations
 
 import pytest
-from chassis_mysql.constants import Command
+from chassis_mysql.constants import Capability, Command
 from chassis_mysql.packets import OK, eof_packet, err_packet
 from chassis_mysql.response import ResponseTracker
 from chassis_mysql.resultset import encode_column_count, encode_text_row, text_column
-from chassis_mysql.summary import summarize
+from chassis_mysql.summary import locate, outline, rows_from, summarize
 from hypothesis import given, settings
 
 from .recorded import CLIENTS, commands, conversation, negotiated
@@ -26,7 +28,30 @@ def _agrees(command: int, caps: int, data: bytes) -> bool:
     t = ResponseTracker(command, caps)
     assert t.scan(data) == len(data) and t.done, data
     assert found == (t.rows, t.affected_rows, t.error_code)
+    _shortcuts_agree(caps, data)
     return True
+
+
+def _shortcuts_agree(caps: int, data: bytes) -> None:
+    """What the relay does with a repeated statement's answer gives summarize()'s figures:
+    rows_from() after the bytes before the rows, and outline(): any answer of the same
+    size, head and tail (here: the bytes between them changed) has the same figures."""
+    found = locate(data, caps)
+    assert found is not None and found[:3] == summarize(data, caps)
+    rows, _affected, error, at = found
+    shape = outline(data, found)
+    if not at:  # an OK or an ERR
+        assert shape is None
+        return
+    assert rows_from(data, at, caps & Capability.DEPRECATE_EOF) == found[:3]
+    if rows > 1 or error:
+        assert shape is None
+        return
+    assert shape is not None
+    head, tail = shape
+    assert data.startswith(head) and data.endswith(tail) and len(head) + len(tail) <= len(data)
+    middle = bytes(b ^ 0x5A for b in data[len(head):len(data) - len(tail)])
+    assert summarize(head + middle + tail, caps) == found[:3]
 
 
 @pytest.mark.parametrize("client", CLIENTS + RAW)

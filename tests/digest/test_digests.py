@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mysql.connector
 import pymysql
 from chassis_mysql.digest import digest_of, fingerprint
 
+from tests.metrics.test_prometheus import scrape
 from tests.proxy.conftest import Proxy, StartProxy
+from tests.support.chassis_proc import free_port
 from tests.support.control import ask_all
 from tests.support.mariadb import MariaDB
 
@@ -187,3 +190,67 @@ def test_relay_tracking_recovers_after_answers_it_cannot_summarise(
     assert ("select repeat(?, ? * ? * ?) as big", "root", db) not in found
     multi = found["select ?; select ?", "root", db]
     assert multi["count"] == 1 and multi["rows_sent"] == 2
+
+
+def test_repeated_statements_are_recorded_exactly(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+    """A connection's repeated commands (a prepared statement's executions, one query text
+    sent again) are recorded by the relay from what it learnt of their last answer
+    (chassis_proxy.queries.Slot); the figures are the same as when each answer is read:
+    same shape (point selects), rows that change in number or size, errors, affected rows."""
+    db = "digest_slots"
+    _setup_table(mariadb, db)
+    address = f"127.0.0.1:{free_port()}"
+    proxy = start_proxy([mariadb.address], [f"--metrics-address={address}"])
+    conn = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root", database=db,
+                                   use_pure=True, ssl_disabled=True, autocommit=True)
+    try:
+        cur = conn.cursor(prepared=True)
+        for i in range(1, 21):  # one row of one size each time
+            cur.execute("SELECT id, v FROM t WHERE id = ?", (i,))
+            assert cur.fetchall() == [(i, i % 3)]
+        expected_rows = 0
+        for v in (0, 1, 7, 2, 9, 1, 1):  # 10 rows or none
+            cur.execute("SELECT id FROM t WHERE v = ?", (v,))
+            expected_rows += len(cur.fetchall())
+        for n in (3, 3, 40, 3, 0, 500):  # one row of changing size
+            cur.execute("SELECT REPEAT('x', ?) AS r", (n,))
+            assert cur.fetchall() == [("x" * n,)]
+        errors = 0
+        for i in (100, 1, 101, 2, 102):  # ids 1 and 2 exist: ERR 1062
+            try:
+                cur.execute("INSERT INTO t VALUES (?, 0)", (i,))
+            except mysql.connector.errors.IntegrityError as e:
+                assert e.errno == 1062
+                errors += 1
+        assert errors == 2
+        plain = conn.cursor()
+        for value in (None, None, None, 5, 123456789):  # a wider value: a new row size
+            if value is not None:
+                plain.execute(f"UPDATE t SET v = {value} WHERE id = 3")
+            plain.execute("SELECT v FROM t WHERE id = 3")
+            assert plain.fetchall() == [(value if value is not None else 0,)]
+        cur.close()
+    finally:
+        conn.close()
+    found = digests(proxy, 1)
+    point = found["select id, v from t where id = ?", "root", db]
+    assert (point["count"], point["rows_sent"], point["errors"]) == (20, 20, 0)
+    assert 0 < point["min_time"] <= point["max_time"] <= point["sum_time"] < 20
+    by_v = found["select id from t where v = ?", "root", db]
+    assert (by_v["count"], by_v["rows_sent"], expected_rows) == (7, 50, 50)
+    repeat = found["select repeat(?, ?) as r", "root", db]
+    assert (repeat["count"], repeat["rows_sent"]) == (6, 6)
+    insert = found["insert into t values(?+)", "root", db]
+    assert (insert["count"], insert["rows_affected"], insert["errors"]) == (5, 3, 2)
+    same_text = found["select v from t where id = ?", "root", db]
+    assert (same_text["count"], same_text["rows_sent"]) == (5, 5)
+    # the backend's histogram and commands count every answered command once
+    m = scrape(address)
+    backend = (("backend", mariadb.address),)
+    by_command = {dict(labels)["command"]: n for (name, labels), n in m.items()
+                  if name == "chassis_proxy_commands_total"}
+    assert by_command["stmt_execute"] == 20 + 7 + 6 + 5
+    answered = sum(n for command, n in by_command.items()
+                   if command not in ("stmt_close", "stmt_send_long_data", "quit"))
+    assert m["chassis_proxy_query_duration_seconds_count", backend] == answered
+    assert m["chassis_proxy_server_errors_total", backend] == 2
