@@ -7,6 +7,7 @@ the same way, by importing it into its own conftest.py.
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,3 +48,17 @@ class EchoSetup:
 @pytest.fixture
 def echo(workdir: Path) -> EchoSetup:
     return EchoSetup(port=free_port(), log=workdir / "chassis.log", dir=workdir)
+
+
+def write_defaults(path: Path, **options: str) -> None:
+    """A defaults-file with ``options`` under ``[mysql-proxy]`` (``echo_prefix`` -> ``echo-prefix``)."""
+    text = "[mysql-proxy]\n" + "".join(f"{k.replace('_', '-')}={v}\n" for k, v in options.items())
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def echo_line(port: int, line: bytes = b"hi") -> bytes:
+    """One line through the echo plugin on a new connection, and its answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(line + b"\n")
+        return sock.makefile("rb").readline().rstrip(b"\n")

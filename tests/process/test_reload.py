@@ -12,29 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.process.conftest import EchoSetup
+from tests.process.conftest import EchoSetup, echo_line, write_defaults
 from tests.support.chassis_proc import ChassisProcess
 
 APPLIED = "reload: applied in worker"
 REFUSED = "reload refused, the running configuration stays"
 
 
-def write(path: Path, **options: str) -> None:
-    text = "[mysql-proxy]\n" + "".join(f"{k.replace('_', '-')}={v}\n" for k, v in options.items())
-    path.write_text(text)
-    path.chmod(0o600)
-
-
-def echo_line(port: int, line: bytes = b"hi") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(line + b"\n")
-        return sock.makefile("rb").readline().rstrip(b"\n")
-
-
 def start(chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup,
           **options: str) -> tuple[ChassisProcess, Path]:
     cnf = echo.dir / "chassis.cnf"
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **options)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **options)
     args = [f"--defaults-file={cnf}", f"--log-file={echo.log}"]
     return chassis_factory(args), cnf
 
@@ -50,7 +38,7 @@ def test_reload_applies_what_it_can_and_keeps_what_needs_a_restart(
     connected.sendall(b"one\n")
     assert lines.readline() == b"A:one\n"
 
-    write(cnf, echo_address=f"127.0.0.1:{echo.port + 1}", echo_prefix="B:",
+    write_defaults(cnf, echo_address=f"127.0.0.1:{echo.port + 1}", echo_prefix="B:",
           event_threads="3", log_level="info", plugins="echo,proxy", **{
               k: v for k, v in base.items() if k != "event_threads"})
     chassis.signal(signal.SIGHUP)
@@ -71,18 +59,18 @@ def test_refused_reload_changes_nothing(chassis_factory: Callable[..., ChassisPr
                                         echo: EchoSetup) -> None:
     chassis, cnf = start(chassis_factory, echo, echo_prefix="A:")
     # refused by the plugin's chassis_check_reload: nothing else applies either
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="refuse", log_level="debug")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="refuse", log_level="debug")
     chassis.signal(signal.SIGHUP)
     log = chassis.wait_for_log(REFUSED)
     assert "plugin 'echo': --echo-prefix=refuse: refused on purpose" in log.splitlines()[-1]
     # a file others may read is refused as at start-up
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:")
     cnf.chmod(0o644)
     chassis.signal(signal.SIGHUP)
     log = chassis.wait_for_log(REFUSED, count=2)
     assert str(cnf) in log.splitlines()[-1]
     # a key nobody knows
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:", echo_colour="red")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:", echo_colour="red")
     chassis.signal(signal.SIGHUP)
     log = chassis.wait_for_log(REFUSED, count=3)
     assert "unknown key 'echo-colour'" in log.splitlines()[-1]
@@ -120,7 +108,7 @@ def test_with_user_the_angel_reads_a_root_only_file_and_checks_as_the_workers(
     chassis, cnf = start(chassis_factory, echo, echo_prefix="A:", user="nobody",
                          keepalive="true")
     assert os.stat(cnf).st_uid == 0 and cnf.stat().st_mode & 0o777 == 0o600
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:",
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:",
           user="nobody", keepalive="true")
     chassis.signal(signal.SIGHUP)
     log = chassis.wait_for_log(APPLIED)
@@ -143,10 +131,10 @@ def test_with_user_and_no_angel_a_root_only_file_cannot_be_reloaded(
 def test_a_daemon_reloads_a_defaults_file_given_relative(
         chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
     cnf = echo.dir / "chassis.cnf"
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="A:")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="A:")
     chassis = chassis_factory(["--defaults-file=chassis.cnf", f"--log-file={echo.log}", "--daemon"],
                               cwd=echo.dir)
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:")
     chassis.signal(signal.SIGHUP)  # the daemon's working directory is / by now
     chassis.wait_for_log(APPLIED)
     assert echo_line(echo.port) == b"B:hi"

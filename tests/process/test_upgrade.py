@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.process.conftest import EchoSetup
+from tests.process.conftest import EchoSetup, echo_line, write_defaults
 from tests.support.chassis_proc import (
     ChassisProcess,
     free_port,
@@ -29,18 +29,6 @@ from tests.support.echo_client import whoami
 
 READY = "upgrade: new chassis pid"
 FAILED = "upgrade failed, the running chassis stays"
-
-
-def write(path: Path, **options: str) -> None:
-    text = "[mysql-proxy]\n" + "".join(f"{k.replace('_', '-')}={v}\n" for k, v in options.items())
-    path.write_text(text)
-    path.chmod(0o600)
-
-
-def echo_line(port: int, line: bytes = b"hi") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(line + b"\n")
-        return sock.makefile("rb").readline().rstrip(b"\n")
 
 
 def pid_in(path: Path) -> int | None:
@@ -75,7 +63,7 @@ def test_sigusr2_starts_a_new_chassis_that_takes_the_listener_and_the_pid_file(
     cnf = echo.dir / "chassis.cnf"
     pidfile = echo.dir / "chassis.pid"
     base = MODES[mode]
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="A:", **base)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="A:", **base)
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}",
                                f"--pid-file={pidfile}"])
     old = chassis.pid
@@ -84,7 +72,7 @@ def test_sigusr2_starts_a_new_chassis_that_takes_the_listener_and_the_pid_file(
     sockets = listening_inodes(echo.port)
     old_workers = set(chassis.workers())
 
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:", **base)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="B:", **base)
     chassis.signal(signal.SIGUSR2)
     log = chassis.wait_for_log(READY, timeout=30)
     new = wait_for(lambda: (p := pid_in(pidfile)) and p != old and p, 30, "the new pid file")
@@ -133,7 +121,7 @@ def test_a_new_chassis_that_fails_leaves_the_old_one_serving(
     cnf = echo.dir / "chassis.cnf"
     pidfile = echo.dir / "chassis.pid"
     base = {"keepalive": "true"} if angel else {}
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}",
                                f"--pid-file={pidfile}"])
     old = chassis.pid
@@ -147,7 +135,7 @@ def test_a_new_chassis_that_fails_leaves_the_old_one_serving(
     assert echo_line(echo.port) == b"hi"
     assert whoami(echo.port)["pid"] in [old, *chassis.workers()]
     # the failed one was reaped, and a fixed file upgrades
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="C:", **base)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_prefix="C:", **base)
     chassis.signal(signal.SIGUSR2)
     wait_for(lambda: (p := pid_in(pidfile)) and p != old, 30, "the new pid file")
     wait_for(lambda: not is_alive(old), 30, "the old chassis to exit")
@@ -161,10 +149,10 @@ def test_a_new_chassis_that_fails_leaves_the_old_one_serving(
 def test_a_new_chassis_not_ready_in_time_is_stopped(
         chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup) -> None:
     cnf = echo.dir / "chassis.cnf"
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}")
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"],
                               env={"CHASSIS_UPGRADE_TIMEOUT": "2"})
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true")
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true")
     chassis.signal(signal.SIGUSR2)
     log = chassis.wait_for_log(FAILED, timeout=30)
     assert "not ready within 2 s" in log
@@ -300,9 +288,9 @@ def test_a_stop_while_the_new_chassis_starts_stops_both(
         chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
     cnf = echo.dir / "chassis.cnf"
     base = {"keepalive": "true"} if angel else {}
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"])
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true",
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true",
           **base)
     chassis.signal(signal.SIGUSR2)
     log = chassis.wait_for_log("echo: hanging in chassis_serve on purpose", timeout=30)
@@ -321,14 +309,14 @@ def test_an_upgrade_may_change_the_number_of_workers(
     """Fewer workers: the surplus inherited listeners are closed; more: they share one."""
     cnf = echo.dir / "chassis.cnf"
     pidfile = echo.dir / "chassis.pid"
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
           event_threads=str(before))
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}",
                                f"--pid-file={pidfile}"])
     old = chassis.pid
     sockets = listening_inodes(echo.port)
     assert len(sockets) == before
-    write(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", keepalive="true",
           event_threads=str(after))
     chassis.signal(signal.SIGUSR2)
     new = wait_for(lambda: (p := pid_in(pidfile)) and p != old and p, 30, "the new pid file")
