@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pymysql
 import pytest
 
 from tests.proxy.conftest import Proxy, StartProxy, start_proxy  # noqa: F401  (fixture)
+from tests.support.admin_console import admin_rows
 from tests.support.chassis_proc import free_port, wait_for
 from tests.support.mariadb import MariaDB
 
@@ -43,14 +43,7 @@ class PoolProxy(Proxy):
 
     def admin_rows(self, sql: str) -> list[tuple[Any, ...]]:
         assert self.admin_port is not None, "started without admin=True"
-        conn = pymysql.connect(host="127.0.0.1", port=self.admin_port, user="admin",
-                               password=ADMIN_PASSWORD, connect_timeout=10)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return admin_rows(self.admin_port, ADMIN_PASSWORD, sql)
 
     def pool_idle(self) -> list[int]:
         """Idle pooled connections per backend, from the admin console."""

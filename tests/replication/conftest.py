@@ -18,6 +18,7 @@ import pymysql
 import pytest
 
 from tests.proxy.conftest import Proxy, StartProxy, start_proxy  # noqa: F401  (fixture)
+from tests.support.admin_console import admin_rows
 from tests.support.certs import TLSCerts
 from tests.support.chassis_proc import free_port
 from tests.support.mariadb import MariaDB
@@ -50,14 +51,7 @@ class ReplProxy:
         return getattr(self.proxy, name)
 
     def admin_rows(self, sql: str = "SELECT * FROM backends") -> list[tuple[Any, ...]]:
-        conn = pymysql.connect(host="127.0.0.1", port=self.admin_port, user="admin",
-                               password=ADMIN_PASSWORD, connect_timeout=10)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
+        return admin_rows(self.admin_port, ADMIN_PASSWORD, sql)
 
     def roles(self) -> list[str]:
         """Each backend's type as the admin console shows it (rw / ro), in backend order."""
