@@ -22,6 +22,7 @@ import pytest
 
 from chassis.proxy_protocol import encode
 from tests.metrics.test_prometheus import scrape
+from tests.pool.conftest import POOL_ON_DISCONNECT
 from tests.proxy.conftest import Proxy, StartProxy
 from tests.support.chassis_proc import ChassisStartError, free_port, wait_for
 from tests.support.haproxy import HAProxy
@@ -248,15 +249,7 @@ def test_health_probes_send_a_local_header(pp_mariadb: MariaDB, start_proxy: Sta
 def test_a_pooled_connection_is_reused_only_for_the_same_client_address(
         pp_mariadb: MariaDB, start_proxy: StartProxy, tmp_path: Path) -> None:
     script = tmp_path / "pool.lua"
-    script.write_text(textwrap.dedent("""
-        function connect_server()
-            proxy.connection.backend_ndx = 1
-            if proxy.connection.server then return proxy.PROXY_IGNORE_RESULT end
-        end
-        function disconnect_client()
-            proxy.connection.backend_ndx = 0
-        end
-    """))
+    script.write_text(POOL_ON_DISCONNECT)
     proxy = start_proxy([pp_mariadb.address], ["--proxy-backend-proxy-protocol=v2",
                                                f"--proxy-lua-script={script}"])
 
