@@ -251,15 +251,9 @@ class Angel:
 
     def _upgrade(self) -> None:
         """Start the new chassis with every worker's listeners; wait for it in the loop."""
-        if self.stopping or not self.ready:
-            log.warning("upgrade: received SIGUSR2 while %s; ignored",
-                        "stopping" if self.stopping else "starting")
+        why = "stopping" if self.stopping else None if self.ready else "starting"
+        if upgrade.refused(why, self.successor):
             return
-        if self.successor is not None:
-            log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
-                        "ignored", self.successor.pid)
-            return
-        log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
         workers = [(f"worker {slot.index + 1} (pid={slot.pid})", slot.commands)
                    for slot in self.slots if slot.pid and slot.commands is not None]
         gathered = upgrade.gather(workers)

@@ -56,14 +56,8 @@ class Takeover:
 
     def begin(self, config: Config, stopping: bool) -> None:
         """SIGUSR2 to the single process: start the new chassis, wait for its report."""
-        if stopping:
-            log.warning("upgrade: received SIGUSR2 while stopping; ignored")
+        if upgrade.refused("stopping" if stopping else None, self.successor):
             return
-        if self.successor is not None:
-            log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
-                        "ignored", self.successor.pid)
-            return
-        log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
         notify = self.notifier.address if self.notifier is not None else None
         self.successor = upgrade.begin(config, listenfds.opened(), self.pidfile, notify)
         if self.successor is None:

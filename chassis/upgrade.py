@@ -228,6 +228,20 @@ def _extra_fd(listeners: int) -> int:
     return listenfds.FIRST_FD + listeners
 
 
+def refused(why: str | None, successor: Successor | None) -> bool:
+    """Whether SIGUSR2 must be ignored now, said in one log line: while the process is
+    ``why`` (stopping, starting) or while a new chassis (``successor``) still starts."""
+    if why is not None:
+        log.warning("upgrade: received SIGUSR2 while %s; ignored", why)
+        return True
+    if successor is not None:
+        log.warning("upgrade: received SIGUSR2 while the new chassis (pid=%d) starts; "
+                    "ignored", successor.pid)
+        return True
+    log.log(logs.MESSAGE, "upgrade: received SIGUSR2, starting a new chassis")
+    return False
+
+
 def begin(config: Config, listeners: Sequence[tuple[str, socket.socket]],
           pidfile: PidFile | None, notify_socket: str | None) -> Successor | None:
     """SIGUSR2 in the main process: set the pid file aside and start the new chassis

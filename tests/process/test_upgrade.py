@@ -302,6 +302,29 @@ def test_a_stop_while_the_new_chassis_starts_stops_both(
     wait_for(lambda: not is_alive(hung), 30, "the new chassis to stop")
 
 
+@pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
+def test_a_second_sigusr2_while_the_new_chassis_starts_is_ignored_with_one_line(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
+    cnf = echo.dir / "chassis.cnf"
+    base = {"keepalive": "true"} if angel else {}
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
+    chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"])
+    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}",
+                   echo_serve_hang="true", **base)
+    chassis.signal(signal.SIGUSR2)
+    log = chassis.wait_for_log("echo: hanging in chassis_serve on purpose", timeout=30)
+    hung = int(log.split("upgrade: started a new chassis (pid=")[1].split(")")[0])
+    chassis.signal(signal.SIGUSR2)
+    ignored = f"upgrade: received SIGUSR2 while the new chassis (pid={hung}) starts; ignored"
+    log = chassis.wait_for_log(ignored, timeout=30)
+    assert log.count("upgrade: received SIGUSR2, starting a new chassis") == 1
+    assert log.count("upgrade: started a new chassis (pid=") == 1
+    assert echo_line(echo.port) == b"hi"  # the old one still serves
+    chassis.signal(signal.SIGTERM)
+    wait_for(lambda: not is_alive(chassis.pid), 30, "the old chassis to stop")
+    wait_for(lambda: not is_alive(hung), 30, "the new chassis to stop")
+
+
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_an_upgrade_may_change_the_number_of_workers(
         chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, before: int,
