@@ -429,12 +429,72 @@ def _types(columns: ColumnTypes) -> list[tuple[int, bool]]:
     ]
 
 
+#: Binary-protocol types whose value is a length-encoded string (DECIMAL, the strings,
+#: BLOBs, BIT, ENUM, SET, JSON, GEOMETRY ...), and the integer types by their struct.
+_NOT_LENENC = frozenset(
+    {*_INT_SIZES, FieldType.FLOAT, FieldType.DOUBLE, FieldType.NULL, *_DATE_TYPES, *_TIME_TYPES}
+)  # fmt: skip
+_INT_STRUCTS = {
+    int(ftype): (size, struct.Struct(signed).unpack_from, struct.Struct(unsigned).unpack_from)
+    for ftype, (size, signed, unsigned) in _INT_SIZES.items()
+}
+
+
+def _quick_binary_row(payload: bytes, types: list[tuple[int, bool]]) -> list[BinaryValue] | None:
+    """:func:`parse_binary_row` for a well-formed row of integers and length-encoded
+    values (the common rows), without a Reader; None for anything else, which the
+    general parser then reads (and explains, when the row is malformed)."""
+    n = len(payload)
+    pos = 1 + (len(types) + 9) // 8
+    if pos > n or payload[0] != 0x00:
+        return None
+    values: list[BinaryValue] = []
+    append = values.append
+    for i, (ftype, unsigned) in enumerate(types):
+        bit = i + 2
+        if payload[1 + (bit >> 3)] & (1 << (bit & 7)):
+            append(None)
+            continue
+        sizes = _INT_STRUCTS.get(ftype)
+        if sizes is not None:
+            size, signed_unpack, unsigned_unpack = sizes
+            if pos + size > n:
+                return None
+            append((unsigned_unpack if unsigned else signed_unpack)(payload, pos)[0])
+            pos += size
+            continue
+        if ftype in _NOT_LENENC:
+            return None
+        first = payload[pos] if pos < n else 0xFF
+        if first < 0xFB:
+            start = pos + 1
+            end = start + first
+        elif first == 0xFC and pos + 3 <= n:
+            start = pos + 3
+            end = start + (payload[pos + 1] | payload[pos + 2] << 8)
+        else:
+            return None  # longer values, the NULL marker, garbage: the general parser
+        if end > n:
+            return None
+        append(payload[start:end])
+        pos = end
+    return values if pos == n else None
+
+
 def parse_binary_row(payload: bytes, columns: ColumnTypes) -> list[BinaryValue]:
     """A binary-protocol row (0x00, NULL bitmap with offset 2, values) for these columns.
 
     ``columns`` are ColumnDefinitions or ``(field_type, unsigned)`` pairs.
     """
     types = _types(columns)
+    quick = _quick_binary_row(payload, types)
+    if quick is not None:
+        return quick
+    return _binary_row(payload, types)
+
+
+def _binary_row(payload: bytes, types: list[tuple[int, bool]]) -> list[BinaryValue]:
+    """:func:`parse_binary_row` field by field, for every type, with precise errors."""
     r = Reader(payload)
     if r.u8() != 0x00:
         raise ProtocolError("binary row must start with 0x00")
