@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -77,29 +76,17 @@ class Injection:
     queued_ns: int = field(default_factory=time.monotonic_ns)
 
 
-class InjectionQueue:
-    """``proxy.queries``: ``append``, ``prepend``, ``reset``, ``len``; owned by the connection."""
+class InjectionQueue(deque[Injection]):
+    """``proxy.queries``: ``append``, ``prepend``, ``reset``, ``len``; owned by the connection.
 
-    def __init__(self) -> None:
-        self._items: deque[Injection] = deque()
+    A deque whose operations are its own C methods (``len()`` and ``reset()`` run for
+    every client command of a scripted connection); ``pop`` takes the oldest, as the
+    queue is sent in order.
+    """
 
-    def append(self, inj: Injection) -> None:
-        self._items.append(inj)
-
-    def prepend(self, inj: Injection) -> None:
-        self._items.appendleft(inj)
-
-    def reset(self) -> None:
-        self._items.clear()
-
-    def pop(self) -> Injection:
-        return self._items.popleft()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __iter__(self) -> Iterator[Injection]:
-        return iter(self._items)
+    prepend = deque.appendleft
+    reset = deque.clear
+    pop = deque.popleft
 
 
 @dataclass

@@ -174,7 +174,7 @@ class LuaConnectionHooks:
         # only a packet that could crowd the headroom the count hook keeps is worth it.
         if calls.max_memory and (calls.arms_itself or len(packet) > SMALL_PACKET):
             used = calls.memory_used()
-            if not calls.fits(len(packet), used):
+            if used + 2 * len(packet) > calls.arm_below and not calls.fits(len(packet), used):
                 return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
         previous = calls.current
         calls.current = conn
