@@ -574,25 +574,24 @@ class ProxyConnection:
             st.server_ch = None
 
     async def _open(self, backend: Backend) -> bytes:
+        """Connect and read the greeting, both within --proxy-connect-timeout (one timer)."""
         st = self.state
         loop = asyncio.get_running_loop()
-        timeout = self.settings.connect_timeout
-        deadline = loop.time() + timeout
         ch = PacketChannel(LOGIN_MAX_PAYLOAD)
         st.server_ch = ch
         addr = backend.addr
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self.settings.connect_timeout):
             if addr.path is not None:
                 await loop.create_unix_connection(lambda: ch, addr.path)
             else:
                 await loop.create_connection(lambda: ch, addr.host, addr.port)
-        assert ch.transport is not None
-        keepalive(ch.transport)
-        header = proxy_header.backend_header(self.settings, st.client)
-        if header is not None:  # before anything else: the server reads it first
-            ch.write(header)
-        ch.on_lost = self._channel_lost
-        st.server_secure = addr.path is not None
-        packet = await ch.read_packet(max(0.0, deadline - loop.time()))
+                assert ch.transport is not None
+                keepalive(ch.transport)
+            header = proxy_header.backend_header(self.settings, st.client)
+            if header is not None:  # before anything else: the server reads it first
+                ch.write(header)
+            ch.on_lost = self._channel_lost
+            st.server_secure = addr.path is not None
+            packet = await ch.read_packet()
         st.sseq = (packet.seq + 1) & 0xFF
         return packet.payload

@@ -23,10 +23,10 @@ from chassis_proxy.stats import Counters
 
 
 def keepalive(transport: asyncio.BaseTransport) -> None:
-    """TCP keepalive on a new server connection (TCP_NODELAY: asyncio and uvloop set it on
-    every TCP transport already)."""
+    """TCP keepalive on a new TCP server connection (TCP_NODELAY: asyncio and uvloop set it
+    on every TCP transport already)."""
     sock = transport.get_extra_info("socket")
-    if sock is None or sock.family == socket.AF_UNIX:
+    if sock is None:
         return
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
