@@ -7,6 +7,9 @@ one direction link <- pool <- backends. What a link needs of its backend is the
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -17,6 +20,16 @@ from chassis.listen import Address
 from chassis_proxy.channel import PacketChannel
 from chassis_proxy.hooks import AddressInfo, PeerInfo
 from chassis_proxy.stats import Counters
+
+
+def keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on a new TCP server connection (TCP_NODELAY: asyncio and uvloop set it
+    on every TCP transport already)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
 class LinkPool(Protocol):
