@@ -219,7 +219,7 @@ class ScriptedSession:
             return
         tracker = ResponseTracker(command, self.capabilities)
         if self.queries is not None:
-            self.queries.start(payload, tracker)
+            self.queries.start(payload, tracker, self.started)
         if raw is not None and server is not None:
             server.write(raw)
         else:
