@@ -486,7 +486,12 @@ def parse_binary_row(payload: bytes, columns: ColumnTypes) -> list[BinaryValue]:
 
     ``columns`` are ColumnDefinitions or ``(field_type, unsigned)`` pairs.
     """
-    types = _types(columns)
+    return parse_binary_row_of(payload, _types(columns))
+
+
+def parse_binary_row_of(payload: bytes, types: list[tuple[int, bool]]) -> list[BinaryValue]:
+    """:func:`parse_binary_row` for columns given as a list of ``(int type, unsigned)``
+    pairs, as a caller that reads many rows of the same columns keeps them."""
     quick = _quick_binary_row(payload, types)
     if quick is not None:
         return quick

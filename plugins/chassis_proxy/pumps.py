@@ -19,13 +19,18 @@ from collections.abc import Callable
 from chassis_mysql.constants import MAX_PAYLOAD, Command
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame, frame_next_seq, shift_sequence_ids
+from chassis_mysql.infile import is_local_infile_request
+from chassis_mysql.packets import OK, is_eof, is_err, is_ok
 from chassis_mysql.response import Event, ResponseTracker
 
 from chassis_proxy.errors import ConnectionGone
+from chassis_proxy.hooks import Injection, InjectionResult
 from chassis_proxy.state import ConnectionState
 
 #: The length bytes of a physical packet of MAX_PAYLOAD bytes: a payload split in several.
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
+_PREPARE = int(Command.STMT_PREPARE)
+_BINARY = frozenset({int(Command.STMT_EXECUTE), int(Command.STMT_BULK_EXECUTE)})
 
 
 class ResponsePump:
@@ -53,21 +58,46 @@ class ResponsePump:
         #: A kept response whose LOCAL INFILE request went to the client, and its file to
         #: the server: the rest is answered from ``client_seq`` on.
         self.infile_relayed = False
-        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[None] | None = None  # run()'s
+        self.finished = False
+        #: follow() mode: called with the pump (or the ProtocolError) when it finishes.
+        self.on_finish: Callable[[ResponsePump], None] | None = None
+        self.on_error: Callable[[ProtocolError], None] | None = None
 
     async def run(self) -> None:
         """Until the response is complete. No time limit: a running query is never cut
         (a server that vanishes closes the channel; TCP keepalive finds a dead host)."""
-        server, client = self.state.server_ch, self.state.client_ch
-        assert server is not None
-        server.sink = self._on_data
-        client.on_resume = self._resume
+        self.future = asyncio.get_running_loop().create_future()
+        self.finished = False
+        self._attach()
         try:
             self._on_data()  # bytes that arrived before the pump was attached
             await self.future
         finally:
+            self._detach()
+
+    def follow(self, on_finish: Callable[[ResponsePump], None],
+               on_error: Callable[[ProtocolError], None]) -> None:
+        """Like :meth:`run` without a coroutine: ``on_finish(pump)`` runs in the server
+        channel's ``data_received`` once the response is complete (or the server waits
+        for the client), ``on_error`` on a malformed response; the pump is detached first."""
+        self.on_finish = on_finish
+        self.on_error = on_error
+        self.finished = False
+        self._attach()
+        self._on_data()  # bytes that arrived before the pump was attached
+
+    def _attach(self) -> None:
+        server = self.state.server_ch
+        assert server is not None
+        server.sink = self._on_data
+        self.state.client_ch.on_resume = self._resume
+
+    def _detach(self) -> None:
+        server = self.state.server_ch
+        self.state.client_ch.on_resume = None
+        if server is not None:
             server.sink = None
-            client.on_resume = None
             if server.transport is not None and not server.closed:
                 server.transport.resume_reading()
 
@@ -76,13 +106,47 @@ class ResponsePump:
         if server is not None and server.transport is not None and not server.closed:
             server.transport.resume_reading()
 
+    def injection_result(self, inj: Injection) -> InjectionResult:
+        """What ``read_query_result`` sees of the complete response to ``inj``."""
+        tracker = self.tracker
+        first = self.first or b""
+        status: int | None = 0
+        affected: int | None = None
+        insert_id: int | None = None
+        if is_err(first):
+            status, affected, insert_id = 255, 0, 0  # numbers, as MySQL Proxy 0.8.5 gave them
+        elif is_local_infile_request(first):
+            status = None
+        elif is_ok(first) and tracker.command != _PREPARE:
+            try:
+                ok = OK.parse(first, tracker.capabilities)
+                affected, insert_id = ok.affected_rows, ok.last_insert_id
+            except ProtocolError:
+                pass
+        warnings = 0
+        last = self.status_packet
+        if is_eof(last):
+            if len(last) >= 5:  # a 4.1 EOF (not the 1-byte one of old servers)
+                warnings = last[1] | last[2] << 8
+        elif last:
+            try:
+                warnings = OK.parse(last, tracker.capabilities).warnings
+            except ProtocolError:
+                pass
+        end_ns = self.last_ns or time.monotonic_ns()
+        queued = inj.queued_ns
+        return InjectionResult(inj, self.packets, first, status, affected, insert_id, warnings,
+                               tracker.status, self.rows, self.row_bytes,
+                               max(0, ((self.first_ns or end_ns) - queued) // 1000),
+                               max(0, (end_ns - queued) // 1000), tracker.command in _BINARY)
+
     def _on_data(self, data: bytes = b"") -> None:
         server, client = self.state.server_ch, self.state.client_ch
         assert server is not None
         if data:
             self.state.server_seen = data
             server.reader.feed(data)
-        if self.future.done():
+        if self.finished:
             return
         tracker = self.tracker
         out: list[bytes] = []
@@ -112,7 +176,12 @@ class ResponsePump:
                     finished = True
                     break
         except ProtocolError as e:
-            self.future.set_exception(e)
+            self.finished = True
+            if self.future is not None:
+                self.future.set_exception(e)
+            elif self.on_error is not None:
+                self._detach()
+                self.on_error(e)
             return
         if out:
             data = b"".join(out)
@@ -120,7 +189,12 @@ class ResponsePump:
             client.write(data)
         if finished:
             self.last_ns = time.monotonic_ns()
-            self.future.set_result(None)
+            self.finished = True
+            if self.future is not None:
+                self.future.set_result(None)
+            elif self.on_finish is not None:
+                self._detach()
+                self.on_finish(self)
         elif self.deliver and client.write_paused and server.transport is not None:
             server.transport.pause_reading()  # the client is slow: stop reading the server
 

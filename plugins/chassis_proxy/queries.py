@@ -216,7 +216,8 @@ class ConnectionQueries:
         if tracker is None:
             return
         self.tracker = None
-        seconds = time.monotonic() - self.started
+        now = time.monotonic()
+        seconds = now - self.started
         error = tracker.error_code
         backend = self.state.backend
         if backend is not None and tracker.expects_response:
@@ -230,7 +231,7 @@ class ConnectionQueries:
         command = self.command
         if command in (_QUERY, _EXECUTE):
             self._record(command, text, self.fp, seconds, tracker.rows, tracker.affected_rows,
-                         error)
+                         error, now)
         elif error:
             return
         elif command == _PREPARE:

@@ -14,8 +14,9 @@ Where MySQL Proxy 0.8.5 closed the client or hung, we keep the client connected 
 so in the log: an unbuffered injection after a result was sent is buffered and dropped,
 and a command whose results the script all ignored gets an ERR instead of silence.
 
-The pump reads the server's packets synchronously in ``data_received`` and writes to
-the client in one buffer per read: one coroutine wake-up per response, not per packet.
+The pumps read the server's packets synchronously in ``data_received`` and write to
+the client in one buffer per read. A forwarded command and a lone injection need no
+coroutine; a queue of injections, LOCAL INFILE and pooled connections to prepare do.
 """
 
 from __future__ import annotations
@@ -30,25 +31,27 @@ from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame, frame_next_seq, is_one_packet
 from chassis_mysql.infile import is_local_infile_request
-from chassis_mysql.packets import EOF, OK, err_packet, is_eof, is_err, is_ok, ok_packet
+from chassis_mysql.packets import err_packet, is_ok, ok_packet
 from chassis_mysql.response import ResponseTracker
 
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
-from chassis_proxy.hooks import ConnectionHooks, Decision, Injection, InjectionResult
+from chassis_proxy.hooks import ConnectionHooks, Decision, Injection
 from chassis_proxy.pumps import ResponsePump, StreamPump
 from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
 
-_BINARY = frozenset({Command.STMT_EXECUTE, Command.STMT_BULK_EXECUTE})
 # Plain ints for the per-command path: an enum member lookup costs ~0.1 us on CPython 3.11.
 _QUIT = int(Command.QUIT)
 _INIT_DB = int(Command.INIT_DB)
 _SEND_QUERY = int(Decision.SEND_QUERY)
 _SEND_RESULT = int(Decision.SEND_RESULT)
 _UNKNOWN_ERROR = int(ErrorCode.UNKNOWN_ERROR)
+_IGNORE_RESULT = int(Decision.IGNORE_RESULT)
+#: Injections the coroutine sends: COM_INIT_DB moves default_db, COM_CHANGE_USER is rare.
+_SLOW_INJECTIONS = frozenset({int(Command.INIT_DB), int(Command.CHANGE_USER)})
 
 
 class ScriptedSession:
@@ -87,6 +90,8 @@ class ScriptedSession:
         self.gone = False  # the client left while a command ran (see client_gone)
         self.closing = False  # the proxy stops: end when the command is answered
         self.task: asyncio.Task[Any] | None = None
+        self.injected: tuple[bytes, int, Injection] | None = None  # see _inject_now
+        self.on_injected, self.on_pump_error = self._injected, self._pump_error  # bound once
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # the loop: callbacks for the common cases, a coroutine for the rest ----------------
@@ -190,7 +195,8 @@ class ScriptedSession:
         if len(queries):
             if decision == _SEND_QUERY:
                 self.started = time.monotonic()
-                self._spawn(self._injections(payload, client_seq))
+                if len(queries) > 1 or not self._inject_now(payload, client_seq):
+                    self._spawn(self._injections(payload, client_seq))
                 return
             log.critical("conn %d: read_query queued %d queries but did not return "
                          "proxy.PROXY_SEND_QUERY; forwarding the original command instead",
@@ -213,7 +219,7 @@ class ScriptedSession:
             return
         tracker = ResponseTracker(command, self.capabilities)
         if self.queries is not None:
-            self.queries.start(payload, tracker)
+            self.queries.start(payload, tracker, self.started)
         if raw is not None and server is not None:
             server.write(raw)
         else:
@@ -284,13 +290,9 @@ class ScriptedSession:
     def _rest_framed(self, tracker: ResponseTracker, client_seq: int) -> None:
         """A 16 MiB packet: the framed (joining) pump finishes the stream pump's response."""
         async def rest_of_response() -> None:
-            pump = ResponsePump(self.state, tracker, deliver=True, keep=False,
-                                client_seq=client_seq)
+            pump = ResponsePump(self.state, tracker, deliver=True, keep=False, client_seq=client_seq)
             await self._run_pump(pump)
-            if tracker.awaiting_client:
-                await self._exchange(tracker, deliver=True, keep=False,
-                                     client_seq=pump.client_seq, server_seq=pump.server_seq)
-
+            await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq, pump=pump)
         self._spawn(rest_of_response())
 
     async def _forward_slowly(self, payload: bytes, client_seq: int) -> None:
@@ -323,9 +325,75 @@ class ScriptedSession:
                 self._client_err(client_seq, _UNKNOWN_ERROR, f"(proxy-pool) {e}", "HY000")
                 raise ConnectionGone(str(e)) from None
 
-    async def _injections(self, original: bytes, client_seq: int) -> None:
+    def _inject_now(self, original: bytes, client_seq: int) -> bool:
+        """A lone injection (the common case) without a coroutine: its response followed in
+        ``data_received`` (:meth:`ResponsePump.follow`), then :meth:`_injected`. False when
+        the coroutine must run the queue (an empty packet, COM_INIT_DB or COM_CHANGE_USER,
+        no response due, no server connection or one to prepare)."""
         state = self.state
-        answered = False
+        inj = next(iter(state.queries))
+        packet = inj.packet
+        server = state.server_ch
+        link = state.link
+        if (not packet or packet[0] in _SLOW_INJECTIONS or server is None or server.closed
+                or (link is not None and link.unready)):
+            return False
+        tracker = ResponseTracker(packet[0], self.capabilities)
+        if not tracker.expects_response:
+            return False
+        state.queries.pop()
+        if self.queries is not None:
+            self.queries.start(packet, tracker)
+        server.send(packet, 0)
+        stream = not inj.resultset_is_needed
+        pump = ResponsePump(state, tracker, deliver=stream, keep=not stream, client_seq=client_seq)
+        self.busy = True
+        self.injected = (original, client_seq, inj)
+        pump.follow(self.on_injected, self.on_pump_error)
+        return True
+
+    def _injected(self, pump: ResponsePump) -> None:
+        """The lone injection's response is in (or the server waits for the client)."""
+        assert self.injected is not None
+        (original, client_seq, inj), self.injected = self.injected, None
+        if pump.tracker.awaiting_client:  # LOCAL INFILE, an auth exchange
+            self._spawn(self._rest(original, client_seq, inj, pump))
+            return
+        try:
+            answered, answer = self._result(inj, pump, pump.deliver, False, client_seq)
+            if answer is not None and answer[0] and not is_local_infile_request(answer[0][0]):
+                self._send_packets(*answer)
+                answer = None
+            if answer is not None or len(self.state.queries):  # read_query_result queued more
+                self._spawn(self._rest(original, client_seq, inj, None, answered, answer))
+                return
+            if not answered:
+                self._unanswered(original, client_seq)
+        except Exception as e:
+            self._stop(e)
+            return
+        self.command_done()
+
+    async def _rest(self, original: bytes, client_seq: int, inj: Injection,
+                    pump: ResponsePump | None, answered: bool = False,
+                    answer: tuple[list[bytes], int] | None = None) -> None:
+        """What a lone injection needs a coroutine for: the exchange where the server waits
+        for the client (``pump``), an answer that is a LOCAL INFILE request, more queries."""
+        if pump is not None:
+            await self._exchange(pump.tracker, deliver=pump.deliver, keep=not pump.deliver,
+                                 client_seq=client_seq, pump=pump,
+                                 client_asked=inj.packet == original)
+            answered, answer = self._result(inj, pump, pump.deliver, False, client_seq)
+        if answer is not None:
+            await self._answer(*answer)
+        await self._injections(original, client_seq, answered)
+
+    def _pump_error(self, e: ProtocolError) -> None:
+        self._stop(ConnectionGone(f"backend {self.state.backend_name()} sent a malformed response: {e}"))
+
+    async def _injections(self, original: bytes, client_seq: int, answered: bool = False) -> None:
+        """Run the injection queue (``answered``: the client got its result already)."""
+        state = self.state
         while len(state.queries):
             inj = state.queries.pop()
             if not inj.packet:
@@ -334,7 +402,6 @@ class ScriptedSession:
                 continue
             await self._ready_server(client_seq)  # read_query_result may have switched it
             tracker = ResponseTracker(inj.packet[0], self.capabilities)
-            sent_ns = time.monotonic_ns()
             queries = self.queries
             if queries is not None:
                 queries.start(inj.packet, tracker)
@@ -355,48 +422,62 @@ class ScriptedSession:
             pump = await self._exchange(tracker, deliver=stream, keep=not stream,
                                         client_seq=client_seq,
                                         client_asked=inj.packet == original and not answered)
-            answer_seq = pump.client_seq if pump.infile_relayed else client_seq
-            if queries is not None:
-                queries.finish()
+            answered, answer = self._result(inj, pump, stream, answered, client_seq)
+            if answer is not None:
+                await self._answer(*answer)
+        if not answered:
+            self._unanswered(original, client_seq)
+
+    def _result(self, inj: Injection, pump: ResponsePump, stream: bool, answered: bool,
+                client_seq: int) -> tuple[bool, tuple[list[bytes], int] | None]:
+        """``read_query_result`` for one injection's complete response, and what the client
+        gets of it: whether it has its result now, and the script's answer to send it."""
+        state = self.state
+        answer_seq = pump.client_seq if pump.infile_relayed else client_seq
+        if self.queries is not None:
+            self.queries.finish()
+        if stream:
+            answered = True
+        if inj.packet[0] == _INIT_DB and is_ok(pump.first or b"") and state.server is not None:
+            state.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
+        result = pump.injection_result(inj)
+        self.result_hook = True
+        try:
+            outcome = self.hooks.read_query_result(result)
+        finally:
+            self.result_hook = False
+        decision = outcome.decision
+        if decision == _SEND_RESULT:
             if stream:
+                log.critical("conn %d: read_query_result returned PROXY_SEND_RESULT for "
+                             "injection %d without resultset_is_needed: its result was "
+                             "already sent", state.connection_id, inj.id)
+            elif answered:
+                log.critical("conn %d: only the first result of a command goes to the "
+                             "client; the answer for injection %d is dropped",
+                             state.connection_id, inj.id)
+            else:
+                return True, (outcome.response or [], answer_seq)
+        elif decision == _IGNORE_RESULT:
+            if stream:
+                log.critical("conn %d: PROXY_IGNORE_RESULT for injection %d without "
+                             "resultset_is_needed: its result was already sent",
+                             state.connection_id, inj.id)
+        elif not stream and pump.packets is not None:
+            if answered:
+                log.critical("conn %d: only the first result of a command goes to the "
+                             "client; the result of injection %d is dropped",
+                             state.connection_id, inj.id)
+            else:
+                self._send_packets(pump.packets, answer_seq)
                 answered = True
-            if inj.packet[0] == Command.INIT_DB and is_ok(pump.first or b"") \
-                    and state.server is not None:
-                state.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
-            result = _injection_result(inj, pump, tracker, sent_ns)
-            self.result_hook = True
-            try:
-                outcome = self.hooks.read_query_result(result)
-            finally:
-                self.result_hook = False
-            if outcome.decision == Decision.SEND_RESULT:
-                if stream:
-                    log.critical("conn %d: read_query_result returned PROXY_SEND_RESULT for "
-                                 "injection %d without resultset_is_needed: its result was "
-                                 "already sent", state.connection_id, inj.id)
-                elif answered:
-                    log.critical("conn %d: only the first result of a command goes to the "
-                                 "client; the answer for injection %d is dropped",
-                                 state.connection_id, inj.id)
-                else:
-                    await self._answer(outcome.response or [], answer_seq)
-                    answered = True
-            elif outcome.decision == Decision.IGNORE_RESULT:
-                if stream:
-                    log.critical("conn %d: PROXY_IGNORE_RESULT for injection %d without "
-                                 "resultset_is_needed: its result was already sent",
-                                 state.connection_id, inj.id)
-            elif not stream and pump.packets is not None:
-                if answered:
-                    log.critical("conn %d: only the first result of a command goes to the "
-                                 "client; the result of injection %d is dropped",
-                                 state.connection_id, inj.id)
-                else:
-                    self._send_packets(pump.packets, answer_seq)
-                    answered = True
-        if not answered and ResponseTracker(original[0], self.capabilities).expects_response:
+        return answered, None
+
+    def _unanswered(self, original: bytes, client_seq: int) -> None:
+        """No result reached the client: an ERR, if the command expects an answer."""
+        if ResponseTracker(original[0], self.capabilities).expects_response:
             log.error("conn %d: the script sent no result for this command; the client gets "
-                      "an error", state.connection_id)
+                      "an error", self.state.connection_id)
             self._client_err(client_seq, _UNKNOWN_ERROR,
                              "(proxy) the script ignored every result for this command", "HY000")
 
@@ -416,7 +497,8 @@ class ScriptedSession:
 
     async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
                         client_seq: int, server_seq: int | None = None,
-                        client_asked: bool = False) -> ResponsePump:
+                        client_asked: bool = False,
+                        pump: ResponsePump | None = None) -> ResponsePump:
         """Pump a response; relay the client's packets while the server waits for them.
 
         With ``server_seq`` the response has begun already (a StreamPump saw the server
@@ -426,11 +508,13 @@ class ScriptedSession:
         """
         state = self.state
         timeout = self.settings.read_timeout
-        pump = ResponsePump(self.state, tracker, deliver=deliver, keep=keep, client_seq=client_seq)
-        if server_seq is None:
-            await self._run_pump(pump)
-        else:
-            pump.server_seq = server_seq
+        if pump is None:
+            pump = ResponsePump(self.state, tracker, deliver=deliver, keep=keep,
+                                client_seq=client_seq)
+            if server_seq is None:
+                await self._run_pump(pump)
+            else:
+                pump.server_seq = server_seq
         while tracker.awaiting_client:
             server = self.state.server_ch
             assert server is not None
@@ -458,7 +542,6 @@ class ScriptedSession:
                 pump.client_seq = (packet.seq + 1) & 0xFF
             if tracker.awaiting_client:
                 continue  # more LOCAL INFILE data to come
-            pump.future = asyncio.get_running_loop().create_future()
             await self._run_pump(pump)
         return pump
 
@@ -499,50 +582,6 @@ class ScriptedSession:
                 if not packet.payload:
                     break
             self.client.send(ok_packet(), seq)
-
-
-def _injection_result(inj: Injection, pump: ResponsePump, tracker: ResponseTracker,
-                      sent_ns: int) -> InjectionResult:
-    first = pump.first or b""
-    status: int | None = 0
-    affected: int | None = None
-    insert_id: int | None = None
-    if is_err(first):
-        status, affected, insert_id = 255, 0, 0  # numbers, as MySQL Proxy 0.8.5 gave them
-    elif is_local_infile_request(first):
-        status = None
-    elif is_ok(first) and tracker.command != Command.STMT_PREPARE:
-        try:
-            ok = OK.parse(first, tracker.capabilities)
-            affected, insert_id = ok.affected_rows, ok.last_insert_id
-        except ProtocolError:
-            pass
-    warnings = 0
-    last = pump.status_packet
-    if is_eof(last):
-        if len(last) >= 5:  # a 4.1 EOF (not the 1-byte one of old servers)
-            warnings = EOF.parse(last).warnings
-    elif last:
-        try:
-            warnings = OK.parse(last, tracker.capabilities).warnings
-        except ProtocolError:
-            pass
-    end_ns = pump.last_ns or time.monotonic_ns()
-    return InjectionResult(
-        injection=inj,
-        packets=pump.packets,
-        first_packet=first,
-        query_status=status,
-        affected_rows=affected,
-        insert_id=insert_id,
-        warning_count=warnings,
-        server_status=tracker.status,
-        row_count=pump.rows,
-        bytes=pump.row_bytes,
-        query_time_us=max(0, ((pump.first_ns or end_ns) - inj.queued_ns) // 1000),
-        response_time_us=max(0, (end_ns - inj.queued_ns) // 1000),
-        binary=tracker.command in _BINARY,
-    )
 
 
 async def serve(session: ScriptedSession) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chassis_mysql.constants import (
+    EOF_HEADER,
     ERR_HEADER,
     LOCAL_INFILE_HEADER,
     OK_HEADER,
@@ -24,13 +25,13 @@ from chassis_mysql.constants import (
     ServerStatus,
 )
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.packets import OK, is_eof, is_err, is_ok_eof
+from chassis_mysql.packets import OK, is_eof
 from chassis_mysql.resultset import (
     ColumnDefinition,
     DateTimeValue,
     TimeValue,
     column_count,
-    parse_binary_row,
+    parse_binary_row_of,
     parse_text_row,
 )
 
@@ -197,19 +198,24 @@ class ResultView:
         """Row ``i`` (1-based): ``(True, value, ...)`` with strings, None for NULL (injection.lua
         makes the Lua array); None past the end; ``(False, message)`` when the row cannot be
         decoded (injection.lua raises it in the script)."""
-        columns = self.columns()
+        columns = self._columns
+        if columns is None:
+            columns = self.columns()
         packets = self.result.packets or []
-        index = self._rows_start + int(i) - 1
-        if not columns or index >= len(packets) or index < self._rows_start:
+        start = self._rows_start
+        index = start + int(i) - 1
+        if not columns or index >= len(packets) or index < start:
             return None
         payload = packets[index]
-        if is_ok_eof(payload) or is_err(payload):
+        head = payload[0] if payload else -1
+        if head == ERR_HEADER or (head == EOF_HEADER and len(payload) < 0xFFFFFF):
             return None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
         try:
             if self.result.binary:
                 types = self._types
-                values = parse_binary_row(payload, types)
-                return (True, *[_as_text(v, t[0]) for v, t in zip(values, types)])
+                values = parse_binary_row_of(payload, types)
+                return (True, *[v if v is None or type(v) is bytes else _as_text(v, t[0])
+                                for v, t in zip(values, types)])
             return (True, *parse_text_row(payload, len(columns)))
         except ProtocolError as e:
             return False, f".resultset.rows: row {int(i)} is invalid: {e}".encode()
