@@ -179,7 +179,7 @@ class ProxyConnection:
         st.client_ch.on_lost = None
         if st.server_ch is not None and st.server_ch.on_lost == self._channel_lost:
             st.server_ch.on_lost = None
-        st.on_backend_ndx = self.handover.fold_counters = self.handover.on_lost = _nothing
+        self.handover.release()
         for leg in (self.client_leg, self.server_leg):
             if leg is not None:
                 leg.on_lost = _nothing

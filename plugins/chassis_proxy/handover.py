@@ -50,9 +50,16 @@ class Handover:
         self.backends = backends
         self.fold_counters = fold_counters
         self.on_lost = on_lost
-        self.at_rest: Callable[[], bool] = lambda: True
+        self.at_rest: Callable[[], bool] = _always
         self.choosing = False  # connect_server is running
         state.on_backend_ndx = self.set_backend_ndx
+
+    def release(self) -> None:
+        """The connection closed: drop the callbacks into it and its command loop (no
+        cycles left, so reference counting frees them at once)."""
+        self.state.on_backend_ndx = self.fold_counters = _ignore
+        self.on_lost = _ignore
+        self.at_rest = _always
 
     def set_backend_ndx(self, n: int) -> None:
         """``backend_ndx = n`` from a script: its meaning depends on the phase."""
@@ -271,3 +278,11 @@ class Handover:
         assert ch is not None
         ch.send(payload, 0)
         return (await ch.read_packet(self.state.settings.read_timeout)).payload
+
+
+def _always() -> bool:
+    return True
+
+
+def _ignore(*_args: object) -> None:
+    """A released hand-over's callbacks."""

@@ -231,8 +231,8 @@ class StreamPump:
         self.carry = b""
         self.paused = False  # we paused reading the server (the client is slow)
         # the channel callbacks, bound once
-        self.on_data_sink = self.on_data
-        self.on_resume = self._resume
+        self.on_data_sink: Callable[[bytes], None] = self.on_data
+        self.on_resume: Callable[[], None] = self._resume
 
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
         """Follow the response to a command just sent, as the server's bytes arrive."""
@@ -249,6 +249,13 @@ class StreamPump:
         state.client_ch.on_resume = self.on_resume
         if server.reader.buffered:
             self.on_data(server.reader.drain())
+
+    def release(self) -> None:
+        """The session ended: drop the callbacks (bound methods of the session and of this
+        pump), so that reference counting frees both at once instead of the cycle
+        collector."""
+        self.on_done = self.on_data_sink = self.on_resume = _ignore
+        self.on_client_turn = self.on_error = self.on_big_packet = _ignore
 
     def _resume(self) -> None:
         self.paused = False
@@ -338,3 +345,7 @@ class StreamPump:
         assert server is not None
         server.reader.feed(rest)
         self.on_big_packet(self.tracker, self.client_seq)
+
+
+def _ignore(*_args: object) -> None:
+    """A released pump's callbacks."""

@@ -37,7 +37,7 @@ from chassis_mysql.response import ResponseTracker
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
 from chassis_proxy.hooks import ConnectionHooks, Decision, Injection
-from chassis_proxy.pumps import ResponsePump, StreamPump
+from chassis_proxy.pumps import ResponsePump, StreamPump, _ignore
 from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.state import ConnectionState
 
@@ -91,7 +91,8 @@ class ScriptedSession:
         self.closing = False  # the proxy stops: end when the command is answered
         self.task: asyncio.Task[Any] | None = None
         self.injected: tuple[bytes, int, Injection] | None = None  # see _inject_now
-        self.on_injected, self.on_pump_error = self._injected, self._pump_error  # bound once
+        self.on_injected: Callable[[ResponsePump], None] = self._injected  # bound once
+        self.on_pump_error: Callable[[ProtocolError], None] = self._pump_error
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # the loop: callbacks for the common cases, a coroutine for the rest ----------------
@@ -108,6 +109,8 @@ class ScriptedSession:
                 self.state.server_ch.sink = None
             if self.task is not None and not self.task.done():
                 self.task.cancel()
+            self.stream.release()  # no cycles left through bound callbacks
+            self.on_injected = self.on_pump_error = _ignore
 
     def at_rest(self) -> bool:
         """No response is owed on the server connection: it may change hands (pooling)."""
@@ -453,9 +456,8 @@ class ScriptedSession:
                              "injection %d without resultset_is_needed: its result was "
                              "already sent", state.connection_id, inj.id)
             elif answered:
-                log.critical("conn %d: only the first result of a command goes to the "
-                             "client; the answer for injection %d is dropped",
-                             state.connection_id, inj.id)
+                log.critical("conn %d: only the first result of a command goes to the client; the "
+                             "answer for injection %d is dropped", state.connection_id, inj.id)
             else:
                 return True, (outcome.response or [], answer_seq)
         elif decision == _IGNORE_RESULT:
