@@ -77,6 +77,16 @@ def frame_next_seq(payload_length: int, seq: int) -> int:
     return (seq + payload_length // MAX_PAYLOAD + 1) & 0xFF
 
 
+def frame_all(payloads: list[bytes], seq: int) -> tuple[bytes, int]:
+    """Logical payloads framed one after the other from ``seq``, and the sequence id
+    that follows them (a response written in one go)."""
+    out = []
+    for payload in payloads:
+        out.append(frame(payload, seq))
+        seq = frame_next_seq(len(payload), seq)
+    return b"".join(out), seq
+
+
 def is_one_packet(buf: Buffer) -> bool:
     """True when ``buf`` is exactly one physical packet: a header and all of its payload.
 

@@ -25,10 +25,13 @@ from chassis_mysql.response import Event, ResponseTracker
 
 from chassis_proxy.errors import ConnectionGone
 from chassis_proxy.hooks import Injection, InjectionResult
+from chassis_proxy.relay import Tracking
 from chassis_proxy.state import ConnectionState
 
 #: The length bytes of a physical packet of MAX_PAYLOAD bytes: a payload split in several.
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
+#: A tracker with nothing to follow (never fed).
+_FINISHED = ResponseTracker(Command.QUIT, 0)
 _PREPARE = int(Command.STMT_PREPARE)
 _BINARY = frozenset({int(Command.STMT_EXECUTE), int(Command.STMT_BULK_EXECUTE)})
 
@@ -213,7 +216,8 @@ class StreamPump:
     """
 
     __slots__ = ("carry", "client_seq", "offset", "on_big_packet", "on_client_turn", "on_data_sink",
-                 "on_done", "on_error", "on_resume", "paused", "server_seq", "state", "tracker")
+                 "on_done", "on_error", "on_resume", "paused", "recorded", "server_seq", "state",
+                 "tracker", "tracking")
 
     def __init__(self, state: ConnectionState, *, on_done: Callable[[], None],
                  on_client_turn: Callable[[StreamPump], None],
@@ -224,7 +228,9 @@ class StreamPump:
         self.on_client_turn = on_client_turn
         self.on_error = on_error
         self.on_big_packet = on_big_packet
-        self.tracker = ResponseTracker(Command.QUIT, 0)  # a finished one, until start()
+        self.tracker = _FINISHED  # until start()
+        self.recorded: bytes | None = None  # see start_recorded
+        self.tracking: Tracking | None = None
         self.client_seq = 0  # the next sequence id on the client leg
         self.server_seq = 1  # the next one on the server leg
         self.offset: int | None = None  # client seq - server seq, once known
@@ -234,8 +240,23 @@ class StreamPump:
         self.on_data_sink: Callable[[bytes], None] = self.on_data
         self.on_resume: Callable[[], None] = self._resume
 
+    def start_recorded(self, packet: bytes, client_seq: int, tracking: Tracking,
+                       started: float) -> None:
+        """:meth:`start` for the COM_QUERY or COM_STMT_EXECUTE ``packet`` (the client's, header
+        included, sent as it is) when queries are recorded: an answer that comes whole in
+        the server's first buffer is recorded by the relay's ``tracking`` (no tracker, no
+        packet walk for a point select), any other is followed by a tracker as usual."""
+        self.recorded = packet
+        self.tracking = tracking
+        tracking.started = started
+        self._begin(_FINISHED, client_seq)
+
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
         """Follow the response to a command just sent, as the server's bytes arrive."""
+        self.recorded = None
+        self._begin(tracker, client_seq)
+
+    def _begin(self, tracker: ResponseTracker, client_seq: int) -> None:
         self.tracker = tracker
         self.client_seq = client_seq
         self.server_seq = 1
@@ -275,6 +296,8 @@ class StreamPump:
                 self.carry = data
                 return
             self.offset = (self.client_seq - data[3]) & 0xFF
+        if self.recorded is not None and self._record_whole(data):
+            return
         tracker = self.tracker
         try:
             pos = tracker.scan(data)
@@ -305,6 +328,24 @@ class StreamPump:
         if client.write_paused and server is not None and server.transport is not None:
             self.paused = True
             server.transport.pause_reading()  # the client is slow: stop reading the server
+
+    def _record_whole(self, data: bytes) -> bool:
+        """The first buffer after :meth:`start_recorded`: sent and recorded when it is the
+        whole answer (and needs no sequence ids patched), else a tracker follows it
+        (False)."""
+        packet, self.recorded = self.recorded, None
+        tracking = self.tracking
+        assert packet is not None and tracking is not None
+        if not self.offset and tracking.whole(packet, data):
+            state = self.state
+            state.bytes_out += len(data)
+            state.client_ch.write(data)
+            self._finish()
+            return True
+        length = packet[0] | (packet[1] << 8) | (packet[2] << 16)
+        self.tracker = tracker = ResponseTracker(packet[4], tracking.capabilities)
+        tracking.queries.start(packet[4:4 + length], tracker, tracking.started)
+        return False
 
     def _write(self, data: bytes, end: int, last_seq: int) -> None:
         offset = self.offset or 0

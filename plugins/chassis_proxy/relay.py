@@ -130,6 +130,8 @@ MAX_CARRY = 1 << 20
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
 _QUERY = int(Command.QUERY)
 _EXECUTE = int(Command.STMT_EXECUTE)
+#: The commands whose answers are recorded by digest (Tracking.whole).
+RECORDED_COMMANDS = frozenset({_QUERY, _EXECUTE})
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 #: What an unanswered command is "followed" with (never fed).
 _NO_ANSWER = ResponseTracker(Command.QUIT, 0)
@@ -171,18 +173,39 @@ class Tracking:
         queries.start(data[4:], _NO_ANSWER)
         queries.tracker = None
 
-    def first(self, packet: bytes, data: bytes) -> None:
-        """The first server buffer after the COM_QUERY or COM_STMT_EXECUTE ``packet`` that
-        has no slot yet: recorded through the connection's queries, which may give it one."""
-        found = locate(data, self.capabilities)
-        if found is None:
-            self.follow(packet, data)
-            return
-        queries = self.queries
-        queries.relayed(packet, self.started, found[0], found[1], found[2])
-        slot = queries.slot(packet)
-        if slot is not None and found[3]:
-            _learn(slot, data, found)
+    def whole(self, packet: bytes, data: bytes) -> bool:
+        """Record the answer to the COM_QUERY or COM_STMT_EXECUTE ``packet`` (the client's
+        buffer, header included) when ``data`` is all of it (see the server leg); False,
+        with nothing recorded, when it is not whole there (then :meth:`follow` it)."""
+        slot = self.slots.get(packet[4:9] if packet[4] == _EXECUTE else packet)
+        backend = self.queries.state.backend
+        if slot is not None and (backend is None or slot.stats is not backend.stats):
+            slot = None  # a script moved the connection to another backend: a new slot
+        if slot is None:
+            found = locate(data, self.capabilities)
+            if found is None:
+                return False
+            queries = self.queries
+            queries.relayed(packet, self.started, found[0], found[1], found[2])
+            slot = queries.slot(packet)
+            if slot is not None and found[3]:
+                _learn(slot, data, found)
+            return True
+        if len(data) != slot.size or data[slot.head_at] != slot.head or data[slot.tail_at] != slot.tail:
+            figures = self.reread(slot, data)  # not shaped as the last answer
+            if figures is None:
+                return False
+            slot.read(figures[0], figures[1], figures[2])
+        now = monotonic()
+        seconds = now - self.started
+        times = slot.times
+        if not times:
+            slot.pend()  # to be folded (see Slot.fold)
+        times.append(seconds)
+        slot.last = now
+        if seconds >= self.long_query_time:
+            self.queries.slow(slot.text, seconds, *self.figures(slot, data))
+        return True
 
     def reread(self, slot: Slot, data: bytes) -> tuple[int, ...] | None:
         """The figures of an answer not shaped as the slot's last one (its first, a new
@@ -307,8 +330,7 @@ class TrackedServerLeg(RelayLeg):
 
     def data_received(self, data: bytes) -> None:
         self.last = data
-        n = len(data)
-        self.nbytes += n
+        self.nbytes += len(data)
         self.turn[0] = False  # the server answered
         self.peer.write(data)
         tracking = self.tracking
@@ -321,32 +343,8 @@ class TrackedServerLeg(RelayLeg):
                     tracking.pending = None
             return
         tracking.pending = None  # the first answer to a command
-        command = packet[4]
-        if command == _EXECUTE:
-            slot = tracking.slots.get(packet[4:9])
-        elif command == _QUERY:
-            slot = tracking.slots.get(packet)
-        else:
+        if packet[4] not in RECORDED_COMMANDS or not tracking.whole(packet, data):
             tracking.follow(packet, data)
-            return
-        if slot is None:
-            tracking.first(packet, data)
-            return
-        if n != slot.size or data[slot.head_at] != slot.head or data[slot.tail_at] != slot.tail:
-            found = tracking.reread(slot, data)  # not shaped as the last answer
-            if found is None:
-                tracking.follow(packet, data)
-                return
-            slot.read(found[0], found[1], found[2])
-        now = monotonic()
-        seconds = now - tracking.started
-        times = slot.times
-        if not times:
-            slot.pend()  # to be folded (see Slot.fold)
-        times.append(seconds)
-        slot.last = now
-        if seconds >= tracking.long_query_time:
-            tracking.queries.slow(slot.text, seconds, *tracking.figures(slot, data))
 
 
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,

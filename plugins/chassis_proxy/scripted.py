@@ -29,7 +29,7 @@ from typing import Any
 
 from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame, frame_next_seq, is_one_packet
+from chassis_mysql.framing import frame_all, is_one_packet
 from chassis_mysql.infile import is_local_infile_request
 from chassis_mysql.packets import err_packet, is_ok, ok_packet
 from chassis_mysql.response import ResponseTracker
@@ -39,6 +39,7 @@ from chassis_proxy.errors import ConnectionGone, PoolError
 from chassis_proxy.hooks import ConnectionHooks, Decision, Injection
 from chassis_proxy.pumps import ResponsePump, StreamPump, _ignore
 from chassis_proxy.queries import ConnectionQueries
+from chassis_proxy.relay import RECORDED_COMMANDS, Tracking
 from chassis_proxy.state import ConnectionState
 
 log = logging.getLogger("chassis.proxy")
@@ -74,6 +75,8 @@ class ScriptedSession:
         self.prepare = prepare
         server_caps = int(state.server_handshake.capabilities) if state.server_handshake else ~0
         self.capabilities = state.client_capabilities & server_caps
+        #: Records forwarded queries' answers as the relay does (StreamPump.start_recorded).
+        self.tracking = Tracking(queries, self.capabilities) if queries is not None else None
         self.client.reader.max_payload = self.settings.max_allowed_packet
         #: The largest command payload taken without the packet reader (which enforces
         #: --proxy-max-allowed-packet, and joins 16 MiB packets).
@@ -109,7 +112,7 @@ class ScriptedSession:
                 self.state.server_ch.sink = None
             if self.task is not None and not self.task.done():
                 self.task.cancel()
-            self.stream.release()  # no cycles left through bound callbacks
+            self.stream.release()  # no cycles left through bound callbacks: freed at once
             self.on_injected = self.on_pump_error = _ignore
 
     def at_rest(self) -> bool:
@@ -124,11 +127,8 @@ class ScriptedSession:
                 self.done.set_exception(error)
 
     def _on_client_data(self, data: bytes) -> None:
-        """Client bytes: run every complete command, unless one is still being answered.
-
-        The common read, one whole command packet while nothing else is buffered, skips
-        the packet reader: the payload is sliced from the buffer.
-        """
+        """Client bytes: run every complete command, unless one is still being answered. The
+        common read, one whole command packet and nothing buffered, skips the packet reader."""
         reader = self.client.reader
         whole: bytes | None = None
         if data:
@@ -207,9 +207,9 @@ class ScriptedSession:
             queries.reset()
         command = payload[0]
         if command == _QUIT:
-            # The server gets its COM_QUIT when the connection closes, unless the
-            # script's disconnect_client pooled it. Not connection_close: that flag is
-            # the script's, and disconnect_client must not see it set by a plain quit.
+            # The server gets its COM_QUIT when the connection closes, unless the script's
+            # disconnect_client pooled it. Not connection_close: that flag is the script's,
+            # and disconnect_client must not see it set by a plain quit.
             self._stop()
             return
         server = self.state.server_ch
@@ -220,13 +220,16 @@ class ScriptedSession:
         if command == _INIT_DB or (link is not None and link.unready):
             self._spawn(self._forward_slowly(payload, client_seq))
             return
+        if raw is not None and server is not None:
+            server.write(raw)
+            if self.tracking is not None and command in RECORDED_COMMANDS:
+                self.busy = True  # its answer is recorded as the relay records it
+                return self.stream.start_recorded(raw, client_seq, self.tracking, self.started)
+        else:
+            self._to_server(payload)
         tracker = ResponseTracker(command, self.capabilities)
         if self.queries is not None:
             self.queries.start(payload, tracker, self.started)
-        if raw is not None and server is not None:
-            server.write(raw)
-        else:
-            self._to_server(payload)
         if tracker.expects_response:
             self.busy = True
             self.stream.start(tracker, client_seq)
@@ -557,12 +560,8 @@ class ScriptedSession:
     # talking to the client ---------------------------------------------------------
 
     def _send_packets(self, payloads: list[bytes], seq: int) -> int:
-        out = []
-        for payload in payloads:
-            out.append(frame(payload, seq))
-            seq = frame_next_seq(len(payload), seq)
-        if out:
-            data = b"".join(out)
+        data, seq = frame_all(payloads, seq)
+        if data:
             self.state.bytes_out += len(data)
             self.client.write(data)
         return seq

@@ -11,6 +11,7 @@ from chassis_mysql.framing import (
     Packet,
     PacketReader,
     frame,
+    frame_all,
     frame_next_seq,
     header,
     is_one_packet,
@@ -207,3 +208,15 @@ def test_is_one_packet_only_for_exactly_one_whole_packet() -> None:
     assert not is_one_packet(one[:-1])  # payload cut short
     assert not is_one_packet(one + frame(b"\x01", 0))  # two packets
     assert not is_one_packet(b"\x01\x00")  # not even a header
+
+
+@given(st.lists(st.binary(max_size=40), max_size=6), st.integers(0, 255))
+def test_frame_all_frames_payloads_one_after_the_other(payloads: list[bytes], seq: int) -> None:
+    data, after = frame_all(payloads, seq)
+    reader = PacketReader()
+    reader.feed(data)
+    for i, payload in enumerate(payloads):
+        packet = reader.next_packet()
+        assert packet is not None and packet.payload == payload and packet.seq == (seq + i) & 0xFF
+    assert reader.next_packet() is None
+    assert after == (seq + len(payloads)) & 0xFF
