@@ -21,9 +21,20 @@ from chassis_proxy.hooks import ConnectionView
 from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
 
+#: The hooks whose absence the Python side tracks (bridge.lua's "Which hooks a script may
+#: define"), in the order of the bits of bridge.lua's ``open``: a call for one of these that
+#: the script surely does not define is answered without crossing into Lua.
+TRACKED_HOOKS = (
+    "connect_server",
+    "read_handshake",
+    "read_auth",
+    "read_auth_result",
+    "read_query_result",
+    "disconnect_client",
+)
+
 #: The hook each entry point runs, for the metrics (``call_hook`` names its hook itself).
 _HOOK_OF = {
-    "instantiate": "script",  # the script's top level, per connection
     "call_read_query": "read_query",
     "call_read_auth_result": "read_auth_result",
     "call_read_query_result": "read_query_result",
@@ -31,7 +42,6 @@ _HOOK_OF = {
 
 #: bridge.lua's entry points that run script code (see its "hook dispatcher").
 _ENTRIES = (
-    "instantiate",
     "call_hook",
     "call_read_query",
     "call_read_auth_result",
@@ -51,6 +61,11 @@ class HookCalls:
         #: into Lua sets it for the call and restores the previous value after it.
         self.current: ConnectionView | None = None
         self._entry = {name: lua.api[name.encode()] for name in _ENTRIES}
+        self._open: Callable[[int, Any], Any] = lua.api[b"open"]
+        lua.api[b"track_hooks"](lua.table([name.encode() for name in TRACKED_HOOKS]))
+        #: The tracked hooks that may be defined in _G (the envs' are the instances'); a
+        #: name is added when written there (bridge.lua's py.hook_defined), never removed.
+        self.defined_in_G: set[str] = set()
 
         # -- what read_query's inlined call uses --
         #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
@@ -110,9 +125,26 @@ class HookCalls:
             used = self.collect()
         return used + 2 * size <= self.max_memory
 
-    def new_connection(self, cid: int) -> Any:
-        """A fresh per-connection state (its env and private proxy.* keys) for ``cid``."""
-        return self.lua.call("new_connection", cid)
+    def open(self, conn: ConnectionView, cid: int, factory: Any) -> tuple[Any, int, Any, set[str]]:
+        """A fresh per-connection state (its env and private proxy.* keys) for ``cid``, in
+        which the script (``factory``) runs from the top, in one call into Lua: the state,
+        (status, value) as :meth:`call`'s, and the tracked hooks the top level defined."""
+        previous = self.current
+        self.current = conn
+        started = time.perf_counter()
+        try:
+            state, status, value, bits = self._open(cid, factory)
+        except LuaMemoryError:
+            state, status, value, bits = None, CALL_MEMORY, None, 0
+        except LuaError as e:
+            state, status, value, bits = None, CALL_ERROR, str(e).encode(), 0
+        finally:
+            self.current = previous
+        status = int(status)
+        self.hook_calls["script"] = self.hook_calls.get("script", 0) + 1
+        self.hook_seconds["script"] = self.hook_seconds.get("script", 0.0) + time.perf_counter() - started
+        bits = int(bits)
+        return state, status, value, {name for i, name in enumerate(TRACKED_HOOKS) if bits >> i & 1}
 
     def has_hook(self, state: Any, name: str) -> bool:
         """Whether the script instance behind ``state`` defines ``name``."""
