@@ -33,6 +33,9 @@ TRACKED_HOOKS = (
     "disconnect_client",
 )
 
+#: The names of the bits of bridge.lua's ``open`` (its fourth value), as they are met.
+_BY_BITS: dict[int, frozenset[str]] = {}
+
 #: The hook each entry point runs, for the metrics (``call_hook`` names its hook itself).
 _HOOK_OF = {
     "call_read_query": "read_query",
@@ -125,7 +128,7 @@ class HookCalls:
             used = self.collect()
         return used + 2 * size <= self.max_memory
 
-    def open(self, conn: ConnectionView, cid: int, factory: Any) -> tuple[Any, int, Any, set[str]]:
+    def open(self, conn: ConnectionView, cid: int, factory: Any) -> tuple[Any, int, Any, frozenset[str]]:
         """A fresh per-connection state (its env and private proxy.* keys) for ``cid``, in
         which the script (``factory``) runs from the top, in one call into Lua: the state,
         (status, value) as :meth:`call`'s, and the tracked hooks the top level defined."""
@@ -143,8 +146,10 @@ class HookCalls:
         status = int(status)
         self.hook_calls["script"] = self.hook_calls.get("script", 0) + 1
         self.hook_seconds["script"] = self.hook_seconds.get("script", 0.0) + time.perf_counter() - started
-        bits = int(bits)
-        return state, status, value, {name for i, name in enumerate(TRACKED_HOOKS) if bits >> i & 1}
+        names = _BY_BITS.get(bits)
+        if names is None:
+            names = _BY_BITS[bits] = frozenset(n for i, n in enumerate(TRACKED_HOOKS) if int(bits) >> i & 1)
+        return state, status, value, names
 
     def has_hook(self, state: Any, name: str) -> bool:
         """Whether the script instance behind ``state`` defines ``name``."""

@@ -73,17 +73,17 @@ class LuaConnectionHooks:
         self._log = log
         #: The tracked hooks (calls.TRACKED_HOOKS) that may be defined in the env: what the
         #: top level left there and what was written there since (bridge.lua tells).
-        self._defined: set[str] = set()
+        self._defined: frozenset[str] | set[str] = frozenset()
         self._in_G = calls.defined_in_G  # the same for _G, shared by the connections
 
-    def attach(self, state: Any, defined: set[str]) -> None:
+    def attach(self, state: Any, defined: frozenset[str]) -> None:
         """The script's top level ran in ``state``, leaving the tracked hooks ``defined``."""
         self._state = state
-        self._defined |= defined
+        self._defined = self._defined | defined if self._defined else defined
 
     def may_define(self, names: tuple[str, ...]) -> None:
         """The script wrote the hooks ``names`` into the env (or may have): call them."""
-        self._defined.update(names)
+        self._defined = self._defined.union(names)
 
     def _absent(self, hook: str) -> bool:
         """Whether the script surely does not define ``hook`` (a tracked one) now."""
