@@ -25,13 +25,16 @@ def runtime(request: pytest.FixtureRequest, env: Env) -> None:
 def crossings(host: Any) -> list[bytes]:
     """Record the hooks called through bridge.lua's call_hook."""
     names: list[bytes] = []
-    real = host.calls._entry["call_hook"]
 
-    def recording(state: Any, name: bytes) -> Any:
-        names.append(name)
-        return real(state, name)
+    def recording(real: Any) -> Any:
+        def call(state: Any, name: bytes) -> Any:
+            names.append(name)
+            return real(state, name)
+        return call
 
-    host.calls._entry["call_hook"] = recording
+    calls = host.calls
+    calls._entry["call_hook"] = recording(calls._entry["call_hook"])
+    calls._hook_armed = recording(calls._hook_armed)
     return names
 
 

@@ -51,6 +51,7 @@ _G.python = nil
 package.loaded.python = nil
 
 local guarded, guarded_armed, describe = L.guarded, L.guarded_armed, L.describe
+local guarded_armed_bare = L.guarded_armed_bare
 local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
@@ -209,8 +210,9 @@ end
 -- A connection's state (its env, falling back to _G, and its private proxy.* keys), with
 -- the script run from the top in the env (MySQL Proxy does this on the first hook call of
 -- each connection): the state, limits.lua's (status, value) and, as bits in the order of
--- api.track_hooks, the tracked hooks the top level left in the env.
-function api.open(cid, factory)
+-- api.track_hooks, the tracked hooks the top level left in the env. `armed`: the caller
+-- armed the memory ceiling and lifts it after the call (as call_read_query_armed).
+function api.open(cid, factory, armed)
 	local env = raw_setmetatable({}, { __index = _G, __newindex = track })
 	tracked_cid[env] = cid
 	local cs = { env = env, priv = new_private(cid), cid = cid }
@@ -219,7 +221,8 @@ function api.open(cid, factory)
 	if not ok then return cs, ST_ERROR, describe(fn), 0 end
 	setfenv(fn, env)
 	instantiating = env
-	local status, value = guarded(fn)
+	local status, value
+	if armed then status, value = guarded_armed_bare(fn) else status, value = guarded(fn) end
 	instantiating = nil
 	local defined, bit = 0, 1
 	for i = 1, #tracked_names do
@@ -238,6 +241,14 @@ function api.call_hook(cs, name, ...)
 	local fn = cs.env[name]
 	if fn == nil then return ST_MISSING, nil end
 	return guarded(fn, ...)
+end
+
+-- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed).
+function api.call_hook_armed(cs, name)
+	activate(cs)
+	local fn = cs.env[name]
+	if fn == nil then return ST_MISSING, nil end
+	return guarded_armed_bare(fn)
 end
 
 -- read_query runs for every client command: its entries do activate()'s work inline.

@@ -99,6 +99,11 @@ class LuaConnectionHooks:
             return CALL_MISSING, None
         return self._calls.call(self.conn, fn, self._state, *args)
 
+    def _call_hook(self, name: bytes) -> tuple[int, Any]:
+        if self._state is None:
+            return CALL_MISSING, None
+        return self._calls.call_hook(self.conn, self._state, name)
+
     def has_hook(self, name: str) -> bool:
         """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
         if self._state is None:
@@ -118,7 +123,7 @@ class LuaConnectionHooks:
     def connect_server(self) -> Outcome:
         if "connect_server" not in self._defined and "connect_server" not in self._in_G:
             return NO_DECISION
-        d = self._decide("connect_server", *self._call("call_hook", b"connect_server"))
+        d = self._decide("connect_server", *self._call_hook(b"connect_server"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -133,7 +138,7 @@ class LuaConnectionHooks:
     def read_handshake(self) -> Outcome:
         if "read_handshake" not in self._defined and "read_handshake" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_handshake", *self._call("call_hook", b"read_handshake"))
+        d = self._decide("read_handshake", *self._call_hook(b"read_handshake"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -153,7 +158,7 @@ class LuaConnectionHooks:
     def read_auth(self) -> Outcome:
         if "read_auth" not in self._defined and "read_auth" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_auth", *self._call("call_hook", b"read_auth"))
+        d = self._decide("read_auth", *self._call_hook(b"read_auth"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -310,7 +315,7 @@ class LuaConnectionHooks:
     def disconnect_client(self) -> None:
         try:
             if not self._absent("disconnect_client"):
-                status, value = self._call("call_hook", b"disconnect_client")
+                status, value = self._call_hook(b"disconnect_client")
                 if status not in (CALL_OK, CALL_MISSING):
                     self._limits.log_failure(self.conn, "disconnect_client", status, value)
         finally:
