@@ -97,7 +97,7 @@ end
 -- tracked name into an env or _G tells Python first; getmetatable, setmetatable and their
 -- debug.* twins, given an env or _G, end that table's tracking for good (Python then calls
 -- each hook of it) and first take the __newindex out, so the script sees the metatable
--- MySQL Proxy gave it (none on _G, { __index = _G } on an env). Their errors read as the
+-- MySQL Proxy gave it (none on _G, an env's own { __index = _G }). Their errors read as the
 -- builtins' own. Only C code that writes an env or _G raw goes unseen.
 ---------------------------------------------------------------------------------------------
 
@@ -122,6 +122,7 @@ local function track(t, k, v)
 end
 
 local G_mt = { __newindex = track }
+local env_mt = { __index = _G, __newindex = track }  -- shared by the envs still tracked
 
 -- The end of `t`'s tracking (a builtin reached its metatable): MySQL Proxy's metatable back.
 local function untrack(t)
@@ -131,8 +132,8 @@ local function untrack(t)
 	local mt = metatable_of(t)
 	if t == _G then
 		if mt == G_mt then raw_setmetatable(_G, nil) end
-	elseif mt ~= nil and raw_rawget(mt, "__newindex") == track then
-		raw_rawset(mt, "__newindex", nil)
+	elseif mt == env_mt then
+		raw_setmetatable(t, { __index = _G })  -- its own, as each env had in MySQL Proxy
 	end
 end
 
@@ -213,7 +214,7 @@ end
 -- api.track_hooks, the tracked hooks the top level left in the env. `armed`: the caller
 -- armed the memory ceiling and lifts it after the call (as call_read_query_armed).
 function api.open(cid, factory, armed)
-	local env = raw_setmetatable({}, { __index = _G, __newindex = track })
+	local env = raw_setmetatable({}, env_mt)
 	tracked_cid[env] = cid
 	local cs = { env = env, priv = new_private(cid), cid = cid }
 	activate(cs)
