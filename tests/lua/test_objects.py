@@ -212,3 +212,26 @@ def test_a_failing_view_gives_the_script_nil_and_one_log_line(env: Env) -> None:
     b = "proxy.global.backends[1]"
     assert probe(hooks, f"{b}.connected_clients, {b}.type") == [True, None, "1"]
     assert any("backend_get() failed" in r.getMessage() for r in env.caplog.records)
+
+
+def test_proxy_queries_and_connection_are_made_once_when_first_read(env: Env) -> None:
+    host = env.host("""
+function read_auth()
+  proxy.global.same = proxy.queries == proxy.queries and proxy.connection == proxy.connection
+  proxy.global.q = proxy.queries
+end
+function read_handshake() proxy.global.again = proxy.global.q == proxy.queries end""")
+    hooks = host.open(env.conn())
+    hooks.read_auth()
+    hooks.read_handshake()
+    assert host.lua.runtime.eval("proxy.global.same and proxy.global.again") is True
+
+
+def test_proxy_queries_and_connection_written_before_read_keep_what_was_written(env: Env) -> None:
+    host = env.host("""
+proxy.connection = nil
+proxy.queries = 7
+function read_auth() proxy.global.seen = tostring(proxy.connection) .. " " .. tostring(proxy.queries) end""")
+    hooks = host.open(env.conn())
+    hooks.read_auth()
+    assert host.lua.runtime.eval("proxy.global.seen") == b"nil 7"

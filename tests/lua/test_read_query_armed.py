@@ -35,10 +35,11 @@ function read_query(packet)
 end
 
 function read_auth()
-  -- fill the state up to `fill` bytes under the ceiling, in 256 KiB strings
+  -- fill the state up to `fill` bytes under the ceiling, in 256 KiB strings (collecting the
+  -- garbage string.rep leaves as it goes: Lua does not when an allocation fails)
   proxy.global.ballast = {}
   local n = proxy.global.fill / 262144
-  for i = 1, n do proxy.global.ballast[i] = ('b'):rep(262144 - 32) .. i end
+  for i = 1, n do proxy.global.ballast[i] = ('b'):rep(262144 - 32) .. i collectgarbage() end
 end
 """
 

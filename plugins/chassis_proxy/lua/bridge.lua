@@ -37,7 +37,7 @@ L.bridge_source("=limits.lua")
 L.bridge_source("=bridge.lua")
 
 local _G = _G
-local type, tostring, select, rawget, rawset = type, tostring, select, rawget, rawset
+local type, tostring, tonumber, select, rawget, rawset = type, tostring, tonumber, select, rawget, rawset
 local setmetatable, setfenv, loadstring = setmetatable, setfenv, loadstring
 local string_format, string_sub, string_byte = string.format, string.sub, string.byte
 local table_concat = table.concat
@@ -51,6 +51,7 @@ _G.python = nil
 package.loaded.python = nil
 
 local guarded, guarded_armed, describe = L.guarded, L.guarded_armed, L.describe
+local guarded_armed_bare = L.guarded_armed_bare
 local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
@@ -80,20 +81,156 @@ function api.compile(source, chunkname)
 	return factory, nil
 end
 
--- A connection's state: its env (falls back to _G) and its private proxy.* keys.
-function api.new_connection(cid)
-	local env = setmetatable({}, { __index = _G })
-	return { env = env, priv = new_private(cid), cid = cid }
+---------------------------------------------------------------------------------------------
+-- Which hooks a script may define
+--
+-- MySQL Proxy looks a hook up at each call, so a script may define one at any time: in its
+-- connection's env (a global assignment in a hook) or in _G, which the env falls back to.
+-- Python skips the call of a hook whose name it knows absent (instance.py), and learns of
+-- a name written into an env or _G from the tables' __newindex, which Lua calls only for a
+-- key the table does not hold: an ordinary global write costs nothing after the first.
+-- py.hook_defined(cid, name) tells it (cid 0: _G); the names the top level defined in its
+-- own env are read off the env after it ran (open's fourth value). A name once written
+-- stays "may be defined": a hook set to nil again is found missing by the call, as before.
+--
+-- The builtins that write a table raw or reach its metatable are wrapped: rawset of a
+-- tracked name into an env or _G tells Python first; getmetatable, setmetatable and their
+-- debug.* twins, given an env or _G, end that table's tracking for good (Python then calls
+-- each hook of it) and first take the __newindex out, so the script sees the metatable
+-- MySQL Proxy gave it (none on _G, an env's own { __index = _G }). Their errors read as the
+-- builtins' own. Only C code that writes an env or _G raw goes unseen.
+---------------------------------------------------------------------------------------------
+
+local raw_rawset, raw_rawget = rawset, rawget
+local raw_getmetatable, raw_setmetatable = getmetatable, setmetatable
+local metatable_of = debug.getmetatable  -- not __metatable's stand-in
+local py_hook_defined = py.hook_defined
+local tracked_names = {}  -- the hook names Python asks about (api.track_hooks), in order
+local is_tracked = {}
+local tracked_cid = setmetatable({}, { __mode = "k" })  -- env -> its cid; _G -> 0
+local instantiating = nil  -- the env whose script top level is running
+
+-- __newindex of the envs and _G. Python hears first: a hook interrupted between the two
+-- leaves a name marked that is not there, never the reverse.
+local function track(t, k, v)
+	if k == nil or k ~= k then error(k == nil and "table index is nil" or "table index is NaN", 2) end
+	if v ~= nil and is_tracked[k] and t ~= instantiating then
+		local cid = tracked_cid[t]
+		if cid ~= nil then py_hook_defined(cid, k) end
+	end
+	raw_rawset(t, k, v)
 end
 
--- Run the script from the top in the connection's env (MySQL Proxy does this on the first
--- hook call of each connection).
-function api.instantiate(cs, factory)
+local G_mt = { __newindex = track }
+local env_mt = { __index = _G, __newindex = track }  -- shared by the envs still tracked
+
+-- The end of `t`'s tracking (a builtin reached its metatable): MySQL Proxy's metatable back.
+local function untrack(t)
+	local cid = tracked_cid[t]
+	tracked_cid[t] = nil
+	py_hook_defined(cid, nil)
+	local mt = metatable_of(t)
+	if t == _G then
+		if mt == G_mt then raw_setmetatable(_G, nil) end
+	elseif mt == env_mt then
+		raw_setmetatable(t, { __index = _G })  -- its own, as each env had in MySQL Proxy
+	end
+end
+
+-- A wrapped builtin's failure, raised as the builtin raises it: "bad argument #n to 'name'"
+-- with the name its caller used, at the caller's line (level 1 here is the wrapper).
+local function builtin_error(raw, ...)
+	local _, err = raw_pcall(raw, ...)
+	if type(err) == "string" then
+		local n, why = err:match("^bad argument #(%d+) to '[^']*' %((.*)%)$")
+		if n then
+			local ar = debug_getinfo(2, "n")
+			local name = ar and ar.name or "?"
+			n = tonumber(n)
+			if ar and ar.namewhat == "method" then
+				n = n - 1
+				if n == 0 then error(string_format("calling '%s' on bad self (%s)", name, why), 3) end
+			end
+			err = string_format("bad argument #%d to '%s' (%s)", n, name, why)
+		end
+	end
+	error(err, 3)
+end
+
+local function rawset_tracked(...)
+	local t, k, v = ...
+	if type(t) ~= "table" or (v == nil and select("#", ...) < 3) then builtin_error(raw_rawset, ...) end
+	if v ~= nil and is_tracked[k] then
+		local cid = tracked_cid[t]
+		if cid ~= nil then py_hook_defined(cid, k) end
+	end
+	return raw_rawset(t, k, v)
+end
+
+local function wrap_getmetatable(raw)
+	return function(...)
+		local t = ...
+		if t == nil then
+			if select("#", ...) == 0 then builtin_error(raw) end
+		elseif tracked_cid[t] ~= nil then
+			untrack(t)
+		end
+		return raw(t)
+	end
+end
+
+local function setmetatable_tracked(...)
+	local t, mt = ...
+	if type(t) ~= "table" or (mt ~= nil and type(mt) ~= "table") or (mt == nil and select("#", ...) < 2) then
+		builtin_error(raw_setmetatable, ...)
+	end
+	local old = metatable_of(t)
+	if old ~= nil and raw_rawget(old, "__metatable") ~= nil then builtin_error(raw_setmetatable, ...) end
+	if tracked_cid[t] ~= nil then untrack(t) end
+	return raw_setmetatable(t, mt)
+end
+
+local raw_debug_setmetatable = debug.setmetatable
+local function debug_setmetatable_tracked(...)
+	local t, mt = ...
+	if (mt ~= nil and type(mt) ~= "table") or (mt == nil and select("#", ...) < 2) then
+		builtin_error(raw_debug_setmetatable, ...)
+	end
+	if tracked_cid[t] ~= nil then untrack(t) end
+	return raw_debug_setmetatable(t, mt)
+end
+
+-- The hook names to track, in the order of open's bit mask (calls.py's TRACKED_HOOKS).
+function api.track_hooks(names)
+	for i = 1, #names do
+		tracked_names[i] = names[i]
+		is_tracked[names[i]] = true
+	end
+end
+
+-- A connection's state (its env, falling back to _G, and its private proxy.* keys), with
+-- the script run from the top in the env (MySQL Proxy does this on the first hook call of
+-- each connection): the state, limits.lua's (status, value) and, as bits in the order of
+-- api.track_hooks, the tracked hooks the top level left in the env. `armed`: the caller
+-- armed the memory ceiling and lifts it after the call (as call_read_query_armed).
+function api.open(cid, factory, armed)
+	local env = raw_setmetatable({}, env_mt)
+	tracked_cid[env] = cid
+	local cs = { env = env, priv = new_private(cid), cid = cid }
 	activate(cs)
 	local ok, fn = raw_pcall(factory)
-	if not ok then return ST_ERROR, describe(fn) end
-	setfenv(fn, cs.env)
-	return guarded(fn)
+	if not ok then return cs, ST_ERROR, describe(fn), 0 end
+	setfenv(fn, env)
+	instantiating = env
+	local status, value
+	if armed then status, value = guarded_armed_bare(fn) else status, value = guarded(fn) end
+	instantiating = nil
+	local defined, bit = 0, 1
+	for i = 1, #tracked_names do
+		if raw_rawget(env, tracked_names[i]) ~= nil then defined = defined + bit end
+		bit = bit * 2
+	end
+	return cs, status, value, defined
 end
 
 ---------------------------------------------------------------------------------------------
@@ -105,6 +242,14 @@ function api.call_hook(cs, name, ...)
 	local fn = cs.env[name]
 	if fn == nil then return ST_MISSING, nil end
 	return guarded(fn, ...)
+end
+
+-- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed).
+function api.call_hook_armed(cs, name)
+	activate(cs)
+	local fn = cs.env[name]
+	if fn == nil then return ST_MISSING, nil end
+	return guarded_armed_bare(fn)
 end
 
 -- read_query runs for every client command: its entries do activate()'s work inline.
@@ -326,6 +471,14 @@ function api.set_bundled_library(modules)
 		return chunk
 	end)
 end
+
+-- The tracking starts once the bridge has set its globals.
+tracked_cid[_G] = 0
+raw_setmetatable(_G, G_mt)
+_G.rawset, _G.setmetatable = rawset_tracked, setmetatable_tracked
+_G.getmetatable = wrap_getmetatable(raw_getmetatable)
+debug.getmetatable = wrap_getmetatable(debug.getmetatable)
+debug.setmetatable = debug_setmetatable_tracked
 
 function api.memory_kb()
 	return collectgarbage("count")

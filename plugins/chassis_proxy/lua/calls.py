@@ -21,9 +21,23 @@ from chassis_proxy.hooks import ConnectionView
 from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
 
+#: The hooks whose absence the Python side tracks (bridge.lua's "Which hooks a script may
+#: define"), in the order of the bits of bridge.lua's ``open``: a call for one of these that
+#: the script surely does not define is answered without crossing into Lua.
+TRACKED_HOOKS = (
+    "connect_server",
+    "read_handshake",
+    "read_auth",
+    "read_auth_result",
+    "read_query_result",
+    "disconnect_client",
+)
+
+#: The names of the bits of bridge.lua's ``open`` (its fourth value), as they are met.
+_BY_BITS: dict[int, frozenset[str]] = {}
+
 #: The hook each entry point runs, for the metrics (``call_hook`` names its hook itself).
 _HOOK_OF = {
-    "instantiate": "script",  # the script's top level, per connection
     "call_read_query": "read_query",
     "call_read_auth_result": "read_auth_result",
     "call_read_query_result": "read_query_result",
@@ -31,7 +45,6 @@ _HOOK_OF = {
 
 #: bridge.lua's entry points that run script code (see its "hook dispatcher").
 _ENTRIES = (
-    "instantiate",
     "call_hook",
     "call_read_query",
     "call_read_auth_result",
@@ -51,6 +64,12 @@ class HookCalls:
         #: into Lua sets it for the call and restores the previous value after it.
         self.current: ConnectionView | None = None
         self._entry = {name: lua.api[name.encode()] for name in _ENTRIES}
+        self._open: Callable[[int, Any, bool], Any] = lua.api[b"open"]
+        self._hook_armed: Callable[[Any, bytes], Any] = lua.api[b"call_hook_armed"]
+        lua.api[b"track_hooks"](lua.table([name.encode() for name in TRACKED_HOOKS]))
+        #: The tracked hooks that may be defined in _G (the envs' are the instances'); a
+        #: name is added when written there (bridge.lua's py.hook_defined), never removed.
+        self.defined_in_G: set[str] = set()
 
         # -- what read_query's inlined call uses --
         #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
@@ -110,9 +129,36 @@ class HookCalls:
             used = self.collect()
         return used + 2 * size <= self.max_memory
 
-    def new_connection(self, cid: int) -> Any:
-        """A fresh per-connection state (its env and private proxy.* keys) for ``cid``."""
-        return self.lua.call("new_connection", cid)
+    def open(self, conn: ConnectionView, cid: int, factory: Any) -> tuple[Any, int, Any, frozenset[str]]:
+        """A fresh per-connection state (its env and private proxy.* keys) for ``cid``, in
+        which the script (``factory``) runs from the top, in one call into Lua: the state,
+        (status, value) as :meth:`call`'s, and the tracked hooks the top level defined."""
+        previous = self.current
+        self.current = conn
+        started = time.perf_counter()
+        used = self.memory_used() if self.arms_itself else 0
+        armed = self.arms_itself and used < self.arm_below  # as call_hook
+        if armed:
+            self.set_max_memory(self.max_memory)
+        try:
+            state, status, value, bits = self._open(cid, factory, armed)
+        except LuaMemoryError:
+            state, status, value, bits = None, CALL_MEMORY, None, 0
+        except LuaError as e:
+            state, status, value, bits = None, CALL_ERROR, str(e).encode(), 0
+        finally:
+            if armed:
+                self.set_max_memory(0)
+            self.current = previous
+        if armed and self.memory_used() - used > self.big_hook:
+            self.collect()  # the top level's garbage, before anyone arms again
+        status = int(status)
+        self.hook_calls["script"] = self.hook_calls.get("script", 0) + 1
+        self.hook_seconds["script"] = self.hook_seconds.get("script", 0.0) + time.perf_counter() - started
+        names = _BY_BITS.get(bits)
+        if names is None:
+            names = _BY_BITS[bits] = frozenset(n for i, n in enumerate(TRACKED_HOOKS) if int(bits) >> i & 1)
+        return state, status, value, names
 
     def has_hook(self, state: Any, name: str) -> bool:
         """Whether the script instance behind ``state`` defines ``name``."""
@@ -150,12 +196,27 @@ class HookCalls:
         used = self.memory_used()
         if used + size >= self.arm_below:
             return self.call(conn, "call_read_query_result", state, *args)
+        return self._call_armed(conn, used, self._result_armed, "read_query_result", state, *args)
+
+    def call_hook(self, conn: ConnectionView, state: Any, name: bytes) -> tuple[int, Any]:
+        """:meth:`call` of ``call_hook`` for the hook ``name``, arming --lua-max-memory from
+        here when there is room, as read_query does: two Python callbacks fewer per call."""
+        if self.arms_itself:
+            used = self.memory_used()
+            if used < self.arm_below:
+                return self._call_armed(conn, used, self._hook_armed, name.decode(), state, name)
+        return self.call(conn, "call_hook", state, name)
+
+    def _call_armed(self, conn: ConnectionView, used: int, entry: Callable[..., Any], hook: str,
+                    *args: Any) -> tuple[int, Any]:
+        """``entry(*args)`` (a bridge.lua entry that leaves the ceiling to its caller) for
+        ``conn``'s ``hook`` with the ceiling armed, the state holding ``used`` bytes."""
         previous = self.current
         self.current = conn
         started = time.perf_counter()
         self.set_max_memory(self.max_memory)
         try:
-            status, value = self._result_armed(state, *args)
+            status, value = entry(*args)
         except LuaMemoryError:
             status, value = CALL_MEMORY, None
         except LuaError as e:
@@ -165,9 +226,8 @@ class HookCalls:
             self.current = previous
         status = int(status)
         if status != CALL_MISSING:
-            self.hook_calls["read_query_result"] = self.hook_calls.get("read_query_result", 0) + 1
-            self.hook_seconds["read_query_result"] = (
-                self.hook_seconds.get("read_query_result", 0.0) + time.perf_counter() - started)
+            self.hook_calls[hook] = self.hook_calls.get(hook, 0) + 1
+            self.hook_seconds[hook] = self.hook_seconds.get(hook, 0.0) + time.perf_counter() - started
         if self.memory_used() - used > self.big_hook:
             self.collect()  # the hook's garbage, before anyone arms again
         return status, value

@@ -28,7 +28,7 @@ from typing import Any
 
 from chassis import logs
 from chassis_proxy.hooks import ConnectionView, ScriptLoadError
-from chassis_proxy.lua.calls import HookCalls
+from chassis_proxy.lua.calls import TRACKED_HOOKS, HookCalls
 from chassis_proxy.lua.injection import callbacks as injection_callbacks
 from chassis_proxy.lua.instance import LuaConnectionHooks
 from chassis_proxy.lua.limits import (
@@ -120,7 +120,7 @@ class LuaScriptHost:
         callbacks: dict[str, Callable[..., Any]] = dict(self._objects.callbacks())
         callbacks.update(self._responses.callbacks())
         callbacks.update(injection_callbacks())
-        callbacks.update(log=self._lua_log, stdout_write=_stdout_write)
+        callbacks.update(log=self._lua_log, stdout_write=_stdout_write, hook_defined=self._hook_defined)
         self.lua = LuaState(
             callbacks,
             hook_timeout=self.hook_timeout,
@@ -172,11 +172,10 @@ class LuaScriptHost:
             raise ScriptLoadError(LOAD_FAILED)
         factory = self._factory(conn)
         cid = next(self._ids)
-        state = self.calls.new_connection(cid)
         hooks = LuaConnectionHooks(
             conn,
             cid,
-            state,
+            None,
             calls=self.calls,
             limits=self.limits,
             responses=self._responses,
@@ -187,15 +186,15 @@ class LuaScriptHost:
         # a connection dropped without disconnect_client() still leaves the registry
         self._instances[cid] = weakref.ref(hooks, lambda _ref: instances.pop(cid, None))
         try:
-            status, value = self.calls.call(conn, "instantiate", state, factory)
+            state, status, value, defined = self.calls.open(conn, cid, factory)
         except BaseException:
             self._instances.pop(cid, None)
             raise
         if status != CALL_OK:
             self._instances.pop(cid, None)
-            hooks.detach()
             self.limits.log_failure(conn, "script", status, value, what="the script's top level")
             raise ScriptLoadError(EXEC_FAILED)
+        hooks.attach(state, defined)
         return hooks
 
     def close(self) -> None:
@@ -275,6 +274,19 @@ class LuaScriptHost:
     def _release(self, cid: int) -> None:
         """An instance's client disconnected: it leaves the registry."""
         self._instances.pop(cid, None)
+
+    def _hook_defined(self, cid: int, name: bytes | None) -> None:
+        """bridge.lua wrote the hook ``name`` into connection ``cid``'s env (0: into _G), or
+        (None) stopped tracking that table: its hooks are called from now on."""
+        names = TRACKED_HOOKS if name is None else (bytes(name).decode("utf-8", "replace"),)
+        if not cid:
+            if self._calls is not None:
+                self._calls.defined_in_G.update(names)
+            return
+        ref = self._instances.get(int(cid))
+        hooks = ref() if ref is not None else None
+        if hooks is not None:
+            hooks.may_define(names)
 
     def _lookup(self, cid: int) -> ConnectionView | None:
         ref = self._instances.get(int(cid))

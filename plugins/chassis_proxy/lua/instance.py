@@ -45,8 +45,10 @@ class LuaConnectionHooks:
     """One client's instance of the script (see :class:`chassis_proxy.hooks.ConnectionHooks`).
 
     ``state`` is bridge.lua's per-connection state (the script's env and private
-    proxy.* keys), in which the host runs the script's top level; ``release(cid)`` takes
-    the instance off the host's registry when the client disconnects.
+    proxy.* keys), in which the host runs the script's top level (None until
+    :meth:`attach`); ``release(cid)`` takes the instance off the host's registry when the
+    client disconnects. A tracked hook (calls.TRACKED_HOOKS) that neither the env nor _G
+    may hold is answered here without calling into Lua.
     """
 
     def __init__(
@@ -69,6 +71,23 @@ class LuaConnectionHooks:
         self._responses = responses
         self._release = release
         self._log = log
+        #: The tracked hooks (calls.TRACKED_HOOKS) that may be defined in the env: what the
+        #: top level left there and what was written there since (bridge.lua tells).
+        self._defined: frozenset[str] | set[str] = frozenset()
+        self._in_G = calls.defined_in_G  # the same for _G, shared by the connections
+
+    def attach(self, state: Any, defined: frozenset[str]) -> None:
+        """The script's top level ran in ``state``, leaving the tracked hooks ``defined``."""
+        self._state = state
+        self._defined = self._defined | defined if self._defined else defined
+
+    def may_define(self, names: tuple[str, ...]) -> None:
+        """The script wrote the hooks ``names`` into the env (or may have): call them."""
+        self._defined = self._defined.union(names)
+
+    def _absent(self, hook: str) -> bool:
+        """Whether the script surely does not define ``hook`` (a tracked one) now."""
+        return hook not in self._defined and hook not in self._in_G
 
     def detach(self) -> None:
         """Stop calling into Lua: the host closed, or the script's top level failed. Every
@@ -79,6 +98,11 @@ class LuaConnectionHooks:
         if self._state is None:
             return CALL_MISSING, None
         return self._calls.call(self.conn, fn, self._state, *args)
+
+    def _call_hook(self, name: bytes) -> tuple[int, Any]:
+        if self._state is None:
+            return CALL_MISSING, None
+        return self._calls.call_hook(self.conn, self._state, name)
 
     def has_hook(self, name: str) -> bool:
         """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
@@ -97,7 +121,9 @@ class LuaConnectionHooks:
         return int(value)
 
     def connect_server(self) -> Outcome:
-        d = self._decide("connect_server", *self._call("call_hook", b"connect_server"))
+        if "connect_server" not in self._defined and "connect_server" not in self._in_G:
+            return NO_DECISION
+        d = self._decide("connect_server", *self._call_hook(b"connect_server"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -110,7 +136,9 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_handshake(self) -> Outcome:
-        d = self._decide("read_handshake", *self._call("call_hook", b"read_handshake"))
+        if "read_handshake" not in self._defined and "read_handshake" not in self._in_G:
+            return NO_DECISION
+        d = self._decide("read_handshake", *self._call_hook(b"read_handshake"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -128,7 +156,9 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_auth(self) -> Outcome:
-        d = self._decide("read_auth", *self._call("call_hook", b"read_auth"))
+        if "read_auth" not in self._defined and "read_auth" not in self._in_G:
+            return NO_DECISION
+        d = self._decide("read_auth", *self._call_hook(b"read_auth"))
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -149,6 +179,8 @@ class LuaConnectionHooks:
         return NO_DECISION
 
     def read_auth_result(self, packet: bytes) -> Outcome:
+        if "read_auth_result" not in self._defined and "read_auth_result" not in self._in_G:
+            return NO_DECISION
         d = self._decide("read_auth_result", *self._call("call_read_auth_result", packet))
         if isinstance(d, Outcome):
             return d
@@ -240,7 +272,7 @@ class LuaConnectionHooks:
 
     def read_query_result(self, result: InjectionResult) -> Outcome:
         buffered = result.packets is not None
-        if self._state is None:
+        if self._state is None or self._absent("read_query_result"):
             return NO_DECISION
         view = ResultView(result, self._calls.table, negotiated_capabilities(self.conn))
         args = view.arguments()
@@ -282,9 +314,10 @@ class LuaConnectionHooks:
 
     def disconnect_client(self) -> None:
         try:
-            status, value = self._call("call_hook", b"disconnect_client")
-            if status not in (CALL_OK, CALL_MISSING):
-                self._limits.log_failure(self.conn, "disconnect_client", status, value)
+            if not self._absent("disconnect_client"):
+                status, value = self._call_hook(b"disconnect_client")
+                if status not in (CALL_OK, CALL_MISSING):
+                    self._limits.log_failure(self.conn, "disconnect_client", status, value)
         finally:
             self._state = None
             self._release(self.cid)

@@ -299,6 +299,16 @@ local function guarded_armed(f, arg)
 	return finish(raw_pcall(f, arg))
 end
 
+-- guarded_armed for a hook called without arguments (the login hooks, the top level).
+local function guarded_armed_bare(f)
+	interrupted = nil
+	deadline = nil
+	timed = hook_timeout > 0
+	in_hook = true
+	armed_by_caller = true
+	return finish(raw_pcall(f))
+end
+
 ---------------------------------------------------------------------------------------------
 -- Tracebacks as MySQL Proxy 0.8.5 printed them
 --
@@ -349,7 +359,7 @@ local function script_frames(co, level)
 	while true do
 		local ar = getinfo(co, level, "Slnf")
 		if not ar then break end
-		if ar.func == guarded or ar.func == guarded_armed then
+		if ar.func == guarded or ar.func == guarded_armed or ar.func == guarded_armed_bare then
 			bottom = ar  -- the hook's caller: the bridge
 			break
 		end
@@ -400,6 +410,7 @@ end
 
 L.ST_OK, L.ST_MISSING, L.ST_ERROR, L.ST_TIMEOUT, L.ST_MEMORY = ST_OK, ST_MISSING, ST_ERROR, ST_TIMEOUT, ST_MEMORY
 L.describe, L.guarded, L.guarded_armed = describe, guarded, guarded_armed
+L.guarded_armed_bare = guarded_armed_bare
 L.fits, L.clock, L.deadline = fits, clock, current_deadline
 
 -- for the bundled modules (glib2.usleep): end the running hook as timed out or out of memory

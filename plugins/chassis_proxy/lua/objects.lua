@@ -280,13 +280,39 @@ end
 -- What bridge.lua uses
 ---------------------------------------------------------------------------------------------
 
--- The private proxy.* keys of a new connection (see bridge.lua's new_connection).
+-- proxy.queries and proxy.connection are made when a script first reads them (most of a
+-- login's hooks never do, and each is a userdata with a dozen closures): until then the
+-- private table holds the connection id under a key of its own for each, which a write of
+-- proxy.queries / proxy.connection (whatever the value, nil too) drops, as it would have
+-- replaced the object.
+local rawget, rawset = rawget, rawset
+local LAZY = { queries = {}, connection = {} }  -- name -> the key of its pending cid
+local MAKE = { queries = make_queries, connection = make_connection }
+local LAZY_QUERIES, LAZY_CONNECTION = LAZY.queries, LAZY.connection
+
+local private_mt = {
+	__index = function(priv, key)
+		local pending = LAZY[key]
+		if pending == nil then return nil end
+		local cid = rawget(priv, pending)
+		if cid == nil then return nil end
+		local object = MAKE[key](cid)
+		rawset(priv, pending, nil)
+		rawset(priv, key, object)
+		return object
+	end,
+	__newindex = function(priv, key, value)
+		-- (LuaJIT reaches here with a nil or NaN key: raise where Lua 5.1 would)
+		if key == nil or key ~= key then error(key == nil and "table index is nil" or "table index is NaN", 2) end
+		local pending = LAZY[key]
+		if pending ~= nil then rawset(priv, pending, nil) end
+		rawset(priv, key, value)
+	end,
+}
+
+-- The private proxy.* keys of a new connection (see bridge.lua's open).
 function O.new_private(cid)
-	return {
-		queries = make_queries(cid),
-		connection = make_connection(cid),
-		response = {},
-	}
+	return setmetatable({ response = {}, [LAZY_QUERIES] = cid, [LAZY_CONNECTION] = cid }, private_mt)
 end
 
 O.C, O.proxy, O.activate, O.argerror, O.to_integer = C, proxy, activate, argerror, to_integer
