@@ -358,7 +358,7 @@ class ConnectionQueries:
         if self.schema is None:
             self.schema = state.client.default_db
         self._who = (state.client.username, self.schema,
-                     str(backend.addr) if backend is not None else "")
+                     backend.address.name if backend is not None else "")  # str(backend.addr)
 
     def _use(self, text: bytes) -> None:
         words = text[3:].split(None, 1)
