@@ -111,6 +111,8 @@ class FakeBackend:
         from chassis_proxy.stats import Counters
         self.stats = Counters()
         self.addr = "127.0.0.1:3306"
+        self.address = self  # AddressInfo's name: str(addr)
+        self.name = self.addr
 
 
 def conversation(file: Path) -> tuple[int, list[tuple[str, bytes]]]:

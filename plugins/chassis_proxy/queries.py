@@ -150,9 +150,9 @@ class ConnectionQueries:
     query then costs a dict lookup and a few additions.
     """
 
-    __slots__ = ("__weakref__", "_backend", "_cache", "_generation", "_user", "_who", "command",
-                 "digests", "fp", "long_query_time", "recorder", "schema", "slots", "slowlog",
-                 "started", "state", "statements", "text", "tracker")
+    __slots__ = ("__weakref__", "_backend", "_cache", "_generation", "_seen", "_user", "_who",
+                 "command", "digests", "fp", "long_query_time", "recorder", "schema", "slots",
+                 "slowlog", "started", "state", "statements", "text", "tracker")
 
     def __init__(self, recorder: QueryRecorder, state: ConnectionState) -> None:
         self.recorder = recorder
@@ -174,10 +174,12 @@ class ConnectionQueries:
         #: By the client's packet that starts the command (COM_STMT_EXECUTE: its first
         #: five bytes, the command and the statement id; COM_QUERY: all of it).
         self.slots: dict[bytes, Slot] = {}
+        #: Keys of :attr:`slots` seen once: a command gets its slot when it comes again (a
+        #: client that connects, asks one query and quits makes none). None until the first;
+        #: the table watches the connection from its first slot on (see DigestTable.watch).
+        self._seen: set[bytes] | None = None
         #: Queries that take this long are written to the slow log (never without one).
         self.long_query_time = recorder.long_query_time if self.slowlog is not None else float("inf")
-        if self.digests is not None:
-            self.digests.watch(self)
 
     def start(self, payload: bytes, tracker: ResponseTracker, started: float = 0.0) -> None:
         """The command ``payload`` (its first byte the COM_ code) goes to the server now
@@ -247,25 +249,46 @@ class ConnectionQueries:
     def slot(self, packet: bytes) -> Slot | None:
         """A slot for the COM_QUERY or COM_STMT_EXECUTE ``packet`` (the client's buffer that
         started it, header included), kept in :attr:`slots` under ``key``; None when the
-        command cannot have one (digests off, an unknown statement, a USE, no room)."""
+        command cannot have one (digests off, an unknown statement, a USE, no room) or is
+        seen for the first time."""
         digests = self.digests
         backend = self.state.backend
         if digests is None or backend is None or len(self.slots) >= MAX_SLOTS:
             return None
         if packet[4] == _QUERY:
+            key = packet
+            if not self._again(key):
+                return None
             text = packet[5:4 + (packet[0] | (packet[1] << 8) | (packet[2] << 16))]
             if len(text) + 5 != len(packet) or text[:4].lower() in _USES:
                 return None
             fp = digests.fingerprint(text)
-            key = packet
         else:
             found = self.statements.get(int.from_bytes(packet[5:9], "little"))
             if found is None or found[1] is None:
                 return None
-            text, fp = found[0], found[1]
             key = packet[4:9]
-        slot = self.slots[key] = Slot(digests, self._row(digests, fp), backend.stats, packet[4], text)
+            if not self._again(key):
+                return None
+            text, fp = found[0], found[1]
+        slots = self.slots
+        if not slots:
+            digests.watch(self)  # (a no-op when it is watched already)
+        slot = slots[key] = Slot(digests, self._row(digests, fp), backend.stats, packet[4], text)
         return slot
+
+    def _again(self, key: bytes) -> bool:
+        """Whether the command ``key`` was seen before (else it is remembered)."""
+        seen = self._seen
+        if seen is None:
+            self._seen = {key}
+            return False
+        if key in seen:
+            return True
+        if len(seen) >= MAX_SLOTS:
+            seen.clear()
+        seen.add(key)
+        return False
 
     def relayed(self, packet: bytes, started: float, rows: int, affected: int, error: int) -> None:
         """The relay's fast path: a COM_QUERY or COM_STMT_EXECUTE (``packet``: the client's
@@ -336,7 +359,7 @@ class ConnectionQueries:
         if self.schema is None:
             self.schema = state.client.default_db
         self._who = (state.client.username, self.schema,
-                     str(backend.addr) if backend is not None else "")
+                     backend.address.name if backend is not None else "")  # str(backend.addr)
 
     def _use(self, text: bytes) -> None:
         words = text[3:].split(None, 1)

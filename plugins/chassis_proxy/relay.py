@@ -55,10 +55,11 @@ class RelayLeg(asyncio.Protocol):
     """
 
     __slots__ = ("at_command", "commands", "is_client", "last", "nbytes", "on_lost", "paused",
-                 "peer", "transport", "turn")
+                 "peer", "tracking", "transport", "turn")
 
     def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
-                 peer: asyncio.Transport, is_client: bool, turn: list[bool]) -> None:
+                 peer: asyncio.Transport, is_client: bool, turn: list[bool],
+                 tracking: Tracking | None = None) -> None:
         self.on_lost = on_lost
         #: Shared by both legs: ``turn[0]`` is True while the client's last command has
         #: had no answer yet (a query is running), for the idle timeout.
@@ -73,6 +74,8 @@ class RelayLeg(asyncio.Protocol):
         #: Set on the client leg while the proxy stops: called instead of forwarding the
         #: client's next command once the last one is answered (see Connection.close_after_command).
         self.at_command: Callable[[], None] | None = None
+        #: The tracked legs' shared state (None on the plain legs, which never read it).
+        self.tracking = tracking
 
     def data_received(self, data: bytes) -> None:
         self.last = data
@@ -130,6 +133,7 @@ MAX_CARRY = 1 << 20
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
 _QUERY = int(Command.QUERY)
 _EXECUTE = int(Command.STMT_EXECUTE)
+_CLOSE = int(Command.STMT_CLOSE)
 #: The commands whose answers are recorded by digest (Tracking.whole).
 RECORDED_COMMANDS = frozenset({_QUERY, _EXECUTE})
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
@@ -168,10 +172,16 @@ class Tracking:
         self.carry = b""
 
     def unanswered(self, data: bytes) -> None:
-        """A command the server does not answer (COM_STMT_CLOSE forgets its statement)."""
+        """A command the server does not answer (COM_STMT_CLOSE forgets its statement; the
+        others, COM_QUIT first, are only counted)."""
         queries = self.queries
-        queries.start(data[4:], _NO_ANSWER)
-        queries.tracker = None
+        if data[4] == _CLOSE:
+            queries.start(data[4:], _NO_ANSWER)
+            queries.tracker = None
+        else:
+            backend = queries.state.backend
+            if backend is not None:
+                backend.stats.by_command[data[4]] += 1
 
     def whole(self, packet: bytes, data: bytes) -> bool:
         """Record the answer to the COM_QUERY or COM_STMT_EXECUTE ``packet`` (the client's
@@ -283,12 +293,8 @@ def _learn(slot: Slot, data: bytes, found: Located) -> None:
 class TrackedClientLeg(ClientRelayLeg):
     """The client leg when queries are recorded: also starts following each command."""
 
-    __slots__ = ("tracking",)
-
-    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
-                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
-        super().__init__(on_lost, transport, peer, True, turn)
-        self.tracking = tracking
+    __slots__ = ()
+    tracking: Tracking
 
     def data_received(self, data: bytes) -> None:
         if len(data) > 4 and data[3] == 0 and self.at_command is not None and not self.turn[0]:
@@ -321,12 +327,8 @@ class TrackedServerLeg(RelayLeg):
     (:meth:`~chassis_proxy.queries.Slot.fold`); the rows and the time seen now.
     """
 
-    __slots__ = ("tracking",)
-
-    def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
-                 peer: asyncio.Transport, turn: list[bool], tracking: Tracking) -> None:
-        super().__init__(on_lost, transport, peer, False, turn)
-        self.tracking = tracking
+    __slots__ = ()
+    tracking: Tracking
 
     def data_received(self, data: bytes) -> None:
         self.last = data
@@ -365,8 +367,8 @@ def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Tran
         server_leg = RelayLeg(on_lost, server, client, False, turn)
     else:
         tracking = Tracking(queries, capabilities)
-        client_leg = TrackedClientLeg(on_lost, client, server, turn, tracking)
-        server_leg = TrackedServerLeg(on_lost, server, client, turn, tracking)
+        client_leg = TrackedClientLeg(on_lost, client, server, True, turn, tracking)
+        server_leg = TrackedServerLeg(on_lost, server, client, False, turn, tracking)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:
