@@ -1,4 +1,6 @@
-"""Instructions per login through chassis, counted by callgrind (repeatable on a busy machine).
+"""Instructions per login, or per query, through chassis, counted by callgrind.
+
+Callgrind counts are repeatable on a busy machine.
 
 Issue 15 item 3 measures logins with sysbench's connect workload (connect, ``SELECT 1``,
 quit). Wall-clock CPU figures need a quiet machine; instruction counts do not. This runs
@@ -15,6 +17,14 @@ the chassis' readiness (``callgrind_control --zero``) to its exit after SIGTERM:
 The chassis is the tree on ``PYTHONPATH`` (exported to the child), in front of the MariaDB
 at ``--backend`` (root, no password). ``--keep DIR`` leaves the callgrind files there for
 ``callgrind_annotate``. Readiness is the chassis' ``READY=1`` (no probing login).
+
+``--workload oltp_point_select`` (or another sysbench oltp test) counts per query instead:
+one sysbench thread, 100 events of warm-up before the count starts (the login, the
+digest slots learnt), then N events (``--logins``) or none; the backend gets an
+``sbtest`` database with one table of 1000 rows if it has none::
+
+    PYTHONPATH=$PWD:$PWD/plugins .venv/bin/python scripts/bench_login.py \
+        --workload oltp_point_select --logins 2000 --lua scripts/bench-inspect.lua
 """
 
 from __future__ import annotations
@@ -54,18 +64,24 @@ def run(logins: int, args: argparse.Namespace, out_dir: Path) -> int:
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable]
     env = {"PYTHONHASHSEED": "0", "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
     proc = ChassisProcess(chassis_args, env=env, prefix=prefix)
+    connect = args.workload == "connect"
+    test = str(ROOT / "scripts" / "bench-connect.lua") if connect else args.workload
+    sysbench = ["sysbench", test, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+                f"--mysql-port={port}", "--mysql-user=root", "--mysql-password=", "--threads=1",
+                "--time=0", *([] if connect else ["--mysql-db=sbtest", "--tables=1",
+                                                  "--table-size=1000"])]
     try:
         proc.wait_ready(timeout=120)
+        if not connect:  # one connection: its login and first queries before the count
+            subprocess.run([*sysbench, "--events=100", "run"], check=True,
+                           stdout=subprocess.DEVNULL)
         # Start-up costs vary (it reads /proc/net/tcp, as long as the machine's TIME_WAIT
         # list): count from here on.
         subprocess.run(["callgrind_control", "--zero", str(proc.proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if logins:
-            subprocess.run(["sysbench", str(ROOT / "scripts" / "bench-connect.lua"),
-                            "--db-driver=mysql", "--mysql-host=127.0.0.1", f"--mysql-port={port}",
-                            "--mysql-user=root", "--mysql-password=", "--threads=1",
-                            f"--events={logins}", "--time=0", "run"],
-                           check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([*sysbench, f"--events={logins}", "run"], check=True,
+                           stdout=subprocess.DEVNULL)
         os.kill(proc.proc.pid, signal.SIGTERM)
         proc.proc.wait(timeout=120)
     finally:
@@ -77,7 +93,9 @@ def run(logins: int, args: argparse.Namespace, out_dir: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--logins", type=int, default=300)
+    parser.add_argument("--logins", type=int, default=300, help="logins, or queries [300]")
+    parser.add_argument("--workload", default="connect",
+                        help="connect (per login) or a sysbench oltp test (per query) [connect]")
     parser.add_argument("--lua", help="--proxy-lua-script for the chassis")
     parser.add_argument("--backend", default="127.0.0.1:3306")
     parser.add_argument("--chassis-arg", action="append", default=[])
@@ -85,10 +103,30 @@ def main() -> None:
     args = parser.parse_args()
     out_dir = Path(args.keep or tempfile.mkdtemp(prefix="bench-login-"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    unit = "login" if args.workload == "connect" else "query"
+    if unit == "query":
+        prepare(args)
     base = run(0, args, out_dir)
     total = run(args.logins, args, out_dir)
-    print(f"{(total - base) / args.logins:,.0f} instructions per login "
-          f"({total:,} with {args.logins} logins, {base:,} with none; files in {out_dir})")
+    units = "logins" if unit == "login" else "queries"
+    print(f"{(total - base) / args.logins:,.0f} instructions per {unit} "
+          f"({total:,} with {args.logins} {units}, {base:,} with none; files in {out_dir})")
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """The sbtest table the oltp workloads read, on the backend, if it has none."""
+    host, _, port = args.backend.rpartition(":")
+    base = ["--db-driver=mysql", f"--mysql-host={host}", f"--mysql-port={port}",
+            "--mysql-user=root", "--mysql-password="]
+    subprocess.run(["mariadb", "-h", host, "-P", port, "-uroot", "-e",
+                    "CREATE DATABASE IF NOT EXISTS sbtest"], check=True)
+    probe = subprocess.run(["mariadb", "-h", host, "-P", port, "-uroot", "-N", "-e",
+                            "SELECT COUNT(*) FROM information_schema.tables "
+                            "WHERE table_schema='sbtest' AND table_name='sbtest1'"],
+                           check=True, capture_output=True, text=True)
+    if probe.stdout.strip() == "0":
+        subprocess.run(["sysbench", args.workload, *base, "--mysql-db=sbtest", "--tables=1",
+                        "--table-size=1000", "prepare"], check=True, stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":
