@@ -56,6 +56,12 @@ def is_eof(payload: bytes) -> bool:
     return 0 < len(payload) < 9 and payload[0] == EOF_HEADER
 
 
+def eof_warnings(payload: bytes) -> int:
+    """The warning count of a classic EOF packet (:func:`is_eof`); 0 for the 1-byte one of
+    pre-4.1 servers. Cheaper than :meth:`EOF.parse` where only the count is wanted."""
+    return payload[1] | payload[2] << 8 if len(payload) >= 5 else 0
+
+
 def is_ok_eof(payload: bytes) -> bool:
     """True for the 0xFE-headed OK that ends a result set under CLIENT_DEPRECATE_EOF.
 

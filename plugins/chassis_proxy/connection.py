@@ -42,7 +42,7 @@ from chassis_proxy.link import keepalive
 from chassis_proxy.login import LOGIN_MAX_PAYLOAD, Login
 from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.settings import ProxySettings
-from chassis_proxy.state import ConnectionState, peer_address
+from chassis_proxy.state import ConnectionState, ignore, peer_address
 from chassis_proxy.stats import Counters
 
 log = logging.getLogger("chassis.proxy")
@@ -73,10 +73,6 @@ class ConnectionRegistry(Protocol):
 def accept(service: ConnectionRegistry) -> PacketChannel:
     """Protocol factory of the listener: the connection starts when the socket is made."""
     return PacketChannel(LOGIN_MAX_PAYLOAD, on_made=lambda ch: ProxyConnection(service, ch).start())
-
-
-def _nothing(*_args: object) -> None:
-    pass
 
 
 class ProxyConnection:
@@ -182,7 +178,7 @@ class ProxyConnection:
         self.handover.release()
         for leg in (self.client_leg, self.server_leg):
             if leg is not None:
-                leg.on_lost = _nothing
+                leg.on_lost = ignore
 
     def close_after_command(self) -> None:
         """The proxy is stopping: close this client once it is owed nothing, without

@@ -27,7 +27,7 @@ from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import PoolError, err_text
 from chassis_proxy.hooks import BackendState
 from chassis_proxy.link import ServerLink
-from chassis_proxy.state import ConnectionState
+from chassis_proxy.state import ConnectionState, ignore
 
 log = logging.getLogger("chassis.proxy")
 
@@ -57,8 +57,8 @@ class Handover:
     def release(self) -> None:
         """The connection closed: drop the callbacks into it and its command loop (no
         cycles left, so reference counting frees them at once)."""
-        self.state.on_backend_ndx = self.fold_counters = _ignore
-        self.on_lost = _ignore
+        self.state.on_backend_ndx = self.fold_counters = ignore
+        self.on_lost = ignore
         self.at_rest = _always
 
     def set_backend_ndx(self, n: int) -> None:
@@ -282,7 +282,3 @@ class Handover:
 
 def _always() -> bool:
     return True
-
-
-def _ignore(*_args: object) -> None:
-    """A released hand-over's callbacks."""

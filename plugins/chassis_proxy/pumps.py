@@ -20,18 +20,16 @@ from chassis_mysql.constants import MAX_PAYLOAD, Command
 from chassis_mysql.errors import ProtocolError
 from chassis_mysql.framing import frame, frame_next_seq, shift_sequence_ids
 from chassis_mysql.infile import is_local_infile_request
-from chassis_mysql.packets import OK, is_eof, is_err, is_ok
+from chassis_mysql.packets import OK, eof_warnings, is_eof, is_err, is_ok
 from chassis_mysql.response import Event, ResponseTracker
 
 from chassis_proxy.errors import ConnectionGone
 from chassis_proxy.hooks import Injection, InjectionResult
-from chassis_proxy.relay import Tracking
-from chassis_proxy.state import ConnectionState
+from chassis_proxy.relay import NO_ANSWER, Tracking
+from chassis_proxy.state import ConnectionState, ignore
 
 #: The length bytes of a physical packet of MAX_PAYLOAD bytes: a payload split in several.
 _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
-#: A tracker with nothing to follow (never fed).
-_FINISHED = ResponseTracker(Command.QUIT, 0)
 _PREPARE = int(Command.STMT_PREPARE)
 _BINARY = frozenset({int(Command.STMT_EXECUTE), int(Command.STMT_BULK_EXECUTE)})
 
@@ -129,8 +127,7 @@ class ResponsePump:
         warnings = 0
         last = self.status_packet
         if is_eof(last):
-            if len(last) >= 5:  # a 4.1 EOF (not the 1-byte one of old servers)
-                warnings = last[1] | last[2] << 8
+            warnings = eof_warnings(last)
         elif last:
             try:
                 warnings = OK.parse(last, tracker.capabilities).warnings
@@ -228,7 +225,7 @@ class StreamPump:
         self.on_client_turn = on_client_turn
         self.on_error = on_error
         self.on_big_packet = on_big_packet
-        self.tracker = _FINISHED  # until start()
+        self.tracker = NO_ANSWER  # until start()
         self.recorded: bytes | None = None  # see start_recorded
         self.tracking: Tracking | None = None
         self.client_seq = 0  # the next sequence id on the client leg
@@ -249,7 +246,7 @@ class StreamPump:
         self.recorded = packet
         self.tracking = tracking
         tracking.started = started
-        self._begin(_FINISHED, client_seq)
+        self._begin(NO_ANSWER, client_seq)
 
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
         """Follow the response to a command just sent, as the server's bytes arrive."""
@@ -275,8 +272,8 @@ class StreamPump:
         """The session ended: drop the callbacks (bound methods of the session and of this
         pump), so that reference counting frees both at once instead of the cycle
         collector."""
-        self.on_done = self.on_data_sink = self.on_resume = _ignore
-        self.on_client_turn = self.on_error = self.on_big_packet = _ignore
+        self.on_done = self.on_data_sink = self.on_resume = ignore
+        self.on_client_turn = self.on_error = self.on_big_packet = ignore
 
     def _resume(self) -> None:
         self.paused = False
@@ -386,7 +383,3 @@ class StreamPump:
         assert server is not None
         server.reader.feed(rest)
         self.on_big_packet(self.tracker, self.client_seq)
-
-
-def _ignore(*_args: object) -> None:
-    """A released pump's callbacks."""

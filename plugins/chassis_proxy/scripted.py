@@ -37,10 +37,10 @@ from chassis_mysql.response import ResponseTracker
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
 from chassis_proxy.hooks import ConnectionHooks, Decision, Injection
-from chassis_proxy.pumps import ResponsePump, StreamPump, _ignore
+from chassis_proxy.pumps import ResponsePump, StreamPump
 from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.relay import RECORDED_COMMANDS, Tracking
-from chassis_proxy.state import ConnectionState
+from chassis_proxy.state import ConnectionState, ignore
 
 log = logging.getLogger("chassis.proxy")
 
@@ -113,7 +113,7 @@ class ScriptedSession:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
             self.stream.release()  # no cycles left through bound callbacks: freed at once
-            self.on_injected = self.on_pump_error = _ignore
+            self.on_injected = self.on_pump_error = ignore
 
     def at_rest(self) -> bool:
         """No response is owed on the server connection: it may change hands (pooling)."""

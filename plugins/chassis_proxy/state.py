@@ -46,6 +46,11 @@ def peer_address(transport: asyncio.BaseTransport, which: str) -> AddressInfo | 
     return AddressInfo(name=f"{host}:{port}", address=host, port=port, family=socket.AF_INET)
 
 
+def ignore(*_args: object) -> None:
+    """A callback that does nothing: what a closed connection's rooms are left holding
+    instead of callbacks into it (no reference cycles, so it is freed at once)."""
+
+
 class ConnectionState:
     """Everything one client connection's rooms share; the scripts' ``proxy.connection``."""
 
