@@ -137,8 +137,9 @@ _CLOSE = int(Command.STMT_CLOSE)
 #: The commands whose answers are recorded by digest (Tracking.whole).
 RECORDED_COMMANDS = frozenset({_QUERY, _EXECUTE})
 _DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
-#: What an unanswered command is "followed" with (never fed).
-_NO_ANSWER = ResponseTracker(Command.QUIT, 0)
+#: A tracker with nothing to follow, never fed: what an unanswered command is "followed"
+#: with, and a stream pump's until it starts.
+NO_ANSWER = ResponseTracker(Command.QUIT, 0)
 
 
 class Tracking:
@@ -176,7 +177,7 @@ class Tracking:
         others, COM_QUIT first, are only counted)."""
         queries = self.queries
         if data[4] == _CLOSE:
-            queries.start(data[4:], _NO_ANSWER)
+            queries.start(data[4:], NO_ANSWER)
             queries.tracker = None
         else:
             backend = queries.state.backend
@@ -206,6 +207,12 @@ class Tracking:
             if figures is None:
                 return False
             slot.read(figures[0], figures[1], figures[2])
+        self.timed(slot, data)
+        return True
+
+    def timed(self, slot: Slot, data: bytes) -> None:
+        """The answer ``data`` to ``slot``'s command is complete: its time goes to the slot
+        (folded later, see Slot.fold), and to the slow log when it is slow."""
         now = monotonic()
         seconds = now - self.started
         times = slot.times
@@ -215,7 +222,6 @@ class Tracking:
         slot.last = now
         if seconds >= self.long_query_time:
             self.queries.slow(slot.text, seconds, *self.figures(slot, data))
-        return True
 
     def reread(self, slot: Slot, data: bytes) -> tuple[int, ...] | None:
         """The figures of an answer not shaped as the slot's last one (its first, a new
@@ -358,17 +364,9 @@ class TrackedServerLeg(RelayLeg):
             if not tracking.whole(packet, data):  # a first answer, or not shaped as the last
                 tracking.follow(packet, data)
             return
-        # Tracking.whole for an answer shaped as the slot's last one, inlined: the relay's
-        # hot path for a repeated command (its backend never changes).
-        now = monotonic()
-        seconds = now - tracking.started
-        times = slot.times
-        if not times:
-            slot.pend()  # to be folded (see Slot.fold)
-        times.append(seconds)
-        slot.last = now
-        if seconds >= tracking.long_query_time:
-            tracking.queries.slow(slot.text, seconds, *tracking.figures(slot, data))
+        # Tracking.whole for an answer shaped as the slot's last one, without its lookups:
+        # the relay's hot path for a repeated command (its backend never changes).
+        tracking.timed(slot, data)
 
 
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
