@@ -283,18 +283,25 @@ def test_a_single_process_running_as_its_user_is_upgraded(echo: EchoSetup) -> No
         wait_for(lambda: not is_alive(new), 30, "the new chassis to stop")
 
 
-@pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
-def test_a_stop_while_the_new_chassis_starts_stops_both(
-        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
+def upgrade_to_a_hanging_chassis(chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup,
+                                 angel: bool) -> tuple[ChassisProcess, int]:
+    """A chassis (with the angel or not) sent SIGUSR2 once its configuration makes the new
+    chassis hang before it is ready: the old one, and the new one's pid."""
     cnf = echo.dir / "chassis.cnf"
     base = {"keepalive": "true"} if angel else {}
     write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
     chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"])
     write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", echo_serve_hang="true",
-          **base)
+                   **base)
     chassis.signal(signal.SIGUSR2)
     log = chassis.wait_for_log("echo: hanging in chassis_serve on purpose", timeout=30)
-    hung = int(log.split("upgrade: started a new chassis (pid=")[1].split(")")[0])
+    return chassis, int(log.split("upgrade: started a new chassis (pid=")[1].split(")")[0])
+
+
+@pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
+def test_a_stop_while_the_new_chassis_starts_stops_both(
+        chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
+    chassis, hung = upgrade_to_a_hanging_chassis(chassis_factory, echo, angel)
     chassis.signal(signal.SIGTERM)
     chassis.wait_for_log(f"upgrade abandoned: this chassis is stopping, so is the new one "
                          f"(pid={hung})", timeout=30)
@@ -305,15 +312,7 @@ def test_a_stop_while_the_new_chassis_starts_stops_both(
 @pytest.mark.parametrize("angel", [False, True], ids=["single", "keepalive"])
 def test_a_second_sigusr2_while_the_new_chassis_starts_is_ignored_with_one_line(
         chassis_factory: Callable[..., ChassisProcess], echo: EchoSetup, angel: bool) -> None:
-    cnf = echo.dir / "chassis.cnf"
-    base = {"keepalive": "true"} if angel else {}
-    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}", **base)
-    chassis = chassis_factory([f"--defaults-file={cnf}", f"--log-file={echo.log}"])
-    write_defaults(cnf, plugins="echo", echo_address=f"127.0.0.1:{echo.port}",
-                   echo_serve_hang="true", **base)
-    chassis.signal(signal.SIGUSR2)
-    log = chassis.wait_for_log("echo: hanging in chassis_serve on purpose", timeout=30)
-    hung = int(log.split("upgrade: started a new chassis (pid=")[1].split(")")[0])
+    chassis, hung = upgrade_to_a_hanging_chassis(chassis_factory, echo, angel)
     chassis.signal(signal.SIGUSR2)
     ignored = f"upgrade: received SIGUSR2 while the new chassis (pid={hung}) starts; ignored"
     log = chassis.wait_for_log(ignored, timeout=30)
