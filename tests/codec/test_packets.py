@@ -10,6 +10,7 @@ from chassis_mysql.packets import (
     ERR,
     OK,
     eof_packet,
+    eof_warnings,
     err_packet,
     is_eof,
     is_err,
@@ -135,6 +136,8 @@ def test_eof_round_trips(warnings: int, status: int) -> None:
     assert is_eof(payload) and len(payload) == 5
     assert EOF.parse(payload) == eof
     assert status_of(payload) == status
+    assert eof_warnings(payload) == warnings
+    assert eof_warnings(b"\xfe") == 0  # a pre-4.1 server's EOF has no count
 
 
 def test_short_eof_and_classification() -> None:
