@@ -29,7 +29,7 @@ from typing import Any
 
 from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame_all, is_one_packet
+from chassis_mysql.framing import frame_all
 from chassis_mysql.infile import is_local_infile_request
 from chassis_mysql.packets import err_packet, is_ok, ok_packet
 from chassis_mysql.response import ResponseTracker
@@ -95,6 +95,7 @@ class ScriptedSession:
         self.task: asyncio.Task[Any] | None = None
         self.injected: tuple[bytes, int, Injection] | None = None  # see _inject_now
         self.on_injected: Callable[[ResponsePump], None] = self._injected  # bound once
+        self.on_client_data: Callable[[bytes], None] = self._on_client_data
         self.on_pump_error: Callable[[ProtocolError], None] = self._pump_error
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -102,7 +103,7 @@ class ScriptedSession:
 
     async def run(self) -> None:
         """Serve commands until the client leaves; raises ConnectionGone to end with a log line."""
-        self.client.sink = self._on_client_data
+        self.client.sink = self.on_client_data
         try:
             self._on_client_data(self.client.reader.drain())  # bytes read during the login
             await self.done
@@ -113,7 +114,7 @@ class ScriptedSession:
             if self.task is not None and not self.task.done():
                 self.task.cancel()
             self.stream.release()  # no cycles left through bound callbacks: freed at once
-            self.on_injected = self.on_pump_error = ignore
+            self.on_injected = self.on_pump_error = self.on_client_data = ignore
 
     def at_rest(self) -> bool:
         """No response is owed on the server connection: it may change hands (pooling)."""
@@ -130,16 +131,25 @@ class ScriptedSession:
         """Client bytes: run every complete command, unless one is still being answered. The
         common read, one whole command packet and nothing buffered, skips the packet reader."""
         reader = self.client.reader
+        state = self.state
         whole: bytes | None = None
         if data:
-            self.state.client_seen = data
+            state.client_seen = data
             n = len(data)
             if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
-                    and is_one_packet(data)):
+                    and n - 4 == data[0] | (data[1] << 8) | (data[2] << 16)):
+                if data[3] == 0 and not state.connection_close and not self.done.done():
+                    # The hot path: one command with sequence id 0, as the server wants it.
+                    try:
+                        self._dispatch(data[4:], 1, data)
+                        if not self.busy and state.connection_close:
+                            self._on_client_data(b"")  # stops, as below
+                    except Exception as e:
+                        self._stop(e)
+                    return
                 whole = data
             else:
                 reader.feed(data)
-        state = self.state
         try:
             while not self.busy and not self.done.done():
                 if state.connection_close:
@@ -271,8 +281,10 @@ class ScriptedSession:
             self._stop()
             return
         self.busy = False
-        if self.queries is not None:
-            self.queries.finish()  # and the backend's latency histogram
+        queries = self.queries
+        if queries is not None:
+            if queries.tracker is not None:  # not recorded as the relay does it
+                queries.finish()  # and the backend's latency histogram
         elif self.started:
             backend = self.state.backend
             if backend is not None:
@@ -281,7 +293,7 @@ class ScriptedSession:
         if self.closing:
             self._close_for_stop()
             return
-        self.client.sink = self._on_client_data
+        self.client.sink = self.on_client_data
         if self.client.reader.buffered or self.state.connection_close:
             self._on_client_data(b"")
 
