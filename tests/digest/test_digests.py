@@ -12,6 +12,7 @@ from typing import Any
 
 import mysql.connector
 import pymysql
+import pytest
 from chassis_mysql.digest import digest_of, fingerprint
 
 from tests.metrics.test_prometheus import scrape
@@ -192,15 +193,24 @@ def test_relay_tracking_recovers_after_answers_it_cannot_summarise(
     assert multi["count"] == 1 and multi["rows_sent"] == 2
 
 
-def test_repeated_statements_are_recorded_exactly(start_proxy: StartProxy, mariadb: MariaDB) -> None:
+@pytest.mark.parametrize("script", [None, "read_query"])
+def test_repeated_statements_are_recorded_exactly(start_proxy: StartProxy, mariadb: MariaDB,
+                                                  tmp_path: Path, script: str | None) -> None:
     """A connection's repeated commands (a prepared statement's executions, one query text
     sent again) are recorded by the relay from what it learnt of their last answer
     (chassis_proxy.queries.Slot); the figures are the same as when each answer is read:
-    same shape (point selects), rows that change in number or size, errors, affected rows."""
+    same shape (point selects), rows that change in number or size, errors, affected rows.
+    With a script whose read_query lets every command through, the scripted session
+    records them the same way (StreamPump.on_recorded)."""
     db = "digest_slots"
     _setup_table(mariadb, db)
     address = f"127.0.0.1:{free_port()}"
-    proxy = start_proxy([mariadb.address], [f"--metrics-address={address}"])
+    args = [f"--metrics-address={address}"]
+    if script is not None:
+        lua = tmp_path / "pass.lua"
+        lua.write_text("function read_query(packet)\n  local _ = packet:byte()\nend\n")
+        args.append(f"--proxy-lua-script={lua}")
+    proxy = start_proxy([mariadb.address], args)
     conn = mysql.connector.connect(host=proxy.host, port=proxy.port, user="root", database=db,
                                    use_pure=True, ssl_disabled=True, autocommit=True)
     try:
