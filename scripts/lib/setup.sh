@@ -21,6 +21,22 @@ declare -A CHASSIS_DEBIAN_NEEDS=(
 # through --lua-cpath (tests/lua_e2e/test_cmodules.py), as MySQL Proxy users load them.
 CHASSIS_DEBIAN_LIBRARIES=(lua-lpeg lua-filesystem lua-cjson)
 
+# The interpreter the environments are made with: $CHASSIS_PYTHON, else the distribution's
+# /usr/bin/python3 when it is 3.11 or later (what a fresh Debian machine runs; Debian builds
+# it with profile-guided and link-time optimisation, which makes the proxy's Python ~10 %
+# cheaper per query and per login than a plain source build such as pyenv's), else the
+# python3 on PATH.
+chassis_python() {
+  if [ -n "${CHASSIS_PYTHON:-}" ]; then
+    echo "$CHASSIS_PYTHON"
+  elif [ -x /usr/bin/python3 ] &&
+       /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo /usr/bin/python3
+  else
+    echo python3
+  fi
+}
+
 apt_install() {
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: $*; install them as root: apt-get install -y $*" >&2
@@ -45,7 +61,7 @@ ensure_debian_packages() {
     fi
   done
   # python3-venv and headers for building mysqlclient
-  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
+  if ! "$(chassis_python)" -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -gt 0 ]; then
     # shellcheck disable=SC2046
     apt_install $(printf '%s\n' "${missing[@]}" | sort -u) build-essential python3-dev
@@ -54,8 +70,8 @@ ensure_debian_packages() {
 
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
-    echo "== creating .venv"
-    python3 -m venv .venv
+    echo "== creating .venv with $(chassis_python)"
+    "$(chassis_python)" -m venv .venv
   fi
   local stamp=.venv/.chassis-installed
   local want
@@ -82,7 +98,7 @@ ensure_demo_venv() {
   local venv=${DEMO_VENV:-.venv/demo}
   if [ ! -x "$venv/bin/python" ]; then
     echo "== creating the demo's environment $venv"
-    python3 -m venv "$venv"
+    "$(chassis_python)" -m venv "$venv"
   fi
   local stamp=$venv/.chassis-installed want
   want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
