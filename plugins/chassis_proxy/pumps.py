@@ -248,7 +248,16 @@ class StreamPump:
         self.recorded = packet
         self.tracking = tracking
         tracking.started = started
-        self._begin(NO_ANSWER, client_seq, self.on_recorded_sink)
+        # _begin(NO_ANSWER, client_seq), inlined: this runs for every forwarded query, and
+        # the fields only on_data reads are reset by on_recorded when it hands over to it
+        self.client_seq = client_seq
+        state = self.state
+        server = state.server_ch
+        assert server is not None
+        server.sink = self.on_recorded_sink
+        state.client_ch.on_resume = self.on_resume
+        if server.reader.buffered:
+            self.on_recorded(server.reader.drain())
 
     def on_recorded(self, data: bytes) -> None:
         """The server's first buffer after :meth:`start_recorded`. The hot path of a scripted
@@ -265,17 +274,24 @@ class StreamPump:
             backend = state.backend
             if (slot is not None and n == slot.size and data[3] == self.client_seq
                     and data[slot.head_at] == slot.head and data[slot.tail_at] == slot.tail
-                    and not self.paused and backend is not None and slot.stats is backend.stats):
+                    and backend is not None and slot.stats is backend.stats):
                 self.recorded = None
                 state.server_seen = data
                 state.bytes_out += n
-                state.client_ch.write(data)
+                client = state.client_ch
+                if not client.closed and client.transport is not None:
+                    client.transport.write(data)
                 tracking.timed(slot, data)
                 server.sink = None
-                state.client_ch.on_resume = None
+                client.on_resume = None
                 self.on_done()
                 return
             server.sink = self.on_data_sink
+        self.tracker = NO_ANSWER
+        self.server_seq = 1
+        self.offset = None
+        self.carry = b""
+        self.paused = False
         self.on_data(data)
 
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
@@ -283,8 +299,7 @@ class StreamPump:
         self.recorded = None
         self._begin(tracker, client_seq)
 
-    def _begin(self, tracker: ResponseTracker, client_seq: int,
-               sink: Callable[[bytes], None] | None = None) -> None:
+    def _begin(self, tracker: ResponseTracker, client_seq: int) -> None:
         self.tracker = tracker
         self.client_seq = client_seq
         self.server_seq = 1
@@ -294,10 +309,10 @@ class StreamPump:
         state = self.state
         server = state.server_ch
         assert server is not None
-        server.sink = sink or self.on_data_sink
+        server.sink = self.on_data_sink
         state.client_ch.on_resume = self.on_resume
         if server.reader.buffered:
-            server.sink(server.reader.drain())
+            self.on_data(server.reader.drain())
 
     def release(self) -> None:
         """The session ended: drop the callbacks (bound methods of the session and of this

@@ -36,7 +36,7 @@ from chassis_mysql.response import ResponseTracker
 
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
-from chassis_proxy.hooks import ConnectionHooks, Decision, Injection
+from chassis_proxy.hooks import NO_DECISION, ConnectionHooks, Decision, Injection
 from chassis_proxy.pumps import ResponsePump, StreamPump
 from chassis_proxy.queries import ConnectionQueries
 from chassis_proxy.relay import RECORDED_COMMANDS, Tracking
@@ -197,6 +197,21 @@ class ScriptedSession:
         queries = state.queries
         queries.reset()
         outcome = self.hooks.read_query(payload)
+        if outcome is NO_DECISION and raw is not None and not len(queries):
+            # The hot path: a command the script let through, sent as it came when the
+            # server connection is ready and its answer is recorded as the relay does.
+            command = payload[0]
+            server = state.server_ch
+            tracking = self.tracking
+            link = state.link
+            if (tracking is not None and command in RECORDED_COMMANDS and server is not None
+                    and not server.closed and server.transport is not None
+                    and (link is None or not link.unready)):
+                started = self.started = time.monotonic()
+                server.transport.write(raw)
+                self.busy = True
+                self.stream.start_recorded(raw, client_seq, tracking, started)
+                return
         decision = outcome.decision
         if decision == _SEND_RESULT:
             response = outcome.response or []
