@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from chassis_proxy.hooks import Decision, Injection, InjectionResult, PeerInfo
+from chassis_proxy.lua.runtime import available_runtimes
 
 from chassis import logs
 from tests.lua.conftest import Env, error_of, tcp
@@ -343,6 +344,38 @@ end
     out = hooks.read_query(b"\x03x")
     assert error_of(out.response).message == "(lua) handling proxy.response failed, check error-log"
     assert "proxy.response.type isn't set" in env.lines(logs.CRITICAL)[0]
+
+
+@pytest.mark.parametrize("runtime", available_runtimes())
+def test_each_read_query_sees_a_fresh_proxy_response(env: Env, runtime: str) -> None:
+    # the bridge renews proxy.response only when the last one was touched: scripts must not
+    # tell (a kept table is never proxy.response again, a fresh one is empty, nil stays nil)
+    env.runtime = runtime
+    hooks = env.host(
+        """
+local kept, kept_late, step = nil, nil, 0
+local function check(cond, what) if not cond then error(what, 0) end end
+function read_query(packet)
+  step = step + 1
+  local r = proxy.response
+  check(type(r) == "table" and next(r) == nil, "not a fresh table at step " .. step)
+  check(r ~= kept and r ~= kept_late, "a kept table came back at step " .. step)
+  check(proxy.response == r, "not the same table twice at step " .. step)
+  if step == 1 then kept = r; r.type = proxy.MYSQLD_PACKET_ERR end
+  if step == 3 then proxy.response = nil; check(proxy.response == nil, "nil did not stay") end
+  if step == 4 then proxy.response = { type = proxy.MYSQLD_PACKET_OK } end
+end
+function read_query_result(inj)
+  if step == 3 then check(proxy.response == nil, "nil did not last into read_query_result") end
+  if step == 5 then kept_late = proxy.response; kept_late.errmsg = "late" end
+end
+"""
+    ).open(env.conn())
+    for step in range(1, 8):
+        assert hooks.read_query(b"\x03x").decision == Decision.NO_DECISION, env.lines()
+        if step in (3, 5):
+            hooks.read_query_result(result_for(Injection(1, b"\x03x"), None))
+        assert not env.lines(logs.CRITICAL), (step, env.lines())
 
 
 def test_a_lua_error_in_read_query_forwards_the_original_query(env: Env) -> None:

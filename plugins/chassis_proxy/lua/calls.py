@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chassis_proxy.hooks import ConnectionView
-from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING
+from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
 
 #: The hooks whose absence the Python side tracks (bridge.lua's "Which hooks a script may
@@ -52,6 +52,17 @@ _ENTRIES = (
 )
 
 
+def unpack_answer(answer: Any) -> tuple[int, Any]:
+    """(status, value) of an armed entry's answer: limits.lua's run_armed answers a hook that
+    returned with nothing (None) or the number it returned, and anything else as
+    (status, value)."""
+    if answer is None:
+        return CALL_OK, None
+    if answer.__class__ is tuple:
+        return int(answer[0]), answer[1]
+    return CALL_OK, answer
+
+
 class HookCalls:
     """bridge.lua's hook entry points for one Lua state, each call made on behalf of a
     connection (``conn``) and returning ``(status, value)`` (see limits.lua)."""
@@ -74,7 +85,8 @@ class HookCalls:
         # -- what read_query's inlined call uses --
         #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
         self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
-        #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it.
+        #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it;
+        #: it answers as limits.lua's run_armed (see :func:`unpack_answer`).
         self.call_read_query_armed: Callable[[Any, bytes], Any] = lua.api[b"call_read_query_armed"]
         #: ``call_read_query_result_armed(state, ...)``: the same for read_query_result.
         self._result_armed: Callable[..., Any] = lua.api[b"call_read_query_result_armed"]
@@ -216,15 +228,15 @@ class HookCalls:
         started = time.perf_counter()
         self.set_max_memory(self.max_memory)
         try:
-            status, value = entry(*args)
+            answer = entry(*args)
         except LuaMemoryError:
-            status, value = CALL_MEMORY, None
+            answer = CALL_MEMORY, None
         except LuaError as e:
-            status, value = CALL_ERROR, str(e).encode()
+            answer = CALL_ERROR, str(e).encode()
         finally:
             self.set_max_memory(0)
             self.current = previous
-        status = int(status)
+        status, value = unpack_answer(answer)
         if status != CALL_MISSING:
             self.hook_calls[hook] = self.hook_calls.get(hook, 0) + 1
             self.hook_seconds[hook] = self.hook_seconds.get(hook, 0.0) + time.perf_counter() - started

@@ -211,21 +211,34 @@ class LuaConnectionHooks:
         previous = calls.current
         calls.current = conn
         started = perf_counter()
-        try:
-            if calls.arms_itself and used + len(packet) < calls.arm_below:
-                calls.set_max_memory(calls.max_memory)
-                try:
-                    status, value = calls.call_read_query_armed(state, packet)
-                finally:
-                    calls.set_max_memory(0)
+        if calls.arms_itself and used + len(packet) < calls.arm_below:
+            set_max_memory = calls.set_max_memory
+            set_max_memory(calls.max_memory)
+            try:
+                answer = calls.call_read_query_armed(state, packet)
+            except LuaMemoryError:
+                answer = CALL_MEMORY, None
+            except LuaError as e:
+                answer = CALL_ERROR, str(e).encode()
+            finally:
+                set_max_memory(0)
+                calls.current = previous
+            # the answer of limits.lua's run_armed (calls.unpack_answer, inlined)
+            if answer is None:
+                status, value = CALL_OK, None
+            elif answer.__class__ is tuple:
+                status, value = answer
             else:
+                status, value = CALL_OK, answer
+        else:
+            try:
                 status, value = calls.call_read_query(state, packet)
-        except LuaMemoryError:
-            status, value = CALL_MEMORY, None
-        except LuaError as e:
-            status, value = CALL_ERROR, str(e).encode()
-        finally:
-            calls.current = previous
+            except LuaMemoryError:
+                status, value = CALL_MEMORY, None
+            except LuaError as e:
+                status, value = CALL_ERROR, str(e).encode()
+            finally:
+                calls.current = previous
         if status != CALL_MISSING:  # the metrics (HookCalls.hook_stats)
             calls.read_query_calls += 1
             calls.read_query_seconds += perf_counter() - started

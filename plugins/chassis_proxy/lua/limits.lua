@@ -309,6 +309,50 @@ local function guarded_armed_bare(f)
 	return finish(raw_pcall(f))
 end
 
+-- guarded_armed(f, arg) for the hook that runs for every client command (read_query): the
+-- same guard, with finish's ending for a hook that returned inlined (no varargs), and a
+-- shorter answer that Python unpacks for less: nothing when the hook returned no number,
+-- the number it returned, or finish's (status, value) when it did not return. (Its first
+-- result only: finish ignores the others.)
+local function run_armed(f, arg)
+	interrupted = nil
+	deadline = nil
+	timed = hook_timeout > 0
+	in_hook = true
+	armed_by_caller = true
+	local ok, ret = raw_pcall(f, arg)
+	if not ok then return finish(false, ret) end
+	timed = false
+	deadline = nil
+	in_hook = false
+	armed_by_caller = false
+	interrupted = nil
+	if ret ~= nil and type(ret) == "number" then return ret end
+end
+
+-- run_armed for a hook called without arguments (the login hooks).
+local function run_armed_bare(f)
+	interrupted = nil
+	deadline = nil
+	timed = hook_timeout > 0
+	in_hook = true
+	armed_by_caller = true
+	local ok, ret = raw_pcall(f)
+	if not ok then return finish(false, ret) end
+	timed = false
+	deadline = nil
+	in_hook = false
+	armed_by_caller = false
+	interrupted = nil
+	if ret ~= nil and type(ret) == "number" then return ret end
+end
+
+-- the functions that call a hook: a traceback stops at them
+local runs_hook = {
+	[guarded] = true, [guarded_armed] = true, [guarded_armed_bare] = true,
+	[run_armed] = true, [run_armed_bare] = true,
+}
+
 ---------------------------------------------------------------------------------------------
 -- Tracebacks as MySQL Proxy 0.8.5 printed them
 --
@@ -359,7 +403,7 @@ local function script_frames(co, level)
 	while true do
 		local ar = getinfo(co, level, "Slnf")
 		if not ar then break end
-		if ar.func == guarded or ar.func == guarded_armed or ar.func == guarded_armed_bare then
+		if runs_hook[ar.func] then
 			bottom = ar  -- the hook's caller: the bridge
 			break
 		end
@@ -411,6 +455,7 @@ end
 L.ST_OK, L.ST_MISSING, L.ST_ERROR, L.ST_TIMEOUT, L.ST_MEMORY = ST_OK, ST_MISSING, ST_ERROR, ST_TIMEOUT, ST_MEMORY
 L.describe, L.guarded, L.guarded_armed = describe, guarded, guarded_armed
 L.guarded_armed_bare = guarded_armed_bare
+L.run_armed, L.run_armed_bare = run_armed, run_armed_bare
 L.fits, L.clock, L.deadline = fits, clock, current_deadline
 
 -- for the bundled modules (glib2.usleep): end the running hook as timed out or out of memory
