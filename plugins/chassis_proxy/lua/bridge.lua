@@ -57,7 +57,7 @@ local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 local O = part("objects", py)
 local activate, new_private, proxy_mt = O.activate, O.new_private, O.proxy_mt
 local fresh_response, LAZY_RESPONSE = O.fresh_response, O.LAZY_RESPONSE
-local run_armed, run_armed_bare = L.run_armed, L.run_armed_bare
+local run_armed_bare = L.run_armed_bare
 local build_response = part("response", py, O.C)
 local make_injection = part("injection", py)
 
@@ -246,8 +246,8 @@ function api.call_hook(cs, name, ...)
 	return guarded(fn, ...)
 end
 
--- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed),
--- answering as run_armed does (nothing, a number, or status and value).
+-- The same, for a caller that armed the memory ceiling itself, answering in short as
+-- call_read_query_armed does (nothing, a number, or status and value).
 function api.call_hook_armed(cs, name)
 	activate(cs)
 	local fn = cs.env[name]
@@ -270,16 +270,9 @@ end
 
 -- The same, for a caller that armed the memory ceiling itself and lifts it after the call
 -- (it checked there is room for the arguments): two Python callbacks fewer per command.
--- It answers as limits.lua's run_armed: nothing, a number, or (status, value).
-function api.call_read_query_armed(cs, packet)
-	local priv = cs.priv
-	proxy_mt.__index = priv
-	proxy_mt.__newindex = priv
-	if priv[LAZY_RESPONSE] == nil then fresh_response(priv) end
-	local fn = cs.env.read_query
-	if fn == nil then return ST_MISSING, nil end
-	return run_armed(fn, packet)
-end
+-- limits.lua makes it (it runs the hook without a call of limits.lua's in between), and
+-- it answers in short: nothing, a number, or (status, value).
+api.call_read_query_armed = L.read_query_entry(proxy_mt, LAZY_RESPONSE, fresh_response)
 
 function api.call_read_auth_result(cs, packet)
 	activate(cs)

@@ -53,9 +53,9 @@ _ENTRIES = (
 
 
 def unpack_answer(answer: Any) -> tuple[int, Any]:
-    """(status, value) of an armed entry's answer: limits.lua's run_armed answers a hook that
-    returned with nothing (None) or the number it returned, and anything else as
-    (status, value)."""
+    """(status, value) of an armed entry's answer: call_read_query_armed and call_hook_armed
+    (limits.lua's read_query_entry, run_armed_bare) answer a hook that returned with nothing
+    (None) or the number it returned, anything else as (status, value)."""
     if answer is None:
         return CALL_OK, None
     if answer.__class__ is tuple:
@@ -86,7 +86,7 @@ class HookCalls:
         #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
         self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
         #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it;
-        #: it answers as limits.lua's run_armed (see :func:`unpack_answer`).
+        #: it answers in short (see :func:`unpack_answer`).
         self.call_read_query_armed: Callable[[Any, bytes], Any] = lua.api[b"call_read_query_armed"]
         #: ``call_read_query_result_armed(state, ...)``: the same for read_query_result.
         self._result_armed: Callable[..., Any] = lua.api[b"call_read_query_result_armed"]

@@ -194,24 +194,26 @@ class LuaConnectionHooks:
     def read_query(self, packet: bytes) -> Outcome:
         conn = self.conn
         queries = conn.queries
-        queries.reset()
+        if queries:
+            queries.reset()
         state = self._state
         if state is None:
             return NO_DECISION
         # HookCalls.call, inlined (this runs for every client command), arming the memory
         # ceiling from here when there is room for the packet (see HookCalls.arm_below).
         calls = self._calls
+        size = len(packet)
         used = 0
         # Where the allocator counts, asking is a C call; else (LuaJIT) it is a Lua call, and
         # only a packet that could crowd the headroom the count hook keeps is worth it.
-        if calls.max_memory and (calls.arms_itself or len(packet) > SMALL_PACKET):
+        if calls.max_memory and (calls.arms_itself or size > SMALL_PACKET):
             used = calls.memory_used()
-            if used + 2 * len(packet) > calls.arm_below and not calls.fits(len(packet), used):
-                return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
+            if used + 2 * size > calls.arm_below and not calls.fits(size, used):
+                return self._limits.too_big(conn, "read_query", size, calls.memory_used())
         previous = calls.current
         calls.current = conn
         started = perf_counter()
-        if calls.arms_itself and used + len(packet) < calls.arm_below:
+        if calls.arms_itself and used + size < calls.arm_below:
             set_max_memory = calls.set_max_memory
             set_max_memory(calls.max_memory)
             try:
@@ -223,10 +225,16 @@ class LuaConnectionHooks:
             finally:
                 set_max_memory(0)
                 calls.current = previous
-            # the answer of limits.lua's run_armed (calls.unpack_answer, inlined)
-            if answer is None:
-                status, value = CALL_OK, None
-            elif answer.__class__ is tuple:
+            if answer is None:  # the hook returned no number (the common case), in short
+                calls.read_query_calls += 1  # the metrics (HookCalls.hook_stats)
+                calls.read_query_seconds += perf_counter() - started
+                if calls.memory_used() - used > calls.big_hook:
+                    calls.collect()  # the packet and the hook's garbage, before anyone arms again
+                if queries:
+                    self._discard_queue()
+                return NO_DECISION
+            # the rest of its short answer (calls.unpack_answer, inlined)
+            if answer.__class__ is tuple:
                 status, value = answer
             else:
                 status, value = CALL_OK, answer
