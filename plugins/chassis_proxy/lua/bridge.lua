@@ -249,7 +249,9 @@ end
 -- The same, for a caller that armed the memory ceiling itself, answering in short as
 -- call_read_query_armed does (nothing, a number, or status and value).
 function api.call_hook_armed(cs, name)
-	activate(cs)
+	local priv = cs.priv  -- activate(cs), inlined
+	proxy_mt.__index = priv
+	proxy_mt.__newindex = priv
 	local fn = cs.env[name]
 	if fn == nil then return ST_MISSING, nil end
 	return run_armed_bare(fn)

@@ -104,6 +104,19 @@ class LuaConnectionHooks:
             return CALL_MISSING, None
         return self._calls.call_hook(self.conn, self._state, name)
 
+    def _login_hook(self, hook: str, name: bytes) -> int | Outcome:
+        """Run the hook ``name`` (bytes of ``hook``) without arguments: :meth:`_decide` of
+        what :meth:`_call_hook` returns, in one call (the login hooks run at every login)."""
+        state = self._state
+        if state is None:
+            return 0
+        status, value = self._calls.call_hook(self.conn, state, name)
+        if status == CALL_OK:
+            return 0 if value is None else int(value)
+        if status == CALL_MISSING:
+            return 0
+        return self._limits.failed(self.conn, hook, status, value)
+
     def has_hook(self, name: str) -> bool:
         """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
         if self._state is None:
@@ -123,7 +136,7 @@ class LuaConnectionHooks:
     def connect_server(self) -> Outcome:
         if "connect_server" not in self._defined and "connect_server" not in self._in_G:
             return NO_DECISION
-        d = self._decide("connect_server", *self._call_hook(b"connect_server"))
+        d = self._login_hook("connect_server", b"connect_server")
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -138,7 +151,7 @@ class LuaConnectionHooks:
     def read_handshake(self) -> Outcome:
         if "read_handshake" not in self._defined and "read_handshake" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_handshake", *self._call_hook(b"read_handshake"))
+        d = self._login_hook("read_handshake", b"read_handshake")
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -158,7 +171,7 @@ class LuaConnectionHooks:
     def read_auth(self) -> Outcome:
         if "read_auth" not in self._defined and "read_auth" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_auth", *self._call_hook(b"read_auth"))
+        d = self._login_hook("read_auth", b"read_auth")
         if isinstance(d, Outcome):
             return d
         if d == 0:
