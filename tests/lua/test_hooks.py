@@ -378,6 +378,50 @@ end
         assert not env.lines(logs.CRITICAL), (step, env.lines())
 
 
+@pytest.mark.parametrize("runtime", available_runtimes())
+@pytest.mark.parametrize("max_memory", [0, 16 << 20])
+def test_read_query_endings_with_and_without_a_memory_ceiling(env: Env, max_memory: int, runtime: str) -> None:
+    # without a ceiling read_query takes bridge.lua's call_read_query, with one (and room)
+    # call_read_query_armed: both answer in short, and every ending reads the same
+    env.runtime = runtime
+    hooks = env.host(
+        """
+function read_query(packet)
+  local what = packet:sub(2)
+  if what == "nothing" then return end
+  if what == "string" then return "x" end
+  if what == "ignore" then return proxy.PROXY_IGNORE_RESULT end
+  if what == "answer" then
+    proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = "answered" }
+    return proxy.PROXY_SEND_RESULT
+  end
+  if what == "queue" then proxy.queries:append(1, packet) return proxy.PROXY_SEND_QUERY end
+  if what == "loop" then while true do end end
+  if what == "hungry" then local t = {} while true do t[#t + 1] = ("x"):rep(100000) .. #t end end
+  error("broken " .. what, 0)
+end
+""",
+        max_memory=max_memory,
+        hook_timeout=0.5,
+    ).open(env.conn())
+    for _ in range(2):
+        assert hooks.read_query(b"\x03nothing").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03string").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03queue").decision == Decision.SEND_QUERY
+        assert error_of(hooks.read_query(b"\x03answer").response).message == "answered"
+        assert hooks.read_query(b"\x03ignore").decision == Decision.NO_DECISION  # logged
+        assert hooks.read_query(b"\x03boom").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03loop").decision == Decision.NO_DECISION
+        if max_memory:
+            assert hooks.read_query(b"\x03hungry").decision == Decision.NO_DECISION
+    lines = env.lines(logs.CRITICAL)
+    assert sum("returned 4, which this hook does not handle" in line for line in lines) == 2
+    assert sum(line.endswith("(read_query) broken boom") for line in lines) == 2, lines
+    assert sum("--lua-hook-timeout" in line or "timed out" in line for line in lines) == 2, lines
+    if max_memory:
+        assert sum("memory" in line for line in lines) == 2, lines
+
+
 def test_a_lua_error_in_read_query_forwards_the_original_query(env: Env) -> None:
     conn = env.conn()
     hooks = env.host("function read_query(p) proxy.queries:append(1, p) error('broken') end").open(conn)

@@ -257,24 +257,15 @@ function api.call_hook_armed(cs, name)
 	return run_armed_bare(fn)
 end
 
--- read_query runs for every client command: its entries do activate()'s work inline, and
--- give it a fresh proxy.response (objects.lua's fresh_response: only when the last one
--- was touched).
-function api.call_read_query(cs, packet)
-	local priv = cs.priv
-	proxy_mt.__index = priv
-	proxy_mt.__newindex = priv
-	if priv[LAZY_RESPONSE] == nil then fresh_response(priv) end
-	local fn = cs.env.read_query
-	if fn == nil then return ST_MISSING, nil end
-	return guarded(fn, packet)
-end
-
--- The same, for a caller that armed the memory ceiling itself and lifts it after the call
--- (it checked there is room for the arguments): two Python callbacks fewer per command.
--- limits.lua makes it (it runs the hook without a call of limits.lua's in between), and
--- it answers in short: nothing, a number, or (status, value).
-api.call_read_query_armed = L.read_query_entry(proxy_mt, LAZY_RESPONSE, fresh_response)
+-- read_query runs for every client command: its entries do activate()'s work inline, give
+-- it a fresh proxy.response (objects.lua's fresh_response: only when the last one was
+-- touched) and run it themselves, made by limits.lua. They answer in short: nothing, the
+-- number the hook returned, or (status, value).
+--   call_read_query(cs, packet): limits.lua arms the memory ceiling after the arguments
+--   call_read_query_armed(cs, packet): for a caller that armed the ceiling itself and lifts
+--     it after the call (it checked there is room for the arguments): two Python callbacks
+--     fewer per command
+api.call_read_query_armed, api.call_read_query = L.read_query_entries(proxy_mt, LAZY_RESPONSE, fresh_response)
 
 function api.call_read_auth_result(cs, packet)
 	activate(cs)

@@ -56,8 +56,8 @@ _ENTRIES = (
 
 
 def unpack_answer(answer: Any) -> tuple[int, Any]:
-    """(status, value) of an armed entry's answer: call_read_query_armed and call_hook_armed
-    (limits.lua's read_query_entry, run_armed_bare) answer a hook that returned with nothing
+    """(status, value) of a short answer: call_read_query(_armed) and call_hook_armed
+    (limits.lua's read_query_entries, run_armed_bare) answer a hook that returned with nothing
     (None) or the number it returned, anything else as (status, value)."""
     if answer is None:
         return CALL_OK, None
@@ -86,7 +86,8 @@ class HookCalls:
         self.defined_in_G: set[str] = set()
 
         # -- what read_query's inlined call uses --
-        #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
+        #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling; it
+        #: answers in short (see :func:`unpack_answer`).
         self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
         #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it;
         #: it answers in short (see :func:`unpack_answer`).

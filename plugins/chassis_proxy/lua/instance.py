@@ -238,28 +238,28 @@ class LuaConnectionHooks:
             finally:
                 set_max_memory(0)
                 calls.current = previous
-            if answer is None:  # the hook returned no number (the common case), in short
-                calls.read_query_calls += 1  # the metrics (HookCalls.hook_stats)
-                calls.read_query_seconds += perf_counter() - started
-                if calls.memory_used() - used > calls.big_hook:
-                    calls.collect()  # the packet and the hook's garbage, before anyone arms again
-                if queries:
-                    self._discard_queue()
-                return NO_DECISION
-            # the rest of its short answer (calls.unpack_answer, inlined)
-            if answer.__class__ is tuple:
-                status, value = answer
-            else:
-                status, value = CALL_OK, answer
         else:
             try:
-                status, value = calls.call_read_query(state, packet)
+                answer = calls.call_read_query(state, packet)
             except LuaMemoryError:
-                status, value = CALL_MEMORY, None
+                answer = CALL_MEMORY, None
             except LuaError as e:
-                status, value = CALL_ERROR, str(e).encode()
+                answer = CALL_ERROR, str(e).encode()
             finally:
                 calls.current = previous
+        if answer is None:  # the hook returned no number (the common case), in short
+            calls.read_query_calls += 1  # the metrics (HookCalls.hook_stats)
+            calls.read_query_seconds += perf_counter() - started
+            if used and calls.memory_used() - used > calls.big_hook:
+                calls.collect()  # the packet and the hook's garbage, before anyone arms again
+            if queries:
+                self._discard_queue()
+            return NO_DECISION
+        # the rest of the short answer (calls.unpack_answer, inlined)
+        if answer.__class__ is tuple:
+            status, value = answer
+        else:
+            status, value = CALL_OK, answer
         if status != CALL_MISSING:  # the metrics (HookCalls.hook_stats)
             calls.read_query_calls += 1
             calls.read_query_seconds += perf_counter() - started

@@ -314,16 +314,18 @@ local function guarded_armed_bare(f)
 	return finish(raw_pcall(f))
 end
 
--- bridge.lua's api.call_read_query_armed(cs, packet), read_query's entry for a caller that
--- armed the memory ceiling itself and lifts it after the call, made here so that it runs
--- the hook itself: guarded_armed with finish's ending for a hook that returned inlined (a
--- Lua call fewer per client command, no varargs), and a shorter answer that Python unpacks
--- for less: nothing when the hook returned no number, the number it returned, or finish's
--- (status, value) when it did not return (or ST_MISSING). (Only the hook's first result
--- counts, as in finish.) Before the call, proxy.* is pointed at the connection's private
--- keys (`proxy_mt`, objects.lua's activate) and proxy.response renewed when the last one
--- was touched (objects.lua's fresh_response, when priv[lazy_response] is nil).
-function L.read_query_entry(proxy_mt, lazy_response, fresh_response)
+-- bridge.lua's read_query entries, made here so that they run the hook themselves: a Lua
+-- call fewer per client command, finish's ending for a hook that returned inlined (no
+-- varargs), and a short answer that Python unpacks for less: nothing when the hook returned
+-- no number, the number it returned, or finish's (status, value) when it did not return
+-- (or ST_MISSING). (Only the hook's first result counts, as in finish.) Before the call,
+-- proxy.* is pointed at the connection's private keys (`proxy_mt`, objects.lua's activate)
+-- and proxy.response renewed when the last one was touched (objects.lua's fresh_response,
+-- when priv[lazy_response] is nil).
+--   call_read_query_armed(cs, packet): for a caller that armed the memory ceiling itself
+--     and lifts it after the call (guarded_armed's work)
+--   call_read_query(cs, packet): guarded's work (this arms and lifts the ceiling)
+function L.read_query_entries(proxy_mt, lazy_response, fresh_response)
 	local function call_read_query_armed(cs, packet)
 		local priv = cs.priv
 		proxy_mt.__index = priv
@@ -345,8 +347,36 @@ function L.read_query_entry(proxy_mt, lazy_response, fresh_response)
 		interrupted = nil
 		if ret ~= nil and type(ret) == "number" then return ret end
 	end
-	runs_hook[call_read_query_armed] = true
-	return call_read_query_armed
+
+	local function call_read_query(cs, packet)
+		local priv = cs.priv
+		proxy_mt.__index = priv
+		proxy_mt.__newindex = priv
+		if priv[lazy_response] == nil then fresh_response(priv) end
+		local f = cs.env.read_query
+		if f == nil then return ST_MISSING, nil end
+		interrupted = nil
+		deadline = nil
+		timed = timeout_set
+		collect_if_near()
+		in_hook = true
+		if py_arm then py_arm() end
+		local ok, ret = raw_pcall(f, packet)
+		if not ok then return finish(false, ret) end
+		timed = false
+		deadline = nil
+		if in_hook then
+			in_hook = false
+			if py_lift then py_lift() end
+		end
+		collect_if_big()
+		armed_by_caller = false
+		interrupted = nil
+		if ret ~= nil and type(ret) == "number" then return ret end
+	end
+
+	runs_hook[call_read_query_armed], runs_hook[call_read_query] = true, true
+	return call_read_query_armed, call_read_query
 end
 
 -- guarded_armed_bare answering as call_read_query_armed (above), for the login hooks.
