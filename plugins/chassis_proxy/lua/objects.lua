@@ -286,9 +286,9 @@ end
 -- proxy.queries / proxy.connection (whatever the value, nil too) drops, as it would have
 -- replaced the object. proxy.response, the empty table MySQL Proxy gives each read_query
 -- afresh, is made the same way (its pending key holds true): read_query renews it only
--- when the script read or wrote it since (fresh_response), a table fewer per command of
--- a script that leaves it alone, and the same table for any script (a fresh one per
--- read_query, kept until replaced).
+-- when the script read or wrote it since (fresh_response). A script sees what it saw in
+-- MySQL Proxy (an empty table at each read_query, never one it kept, the same one until
+-- replaced), and one that leaves proxy.response alone costs no table per command.
 local rawget, rawset = rawget, rawset
 local LAZY = { queries = {}, connection = {}, response = {} }  -- name -> the key of its pending cid
 local MAKE = { queries = make_queries, connection = make_connection, response = function() return {} end }
