@@ -559,3 +559,30 @@ def test_an_error_in_disconnect_client_is_logged(env: Env) -> None:
 def test_has_hook_reports_what_the_script_defines(env: Env) -> None:
     hooks = env.host("function read_query() end").open(env.conn())
     assert hooks.has_hook("read_query") and not hooks.has_hook("read_query_result")
+
+
+@pytest.mark.parametrize("max_memory", [0, 16 << 20])
+def test_hook_metrics_count_every_call_of_a_defined_hook(env: Env, max_memory: int) -> None:
+    # HookCalls.hook_stats: calls and seconds per hook, whichever way the call ended and
+    # whichever entry read_query took; a hook the script does not define is not counted
+    host = env.host(
+        """
+function read_auth() end
+function read_query(packet)
+  local what = packet:sub(2)
+  if what == "number" then return proxy.PROXY_IGNORE_RESULT end
+  if what == "raise" then error("asked to fail") end
+end
+""",
+        max_memory=max_memory,
+    )
+    hooks = host.open(env.conn())
+    hooks.read_auth()
+    for what in (b"nothing", b"number", b"raise", b"nothing"):
+        hooks.read_query(b"\x03" + what)
+    hooks.connect_server()  # not defined
+    stats = host.calls.hook_stats()
+    assert stats["read_query"][0] == 4 and stats["read_query"][1] > 0
+    assert stats["read_auth"][0] == 1 and stats["read_auth"][1] > 0
+    assert stats["script"][0] == 1
+    assert "connect_server" not in stats
