@@ -397,7 +397,7 @@ function read_query(packet)
   end
   if what == "queue" then proxy.queries:append(1, packet) return proxy.PROXY_SEND_QUERY end
   if what == "loop" then while true do end end
-  if what == "hungry" then local t = {} while true do t[#t + 1] = ("x"):rep(100000) .. #t end end
+  if what == "hungry" then local t = {} while true do t[#t + 1] = ("x"):rep(1048576) .. #t end end
   error("broken " .. what, 0)
 end
 """,
