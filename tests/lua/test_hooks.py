@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from chassis_proxy.hooks import Decision, Injection, InjectionResult, PeerInfo
+from chassis_proxy.lua.runtime import available_runtimes
 
 from chassis import logs
 from tests.lua.conftest import Env, error_of, tcp
@@ -345,6 +346,82 @@ end
     assert "proxy.response.type isn't set" in env.lines(logs.CRITICAL)[0]
 
 
+@pytest.mark.parametrize("runtime", available_runtimes())
+def test_each_read_query_sees_a_fresh_proxy_response(env: Env, runtime: str) -> None:
+    # the bridge renews proxy.response only when the last one was touched: scripts must not
+    # tell (a kept table is never proxy.response again, a fresh one is empty, nil stays nil)
+    env.runtime = runtime
+    hooks = env.host(
+        """
+local kept, kept_late, step = nil, nil, 0
+local function check(cond, what) if not cond then error(what, 0) end end
+function read_query(packet)
+  step = step + 1
+  local r = proxy.response
+  check(type(r) == "table" and next(r) == nil, "not a fresh table at step " .. step)
+  check(r ~= kept and r ~= kept_late, "a kept table came back at step " .. step)
+  check(proxy.response == r, "not the same table twice at step " .. step)
+  if step == 1 then kept = r; r.type = proxy.MYSQLD_PACKET_ERR end
+  if step == 3 then proxy.response = nil; check(proxy.response == nil, "nil did not stay") end
+  if step == 4 then proxy.response = { type = proxy.MYSQLD_PACKET_OK } end
+end
+function read_query_result(inj)
+  if step == 3 then check(proxy.response == nil, "nil did not last into read_query_result") end
+  if step == 5 then kept_late = proxy.response; kept_late.errmsg = "late" end
+end
+"""
+    ).open(env.conn())
+    for step in range(1, 8):
+        assert hooks.read_query(b"\x03x").decision == Decision.NO_DECISION, env.lines()
+        if step in (3, 5):
+            hooks.read_query_result(result_for(Injection(1, b"\x03x"), None))
+        assert not env.lines(logs.CRITICAL), (step, env.lines())
+
+
+@pytest.mark.parametrize("runtime", available_runtimes())
+@pytest.mark.parametrize("max_memory", [0, 16 << 20])
+def test_read_query_endings_with_and_without_a_memory_ceiling(env: Env, max_memory: int, runtime: str) -> None:
+    # without a ceiling read_query takes bridge.lua's call_read_query, with one (and room)
+    # call_read_query_armed: both answer in short, and every ending reads the same
+    env.runtime = runtime
+    hooks = env.host(
+        """
+function read_query(packet)
+  local what = packet:sub(2)
+  if what == "nothing" then return end
+  if what == "string" then return "x" end
+  if what == "ignore" then return proxy.PROXY_IGNORE_RESULT end
+  if what == "answer" then
+    proxy.response = { type = proxy.MYSQLD_PACKET_ERR, errmsg = "answered" }
+    return proxy.PROXY_SEND_RESULT
+  end
+  if what == "queue" then proxy.queries:append(1, packet) return proxy.PROXY_SEND_QUERY end
+  if what == "loop" then while true do end end
+  if what == "hungry" then local t = {} while true do t[#t + 1] = ("x"):rep(1048576) .. #t end end
+  error("broken " .. what, 0)
+end
+""",
+        max_memory=max_memory,
+        hook_timeout=0.5,
+    ).open(env.conn())
+    for _ in range(2):
+        assert hooks.read_query(b"\x03nothing").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03string").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03queue").decision == Decision.SEND_QUERY
+        assert error_of(hooks.read_query(b"\x03answer").response).message == "answered"
+        assert hooks.read_query(b"\x03ignore").decision == Decision.NO_DECISION  # logged
+        assert hooks.read_query(b"\x03boom").decision == Decision.NO_DECISION
+        assert hooks.read_query(b"\x03loop").decision == Decision.NO_DECISION
+        if max_memory:
+            assert hooks.read_query(b"\x03hungry").decision == Decision.NO_DECISION
+    lines = env.lines(logs.CRITICAL)
+    assert sum("returned 4, which this hook does not handle" in line for line in lines) == 2
+    assert sum(line.endswith("(read_query) broken boom") for line in lines) == 2, lines
+    assert sum("--lua-hook-timeout" in line or "timed out" in line for line in lines) == 2, lines
+    if max_memory:
+        assert sum("memory" in line for line in lines) == 2, lines
+
+
 def test_a_lua_error_in_read_query_forwards_the_original_query(env: Env) -> None:
     conn = env.conn()
     hooks = env.host("function read_query(p) proxy.queries:append(1, p) error('broken') end").open(conn)
@@ -482,3 +559,30 @@ def test_an_error_in_disconnect_client_is_logged(env: Env) -> None:
 def test_has_hook_reports_what_the_script_defines(env: Env) -> None:
     hooks = env.host("function read_query() end").open(env.conn())
     assert hooks.has_hook("read_query") and not hooks.has_hook("read_query_result")
+
+
+@pytest.mark.parametrize("max_memory", [0, 16 << 20])
+def test_hook_metrics_count_every_call_of_a_defined_hook(env: Env, max_memory: int) -> None:
+    # HookCalls.hook_stats: calls and seconds per hook, whichever way the call ended and
+    # whichever entry read_query took; a hook the script does not define is not counted
+    host = env.host(
+        """
+function read_auth() end
+function read_query(packet)
+  local what = packet:sub(2)
+  if what == "number" then return proxy.PROXY_IGNORE_RESULT end
+  if what == "raise" then error("asked to fail") end
+end
+""",
+        max_memory=max_memory,
+    )
+    hooks = host.open(env.conn())
+    hooks.read_auth()
+    for what in (b"nothing", b"number", b"raise", b"nothing"):
+        hooks.read_query(b"\x03" + what)
+    hooks.connect_server()  # not defined
+    stats = host.calls.hook_stats()
+    assert stats["read_query"][0] == 4 and stats["read_query"][1] > 0
+    assert stats["read_auth"][0] == 1 and stats["read_auth"][1] > 0
+    assert stats["script"][0] == 1
+    assert "connect_server" not in stats

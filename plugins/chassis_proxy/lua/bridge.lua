@@ -56,6 +56,8 @@ local ST_MISSING, ST_ERROR = L.ST_MISSING, L.ST_ERROR
 
 local O = part("objects", py)
 local activate, new_private, proxy_mt = O.activate, O.new_private, O.proxy_mt
+local fresh_response, LAZY_RESPONSE = O.fresh_response, O.LAZY_RESPONSE
+local run_armed_bare = L.run_armed_bare
 local build_response = part("response", py, O.C)
 local make_injection = part("injection", py)
 
@@ -244,36 +246,26 @@ function api.call_hook(cs, name, ...)
 	return guarded(fn, ...)
 end
 
--- The same, for a caller that armed the memory ceiling itself (as call_read_query_armed).
+-- The same, for a caller that armed the memory ceiling itself, answering in short as
+-- call_read_query_armed does (nothing, a number, or status and value).
 function api.call_hook_armed(cs, name)
-	activate(cs)
+	local priv = cs.priv  -- activate(cs), inlined
+	proxy_mt.__index = priv
+	proxy_mt.__newindex = priv
 	local fn = cs.env[name]
 	if fn == nil then return ST_MISSING, nil end
-	return guarded_armed_bare(fn)
+	return run_armed_bare(fn)
 end
 
--- read_query runs for every client command: its entries do activate()'s work inline.
-function api.call_read_query(cs, packet)
-	local priv = cs.priv
-	proxy_mt.__index = priv
-	proxy_mt.__newindex = priv
-	priv.response = {}
-	local fn = cs.env.read_query
-	if fn == nil then return ST_MISSING, nil end
-	return guarded(fn, packet)
-end
-
--- The same, for a caller that armed the memory ceiling itself and lifts it after the call
--- (it checked there is room for the arguments): two Python callbacks fewer per command.
-function api.call_read_query_armed(cs, packet)
-	local priv = cs.priv
-	proxy_mt.__index = priv
-	proxy_mt.__newindex = priv
-	priv.response = {}
-	local fn = cs.env.read_query
-	if fn == nil then return ST_MISSING, nil end
-	return guarded_armed(fn, packet)
-end
+-- read_query runs for every client command: its entries do activate()'s work inline, give
+-- it a fresh proxy.response (objects.lua's fresh_response: only when the last one was
+-- touched) and run it themselves, made by limits.lua. They answer in short: nothing, the
+-- number the hook returned, or (status, value).
+--   call_read_query(cs, packet): limits.lua arms the memory ceiling after the arguments
+--   call_read_query_armed(cs, packet): for a caller that armed the ceiling itself and lifts
+--     it after the call (it checked there is room for the arguments): two Python callbacks
+--     fewer per command
+api.call_read_query_armed, api.call_read_query = L.read_query_entries(proxy_mt, LAZY_RESPONSE, fresh_response)
 
 function api.call_read_auth_result(cs, packet)
 	activate(cs)

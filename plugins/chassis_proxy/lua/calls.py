@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chassis_proxy.hooks import ConnectionView
-from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING
+from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK
 from chassis_proxy.lua.runtime import LuaError, LuaMemoryError, LuaState
 
 #: The hooks whose absence the Python side tracks (bridge.lua's "Which hooks a script may
@@ -43,6 +43,9 @@ _HOOK_OF = {
     "call_read_query_result": "read_query_result",
 }
 
+#: The hooks call_hook runs, by their names as bytes (for the metrics).
+_HOOK_NAMES = {name.encode(): name for name in TRACKED_HOOKS}
+
 #: bridge.lua's entry points that run script code (see its "hook dispatcher").
 _ENTRIES = (
     "call_hook",
@@ -50,6 +53,17 @@ _ENTRIES = (
     "call_read_auth_result",
     "call_read_query_result",
 )
+
+
+def unpack_answer(answer: Any) -> tuple[int, Any]:
+    """(status, value) of a short answer: call_read_query(_armed) and call_hook_armed
+    (limits.lua's read_query_entries, run_armed_bare) answer a hook that returned with nothing
+    (None) or the number it returned, anything else as (status, value)."""
+    if answer is None:
+        return CALL_OK, None
+    if answer.__class__ is tuple:
+        return int(answer[0]), answer[1]
+    return CALL_OK, answer
 
 
 class HookCalls:
@@ -72,9 +86,11 @@ class HookCalls:
         self.defined_in_G: set[str] = set()
 
         # -- what read_query's inlined call uses --
-        #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling.
+        #: bridge.lua's ``call_read_query(state, packet)``: limits.lua arms the ceiling; it
+        #: answers in short (see :func:`unpack_answer`).
         self.call_read_query: Callable[[Any, bytes], Any] = self._entry["call_read_query"]
-        #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it.
+        #: ``call_read_query_armed(state, packet)``: the caller armed the ceiling and lifts it;
+        #: it answers in short (see :func:`unpack_answer`).
         self.call_read_query_armed: Callable[[Any, bytes], Any] = lua.api[b"call_read_query_armed"]
         #: ``call_read_query_result_armed(state, ...)``: the same for read_query_result.
         self._result_armed: Callable[..., Any] = lua.api[b"call_read_query_result_armed"]
@@ -200,12 +216,40 @@ class HookCalls:
 
     def call_hook(self, conn: ConnectionView, state: Any, name: bytes) -> tuple[int, Any]:
         """:meth:`call` of ``call_hook`` for the hook ``name``, arming --lua-max-memory from
-        here when there is room, as read_query does: two Python callbacks fewer per call."""
-        if self.arms_itself:
-            used = self.memory_used()
-            if used < self.arm_below:
-                return self._call_armed(conn, used, self._hook_armed, name.decode(), state, name)
-        return self.call(conn, "call_hook", state, name)
+        here when there is room, as read_query does: two Python callbacks fewer per call.
+        (:meth:`_call_armed`, inlined: the login hooks run several times per login.)"""
+        if not self.arms_itself:
+            return self.call(conn, "call_hook", state, name)
+        used = self.memory_used()
+        if used >= self.arm_below:
+            return self.call(conn, "call_hook", state, name)
+        previous = self.current
+        self.current = conn
+        started = time.perf_counter()
+        set_max_memory = self.set_max_memory
+        set_max_memory(self.max_memory)
+        try:
+            answer = self._hook_armed(state, name)
+        except LuaMemoryError:
+            answer = CALL_MEMORY, None
+        except LuaError as e:
+            answer = CALL_ERROR, str(e).encode()
+        finally:
+            set_max_memory(0)
+            self.current = previous
+        if answer is None:
+            status, value = CALL_OK, None
+        else:
+            status, value = unpack_answer(answer)
+        if status != CALL_MISSING:
+            hook = _HOOK_NAMES.get(name) or name.decode()
+            hook_calls = self.hook_calls
+            hook_calls[hook] = hook_calls.get(hook, 0) + 1
+            hook_seconds = self.hook_seconds
+            hook_seconds[hook] = hook_seconds.get(hook, 0.0) + time.perf_counter() - started
+        if self.memory_used() - used > self.big_hook:
+            self.collect()  # the hook's garbage, before anyone arms again
+        return status, value
 
     def _call_armed(self, conn: ConnectionView, used: int, entry: Callable[..., Any], hook: str,
                     *args: Any) -> tuple[int, Any]:
@@ -216,15 +260,15 @@ class HookCalls:
         started = time.perf_counter()
         self.set_max_memory(self.max_memory)
         try:
-            status, value = entry(*args)
+            answer = entry(*args)
         except LuaMemoryError:
-            status, value = CALL_MEMORY, None
+            answer = CALL_MEMORY, None
         except LuaError as e:
-            status, value = CALL_ERROR, str(e).encode()
+            answer = CALL_ERROR, str(e).encode()
         finally:
             self.set_max_memory(0)
             self.current = previous
-        status = int(status)
+        status, value = unpack_answer(answer)
         if status != CALL_MISSING:
             self.hook_calls[hook] = self.hook_calls.get(hook, 0) + 1
             self.hook_seconds[hook] = self.hook_seconds.get(hook, 0.0) + time.perf_counter() - started

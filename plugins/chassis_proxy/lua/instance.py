@@ -104,6 +104,19 @@ class LuaConnectionHooks:
             return CALL_MISSING, None
         return self._calls.call_hook(self.conn, self._state, name)
 
+    def _login_hook(self, hook: str, name: bytes) -> int | Outcome:
+        """Run the hook ``name`` (bytes of ``hook``) without arguments: :meth:`_decide` of
+        what :meth:`_call_hook` returns, in one call (the login hooks run at every login)."""
+        state = self._state
+        if state is None:
+            return 0
+        status, value = self._calls.call_hook(self.conn, state, name)
+        if status == CALL_OK:
+            return 0 if value is None else int(value)
+        if status == CALL_MISSING:
+            return 0
+        return self._limits.failed(self.conn, hook, status, value)
+
     def has_hook(self, name: str) -> bool:
         """Whether the script defines ``name`` (lets the connection skip work for absent hooks)."""
         if self._state is None:
@@ -123,7 +136,7 @@ class LuaConnectionHooks:
     def connect_server(self) -> Outcome:
         if "connect_server" not in self._defined and "connect_server" not in self._in_G:
             return NO_DECISION
-        d = self._decide("connect_server", *self._call_hook(b"connect_server"))
+        d = self._login_hook("connect_server", b"connect_server")
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -138,7 +151,7 @@ class LuaConnectionHooks:
     def read_handshake(self) -> Outcome:
         if "read_handshake" not in self._defined and "read_handshake" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_handshake", *self._call_hook(b"read_handshake"))
+        d = self._login_hook("read_handshake", b"read_handshake")
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -158,7 +171,7 @@ class LuaConnectionHooks:
     def read_auth(self) -> Outcome:
         if "read_auth" not in self._defined and "read_auth" not in self._in_G:
             return NO_DECISION
-        d = self._decide("read_auth", *self._call_hook(b"read_auth"))
+        d = self._login_hook("read_auth", b"read_auth")
         if isinstance(d, Outcome):
             return d
         if d == 0:
@@ -194,38 +207,59 @@ class LuaConnectionHooks:
     def read_query(self, packet: bytes) -> Outcome:
         conn = self.conn
         queries = conn.queries
-        queries.reset()
+        if queries:
+            queries.reset()
         state = self._state
         if state is None:
             return NO_DECISION
         # HookCalls.call, inlined (this runs for every client command), arming the memory
         # ceiling from here when there is room for the packet (see HookCalls.arm_below).
         calls = self._calls
+        size = len(packet)
         used = 0
         # Where the allocator counts, asking is a C call; else (LuaJIT) it is a Lua call, and
         # only a packet that could crowd the headroom the count hook keeps is worth it.
-        if calls.max_memory and (calls.arms_itself or len(packet) > SMALL_PACKET):
+        if calls.max_memory and (calls.arms_itself or size > SMALL_PACKET):
             used = calls.memory_used()
-            if used + 2 * len(packet) > calls.arm_below and not calls.fits(len(packet), used):
-                return self._limits.too_big(conn, "read_query", len(packet), calls.memory_used())
+            if used + 2 * size > calls.arm_below and not calls.fits(size, used):
+                return self._limits.too_big(conn, "read_query", size, calls.memory_used())
         previous = calls.current
         calls.current = conn
         started = perf_counter()
-        try:
-            if calls.arms_itself and used + len(packet) < calls.arm_below:
-                calls.set_max_memory(calls.max_memory)
-                try:
-                    status, value = calls.call_read_query_armed(state, packet)
-                finally:
-                    calls.set_max_memory(0)
-            else:
-                status, value = calls.call_read_query(state, packet)
-        except LuaMemoryError:
-            status, value = CALL_MEMORY, None
-        except LuaError as e:
-            status, value = CALL_ERROR, str(e).encode()
-        finally:
-            calls.current = previous
+        if calls.arms_itself and used + size < calls.arm_below:
+            set_max_memory = calls.set_max_memory
+            set_max_memory(calls.max_memory)
+            try:
+                answer = calls.call_read_query_armed(state, packet)
+            except LuaMemoryError:
+                answer = CALL_MEMORY, None
+            except LuaError as e:
+                answer = CALL_ERROR, str(e).encode()
+            finally:
+                set_max_memory(0)
+                calls.current = previous
+        else:
+            try:
+                answer = calls.call_read_query(state, packet)
+            except LuaMemoryError:
+                answer = CALL_MEMORY, None
+            except LuaError as e:
+                answer = CALL_ERROR, str(e).encode()
+            finally:
+                calls.current = previous
+        if answer is None:  # the hook returned no number (the common case), in short
+            calls.read_query_calls += 1  # the metrics (HookCalls.hook_stats)
+            calls.read_query_seconds += perf_counter() - started
+            if used and calls.memory_used() - used > calls.big_hook:
+                calls.collect()  # the packet and the hook's garbage, before anyone arms again
+            if queries:
+                self._discard_queue()
+            return NO_DECISION
+        # the rest of the short answer (calls.unpack_answer, inlined)
+        if answer.__class__ is tuple:
+            status, value = answer
+        else:
+            status, value = CALL_OK, answer
         if status != CALL_MISSING:  # the metrics (HookCalls.hook_stats)
             calls.read_query_calls += 1
             calls.read_query_seconds += perf_counter() - started

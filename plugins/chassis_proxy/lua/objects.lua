@@ -284,11 +284,15 @@ end
 -- login's hooks never do, and each is a userdata with a dozen closures): until then the
 -- private table holds the connection id under a key of its own for each, which a write of
 -- proxy.queries / proxy.connection (whatever the value, nil too) drops, as it would have
--- replaced the object.
+-- replaced the object. proxy.response, the empty table MySQL Proxy gives each read_query
+-- afresh, is made the same way (its pending key holds true): read_query renews it only
+-- when the script read or wrote it since (fresh_response). A script sees what it saw in
+-- MySQL Proxy (an empty table at each read_query, never one it kept, the same one until
+-- replaced), and one that leaves proxy.response alone costs no table per command.
 local rawget, rawset = rawget, rawset
-local LAZY = { queries = {}, connection = {} }  -- name -> the key of its pending cid
-local MAKE = { queries = make_queries, connection = make_connection }
-local LAZY_QUERIES, LAZY_CONNECTION = LAZY.queries, LAZY.connection
+local LAZY = { queries = {}, connection = {}, response = {} }  -- name -> the key of its pending cid
+local MAKE = { queries = make_queries, connection = make_connection, response = function() return {} end }
+local LAZY_QUERIES, LAZY_CONNECTION, LAZY_RESPONSE = LAZY.queries, LAZY.connection, LAZY.response
 
 local private_mt = {
 	__index = function(priv, key)
@@ -312,8 +316,16 @@ local private_mt = {
 
 -- The private proxy.* keys of a new connection (see bridge.lua's open).
 function O.new_private(cid)
-	return setmetatable({ response = {}, [LAZY_QUERIES] = cid, [LAZY_CONNECTION] = cid }, private_mt)
+	return setmetatable({ [LAZY_RESPONSE] = true, [LAZY_QUERIES] = cid, [LAZY_CONNECTION] = cid }, private_mt)
 end
+
+-- A fresh proxy.response for read_query, unless the last one is still pending (never read
+-- nor written): bridge.lua calls this when priv[O.LAZY_RESPONSE] is nil.
+function O.fresh_response(priv)
+	rawset(priv, "response", nil)
+	rawset(priv, LAZY_RESPONSE, true)
+end
+O.LAZY_RESPONSE = LAZY_RESPONSE
 
 O.C, O.proxy, O.activate, O.argerror, O.to_integer = C, proxy, activate, argerror, to_integer
 -- proxy's metatable, for bridge.lua's read_query entries, which do activate()'s work inline
