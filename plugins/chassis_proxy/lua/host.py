@@ -221,8 +221,16 @@ class LuaScriptHost:
         """The file's compiled factory (recompiled when its mtime_ns or size changed), or
         None and why it cannot be used. A broken version is compiled once, not per client."""
         try:
-            # stat and read the same file, even if replaced; a bare descriptor, as every new
-            # client checks the file and a Python file object costs more than the syscalls
+            # Every new client checks the file: one stat when it is the version compiled
+            # already (the common case), else stat and read the same file, even if replaced,
+            # through a bare descriptor.
+            st = os.stat(self.script)
+            key = (st.st_mtime_ns, st.st_size)
+            good, broken = self._compiled, self._broken
+            if good is not None and good.key == key:
+                return good.factory, None
+            if broken is not None and broken.key == key:
+                return None, broken.error
             fd = os.open(self.script, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 st = os.fstat(fd)
