@@ -29,13 +29,13 @@ from typing import Any
 
 from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame_all
 from chassis_mysql.infile import is_local_infile_request
-from chassis_mysql.packets import err_packet, is_ok, ok_packet
+from chassis_mysql.packets import err_packet, is_ok
 from chassis_mysql.response import ResponseTracker
 
-from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
+from chassis_proxy.channel import ChannelClosed, PacketChannel
 from chassis_proxy.errors import ConnectionGone, PoolError
+from chassis_proxy.exchange import exchange, run_pump, send_answer, send_packets
 from chassis_proxy.hooks import NO_DECISION, ConnectionHooks, Decision, Injection
 from chassis_proxy.pumps import ResponsePump, StreamPump
 from chassis_proxy.queries import ConnectionQueries
@@ -218,7 +218,7 @@ class ScriptedSession:
             if response and not is_local_infile_request(response[0]):
                 self._send_packets(response, client_seq)
             else:
-                self._spawn(self._answer(response, client_seq))
+                self._spawn(send_answer(self.state, response, client_seq))
             return
         if len(queries):
             if decision == _SEND_QUERY:
@@ -316,7 +316,7 @@ class ScriptedSession:
         """The server now waits for the client (LOCAL INFILE, change-user auth): a coroutine
         relays that part."""
         async def relay() -> None:
-            await self._exchange(pump.tracker, deliver=True, keep=False,
+            await exchange(self.state, pump.tracker, deliver=True, keep=False,
                                  client_seq=pump.client_seq, server_seq=pump.server_seq)
         self._spawn(relay())
 
@@ -324,8 +324,8 @@ class ScriptedSession:
         """A 16 MiB packet: the framed (joining) pump finishes the stream pump's response."""
         async def rest_of_response() -> None:
             pump = ResponsePump(self.state, tracker, deliver=True, keep=False, client_seq=client_seq)
-            await self._run_pump(pump)
-            await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq, pump=pump)
+            await run_pump(self.state, pump)
+            await exchange(self.state, tracker, deliver=True, keep=False, client_seq=client_seq, pump=pump)
         self._spawn(rest_of_response())
 
     async def _forward_slowly(self, payload: bytes, client_seq: int) -> None:
@@ -339,7 +339,7 @@ class ScriptedSession:
         self._to_server(payload)
         if not tracker.expects_response:
             return
-        pump = await self._exchange(tracker, deliver=True, keep=False, client_seq=client_seq)
+        pump = await exchange(self.state, tracker, deliver=True, keep=False, client_seq=client_seq)
         if payload[0] == Command.INIT_DB and is_ok(pump.first or b""):
             db = payload[1:].decode("utf-8", "surrogateescape")
             state.client.default_db = db
@@ -413,12 +413,12 @@ class ScriptedSession:
         """What a lone injection needs a coroutine for: the exchange where the server waits
         for the client (``pump``), an answer that is a LOCAL INFILE request, more queries."""
         if pump is not None:
-            await self._exchange(pump.tracker, deliver=pump.deliver, keep=not pump.deliver,
+            await exchange(self.state, pump.tracker, deliver=pump.deliver, keep=not pump.deliver,
                                  client_seq=client_seq, pump=pump,
                                  client_asked=inj.packet == original)
             answered, answer = self._result(inj, pump, pump.deliver, False, client_seq)
         if answer is not None:
-            await self._answer(*answer)
+            await send_answer(self.state, *answer)
         await self._injections(original, client_seq, answered)
 
     def _pump_error(self, e: ProtocolError) -> None:
@@ -452,12 +452,12 @@ class ScriptedSession:
                           "(MySQL Proxy closed the connection here)", state.connection_id, inj.id)
             # The client's own LOAD DATA LOCAL, forwarded as the script's injection: the
             # client waits for the file request even when the result is kept for the script.
-            pump = await self._exchange(tracker, deliver=stream, keep=not stream,
+            pump = await exchange(self.state, tracker, deliver=stream, keep=not stream,
                                         client_seq=client_seq,
                                         client_asked=inj.packet == original and not answered)
             answered, answer = self._result(inj, pump, stream, answered, client_seq)
             if answer is not None:
-                await self._answer(*answer)
+                await send_answer(self.state, *answer)
         if not answered:
             self._unanswered(original, client_seq)
 
@@ -527,90 +527,13 @@ class ScriptedSession:
         assert server is not None
         return server.send(payload, 0)
 
-    async def _exchange(self, tracker: ResponseTracker, *, deliver: bool, keep: bool,
-                        client_seq: int, server_seq: int | None = None,
-                        client_asked: bool = False,
-                        pump: ResponsePump | None = None) -> ResponsePump:
-        """Pump a response; relay the client's packets while the server waits for them.
-
-        With ``server_seq`` the response has begun already (a StreamPump saw the server
-        ask for the client's packets) and the exchange goes on from there. With
-        ``client_asked`` a kept response's LOCAL INFILE request still goes to the client
-        (it sent that statement and waits for the request), and its file to the server.
-        """
-        state = self.state
-        timeout = self.settings.read_timeout
-        if pump is None:
-            pump = ResponsePump(self.state, tracker, deliver=deliver, keep=keep,
-                                client_seq=client_seq)
-            if server_seq is None:
-                await self._run_pump(pump)
-            else:
-                pump.server_seq = server_seq
-        while tracker.awaiting_client:
-            server = self.state.server_ch
-            assert server is not None
-            if not deliver and client_asked and pump.packets and not pump.infile_relayed \
-                    and is_local_infile_request(pump.packets[0]):
-                pump.client_seq = self._send_packets(pump.packets, client_seq)
-                pump.packets.clear()
-                pump.infile_relayed = True
-            if not deliver and not pump.infile_relayed:
-                # The client never saw the request (an injected LOAD DATA LOCAL, or an
-                # injected COM_CHANGE_USER's auth switch): answer with an empty packet.
-                tracker.feed_client(b"")
-                pump.server_seq = server.send(b"", pump.server_seq)
-            else:
-                try:
-                    packet = await self.client.read_packet(timeout)
-                except ProtocolError as e:
-                    raise ConnectionGone(f"client {state.name}: {e}") from None
-                except ChannelTimeout:
-                    raise ConnectionGone(f"client {state.name} sent no more of what the server "
-                                         f"waits for (LOCAL INFILE data) for {timeout:g} s "
-                                         "(--proxy-read-timeout)") from None
-                tracker.feed_client(packet.payload)
-                pump.server_seq = server.send(packet.payload, pump.server_seq)
-                pump.client_seq = (packet.seq + 1) & 0xFF
-            if tracker.awaiting_client:
-                continue  # more LOCAL INFILE data to come
-            await self._run_pump(pump)
-        return pump
-
-    async def _run_pump(self, pump: ResponsePump) -> None:
-        try:
-            await pump.run()
-        except ProtocolError as e:
-            raise ConnectionGone(f"backend {self.state.backend_name()} sent a malformed "
-                               f"response: {e}") from None
-
     # talking to the client ---------------------------------------------------------
 
     def _send_packets(self, payloads: list[bytes], seq: int) -> int:
-        data, seq = frame_all(payloads, seq)
-        if data:
-            self.state.bytes_out += len(data)
-            self.client.write(data)
-        return seq
+        return send_packets(self.state, payloads, seq)
 
     def _client_err(self, seq: int, code: int, message: str, sqlstate: str) -> None:
         self.client.send(err_packet(code, message, sqlstate), seq)
-
-    async def _answer(self, response: list[bytes], client_seq: int) -> None:
-        """Send the script's answer; play the server's part of LOCAL INFILE if it asks."""
-        if not response:
-            response = [err_packet(_UNKNOWN_ERROR,
-                                   "(lua) handling proxy.response failed, check error-log")]
-        seq = self._send_packets(response, client_seq)
-        if is_local_infile_request(response[0]):
-            # A LOCAL INFILE request without a server: take the file and throw it away.
-            while True:
-                packet = await self.client.read_packet(self.settings.read_timeout)
-                seq = (packet.seq + 1) & 0xFF
-                if not packet.payload:
-                    break
-            self.client.send(ok_packet(), seq)
-
 
 async def serve(session: ScriptedSession) -> None:
     """After the login: run the scripted command loop until the client leaves.

@@ -62,7 +62,7 @@ class _Compiled:
 
     __slots__ = ("error", "factory", "key")
 
-    def __init__(self, key: tuple[int, int], factory: Any, error: str | None) -> None:
+    def __init__(self, key: tuple[int, int, int], factory: Any, error: str | None) -> None:
         self.key = key
         self.factory = factory
         self.error = error
@@ -218,14 +218,14 @@ class LuaScriptHost:
         return None if factory is not None else problem
 
     def _load(self) -> tuple[Any, str | None]:
-        """The file's compiled factory (recompiled when its mtime_ns or size changed), or
+        """The file's compiled factory (recompiled when its mtime, ctime or size changed), or
         None and why it cannot be used. A broken version is compiled once, not per client."""
         try:
             # Every new client checks the file: one stat when it is the version compiled
             # already (the common case), else stat and read the same file, even if replaced,
             # through a bare descriptor.
             st = os.stat(self.script)
-            key = (st.st_mtime_ns, st.st_size)
+            key = (st.st_mtime_ns, st.st_size, st.st_ctime_ns)  # ctime: a chmod too
             good, broken = self._compiled, self._broken
             if good is not None and good.key == key:
                 return good.factory, None
@@ -234,7 +234,7 @@ class LuaScriptHost:
             fd = os.open(self.script, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 st = os.fstat(fd)
-                key = (st.st_mtime_ns, st.st_size)
+                key = (st.st_mtime_ns, st.st_size, st.st_ctime_ns)
                 good, broken = self._compiled, self._broken
                 if good is not None and good.key == key:
                     return good.factory, None
