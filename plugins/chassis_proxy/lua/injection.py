@@ -174,10 +174,11 @@ class ResultView:
         first = packets[0] if packets else b""
         if first and first[0] not in (OK_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER):
             try:
-                n = column_count(first)
+                n = first[0] if first[0] < 0xFB else column_count(first)
                 capabilities = self.capabilities()
+                cached = _column_cache.get
                 for payload in packets[1 : 1 + n]:
-                    column, pair = _column(payload, capabilities)
+                    column, pair = cached((payload, capabilities)) or _column(payload, capabilities)
                     columns.append(column)
                     types.append(pair)
                 pos = 1 + n
@@ -214,7 +215,8 @@ class ResultView:
         columns = self._columns
         if columns is None:
             columns = self.columns()
-        packets = self.result.packets or []
+        result = self.result
+        packets = result.packets or []
         start = self._rows_start
         index = start + int(i) - 1
         if not columns or index >= len(packets) or index < start:
@@ -224,11 +226,14 @@ class ResultView:
         if head == ERR_HEADER or (head == EOF_HEADER and len(payload) < 0xFFFFFF):
             return None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
         try:
-            if self.result.binary:
+            if result.binary:
                 types = self._types
                 values = parse_binary_row_of(payload, types)
-                return (True, *[v if v is None or type(v) is bytes else _as_text(v, t[0])
-                                for v, t in zip(values, types)])
+                for v in values:
+                    if v is not None and type(v) is not bytes:  # numbers, dates: as text
+                        return (True, *[v if v is None or type(v) is bytes else _as_text(v, t[0])
+                                        for v, t in zip(values, types)])
+                return (True, *values)
             return (True, *parse_text_row(payload, len(columns)))
         except ProtocolError as e:
             return False, f".resultset.rows: row {int(i)} is invalid: {e}".encode()
