@@ -129,3 +129,36 @@ def outline(buf: bytes, found: Located) -> tuple[bytes, bytes] | None:
         return buf[:at], buf[at:]
     last = at + 4 + (buf[at] | (buf[at + 1] << 8) | (buf[at + 2] << 16))
     return buf[:at + 5], buf[last:]
+
+
+#: :func:`split`'s answer: the payloads, the index of the first row's, and whether the
+#: sequence ids count up by one from the first packet's.
+Split = tuple[list[bytes], int, bool]
+
+
+def split(buf: bytes, at: int) -> Split | None:
+    """The payloads of a whole answer that :func:`locate` found in ``buf`` (``at``: where
+    its rows begin, 0 for an OK or an ERR), the index of the first row among them, and
+    whether the sequence ids count up by one from the first (then ``buf`` is what framing
+    the payloads again from that id gives). None when a packet is split (MAX_PAYLOAD
+    bytes): the packet reader joins those."""
+    n = len(buf)
+    payloads: list[bytes] = []
+    append = payloads.append
+    pos = 0
+    first_row = 0
+    seq = buf[3]
+    consecutive = True
+    while pos < n:
+        if pos == at:
+            first_row = len(payloads)
+        length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+        if length == MAX_PAYLOAD:
+            return None
+        if buf[pos + 3] != seq:
+            consecutive = False
+        seq = (seq + 1) & 0xFF
+        end = pos + 4 + length
+        append(buf[pos + 4:end])
+        pos = end
+    return payloads, first_row, consecutive

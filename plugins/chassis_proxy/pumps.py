@@ -16,16 +16,17 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from chassis_mysql.constants import MAX_PAYLOAD, Command
+from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command
 from chassis_mysql.errors import ProtocolError
-from chassis_mysql.framing import frame, frame_next_seq, shift_sequence_ids
+from chassis_mysql.framing import frame, frame_all, frame_next_seq, shift_sequence_ids
 from chassis_mysql.infile import is_local_infile_request
 from chassis_mysql.packets import OK, eof_warnings, is_eof, is_err, is_ok
 from chassis_mysql.response import Event, ResponseTracker
+from chassis_mysql.summary import locate, split
 
 from chassis_proxy.errors import ConnectionGone
 from chassis_proxy.hooks import Injection, InjectionResult
-from chassis_proxy.relay import NO_ANSWER, Tracking
+from chassis_proxy.relay import NO_ANSWER, RECORDED_COMMANDS, Tracking
 from chassis_proxy.state import ConnectionState, ignore
 
 #: The length bytes of a physical packet of MAX_PAYLOAD bytes: a payload split in several.
@@ -33,6 +34,7 @@ _SPLIT_HEADER = MAX_PAYLOAD.to_bytes(3, "little")
 _PREPARE = int(Command.STMT_PREPARE)
 _BINARY = frozenset({int(Command.STMT_EXECUTE), int(Command.STMT_BULK_EXECUTE)})
 _EXECUTE = int(Command.STMT_EXECUTE)
+_DEPRECATE_EOF = int(Capability.DEPRECATE_EOF)
 
 
 class ResponsePump:
@@ -65,6 +67,101 @@ class ResponsePump:
         #: follow() mode: called with the pump (or the ProtocolError) when it finishes.
         self.on_finish: Callable[[ResponsePump], None] | None = None
         self.on_error: Callable[[ProtocolError], None] | None = None
+        #: send(): the first buffer may be the whole answer (see _take_whole).
+        self.whole = False
+        #: The server's buffer that held the whole answer, when the client may get it as it
+        #: is (sequence ids counting up by one from ``raw[3]``); set by _take_whole.
+        self.raw: bytes | None = None
+        #: The server status of a whole answer (else the tracker's).
+        self.server_status: int | None = None
+        self.tracking: Tracking | None = None
+        self.command = b""  # send()'s
+        self.framed = b""
+        self.started = 0.0
+
+    def send(self, command: bytes, tracking: Tracking | None, started: float) -> None:
+        """Send the injected ``command`` (at ``started``), recorded by ``tracking``'s queries.
+
+        A kept answer to a COM_QUERY or COM_STMT_EXECUTE that the server's first buffer
+        holds whole (an OK, an ERR, one result set) is taken in one pass
+        (:func:`summary.locate`) instead of packet by packet, and recorded as the relay
+        records a forwarded query (:meth:`Tracking.whole`); any other answer is followed
+        by the tracker and recorded from its figures (``queries.start``)."""
+        server = self.state.server_ch
+        assert server is not None
+        if self.packets is not None and command[0] in RECORDED_COMMANDS \
+                and len(command) < MAX_PAYLOAD:
+            self.whole = True
+            self.command = command
+            self.framed = framed = frame(command, 0)
+            self.tracking = tracking
+            self.started = started
+            server.write(framed)
+            return
+        if tracking is not None:
+            tracking.queries.start(command, self.tracker)
+        server.send(command, 0)
+
+    def send_kept(self, seq: int) -> None:
+        """The kept answer to the client, from sequence id ``seq``: the server's buffer as
+        it is when that is what framing the payloads again would give."""
+        raw = self.raw
+        if raw is not None and raw[3] == seq:
+            data = raw
+        else:
+            data, _ = frame_all(self.packets or [], seq)
+        if data:
+            self.state.bytes_out += len(data)
+            self.state.client_ch.write(data)
+
+    def _not_whole(self) -> None:
+        """The answer is not whole in one buffer: the tracker follows it (and records it)."""
+        self.whole = False
+        tracking = self.tracking
+        if tracking is not None:
+            tracking.queries.start(self.command, self.tracker, self.started)
+
+    def _take_whole(self, data: bytes) -> bool:
+        """``data`` (nothing before it buffered) as the whole answer: what the tracker path
+        would have gathered, read in one pass. False (nothing taken) if it is not whole."""
+        capabilities = self.tracker.capabilities
+        found = locate(data, capabilities)
+        if found is None:
+            return False
+        parts = split(data, found[3])
+        if parts is None:
+            return False
+        tracking = self.tracking
+        if tracking is not None:
+            tracking.started = self.started
+            if not tracking.whole(self.framed, data):
+                return False
+        payloads, first_row, consecutive = parts
+        rows, at = found[0], found[3]
+        first = payloads[0]
+        last = payloads[-1]
+        if not at:  # an OK or an ERR: an OK is its own status packet
+            status_packet = b"" if first[0] == 0xFF else first
+        else:
+            if last[0] != 0xFF:
+                status_packet = last  # the terminator
+            elif capabilities & _DEPRECATE_EOF:
+                status_packet = b""
+            else:
+                status_packet = payloads[first_row - 1]  # the EOF after the definitions
+            self.row_bytes = len(data) - at - 4 - len(last)
+        self.rows = rows
+        self.status_packet = status_packet
+        self.server_status = (status_packet[3] | (status_packet[4] << 8)
+                              if len(status_packet) >= 5 else 0)
+        self.first = first
+        if self.packets is not None:
+            self.packets.extend(payloads)
+        self.raw = data if consecutive else None
+        self.server_seq = (data[-len(last) - 1] + 1) & 0xFF
+        self.first_ns = self.last_ns = time.monotonic_ns()
+        self._finished()
+        return True
 
     async def run(self) -> None:
         """Until the response is complete. No time limit: a running query is never cut
@@ -137,16 +234,32 @@ class ResponsePump:
         end_ns = self.last_ns or time.monotonic_ns()
         queued = inj.queued_ns
         return InjectionResult(inj, self.packets, first, status, affected, insert_id, warnings,
-                               tracker.status, self.rows, self.row_bytes,
+                               tracker.status if self.server_status is None else self.server_status,
+                               self.rows, self.row_bytes,
                                max(0, ((self.first_ns or end_ns) - queued) // 1000),
                                max(0, (end_ns - queued) // 1000), tracker.command in _BINARY)
+
+    def _finished(self) -> None:
+        self.finished = True
+        if self.future is not None:
+            self.future.set_result(None)
+        elif self.on_finish is not None:
+            self._detach()
+            self.on_finish(self)
 
     def _on_data(self, data: bytes = b"") -> None:
         server, client = self.state.server_ch, self.state.client_ch
         assert server is not None
         if data:
             self.state.server_seen = data
+            if self.whole:
+                self.whole = False
+                if not server.reader.buffered and self.first is None and self._take_whole(data):
+                    return
+                self._not_whole()
             server.reader.feed(data)
+        elif self.whole and server.reader.buffered:
+            self._not_whole()
         if self.finished:
             return
         tracker = self.tracker
@@ -190,12 +303,7 @@ class ResponsePump:
             client.write(data)
         if finished:
             self.last_ns = time.monotonic_ns()
-            self.finished = True
-            if self.future is not None:
-                self.future.set_result(None)
-            elif self.on_finish is not None:
-                self._detach()
-                self.on_finish(self)
+            self._finished()
         elif self.deliver and client.write_paused and server.transport is not None:
             server.transport.pause_reading()  # the client is slow: stop reading the server
 

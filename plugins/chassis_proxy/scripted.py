@@ -375,11 +375,9 @@ class ScriptedSession:
         if not tracker.expects_response:
             return False
         state.queries.pop()
-        if self.queries is not None:
-            self.queries.start(packet, tracker)
-        server.send(packet, 0)
         stream = not inj.resultset_is_needed
         pump = ResponsePump(state, tracker, deliver=stream, keep=not stream, client_seq=client_seq)
+        pump.send(packet, self.tracking, self.started)
         self.busy = True
         self.injected = (original, client_seq, inj)
         pump.follow(self.on_injected, self.on_pump_error)
@@ -501,7 +499,7 @@ class ScriptedSession:
                              "client; the result of injection %d is dropped",
                              state.connection_id, inj.id)
             else:
-                self._send_packets(pump.packets, answer_seq)
+                pump.send_kept(answer_seq)
                 answered = True
         return answered, None
 

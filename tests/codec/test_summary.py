@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 from chassis_mysql.constants import Capability, Command
+from chassis_mysql.framing import PacketReader
 from chassis_mysql.packets import OK, eof_packet, err_packet
 from chassis_mysql.response import ResponseTracker
 from chassis_mysql.resultset import encode_column_count, encode_text_row, text_column
-from chassis_mysql.summary import locate, outline, rows_from, summarize
+from chassis_mysql.summary import locate, outline, rows_from, split, summarize
 from hypothesis import given, settings
 
 from .recorded import CLIENTS, commands, conversation, negotiated
@@ -39,6 +40,7 @@ def _shortcuts_agree(caps: int, data: bytes) -> None:
     found = locate(data, caps)
     assert found is not None and found[:3] == summarize(data, caps)
     rows, _affected, error, at = found
+    _split_agrees(data, at)
     shape = outline(data, found)
     if not at:  # an OK or an ERR
         assert shape is None
@@ -52,6 +54,33 @@ def _shortcuts_agree(caps: int, data: bytes) -> None:
     assert data.startswith(head) and data.endswith(tail) and len(head) + len(tail) <= len(data)
     middle = bytes(b ^ 0x5A for b in data[len(head):len(data) - len(tail)])
     assert summarize(head + middle + tail, caps) == found[:3]
+
+
+def _split_agrees(data: bytes, at: int) -> None:
+    """split() gives the packet reader's payloads, the index of the first row (the packet
+    at ``at``), and says whether the sequence ids count up by one."""
+    reader = PacketReader()
+    reader.max_payload = None
+    reader.feed(data)
+    payloads, starts, pos = [], [], 0
+    while (packet := reader.next_packet()) is not None:
+        starts.append(pos)
+        payloads.append(packet.payload)
+        pos += 4 + len(packet.payload)
+    parts = split(data, at)
+    assert parts is not None
+    assert parts[0] == payloads and parts[2]
+    if at:
+        assert parts[1] == starts.index(at)
+    if len(payloads) > 1:  # a sequence id out of step is seen
+        bumped = bytearray(data)
+        bumped[starts[-1] + 3] ^= 0x40
+        assert split(bytes(bumped), at) == (payloads, parts[1], False)
+
+
+def test_split_refuses_split_packets() -> None:
+    big = b"\xff\xff\xff\x01" + b"x" * 0xFFFFFF + b"\x00\x00\x00\x02"
+    assert split(big, 0) is None
 
 
 @pytest.mark.parametrize("client", CLIENTS + RAW)

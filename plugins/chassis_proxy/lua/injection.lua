@@ -41,32 +41,45 @@ local function row_values(flag, ...)
 	return nil, ...
 end
 
--- r: the values of one response (see make_injection); view: injection.py's ResultView
-local function make_resultset(r, view)
-	local u = newproxy(true)
-	local mt = getmetatable(u)
-	local fields_cache
-	mt.__index = function(_, key)
-		if key == "query_status" or key == "affected_rows" or key == "insert_id"
-			or key == "warning_count" or key == "row_count" or key == "bytes" then
-			return r[key]
+-- An injection and its resultsets are proxies that share one metatable each (made once);
+-- each keeps its values in its environment table (debug.setfenv on a userdata), the
+-- arguments of make_injection in order: no table of fields or closures per call.
+local debug_getfenv, debug_setfenv = debug.getfenv, debug.setfenv
+local VIEW, ID, QUERY, QUERY_TIME, RESPONSE_TIME = 1, 2, 3, 4, 5
+local FIELD = { query_status = 6, affected_rows = 7, insert_id = 8, warning_count = 9,
+	row_count = 10, bytes = 11 }
+local IN_TRANS, AUTO_COMMIT, NO_GOOD_INDEX_USED, NO_INDEX_USED = 12, 13, 14, 15
+local BUFFERED, RAW, SESSION_VARIABLES, FIELDS = 16, 17, 18, 19
+
+local resultset_proto = newproxy(true)
+do
+	local mt = getmetatable(resultset_proto)
+	mt.__index = function(u, key)
+		local r = debug_getfenv(u)
+		local at = FIELD[key]
+		if at then
+			return r[at]
 		elseif key == "flags" then
 			return {
-				in_trans = r.in_trans, auto_commit = r.auto_commit,
-				no_good_index_used = r.no_good_index_used, no_index_used = r.no_index_used,
+				in_trans = r[IN_TRANS], auto_commit = r[AUTO_COMMIT],
+				no_good_index_used = r[NO_GOOD_INDEX_USED], no_index_used = r[NO_INDEX_USED],
 			}
 		elseif key == "session_variables" then
-			return r.session_variables
+			return r[SESSION_VARIABLES]
 		elseif key == "raw" then
-			if not r.buffered then not_buffered("raw") end
-			return r.raw
+			if not r[BUFFERED] then not_buffered("raw") end
+			return r[RAW]
 		elseif key == "fields" then
-			if not r.buffered then not_buffered("fields") end
-			if not fields_cache then fields_cache = make_fields(py_fields(view)) end
-			return fields_cache
+			if not r[BUFFERED] then not_buffered("fields") end
+			local fields = r[FIELDS]
+			if not fields then
+				fields = make_fields(py_fields(r[VIEW]))
+				r[FIELDS] = fields
+			end
+			return fields
 		elseif key == "rows" then
-			if not r.buffered then not_buffered("rows") end
-			local i = 0
+			if not r[BUFFERED] then not_buffered("rows") end
+			local view, i = r[VIEW], 0
 			return function()
 				i = i + 1
 				local row, err = row_values(py_row(view, i))
@@ -78,35 +91,37 @@ local function make_resultset(r, view)
 	end
 	mt.__newindex = function(_, key) error(string_format(".resultset.%s is read-only", tostring(key)), 2) end
 	mt.__tostring = function() return "resultset" end
-	return u
 end
 
--- The arguments are injection.py's ResultView.arguments(): the view, then the values the
--- objects return as they are.
-local function make_injection(view, id, query, query_time, response_time, query_status, affected_rows,
-		insert_id, warning_count, row_count, bytes, in_trans, auto_commit, no_good_index_used,
-		no_index_used, buffered, raw, session_variables)
-	local r = {
-		query_status = query_status, affected_rows = affected_rows, insert_id = insert_id,
-		warning_count = warning_count, row_count = row_count, bytes = bytes,
-		in_trans = in_trans, auto_commit = auto_commit, no_good_index_used = no_good_index_used,
-		no_index_used = no_index_used, buffered = buffered, raw = raw,
-		session_variables = session_variables,
-	}
-	local u = newproxy(true)
-	local mt = getmetatable(u)
-	mt.__index = function(_, key)
-		if key == "id" or key == "type" then return id
-		elseif key == "query" then return query
-		elseif key == "query_time" then return query_time
-		elseif key == "response_time" then return response_time
-		elseif key == "resultset" then return make_resultset(r, view)
+local injection_proto = newproxy(true)
+do
+	local mt = getmetatable(injection_proto)
+	mt.__index = function(u, key)
+		local r = debug_getfenv(u)
+		if key == "id" or key == "type" then return r[ID]
+		elseif key == "query" then return r[QUERY]
+		elseif key == "query_time" then return r[QUERY_TIME]
+		elseif key == "response_time" then return r[RESPONSE_TIME]
+		elseif key == "resultset" then
+			local rs = newproxy(resultset_proto)
+			debug_setfenv(rs, r)
+			return rs
 		end
 		py_log("message", string_format("inj[%s] ... not found", tostring(key)))
 		return nil
 	end
 	mt.__newindex = function(_, key) error(string_format("inj.%s is read-only", tostring(key)), 2) end
 	mt.__tostring = function() return "injection" end
+end
+
+-- The arguments are injection.py's ResultView.arguments(): the view (py.result_fields and
+-- py.result_row read it), then the values the objects return as they are (id, query,
+-- query_time, response_time, query_status, affected_rows, insert_id, warning_count,
+-- row_count, bytes, in_trans, auto_commit, no_good_index_used, no_index_used, buffered,
+-- raw, session_variables).
+local function make_injection(...)
+	local u = newproxy(injection_proto)
+	debug_setfenv(u, { ... })
 	return u
 end
 

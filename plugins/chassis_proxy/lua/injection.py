@@ -35,8 +35,8 @@ from chassis_mysql.resultset import (
     parse_text_row,
 )
 
-from chassis_proxy.hooks import InjectionResult
-from chassis_proxy.lua.objects import lua_number
+from chassis_proxy.hooks import ConnectionView, InjectionResult
+from chassis_proxy.lua.objects import lua_number, negotiated_capabilities
 
 _EXT_META = int(Capability.MARIADB_CLIENT_EXTENDED_METADATA)
 _TRACK = int(Capability.SESSION_TRACK)
@@ -90,12 +90,16 @@ def _column(payload: bytes, capabilities: int) -> tuple[ColumnDefinition, tuple[
 class ResultView:
     """Decodes one buffered response on demand for the Lua injection object."""
 
-    __slots__ = ("_capabilities", "_columns", "_rows_start", "_table", "_types", "result", "size")
+    __slots__ = ("_capabilities", "_columns", "_conn", "_rows_start", "_table", "_types", "result",
+                 "size")
 
-    def __init__(self, result: InjectionResult, table: Callable[..., Any], capabilities: int = 0) -> None:
+    def __init__(self, result: InjectionResult, table: Callable[..., Any],
+                 conn: ConnectionView | None = None) -> None:
         self.result = result
         self._table = table
-        self._capabilities = capabilities
+        #: The negotiated capabilities, read from ``conn`` when fields or rows are decoded.
+        self._conn = conn
+        self._capabilities: int | None = None
         self._columns: list[ColumnDefinition] | None = None
         self._types: list[tuple[int, bool]] = []
         self._rows_start = 0
@@ -119,14 +123,14 @@ class ResultView:
             self,
             lua_number(inj.id),
             inj.packet,
-            lua_number(r.query_time_us),
-            lua_number(r.response_time_us),
+            r.query_time_us,  # times, counts and sizes are far below 2**53 (see lua_number)
+            r.response_time_us,
             r.query_status,
             None if r.affected_rows is None else lua_number(r.affected_rows),
             None if r.insert_id is None else lua_number(r.insert_id),
             r.warning_count,
-            lua_number(r.row_count),
-            lua_number(r.bytes),
+            r.row_count,
+            r.bytes,
             bool(status & _IN_TRANS),
             bool(status & _AUTOCOMMIT),
             bool(status & _NO_GOOD_INDEX_USED),
@@ -141,14 +145,23 @@ class ResultView:
         None: only with SESSION_TRACK negotiated and the server's SESSION_STATE_CHANGED
         flag, so other results pay one test."""
         first = self.result.first_packet
-        if not (status & _STATE_CHANGED and self._capabilities & _TRACK
-                and first and first[0] == OK_HEADER):
+        if not (status & _STATE_CHANGED and first and first[0] == OK_HEADER):
+            return None
+        capabilities = self.capabilities()
+        if not capabilities & _TRACK:
             return None
         try:
-            found = OK.parse(first, self._capabilities).system_variables()
+            found = OK.parse(first, capabilities).system_variables()
         except ProtocolError:
             return None
         return self._table(found)
+
+    def capabilities(self) -> int:
+        """The capabilities the client and server agreed on (how columns and OKs look)."""
+        found = self._capabilities
+        if found is None:
+            found = self._capabilities = negotiated_capabilities(self._conn) if self._conn is not None else 0
+        return found
 
     def columns(self) -> list[ColumnDefinition]:
         """The first result set's column definitions (empty for OK, ERR, LOCAL INFILE)."""
@@ -161,10 +174,11 @@ class ResultView:
         first = packets[0] if packets else b""
         if first and first[0] not in (OK_HEADER, ERR_HEADER, LOCAL_INFILE_HEADER):
             try:
-                n = column_count(first)
-                capabilities = self._capabilities
+                n = first[0] if first[0] < 0xFB else column_count(first)
+                capabilities = self.capabilities()
+                cached = _column_cache.get
                 for payload in packets[1 : 1 + n]:
-                    column, pair = _column(payload, capabilities)
+                    column, pair = cached((payload, capabilities)) or _column(payload, capabilities)
                     columns.append(column)
                     types.append(pair)
                 pos = 1 + n
@@ -201,7 +215,8 @@ class ResultView:
         columns = self._columns
         if columns is None:
             columns = self.columns()
-        packets = self.result.packets or []
+        result = self.result
+        packets = result.packets or []
         start = self._rows_start
         index = start + int(i) - 1
         if not columns or index >= len(packets) or index < start:
@@ -211,11 +226,14 @@ class ResultView:
         if head == ERR_HEADER or (head == EOF_HEADER and len(payload) < 0xFFFFFF):
             return None  # end of the first result set (EOF, or OK under DEPRECATE_EOF) or an error
         try:
-            if self.result.binary:
+            if result.binary:
                 types = self._types
                 values = parse_binary_row_of(payload, types)
-                return (True, *[v if v is None or type(v) is bytes else _as_text(v, t[0])
-                                for v, t in zip(values, types)])
+                for v in values:
+                    if v is not None and type(v) is not bytes:  # numbers, dates: as text
+                        return (True, *[v if v is None or type(v) is bytes else _as_text(v, t[0])
+                                        for v, t in zip(values, types)])
+                return (True, *values)
             return (True, *parse_text_row(payload, len(columns)))
         except ProtocolError as e:
             return False, f".resultset.rows: row {int(i)} is invalid: {e}".encode()

@@ -308,7 +308,7 @@ class LuaConnectionHooks:
         buffered = result.packets is not None
         if self._state is None or self._absent("read_query_result"):
             return NO_DECISION
-        view = ResultView(result, self._calls.table, negotiated_capabilities(self.conn))
+        view = ResultView(result, self._calls.table, self.conn)
         args = view.arguments()
         status, value = self._calls.call_read_query_result(self.conn, self._state, args, view.size)
         if status == CALL_MISSING:
