@@ -394,12 +394,10 @@ class StreamPump:
                 client.on_resume = None
                 self.on_done()
                 return
+        # on_data takes this buffer and the rest of the answer, from where start_recorded left
+        if server is not None:
             server.sink = self.on_data_sink
-        self.tracker = NO_ANSWER
-        self.server_seq = 1
-        self.offset = None
-        self.carry = b""
-        self.paused = False
+        self._rewind(NO_ANSWER, self.client_seq)
         self.on_data(data)
 
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
@@ -407,13 +405,17 @@ class StreamPump:
         self.recorded = None
         self._begin(tracker, client_seq)
 
-    def _begin(self, tracker: ResponseTracker, client_seq: int) -> None:
+    def _rewind(self, tracker: ResponseTracker, client_seq: int) -> None:
+        """The state of a response not begun: followed by ``tracker``, from ``client_seq``."""
         self.tracker = tracker
         self.client_seq = client_seq
         self.server_seq = 1
         self.offset = None
         self.carry = b""
         self.paused = False
+
+    def _begin(self, tracker: ResponseTracker, client_seq: int) -> None:
+        self._rewind(tracker, client_seq)
         state = self.state
         server = state.server_ch
         assert server is not None

@@ -25,6 +25,7 @@ from chassis_proxy.hooks import (
     Outcome,
     ScriptLoadError,
 )
+from chassis_proxy.queries import QueryRecorder
 from chassis_proxy.service import ProxyService
 from chassis_proxy.settings import ProxySettings, parse_backends
 
@@ -114,10 +115,12 @@ class InProcessProxy:
     """A ProxyService on 127.0.0.1:<free port> in a background thread."""
 
     def __init__(self, backends: Sequence[str], host: PyScriptHost | None = None,
-                 **settings: Any) -> None:
+                 recorder: QueryRecorder | None = None, **settings: Any) -> None:
         self.settings = ProxySettings(listen=parse_address("127.0.0.1:0", 4040),
                                       backends=parse_backends(list(backends), []), **settings)
         self.host = host
+        #: Query digests and the slow log, as the plugin makes them (None: neither).
+        self.recorder = recorder
         self.loop: asyncio.AbstractEventLoop | None = None
         self.service: ProxyService | None = None
         self._ready = threading.Event()
@@ -135,7 +138,7 @@ class InProcessProxy:
     async def _serve(self) -> None:
         assert self.settings.listen is not None
         sock = bind_listener(self.settings.listen, reuse_port=False)
-        self.service = ProxyService(self.settings, sock, self.host)
+        self.service = ProxyService(self.settings, sock, self.host, recorder=self.recorder)
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         await self.service.serve()

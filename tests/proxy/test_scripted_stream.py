@@ -19,6 +19,8 @@ from typing import Any
 import mysql.connector
 import pymysql
 import pytest
+from chassis_proxy.digests import DigestTable
+from chassis_proxy.queries import QueryRecorder
 from pymysql.constants import CLIENT
 
 from tests.proxy.inproc import Hooks, InProcessProxy, PyScriptHost
@@ -124,6 +126,45 @@ def test_binary_results_split_anywhere_reach_the_client_whole(
         for n in (1, 5, 30):
             cur.execute("SELECT seq, seq * 2 FROM seq_1_to_100 WHERE seq <= ?", (n,))
             assert cur.fetchall() == [(i, i * 2) for i in range(1, n + 1)]
+        cur.close()
+    finally:
+        conn.close()
+
+
+def test_repeated_queries_split_anywhere_reach_the_client_whole(mariadb: MariaDB) -> None:
+    """With digests on, a repeated query's answer is recorded as the relay does
+    (StreamPump.on_recorded); when its first buffer is a few bytes, the rest still reaches
+    the client whole, and every query is counted."""
+    dribbler = Dribbler((mariadb.host, mariadb.port))
+    digests = DigestTable()
+    with contextlib.ExitStack() as stack:
+        stack.callback(dribbler.close)
+        proxy = stack.enter_context(InProcessProxy([f"127.0.0.1:{dribbler.port}"],
+                                                   PyScriptHost(Hooks),
+                                                   recorder=QueryRecorder(digests, None)))
+        _repeat_queries(proxy, dribbler)
+    rows = {row["digest_text"]: row for row in digests.as_rows()}
+    point = rows["select seq, repeat(?, seq) from seq_1_to_100 where seq = ?"]
+    assert (point["count"], point["rows_sent"]) == (40, 40)
+    same = rows["select ?"]
+    assert (same["count"], same["rows_sent"]) == (20, 20)
+
+
+def _repeat_queries(proxy: InProcessProxy, dribbler: Dribbler) -> None:
+    conn: Any = mysql.connector.connect(host="127.0.0.1", port=proxy.port, user="root",
+                                        password="", database="test", use_pure=True,
+                                        connection_timeout=10)
+    try:
+        cur = conn.cursor(prepared=True)
+        before = dribbler.pieces
+        for i in range(1, 41):
+            cur.execute("SELECT seq, REPEAT('y', seq) FROM seq_1_to_100 WHERE seq = ?", (i,))
+            assert cur.fetchall() == [(i, "y" * i)]
+        plain = conn.cursor()
+        for _ in range(20):
+            plain.execute("SELECT 'same text'")
+            assert plain.fetchall() == [("same text",)]
+        assert dribbler.pieces - before > 100
         cur.close()
     finally:
         conn.close()
