@@ -216,40 +216,14 @@ class HookCalls:
 
     def call_hook(self, conn: ConnectionView, state: Any, name: bytes) -> tuple[int, Any]:
         """:meth:`call` of ``call_hook`` for the hook ``name``, arming --lua-max-memory from
-        here when there is room, as read_query does: two Python callbacks fewer per call.
-        (:meth:`_call_armed`, inlined: the login hooks run several times per login.)"""
+        here when there is room, as read_query does: two Python callbacks fewer per call."""
         if not self.arms_itself:
             return self.call(conn, "call_hook", state, name)
         used = self.memory_used()
         if used >= self.arm_below:
             return self.call(conn, "call_hook", state, name)
-        previous = self.current
-        self.current = conn
-        started = time.perf_counter()
-        set_max_memory = self.set_max_memory
-        set_max_memory(self.max_memory)
-        try:
-            answer = self._hook_armed(state, name)
-        except LuaMemoryError:
-            answer = CALL_MEMORY, None
-        except LuaError as e:
-            answer = CALL_ERROR, str(e).encode()
-        finally:
-            set_max_memory(0)
-            self.current = previous
-        if answer is None:
-            status, value = CALL_OK, None
-        else:
-            status, value = unpack_answer(answer)
-        if status != CALL_MISSING:
-            hook = _HOOK_NAMES.get(name) or name.decode()
-            hook_calls = self.hook_calls
-            hook_calls[hook] = hook_calls.get(hook, 0) + 1
-            hook_seconds = self.hook_seconds
-            hook_seconds[hook] = hook_seconds.get(hook, 0.0) + time.perf_counter() - started
-        if self.memory_used() - used > self.big_hook:
-            self.collect()  # the hook's garbage, before anyone arms again
-        return status, value
+        return self._call_armed(conn, used, self._hook_armed, _HOOK_NAMES.get(name) or name.decode(),
+                                state, name)
 
     def _call_armed(self, conn: ConnectionView, used: int, entry: Callable[..., Any], hook: str,
                     *args: Any) -> tuple[int, Any]:

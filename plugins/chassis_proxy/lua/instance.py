@@ -23,7 +23,7 @@ from chassis_proxy.hooks import (
     InjectionResult,
     Outcome,
 )
-from chassis_proxy.lua.calls import HookCalls
+from chassis_proxy.lua.calls import HookCalls, unpack_answer
 from chassis_proxy.lua.injection import ResultView
 from chassis_proxy.lua.limits import ARM_HEADROOM, CALL_ERROR, CALL_MEMORY, CALL_MISSING, CALL_OK, Limits
 from chassis_proxy.lua.objects import log_prefix, negotiated_capabilities, python_text
@@ -238,7 +238,7 @@ class LuaConnectionHooks:
             finally:
                 set_max_memory(0)
                 calls.current = previous
-        else:
+        else:  # the same, unarmed (HookCalls.call's shape, inlined as above)
             try:
                 answer = calls.call_read_query(state, packet)
             except LuaMemoryError:
@@ -255,11 +255,7 @@ class LuaConnectionHooks:
             if queries:
                 self._discard_queue()
             return NO_DECISION
-        # the rest of the short answer (calls.unpack_answer, inlined)
-        if answer.__class__ is tuple:
-            status, value = answer
-        else:
-            status, value = CALL_OK, answer
+        status, value = unpack_answer(answer)
         if status != CALL_MISSING:  # the metrics (HookCalls.hook_stats)
             calls.read_query_calls += 1
             calls.read_query_seconds += perf_counter() - started

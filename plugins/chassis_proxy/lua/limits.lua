@@ -324,7 +324,7 @@ end
 -- when priv[lazy_response] is nil).
 --   call_read_query_armed(cs, packet): for a caller that armed the memory ceiling itself
 --     and lifts it after the call (guarded_armed's work)
---   call_read_query(cs, packet): guarded's work (this arms and lifts the ceiling)
+--   call_read_query(cs, packet): through guarded (which arms and lifts the ceiling)
 function L.read_query_entries(proxy_mt, lazy_response, fresh_response)
 	local function call_read_query_armed(cs, packet)
 		local priv = cs.priv
@@ -355,27 +355,12 @@ function L.read_query_entries(proxy_mt, lazy_response, fresh_response)
 		if priv[lazy_response] == nil then fresh_response(priv) end
 		local f = cs.env.read_query
 		if f == nil then return ST_MISSING, nil end
-		interrupted = nil
-		deadline = nil
-		timed = timeout_set
-		collect_if_near()
-		in_hook = true
-		if py_arm then py_arm() end
-		local ok, ret = raw_pcall(f, packet)
-		if not ok then return finish(false, ret) end
-		timed = false
-		deadline = nil
-		if in_hook then
-			in_hook = false
-			if py_lift then py_lift() end
-		end
-		collect_if_big()
-		armed_by_caller = false
-		interrupted = nil
-		if ret ~= nil and type(ret) == "number" then return ret end
+		local status, value = guarded(f, packet)
+		if status ~= ST_OK then return status, value end
+		return value
 	end
 
-	runs_hook[call_read_query_armed], runs_hook[call_read_query] = true, true
+	runs_hook[call_read_query_armed] = true
 	return call_read_query_armed, call_read_query
 end
 
