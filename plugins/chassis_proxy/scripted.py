@@ -29,6 +29,7 @@ from typing import Any
 
 from chassis_mysql.constants import Command, ErrorCode
 from chassis_mysql.errors import ProtocolError
+from chassis_mysql.framing import is_one_packet
 from chassis_mysql.infile import is_local_infile_request
 from chassis_mysql.packets import err_packet, is_ok
 from chassis_mysql.response import ResponseTracker
@@ -137,7 +138,7 @@ class ScriptedSession:
             state.client_seen = data
             n = len(data)
             if (not self.busy and 4 < n <= self.max_command + 4 and not reader.buffered
-                    and n - 4 == data[0] | (data[1] << 8) | (data[2] << 16)):
+                    and is_one_packet(data)):
                 if data[3] == 0 and not state.connection_close and not self.done.done():
                     # The hot path: one command with sequence id 0, as the server wants it.
                     try:
