@@ -89,8 +89,8 @@ class ProxyConnection:
         self.hooks: ConnectionHooks | None = None
         #: The script host of this client, to its end (a reload may replace the service's).
         self.script_host = service.script_host
-        self.client_leg: relay.RelayLeg | None = None
-        self.server_leg: relay.RelayLeg | None = None
+        self.client_leg: relay.LegBase | None = None
+        self.server_leg: relay.LegBase | None = None
         self.session: scripted.ScriptedSession | None = None
         self.task: asyncio.Task[None] | None = None
         self._folded = (0, 0, 0)
@@ -258,7 +258,7 @@ class ProxyConnection:
             self.close()
         # Otherwise (login) the coroutine's read wakes up with ChannelClosed.
 
-    def _relay_lost(self, leg: relay.RelayLeg, exc: BaseException | None) -> None:
+    def _relay_lost(self, leg: relay.LegBase, exc: BaseException | None) -> None:
         """A relayed leg closed: close the other one too, with one log line."""
         if self.state.closed:
             return

@@ -144,7 +144,7 @@ class Watched(asyncio.Protocol):
 
     __slots__ = ("inner", "watch")
 
-    def __init__(self, inner: relay.RelayLeg, watch: Watch) -> None:
+    def __init__(self, inner: relay.LegBase, watch: Watch) -> None:
         self.inner = inner
         self.watch = watch
 

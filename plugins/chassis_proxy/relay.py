@@ -25,8 +25,10 @@ with the client's next command.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from time import monotonic
+from typing import TYPE_CHECKING
 
 from chassis_mysql.constants import MAX_PAYLOAD, Capability, Command
 from chassis_mysql.errors import ProtocolError
@@ -36,8 +38,13 @@ from chassis_mysql.summary import Located, locate, outline, rows_from
 
 from chassis_proxy.queries import ConnectionQueries, Slot
 
+try:
+    from chassis_proxy import _relay
+except ImportError:  # not built (no C compiler): the reference classes below do the work
+    _relay = None  # type: ignore[assignment]
+
 #: What a relay reports when one of its legs closes: the leg and the transport's error.
-LostCallback = Callable[["RelayLeg", BaseException | None], None]
+LostCallback = Callable[["LegBase", BaseException | None], None]
 
 #: A client's COM_QUIT, as it ends its last buffer (length 1, sequence 0, command 0x01).
 COM_QUIT_PACKET = frame(bytes((Command.QUIT,)), 0)
@@ -46,16 +53,35 @@ COM_QUIT_PACKET = frame(bytes((Command.QUIT,)), 0)
 _UNANSWERED = frozenset({int(Command.STMT_CLOSE), int(Command.STMT_SEND_LONG_DATA), int(Command.QUIT)})
 
 
-class RelayLeg(asyncio.Protocol):
+class LegBase(asyncio.Protocol):
     """One direction's reader: forwards what it reads to ``peer``.
 
     ``nbytes`` and ``commands`` are the only bookkeeping on the hot path (plain integer
-    slots); the connection folds them into the admin counters when it closes and when
-    the service's sweeper passes.
+    fields); the connection folds them into the admin counters when it closes and when
+    the service's sweeper passes. What a leg does with a buffer (``data_received``) is
+    its class's: the reference classes below in Python, or, when the C module
+    ``chassis_proxy._relay`` was built, :class:`CompiledLeg` doing the same by ``kind``.
     """
 
-    __slots__ = ("at_command", "commands", "is_client", "last", "nbytes", "on_lost", "paused",
-                 "peer", "tracking", "transport", "turn")
+    # The fields are RelayLeg's slots, or the C type's members: none here (a slot here
+    # would clash with the C layout), but mypy checks the assignments against these.
+    if TYPE_CHECKING:
+        __slots__ = ("at_command", "commands", "is_client", "last", "nbytes", "on_lost", "paused",
+                     "peer", "tracking", "transport", "turn")
+    else:
+        __slots__ = ()
+    KIND = 0
+    on_lost: LostCallback
+    turn: list[bool]
+    transport: asyncio.Transport
+    peer: asyncio.Transport
+    is_client: bool
+    last: bytes
+    paused: bool
+    nbytes: int
+    commands: int
+    at_command: Callable[[], None] | None
+    tracking: Tracking | None
 
     def __init__(self, on_lost: LostCallback, transport: asyncio.Transport,
                  peer: asyncio.Transport, is_client: bool, turn: list[bool],
@@ -67,21 +93,18 @@ class RelayLeg(asyncio.Protocol):
         self.transport = transport
         self.peer = peer
         self.is_client = is_client
-        self.last: bytes = b""
+        self.last = b""
         self.paused = False
         self.nbytes = 0
         self.commands = 0
         #: Set on the client leg while the proxy stops: called instead of forwarding the
         #: client's next command once the last one is answered (see Connection.close_after_command).
-        self.at_command: Callable[[], None] | None = None
+        self.at_command = None
         #: The tracked legs' shared state (None on the plain legs, which never read it).
         self.tracking = tracking
 
     def data_received(self, data: bytes) -> None:
-        self.last = data
-        self.nbytes += len(data)
-        self.turn[0] = False  # the server answered
-        self.peer.write(data)
+        raise NotImplementedError
 
     def eof_received(self) -> bool:
         return False
@@ -105,6 +128,20 @@ class RelayLeg(asyncio.Protocol):
         self.on_lost(self, exc)
 
 
+class RelayLeg(LegBase):
+    """The server leg (the reference implementation): forwards, counts, and notes that
+    the server answered."""
+
+    __slots__ = ("at_command", "commands", "is_client", "last", "nbytes", "on_lost", "paused",
+                 "peer", "tracking", "transport", "turn")
+
+    def data_received(self, data: bytes) -> None:
+        self.last = data
+        self.nbytes += len(data)
+        self.turn[0] = False  # the server answered
+        self.peer.write(data)
+
+
 class ClientRelayLeg(RelayLeg):
     """The client side also counts buffers that start a command (sequence id 0).
 
@@ -113,6 +150,7 @@ class ClientRelayLeg(RelayLeg):
     """
 
     __slots__ = ()
+    KIND = 1
 
     def data_received(self, data: bytes) -> None:
         if len(data) > 4 and data[3] == 0:
@@ -221,7 +259,12 @@ class Tracking:
         times.append(seconds)
         slot.last = now
         if seconds >= self.long_query_time:
-            self.queries.slow(slot.text, seconds, *self.figures(slot, data))
+            self.slow_answer(slot, data, seconds)
+
+    def slow_answer(self, slot: Slot, data: bytes, seconds: float) -> None:
+        """``slot``'s answer ``data`` took ``seconds``, at least --proxy-long-query-time:
+        it goes to the slow log (also called by the compiled legs)."""
+        self.queries.slow(slot.text, seconds, *self.figures(slot, data))
 
     def reread(self, slot: Slot, data: bytes) -> tuple[int, ...] | None:
         """The figures of an answer not shaped as the slot's last one (its first, a new
@@ -300,6 +343,7 @@ class TrackedClientLeg(ClientRelayLeg):
     """The client leg when queries are recorded: also starts following each command."""
 
     __slots__ = ()
+    KIND = 2
     tracking: Tracking
 
     def data_received(self, data: bytes) -> None:
@@ -334,6 +378,7 @@ class TrackedServerLeg(RelayLeg):
     """
 
     __slots__ = ()
+    KIND = 3
     tracking: Tracking
 
     def data_received(self, data: bytes) -> None:
@@ -369,26 +414,50 @@ class TrackedServerLeg(RelayLeg):
         tracking.timed(slot, data)
 
 
+if _relay is not None:
+    class CompiledLeg(_relay.Leg, LegBase):
+        """A leg whose ``data_received`` is the C module's, which does what the reference
+        class of the same ``kind`` does (``RelayLeg.KIND`` and its subclasses')."""
+
+        __slots__ = ()
+
+        def __init__(self, kind: int, on_lost: LostCallback, transport: asyncio.Transport,
+                     peer: asyncio.Transport, is_client: bool, turn: list[bool],
+                     tracking: Tracking | None = None) -> None:
+            LegBase.__init__(self, on_lost, transport, peer, is_client, turn, tracking)
+            self.kind = kind
+
+#: Whether relays use the C legs (``chassis_proxy._relay`` built, and not turned off with
+#: CHASSIS_RELAY=python in the environment, which the tests use to run the reference).
+COMPILED = _relay is not None and os.environ.get("CHASSIS_RELAY", "") != "python"
+
+
+def _leg(cls: type[RelayLeg], compiled: bool, on_lost: LostCallback, transport: asyncio.Transport,
+         peer: asyncio.Transport, turn: list[bool], tracking: Tracking | None) -> LegBase:
+    is_client = cls.KIND in (ClientRelayLeg.KIND, TrackedClientLeg.KIND)
+    if compiled:
+        return CompiledLeg(cls.KIND, on_lost, transport, peer, is_client, turn, tracking)
+    return cls(on_lost, transport, peer, is_client, turn, tracking)
+
+
 def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Transport,
           client_pending: bytes, server_pending: bytes,
           queries: ConnectionQueries | None = None,
-          capabilities: int = 0) -> tuple[RelayLeg, RelayLeg]:
+          capabilities: int = 0, compiled: bool | None = None) -> tuple[LegBase, LegBase]:
     """Switch both transports to relaying; forward bytes the packet readers still held.
 
     ``on_lost`` is called once per leg that closes (the connection closes the other).
     With ``queries`` (digests or the slow log on) the legs also track each command's
-    answer, under the connection's negotiated ``capabilities``.
+    answer, under the connection's negotiated ``capabilities``. ``compiled`` chooses the
+    C legs or the reference ones (default: :data:`COMPILED`).
     """
+    use_c = COMPILED if compiled is None else compiled and _relay is not None
     turn = [False]
-    client_leg: RelayLeg
-    server_leg: RelayLeg
-    if queries is None:
-        client_leg = ClientRelayLeg(on_lost, client, server, True, turn)
-        server_leg = RelayLeg(on_lost, server, client, False, turn)
-    else:
-        tracking = Tracking(queries, capabilities)
-        client_leg = TrackedClientLeg(on_lost, client, server, True, turn, tracking)
-        server_leg = TrackedServerLeg(on_lost, server, client, False, turn, tracking)
+    tracking = None if queries is None else Tracking(queries, capabilities)
+    client_leg = _leg(ClientRelayLeg if tracking is None else TrackedClientLeg, use_c,
+                      on_lost, client, server, turn, tracking)
+    server_leg = _leg(RelayLeg if tracking is None else TrackedServerLeg, use_c,
+                      on_lost, server, client, turn, tracking)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

@@ -59,6 +59,12 @@ ensure_debian_packages() {
       missing+=("$pkg")
     fi
   done
+  # a C compiler and Python's headers: for mysqlclient, and for the relay's C module
+  # (plugins/chassis_proxy/_relay.c), which the tests require to be built
+  if ! command -v gcc >/dev/null 2>&1; then missing+=(build-essential); fi
+  if ! [ -f "$("$(chassis_python)" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h" ]; then
+    missing+=(python3-dev)
+  fi
   # python3-venv and headers for building mysqlclient
   if ! "$(chassis_python)" -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -gt 0 ]; then
@@ -74,7 +80,7 @@ ensure_venv() {
   fi
   local stamp=.venv/.chassis-installed
   local want
-  want=$(cat pyproject.toml tests/echo_plugin/pyproject.toml | sha256sum | cut -d' ' -f1)
+  want=$(cat pyproject.toml setup.py plugins/chassis_proxy/_relay.c tests/echo_plugin/pyproject.toml | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "== installing chassis and its test extras into .venv (log: .venv/pip.log)"
     # an older checkout installed this project under the name "chassis" (an unrelated
@@ -100,7 +106,7 @@ ensure_demo_venv() {
     "$(chassis_python)" -m venv "$venv"
   fi
   local stamp=$venv/.chassis-installed want
-  want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+  want=$(cat pyproject.toml setup.py plugins/chassis_proxy/_relay.c | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "== installing chassis into $venv (pip install -e .; log: $venv/pip.log)"
     if ! "$venv/bin/python" -m pip install -e . >"$venv/pip.log" 2>&1; then
