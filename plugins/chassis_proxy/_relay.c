@@ -436,9 +436,10 @@ static PyObject *Leg_data_received(Leg *self, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* Leg is a static type: the heap subclass's own traverse (subtype_traverse) visits the
+ * instance's type before calling this one, so this does not. */
 static int Leg_traverse(Leg *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->on_lost);
     Py_VISIT(self->transport);
     Py_VISIT(self->peer);
