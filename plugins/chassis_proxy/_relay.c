@@ -436,6 +436,47 @@ static PyObject *Leg_data_received(Leg *self, PyObject *data)
     Py_RETURN_NONE;
 }
 
+/* Leg(kind, on_lost, transport, peer, is_client, turn, tracking=None): relay.LegBase's
+ * __init__ with the kind, in C, as a login sets up two legs. */
+static int Leg_init(Leg *self, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"kind", "on_lost", "transport", "peer", "is_client", "turn", "tracking", NULL};
+    int kind, is_client;
+    PyObject *on_lost, *transport, *peer, *turn, *tracking = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iOOOpO|O:Leg", names, &kind, &on_lost, &transport,
+                                     &peer, &is_client, &turn, &tracking))
+        return -1;
+    if (kind < KIND_SERVER || kind > KIND_TRACKED_SERVER) {
+        PyErr_Format(PyExc_ValueError, "a relay leg's kind is 0 to 3, not %d", kind);
+        return -1;
+    }
+    if (!PyList_Check(turn) || PyList_GET_SIZE(turn) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a relay leg's turn must be a one-item list");
+        return -1;
+    }
+    self->kind = kind;
+    self->is_client = (char)is_client;
+    self->paused = 0;
+    self->nbytes = 0;
+    self->commands = 0;
+    Py_INCREF(on_lost);
+    Py_XSETREF(self->on_lost, on_lost);
+    Py_INCREF(transport);
+    Py_XSETREF(self->transport, transport);
+    Py_INCREF(peer);
+    Py_XSETREF(self->peer, peer);
+    Py_INCREF(turn);
+    Py_XSETREF(self->turn, turn);
+    Py_INCREF(tracking);
+    Py_XSETREF(self->tracking, tracking);
+    PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+    if (empty == NULL)
+        return -1;
+    Py_XSETREF(self->last, empty);
+    Py_XSETREF(self->at_command, Py_NewRef(Py_None));
+    return 0;
+}
+
 /* Leg is a static type: the heap subclass's own traverse (subtype_traverse) visits the
  * instance's type before calling this one, so this does not. */
 static int Leg_traverse(Leg *self, visitproc visit, void *arg)
@@ -499,6 +540,7 @@ static PyTypeObject LegType = {
     .tp_basicsize = sizeof(Leg),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Leg_init,
     .tp_dealloc = (destructor)Leg_dealloc,
     .tp_traverse = (traverseproc)Leg_traverse,
     .tp_clear = (inquiry)Leg_clear,

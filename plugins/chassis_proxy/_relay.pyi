@@ -23,4 +23,7 @@ class Leg:
     is_client: bool
     paused: bool
     kind: int
+    def __init__(self, kind: int, on_lost: Callable[[Any, BaseException | None], None],
+                 transport: asyncio.Transport, peer: asyncio.Transport, is_client: bool,
+                 turn: list[bool], tracking: Any = None) -> None: ...
     def data_received(self, data: bytes) -> None: ...

@@ -420,12 +420,8 @@ if _relay is not None:
         class of the same ``kind`` does (``RelayLeg.KIND`` and its subclasses')."""
 
         __slots__ = ()
-
-        def __init__(self, kind: int, on_lost: LostCallback, transport: asyncio.Transport,
-                     peer: asyncio.Transport, is_client: bool, turn: list[bool],
-                     tracking: Tracking | None = None) -> None:
-            LegBase.__init__(self, on_lost, transport, peer, is_client, turn, tracking)
-            self.kind = kind
+        # __init__(kind, on_lost, transport, peer, is_client, turn, tracking=None) is the C
+        # type's (first in the MRO): LegBase.__init__'s fields, and the kind
 
 #: Whether relays use the C legs (``chassis_proxy._relay`` built, and not turned off with
 #: CHASSIS_RELAY=python in the environment, which the tests use to run the reference).
