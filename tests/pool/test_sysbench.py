@@ -97,19 +97,24 @@ def test_sysbench_oltp_read_write_through_rw_splitting(
         sysbench: str, proxy: PoolProxy, primary: MariaDB, replica: MariaDB) -> None:
     run(sysbench, proxy, "oltp_read_write", "prepare")  # through the proxy, too
     replica.wait_for_replica(timeout=60)
-    writes = ("Com_update", "Com_delete", "Com_insert", "Com_commit")
+    writes = ("Com_update", "Com_delete", "Com_insert", "Com_commit", "Innodb_deadlocks")
     primary_before = status(primary, *writes)
 
     report = run(sysbench, proxy, "oltp_read_write", "run", f"--threads={THREADS}", "--time=10")
 
-    assert counter(report, "ignored errors") == 0
+    # sysbench ignores (and retries) a transaction the server chose as a deadlock's victim:
+    # concurrent transactions on the same rows can deadlock on any server, more often on a
+    # loaded machine. Each ignored error must be such a deadlock on the primary; any other
+    # error fails the run. The victim's failed write counts on the primary, not in sysbench.
+    ignored = counter(report, "ignored errors")
     assert counter(report, "reconnects") == 0
     primary_after = status(primary, *writes)
     grown = {k: primary_after[k] - primary_before[k] for k in writes}
+    assert ignored == grown["Innodb_deadlocks"], (grown, report)
     transactions = counter(report, "transactions")
     assert transactions > 0
-    assert grown["Com_update"] + grown["Com_delete"] + grown["Com_insert"] == \
-        counter(report, "write"), (grown, report)
+    written = grown["Com_update"] + grown["Com_delete"] + grown["Com_insert"]
+    assert counter(report, "write") <= written <= counter(report, "write") + ignored, (grown, report)
     assert grown["Com_commit"] == transactions, (grown, report)
     # DELETE and INSERT of the same id come in pairs: the tables keep their size
     for i in range(1, TABLES + 1):
