@@ -59,13 +59,20 @@ static double monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* turn[0] = value, the flag both legs share (a query is running). */
+/* 0 when turn, the flag both legs share (a query is running), is a one-item list. */
+static int check_turn(PyObject *turn)
+{
+    if (turn != NULL && PyList_Check(turn) && PyList_GET_SIZE(turn) >= 1)
+        return 0;
+    PyErr_SetString(PyExc_TypeError, "a relay leg's turn must be a one-item list");
+    return -1;
+}
+
+/* turn[0] = value */
 static int set_turn(Leg *self, PyObject *value)
 {
-    if (self->turn == NULL || !PyList_Check(self->turn) || PyList_GET_SIZE(self->turn) < 1) {
-        PyErr_SetString(PyExc_TypeError, "a relay leg's turn must be a one-item list");
+    if (check_turn(self->turn) < 0)
         return -1;
-    }
     PyObject *old = PyList_GET_ITEM(self->turn, 0);
     Py_INCREF(value);
     PyList_SET_ITEM(self->turn, 0, value);
@@ -75,10 +82,8 @@ static int set_turn(Leg *self, PyObject *value)
 
 static int turn_is_set(Leg *self, int *result)
 {
-    if (self->turn == NULL || !PyList_Check(self->turn) || PyList_GET_SIZE(self->turn) < 1) {
-        PyErr_SetString(PyExc_TypeError, "a relay leg's turn must be a one-item list");
+    if (check_turn(self->turn) < 0)
         return -1;
-    }
     int truth = PyObject_IsTrue(PyList_GET_ITEM(self->turn, 0));
     if (truth < 0)
         return -1;
@@ -450,10 +455,8 @@ static int Leg_init(Leg *self, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "a relay leg's kind is 0 to 3, not %d", kind);
         return -1;
     }
-    if (!PyList_Check(turn) || PyList_GET_SIZE(turn) < 1) {
-        PyErr_SetString(PyExc_TypeError, "a relay leg's turn must be a one-item list");
+    if (check_turn(turn) < 0)
         return -1;
-    }
     self->kind = kind;
     self->is_client = (char)is_client;
     self->paused = 0;
@@ -555,29 +558,22 @@ static struct PyModuleDef relay_module = {
     .m_size = -1,
 };
 
-#define INTERN(var, text) \
-    if ((var = PyUnicode_InternFromString(text)) == NULL) \
-        return NULL
+static const struct {
+    PyObject **name;
+    const char *text;
+} names[] = {
+    {&s_write, "write"}, {&s_pending, "pending"}, {&s_started, "started"}, {&s_tracker, "tracker"},
+    {&s_slots, "slots"}, {&s_answer, "answer"}, {&s_follow, "follow"}, {&s_whole, "whole"},
+    {&s_unanswered, "unanswered"}, {&s_times, "times"}, {&s_pend, "pend"}, {&s_last, "last"},
+    {&s_size, "size"}, {&s_head, "head"}, {&s_tail, "tail"}, {&s_long_query_time, "long_query_time"},
+    {&s_slow, "slow_answer"},
+};
 
 PyMODINIT_FUNC PyInit__relay(void)
 {
-    INTERN(s_write, "write");
-    INTERN(s_pending, "pending");
-    INTERN(s_started, "started");
-    INTERN(s_tracker, "tracker");
-    INTERN(s_slots, "slots");
-    INTERN(s_answer, "answer");
-    INTERN(s_follow, "follow");
-    INTERN(s_whole, "whole");
-    INTERN(s_unanswered, "unanswered");
-    INTERN(s_times, "times");
-    INTERN(s_pend, "pend");
-    INTERN(s_last, "last");
-    INTERN(s_size, "size");
-    INTERN(s_head, "head");
-    INTERN(s_tail, "tail");
-    INTERN(s_long_query_time, "long_query_time");
-    INTERN(s_slow, "slow_answer");
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].name = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
     if (PyType_Ready(&LegType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&relay_module);
