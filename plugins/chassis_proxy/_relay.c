@@ -422,15 +422,16 @@ static PyObject *Leg_data_received(Leg *self, PyObject *data)
         rc = client_data(self, data, p, n);
         break;
     case KIND_TRACKED_CLIENT:
-        rc = self->tracking == NULL || self->tracking == Py_None ? client_data(self, data, p, n)
-                                                                 : tracked_client_data(self, data, p, n);
-        break;
     case KIND_TRACKED_SERVER:
-        if (self->tracking != NULL && self->tracking != Py_None) {
-            rc = tracked_server_data(self, data, p, n);
-            break;
+        if (self->tracking == NULL || self->tracking == Py_None) {
+            PyErr_SetString(PyExc_TypeError, "a tracked relay leg needs its relay.Tracking");
+            rc = -1;
         }
-        /* fall through */
+        else {
+            rc = self->kind == KIND_TRACKED_CLIENT ? tracked_client_data(self, data, p, n)
+                                                   : tracked_server_data(self, data, p, n);
+        }
+        break;
     default:
         rc = set_turn(self, Py_False) < 0 ? -1 : forward(self, data, n);
         break;

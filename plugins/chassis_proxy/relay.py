@@ -429,8 +429,7 @@ COMPILED = _relay is not None and os.environ.get("CHASSIS_RELAY", "") != "python
 
 
 def _leg(cls: type[RelayLeg], compiled: bool, on_lost: LostCallback, transport: asyncio.Transport,
-         peer: asyncio.Transport, turn: list[bool], tracking: Tracking | None) -> LegBase:
-    is_client = cls.KIND in (ClientRelayLeg.KIND, TrackedClientLeg.KIND)
+         peer: asyncio.Transport, is_client: bool, turn: list[bool], tracking: Tracking | None) -> LegBase:
     if compiled:
         return CompiledLeg(cls.KIND, on_lost, transport, peer, is_client, turn, tracking)
     return cls(on_lost, transport, peer, is_client, turn, tracking)
@@ -451,9 +450,9 @@ def start(on_lost: LostCallback, client: asyncio.Transport, server: asyncio.Tran
     turn = [False]
     tracking = None if queries is None else Tracking(queries, capabilities)
     client_leg = _leg(ClientRelayLeg if tracking is None else TrackedClientLeg, use_c,
-                      on_lost, client, server, turn, tracking)
+                      on_lost, client, server, True, turn, tracking)
     server_leg = _leg(RelayLeg if tracking is None else TrackedServerLeg, use_c,
-                      on_lost, server, client, turn, tracking)
+                      on_lost, server, client, False, turn, tracking)
     client.set_protocol(client_leg)
     server.set_protocol(server_leg)
     if client_pending:

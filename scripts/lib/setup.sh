@@ -65,7 +65,7 @@ ensure_debian_packages() {
   if ! [ -f "$("$(chassis_python)" -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h" ]; then
     missing+=(python3-dev)
   fi
-  # python3-venv and headers for building mysqlclient
+  # python3-venv
   if ! "$(chassis_python)" -c 'import venv, ensurepip' >/dev/null 2>&1; then missing+=(python3-venv); fi
   if [ ${#missing[@]} -gt 0 ]; then
     # shellcheck disable=SC2046
