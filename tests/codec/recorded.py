@@ -47,3 +47,9 @@ def commands(conv: Conversation) -> list[tuple[bytes, list[bytes]]]:
         else:
             out[-1][1].append(payload)
     return out
+
+
+def server_only(answer: list[bytes]) -> bool:
+    """True when the client sent nothing within the exchange (no LOCAL INFILE data, no
+    auth switch answer): the answer is the server's alone (see :func:`commands`)."""
+    return not any(p.startswith(b"c:") for p in answer)
