@@ -29,8 +29,12 @@ class PacketChannel(asyncio.Protocol):
     """One leg (client side or server side) that yields whole logical packets."""
 
     def __init__(self, max_payload: int | None = None,
-                 on_made: Callable[[PacketChannel], None] | None = None) -> None:
+                 on_made: Callable[[PacketChannel], None] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.transport: asyncio.Transport | None = None
+        #: The event loop, when the creator knows it (else looked up when needed: see
+        #: chassis_proxy.deadline for why that costs).
+        self.loop = loop
         self.reader = PacketReader(max_payload)
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -94,7 +98,7 @@ class PacketChannel(asyncio.Protocol):
         packet = self.reader.next_packet()
         if packet is not None:
             return packet
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
             if self.closed:
@@ -135,7 +139,7 @@ class PacketChannel(asyncio.Protocol):
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
         while self._paused and not self.closed:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
+            self._drain_waiter = (self.loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._drain_waiter
             finally:

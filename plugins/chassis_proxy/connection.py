@@ -28,6 +28,7 @@ from chassis.proxy_protocol import ProxyHeader, ProxyProtocolError
 from chassis_proxy import proxy_header, relay, scripted
 from chassis_proxy.backends import Backend, Backends
 from chassis_proxy.channel import ChannelClosed, ChannelTimeout, PacketChannel
+from chassis_proxy.deadline import Deadline
 from chassis_proxy.errors import (
     LOCAL_ERRNOS,
     ConnectionGone,
@@ -63,6 +64,9 @@ class ConnectionRegistry(Protocol):
     script_host: ScriptHost | None
     recorder: QueryRecorder | None
     accepting: bool
+    #: The worker's event loop, once it serves (see chassis_proxy.deadline for why it is
+    #: handed around instead of looked up).
+    loop: asyncio.AbstractEventLoop | None
 
     def next_connection_id(self) -> int: ...
     def over_limit(self) -> bool: ...
@@ -72,7 +76,8 @@ class ConnectionRegistry(Protocol):
 
 def accept(service: ConnectionRegistry) -> PacketChannel:
     """Protocol factory of the listener: the connection starts when the socket is made."""
-    return PacketChannel(LOGIN_MAX_PAYLOAD, on_made=lambda ch: ProxyConnection(service, ch).start())
+    return PacketChannel(LOGIN_MAX_PAYLOAD, on_made=lambda ch: ProxyConnection(service, ch).start(),
+                         loop=service.loop)
 
 
 class ProxyConnection:
@@ -81,6 +86,7 @@ class ProxyConnection:
     def __init__(self, service: ConnectionRegistry, client_ch: PacketChannel) -> None:
         self.service = service
         self.settings = service.settings
+        self.loop = service.loop or asyncio.get_running_loop()
         self.state = ConnectionState(service.next_connection_id(), client_ch, service.settings,
                                      lambda: list(service.backends.items))
         self.connection_id = self.state.connection_id
@@ -132,7 +138,7 @@ class ProxyConnection:
             self._header = proxy_header.read_client_header(st.client_ch)
         else:
             proxy_header.refuse_headers(st.client_ch, self._header_from_untrusted)
-        self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task = self.loop.create_task(self._run())
 
     def start_adopted(self) -> None:
         """A connection the chassis we replace handed over (chassis_proxy.handoff), its
@@ -167,7 +173,7 @@ class ProxyConnection:
         self._close_server()
         self.service.unregister(self)
         task = self.task
-        if task is not None and not task.done() and task is not asyncio.current_task():
+        if task is not None and not task.done() and task is not asyncio.current_task(self.loop):
             task.cancel()
         # Cut the callbacks that point back here: nothing calls them after the close, and
         # without the cycles reference counting frees the connection at once (the cyclic
@@ -206,7 +212,7 @@ class ProxyConnection:
             if cl.turn[0] or cl.paused or sl.paused:
                 return False
             seen = (cl.last, sl.last)
-            now = asyncio.get_running_loop().time()
+            now = self.loop.time()
             if seen[0] is not self._activity[0] or seen[1] is not self._activity[1]:
                 self._activity, self._active_at = seen, now
             return now - self._active_at >= RELAY_QUIET
@@ -351,7 +357,7 @@ class ProxyConnection:
                     return
             login = Login(st, self.hooks, self.handover)
             try:
-                async with asyncio.timeout(self.settings.login_timeout or None):
+                async with Deadline(self.loop, self.settings.login_timeout or None):
                     logged_in = await self._log_in(login)
             except TimeoutError as e:
                 if isinstance(e, ChannelTimeout):
@@ -399,7 +405,7 @@ class ProxyConnection:
             return True
         timeout = self.settings.login_timeout
         try:
-            async with asyncio.timeout(timeout or None):
+            async with Deadline(self.loop, timeout or None):
                 header = await self._header
         except ProxyProtocolError as e:
             self._refuse_origin(f"{e} (its peer is in --proxy-protocol-networks: it must start "
@@ -471,7 +477,7 @@ class ProxyConnection:
         assert ct is not None and stp is not None
         if st.client_ch.closed or st.server_ch.closed:
             raise ConnectionGone("a peer closed the connection right after the login")
-        self._active_at = asyncio.get_running_loop().time()
+        self._active_at = self.loop.time()
         recorder = self.service.recorder
         server_caps = int(st.server_handshake.capabilities) if st.server_handshake else ~0
         self.client_leg, self.server_leg = relay.start(
@@ -572,11 +578,11 @@ class ProxyConnection:
     async def _open(self, backend: Backend) -> bytes:
         """Connect and read the greeting, both within --proxy-connect-timeout (one timer)."""
         st = self.state
-        loop = asyncio.get_running_loop()
-        ch = PacketChannel(LOGIN_MAX_PAYLOAD)
+        loop = self.loop
+        ch = PacketChannel(LOGIN_MAX_PAYLOAD, loop=loop)
         st.server_ch = ch
         addr = backend.addr
-        async with asyncio.timeout(self.settings.connect_timeout):
+        async with Deadline(loop, self.settings.connect_timeout):
             if addr.path is not None:
                 await loop.create_unix_connection(lambda: ch, addr.path)
             else:
