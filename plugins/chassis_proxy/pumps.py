@@ -82,15 +82,14 @@ class ResponsePump:
     def send(self, command: bytes, tracking: Tracking | None, started: float) -> None:
         """Send the injected ``command`` (at ``started``), recorded by ``tracking``'s queries.
 
-        A kept answer to a COM_QUERY or COM_STMT_EXECUTE that the server's first buffer
-        holds whole (an OK, an ERR, one result set) is taken in one pass
-        (:func:`summary.locate`) instead of packet by packet, and recorded as the relay
-        records a forwarded query (:meth:`Tracking.whole`); any other answer is followed
-        by the tracker and recorded from its figures (``queries.start``)."""
+        An answer to a COM_QUERY or COM_STMT_EXECUTE that the server's first buffer holds
+        whole (an OK, an ERR, one result set) is taken in one pass (:func:`summary.locate`)
+        instead of packet by packet, kept or delivered in one write, and recorded as the
+        relay records a forwarded query (:meth:`Tracking.whole`); any other answer is
+        followed by the tracker and recorded from its figures (``queries.start``)."""
         server = self.state.server_ch
         assert server is not None
-        if self.packets is not None and command[0] in RECORDED_COMMANDS \
-                and len(command) < MAX_PAYLOAD:
+        if command[0] in RECORDED_COMMANDS and len(command) < MAX_PAYLOAD:
             self.whole = True
             self.command = command
             self.framed = framed = frame(command, 0)
@@ -159,6 +158,14 @@ class ResponsePump:
             self.packets.extend(payloads)
         self.raw = data if consecutive else None
         self.server_seq = (data[-len(last) - 1] + 1) & 0xFF
+        if self.deliver:  # streamed: the client gets it now, as _on_data would frame it
+            seq = self.client_seq
+            if consecutive and data[3] == seq:
+                out, self.client_seq = data, (seq + len(payloads)) & 0xFF
+            else:
+                out, self.client_seq = frame_all(payloads, seq)
+            self.state.bytes_out += len(out)
+            self.state.client_ch.write(out)
         self.first_ns = self.last_ns = time.monotonic_ns()
         self._finished()
         return True
