@@ -330,13 +330,17 @@ class StreamPump:
 
     __slots__ = ("carry", "client_seq", "offset", "on_big_packet", "on_client_turn", "on_data_sink",
                  "on_done", "on_error", "on_recorded_sink", "on_resume", "paused", "recorded", "server_seq", "state",
-                 "tracker", "tracking")
+                 "tracker", "tracking", "unrecorded")
 
     def __init__(self, state: ConnectionState, *, on_done: Callable[[], None],
                  on_client_turn: Callable[[StreamPump], None],
                  on_error: Callable[[BaseException], None],
-                 on_big_packet: Callable[[ResponseTracker, int], None]) -> None:
+                 on_big_packet: Callable[[ResponseTracker, int], None],
+                 unrecorded: bool = False) -> None:
         self.state = state
+        #: Nothing records the session's queries (digests and the slow log off): an answer
+        #: that comes whole in one buffer is sent without following it (see on_data).
+        self.unrecorded = unrecorded
         self.on_done = on_done
         self.on_client_turn = on_client_turn
         self.on_error = on_error
@@ -456,6 +460,14 @@ class StreamPump:
                 self.carry = data
                 return
             self.offset = (self.client_seq - data[3]) & 0xFF
+            if (self.unrecorded and not self.offset and self.tracker.command in RECORDED_COMMANDS
+                    and locate(data, self.tracker.capabilities) is not None):
+                # Nothing records queries (digests and the slow log off): an answer whole
+                # in this buffer needs no tracker, as it needs none in the relay.
+                state.bytes_out += n
+                state.client_ch.write(data)
+                self._finish()
+                return
         if self.recorded is not None and self._record_whole(data):
             return
         tracker = self.tracker

@@ -89,7 +89,7 @@ class ScriptedSession:
         self.started = 0.0  # when the command being answered went to the server (metrics)
         self.stream = StreamPump(state, on_done=self.command_done,
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
-                                 on_big_packet=self._rest_framed)
+                                 on_big_packet=self._rest_framed, unrecorded=queries is None)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.gone = False  # the client left while a command ran (see client_gone)
         self.closing = False  # the proxy stops: end when the command is answered
