@@ -173,7 +173,7 @@ class ResponsePump:
     async def run(self) -> None:
         """Until the response is complete. No time limit: a running query is never cut
         (a server that vanishes closes the channel; TCP keepalive finds a dead host)."""
-        self.future = asyncio.get_running_loop().create_future()
+        self.future = (self.state.client_ch.loop or asyncio.get_running_loop()).create_future()
         self.finished = False
         self._attach()
         try:

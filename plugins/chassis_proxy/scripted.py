@@ -98,7 +98,9 @@ class ScriptedSession:
         self.on_injected: Callable[[ResponsePump], None] = self._injected  # bound once
         self.on_client_data: Callable[[bytes], None] = self._on_client_data
         self.on_pump_error: Callable[[ProtocolError], None] = self._pump_error
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: The event loop (the channel's when it knows it: see chassis_proxy.deadline).
+        self.loop = self.client.loop or asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
 
     # the loop: callbacks for the common cases, a coroutine for the rest ----------------
 
@@ -264,7 +266,7 @@ class ScriptedSession:
         """Hand the connection to a coroutine until this command is answered."""
         self.busy = True
         self.client.sink = None  # the coroutine reads the client itself
-        self.task = asyncio.get_running_loop().create_task(coro)
+        self.task = self.loop.create_task(coro)
         self.task.add_done_callback(self._coroutine_done)
 
     def _coroutine_done(self, task: asyncio.Task[Any]) -> None:
