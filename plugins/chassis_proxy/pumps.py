@@ -328,19 +328,19 @@ class StreamPump:
     A session keeps one and starts it again for each forwarded command.
     """
 
-    __slots__ = ("carry", "client_seq", "offset", "on_big_packet", "on_client_turn", "on_data_sink",
-                 "on_done", "on_error", "on_recorded_sink", "on_resume", "paused", "recorded", "server_seq", "state",
-                 "tracker", "tracking", "unrecorded")
+    __slots__ = ("capabilities", "carry", "client_seq", "offset", "on_big_packet", "on_client_turn",
+                 "on_data_sink", "on_done", "on_error", "on_recorded_sink", "on_resume", "paused",
+                 "recorded", "server_seq", "state", "tracker", "tracking")
 
     def __init__(self, state: ConnectionState, *, on_done: Callable[[], None],
                  on_client_turn: Callable[[StreamPump], None],
                  on_error: Callable[[BaseException], None],
                  on_big_packet: Callable[[ResponseTracker, int], None],
-                 unrecorded: bool = False) -> None:
+                 capabilities: int = 0) -> None:
         self.state = state
-        #: Nothing records the session's queries (digests and the slow log off): an answer
-        #: that comes whole in one buffer is sent without following it (see on_data).
-        self.unrecorded = unrecorded
+        #: The capabilities both legs agreed on (how an answer ends), for start_recorded
+        #: without tracking.
+        self.capabilities = capabilities
         self.on_done = on_done
         self.on_client_turn = on_client_turn
         self.on_error = on_error
@@ -358,15 +358,17 @@ class StreamPump:
         self.on_recorded_sink: Callable[[bytes], None] = self.on_recorded
         self.on_resume: Callable[[], None] = self._resume
 
-    def start_recorded(self, packet: bytes, client_seq: int, tracking: Tracking,
+    def start_recorded(self, packet: bytes, client_seq: int, tracking: Tracking | None,
                        started: float) -> None:
         """:meth:`start` for the COM_QUERY or COM_STMT_EXECUTE ``packet`` (the client's, header
-        included, sent as it is) when queries are recorded: an answer that comes whole in
-        the server's first buffer is recorded by the relay's ``tracking`` (no tracker, no
-        packet walk for a point select), any other is followed by a tracker as usual."""
+        included, sent as it is): an answer that comes whole in the server's first buffer is
+        recorded by the relay's ``tracking`` (no tracker, no packet walk for a point
+        select), or just sent when nothing records queries (``tracking`` None: digests and
+        the slow log off); any other is followed by a tracker as usual."""
         self.recorded = packet
         self.tracking = tracking
-        tracking.started = started
+        if tracking is not None:
+            tracking.started = started
         # _begin(NO_ANSWER, client_seq), inlined: this runs for every forwarded query, and
         # the fields only on_data reads are reset by on_recorded when it hands over to it
         self.client_seq = client_seq
@@ -405,6 +407,24 @@ class StreamPump:
                 client.on_resume = None
                 self.on_done()
                 return
+        elif packet is not None and tracking is None:  # nothing records queries
+            self.recorded = None
+            if n > 4 and data[3] == self.client_seq and locate(data, self.capabilities) is not None:
+                # whole in this buffer, with the sequence ids the client expects: sent as
+                # the relay sends it, without a tracker walking it
+                state.server_seen = data
+                state.bytes_out += n
+                state.client_ch.write(data)
+                if server is not None:
+                    server.sink = None
+                state.client_ch.on_resume = None
+                self.on_done()
+                return
+            if server is not None:
+                server.sink = self.on_data_sink
+            self._rewind(ResponseTracker(packet[4], self.capabilities), self.client_seq)
+            self.on_data(data)
+            return
         # on_data takes this buffer and the rest of the answer, from where start_recorded left
         if server is not None:
             server.sink = self.on_data_sink
@@ -460,14 +480,6 @@ class StreamPump:
                 self.carry = data
                 return
             self.offset = (self.client_seq - data[3]) & 0xFF
-            if (self.unrecorded and not self.offset and self.tracker.command in RECORDED_COMMANDS
-                    and locate(data, self.tracker.capabilities) is not None):
-                # Nothing records queries (digests and the slow log off): an answer whole
-                # in this buffer needs no tracker, as it needs none in the relay.
-                state.bytes_out += n
-                state.client_ch.write(data)
-                self._finish()
-                return
         if self.recorded is not None and self._record_whole(data):
             return
         tracker = self.tracker

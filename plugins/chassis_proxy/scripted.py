@@ -89,7 +89,7 @@ class ScriptedSession:
         self.started = 0.0  # when the command being answered went to the server (metrics)
         self.stream = StreamPump(state, on_done=self.command_done,
                                  on_client_turn=self.continue_exchange, on_error=self._stop,
-                                 on_big_packet=self._rest_framed, unrecorded=queries is None)
+                                 on_big_packet=self._rest_framed, capabilities=self.capabilities)
         self.result_hook = False  # read_query_result runs (the server owes nothing then)
         self.gone = False  # the client left while a command ran (see client_gone)
         self.closing = False  # the proxy stops: end when the command is answered
@@ -202,18 +202,18 @@ class ScriptedSession:
         outcome = self.hooks.read_query(payload)
         if outcome is NO_DECISION and raw is not None and not len(queries):
             # The hot path: a command the script let through, sent as it came when the
-            # server connection is ready and its answer is recorded as the relay does.
+            # server connection is ready and its answer is recorded (or, with nothing
+            # recording queries, sent) as the relay does.
             command = payload[0]
             server = state.server_ch
-            tracking = self.tracking
             link = state.link
-            if (tracking is not None and command in RECORDED_COMMANDS and server is not None
+            if (command in RECORDED_COMMANDS and server is not None
                     and not server.closed and server.transport is not None
                     and (link is None or not link.unready)):
                 started = self.started = time.monotonic()
                 server.transport.write(raw)
                 self.busy = True
-                self.stream.start_recorded(raw, client_seq, tracking, started)
+                self.stream.start_recorded(raw, client_seq, self.tracking, started)
                 return
         decision = outcome.decision
         if decision == _SEND_RESULT:
