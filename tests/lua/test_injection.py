@@ -217,6 +217,41 @@ def test_an_invalid_row_raises_in_the_script(env: Env) -> None:
     assert got.startswith("error: ") and "row 1 is invalid" in got
 
 
+def test_rows_across_several_batches_keep_order_and_nulls(env: Env) -> None:
+    """The rows iterator takes a few rows per call into Python (ROWS_BATCH_VALUES values,
+    ROWS_BATCH_BYTES bytes): 1,000 rows of 3 columns, NULLs and a long value included,
+    come out whole and in order, and the count, the holes and # are those of one row."""
+    columns = [text_column("n"), text_column("maybe"), text_column("blob")]
+    rows = [[i, None if i % 7 == 0 else f"v{i}", "x" * (5000 if i == 500 else 3)] for i in range(1, 1001)]
+    packets = text_resultset(columns, rows)
+    body = """
+  local n, nulls, sum, long = 0, 0, 0, 0
+  for row in inj.resultset.rows do
+    n = n + 1
+    if tonumber(row[1]) ~= n then return "out of order at " .. n end
+    if row[2] == nil then nulls = nulls + 1 elseif row[2] ~= "v" .. n then return "bad value at " .. n end
+    if #row[3] > 3 then long = n end
+    sum = sum + #row
+  end
+  return n .. " " .. nulls .. " " .. long .. " " .. sum
+"""
+    got = describe(env, body, Injection(1, b"\x03q", True), packets)
+    assert got == f"1000 {1000 // 7} 500 3000"
+
+
+def test_an_invalid_row_after_good_ones_raises_when_reached(env: Env) -> None:
+    packets = [b"\x01", text_column("a").encode(), b"\x01a", b"\x01b", b"\x05ab", b"\x01d", eof_packet()]
+    packets.insert(2, eof_packet())
+    body = """
+  local seen = {}
+  local ok, err = pcall(function() for row in inj.resultset.rows do seen[#seen + 1] = row[1] end end)
+  return table.concat(seen, ",") .. "|" .. tostring(ok) .. "|" .. tostring(err)
+"""
+    got = describe(env, body, Injection(1, b"\x03q", True), packets)
+    seen, ok, err = got.split("|", 2)
+    assert (seen, ok) == ("a,b", "false") and "row 3 is invalid" in err
+
+
 def test_tracked_system_variables_of_an_ok_result(env: Env) -> None:
     """MariaDB's last_gtid (session_track_system_variables) is on the resultset when the
     client negotiated SESSION_TRACK (rw-splitting.lua's causal reads use it)."""

@@ -3,12 +3,12 @@
 --
 -- bridge.lua runs this chunk with the `py` callbacks (already wrapped by limits.lua); it
 -- returns make_injection(view, ...), where `view` is injection.py's ResultView of one
--- injected command's response, which py.result_fields and py.result_row decode on demand,
+-- injected command's response, which py.result_fields and py.result_rows decode on demand,
 -- and the rest are the values the objects return as they are.
 
 local py = ...
 
-local type, tostring, rawget = type, tostring, rawget
+local type, tostring, rawget, unpack = type, tostring, rawget, unpack
 local getmetatable, newproxy = getmetatable, newproxy
 local error = error
 local string_format = string.format
@@ -32,14 +32,7 @@ local function make_fields(list)
 	return u
 end
 
-local py_fields, py_row = py.result_fields, py.result_row
-
--- a row's values, as injection.py's ResultView.row() returns them: true and the values,
--- nil past the end, false and why the row cannot be read
-local function row_values(flag, ...)
-	if flag then return { ... } end
-	return nil, ...
-end
+local py_fields, py_rows = py.result_fields, py.result_rows
 
 -- An injection and its resultsets are proxies that share one metatable each (made once);
 -- each keeps its values in its environment table (debug.setfenv on a userdata), the
@@ -79,11 +72,21 @@ do
 			return fields
 		elseif key == "rows" then
 			if not r[BUFFERED] then not_buffered("rows") end
-			local view, i = r[VIEW], 0
+			-- injection.py's ResultView.rows() hands a few rows at a time: the number of
+			-- columns, of rows, then their values (false and why, for a row it cannot
+			-- read); `batch` holds them, `at` is where the next row's values begin
+			local view, taken, batch, at, width, left = r[VIEW], 0, nil, 0, 0, 0
 			return function()
-				i = i + 1
-				local row, err = row_values(py_row(view, i))
-				if err then error(err, 2) end
+				if left == 0 then
+					batch = { py_rows(view, taken + 1) }
+					if batch[1] == false then error(batch[2], 2) end
+					width, left, at = batch[1], batch[2], 2
+					if left == 0 then return nil end
+				end
+				local row = { unpack(batch, at + 1, at + width) }  -- NULLs stay holes, as before
+				at = at + width
+				left = left - 1
+				taken = taken + 1
 				return row
 			end
 		end
@@ -115,7 +118,7 @@ do
 end
 
 -- The arguments are injection.py's ResultView.arguments(): the view (py.result_fields and
--- py.result_row read it), then the values the objects return as they are (id, query,
+-- py.result_rows read it), then the values the objects return as they are (id, query,
 -- query_time, response_time, query_status, affected_rows, insert_id, warning_count,
 -- row_count, bytes, in_trans, auto_commit, no_good_index_used, no_index_used, buffered,
 -- raw, session_variables).

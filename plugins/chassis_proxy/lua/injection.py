@@ -64,6 +64,13 @@ def _as_text(value: object, ftype: int) -> bytes | None:
     return str(value).encode()
 
 
+#: The most values (rows times columns) and the most bytes of row packets that one call of
+#: injection.lua's rows iterator into Python brings back: each such call from a hook lifts
+#: the memory ceiling while its strings are made (see limits.lua), so a few rows at a time
+#: save the crossings without letting a script hold much outside the ceiling.
+ROWS_BATCH_VALUES = 240
+ROWS_BATCH_BYTES = 64 * 1024
+
 #: Column definitions already parsed, by (payload, capabilities): a prepared statement's
 #: result describes the same columns every time, and parsing them is most of the cost of
 #: reading a row. Cleared when it holds _COLUMN_CACHE_MAX entries.
@@ -108,7 +115,7 @@ class ResultView:
 
     def arguments(self) -> tuple[Any, ...]:
         """What bridge.lua's call_read_query_result takes after the connection's state:
-        this view (for ``py.result_fields`` and ``py.result_row``), then the values
+        this view (for ``py.result_fields`` and ``py.result_rows``), then the values
         injection.lua's injection and resultset objects return as they are (id, query,
         query_time, response_time, query_status, affected_rows, insert_id, warning_count,
         row_count, bytes, the four flags, buffered, raw, session_variables). Plain values: passing them as
@@ -208,6 +215,35 @@ class ResultView:
             ]
         )
 
+    def rows(self, first: int) -> tuple[Any, ...]:
+        """Rows ``first``, ``first + 1``... (1-based) for injection.lua's rows iterator, a few
+        per call (up to :data:`ROWS_BATCH_VALUES` values and :data:`ROWS_BATCH_BYTES`, at
+        least one row): ``(columns, n, the n rows' values...)``, NULL as None; ``n`` is 0
+        past the end. A row that cannot be decoded ends the batch before it, and is
+        ``(False, message)`` when it comes first (the script gets the error there)."""
+        columns = self._columns
+        if columns is None:
+            columns = self.columns()
+        width = len(columns)
+        most = max(1, ROWS_BATCH_VALUES // width) if width else 1
+        out: list[Any] = [width, 0]
+        packets = self.result.packets or []
+        i = int(first)
+        n = size = 0
+        while n < most and size < ROWS_BATCH_BYTES:
+            row = self.row(i + n)
+            if row is None:
+                break
+            if row[0] is False:
+                if n == 0:
+                    return row
+                break
+            out += row[1:]
+            size += len(packets[self._rows_start + i + n - 1])
+            n += 1
+        out[1] = n
+        return tuple(out)
+
     def row(self, i: int) -> tuple[Any, ...] | None:
         """Row ``i`` (1-based): ``(True, value, ...)`` with strings, None for NULL (injection.lua
         makes the Lua array); None past the end; ``(False, message)`` when the row cannot be
@@ -241,4 +277,4 @@ class ResultView:
 
 def callbacks() -> dict[str, Callable[..., Any]]:
     """injection.lua's ``py.*`` functions: a view's fields and rows, decoded on demand."""
-    return {"result_fields": ResultView.fields, "result_row": ResultView.row}
+    return {"result_fields": ResultView.fields, "result_rows": ResultView.rows}
