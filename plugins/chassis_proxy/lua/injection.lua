@@ -32,7 +32,14 @@ local function make_fields(list)
 	return u
 end
 
-local py_fields, py_rows = py.result_fields, py.result_rows
+local py_fields, py_row, py_rows = py.result_fields, py.result_row, py.result_rows
+
+-- a row's values, as injection.py's ResultView.row() returns them: true and the values,
+-- nil past the end, false and why the row cannot be read
+local function row_values(flag, ...)
+	if flag then return { ... } end
+	return nil, ...
+end
 
 -- An injection and its resultsets are proxies that share one metatable each (made once);
 -- each keeps its values in its environment table (debug.setfenv on a userdata), the
@@ -43,6 +50,28 @@ local FIELD = { query_status = 6, affected_rows = 7, insert_id = 8, warning_coun
 	row_count = 10, bytes = 11 }
 local IN_TRANS, AUTO_COMMIT, NO_GOOD_INDEX_USED, NO_INDEX_USED = 12, 13, 14, 15
 local BUFFERED, RAW, SESSION_VARIABLES, FIELDS = 16, 17, 18, 19
+
+-- The rows after the first `taken`: injection.py's ResultView.rows() hands a few at a
+-- time, twice as many each time: the number of columns, of rows, then their values
+-- (false and why, for a row it cannot read). `batch` holds them, `at` is where the next
+-- row's values begin.
+local function batched(view, taken)
+	local batch, at, width, left, want = nil, 0, 0, 0, 2
+	return function()
+		if left == 0 then
+			batch = { py_rows(view, taken + 1, want) }
+			want = want * 2
+			if batch[1] == false then error(batch[2], 2) end
+			width, left, at = batch[1], batch[2], 2
+			if left == 0 then return nil end
+		end
+		local row = { unpack(batch, at + 1, at + width) }  -- NULLs stay holes, as { ... } left them
+		at = at + width
+		left = left - 1
+		taken = taken + 1
+		return row
+	end
+end
 
 local resultset_proto = newproxy(true)
 do
@@ -72,22 +101,19 @@ do
 			return fields
 		elseif key == "rows" then
 			if not r[BUFFERED] then not_buffered("rows") end
-			-- injection.py's ResultView.rows() hands a few rows at a time: the number of
-			-- columns, of rows, then their values (false and why, for a row it cannot
-			-- read); `batch` holds them, `at` is where the next row's values begin
-			local view, taken, batch, at, width, left = r[VIEW], 0, nil, 0, 0, 0
+			-- The first row comes alone (ResultView.row(): a script that looks at one row
+			-- decodes one, and its iterator holds two values); the others in batches.
+			local view, more = r[VIEW], false
 			return function()
-				if left == 0 then
-					batch = { py_rows(view, taken + 1) }
-					if batch[1] == false then error(batch[2], 2) end
-					width, left, at = batch[1], batch[2], 2
-					if left == 0 then return nil end
+				if more then return more() end
+				if more == false then
+					more = nil
+					local row, err = row_values(py_row(view, 1))
+					if err then error(err, 2) end
+					return row
 				end
-				local row = { unpack(batch, at + 1, at + width) }  -- NULLs stay holes, as before
-				at = at + width
-				left = left - 1
-				taken = taken + 1
-				return row
+				more = batched(view, 1)
+				return more()
 			end
 		end
 		return nil

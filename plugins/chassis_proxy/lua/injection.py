@@ -115,7 +115,7 @@ class ResultView:
 
     def arguments(self) -> tuple[Any, ...]:
         """What bridge.lua's call_read_query_result takes after the connection's state:
-        this view (for ``py.result_fields`` and ``py.result_rows``), then the values
+        this view (for ``py.result_fields``, ``py.result_row`` and ``py.result_rows``), then the values
         injection.lua's injection and resultset objects return as they are (id, query,
         query_time, response_time, query_status, affected_rows, insert_id, warning_count,
         row_count, bytes, the four flags, buffered, raw, session_variables). Plain values: passing them as
@@ -215,17 +215,19 @@ class ResultView:
             ]
         )
 
-    def rows(self, first: int) -> tuple[Any, ...]:
-        """Rows ``first``, ``first + 1``... (1-based) for injection.lua's rows iterator, a few
-        per call (up to :data:`ROWS_BATCH_VALUES` values and :data:`ROWS_BATCH_BYTES`, at
-        least one row): ``(columns, n, the n rows' values...)``, NULL as None; ``n`` is 0
-        past the end. A row that cannot be decoded ends the batch before it, and is
-        ``(False, message)`` when it comes first (the script gets the error there)."""
+    def rows(self, first: int, want: int) -> tuple[Any, ...]:
+        """Rows ``first``, ``first + 1``... (1-based) for injection.lua's rows iterator, up
+        to ``want`` of them (it asks for more each time: a script that stops after a row
+        or two decodes no more), :data:`ROWS_BATCH_VALUES` values and
+        :data:`ROWS_BATCH_BYTES`, at least one row: ``(columns, n, the n rows'
+        values...)``, NULL as None; ``n`` is 0 past the end. A row that cannot be decoded
+        ends the batch before it, and is ``(False, message)`` when it comes first (the
+        script gets the error there)."""
         columns = self._columns
         if columns is None:
             columns = self.columns()
         width = len(columns)
-        most = max(1, ROWS_BATCH_VALUES // width) if width else 1
+        most = max(1, min(int(want), ROWS_BATCH_VALUES // width if width else 1))
         out: list[Any] = [width, 0]
         packets = self.result.packets or []
         i = int(first)
@@ -277,4 +279,5 @@ class ResultView:
 
 def callbacks() -> dict[str, Callable[..., Any]]:
     """injection.lua's ``py.*`` functions: a view's fields and rows, decoded on demand."""
-    return {"result_fields": ResultView.fields, "result_rows": ResultView.rows}
+    return {"result_fields": ResultView.fields, "result_row": ResultView.row,
+            "result_rows": ResultView.rows}
