@@ -49,7 +49,7 @@ def read_client_header(ch: PacketChannel) -> asyncio.Future[ProxyHeader]:
     channel's bytes go to the header's reader; those after it go on to the packets.
     """
     reader = HeaderReader()
-    done: asyncio.Future[ProxyHeader] = (ch.loop or asyncio.get_running_loop()).create_future()
+    done: asyncio.Future[ProxyHeader] = ch.event_loop().create_future()
 
     def feed(data: bytes) -> None:
         if done.done():

@@ -98,8 +98,8 @@ class ScriptedSession:
         self.on_injected: Callable[[ResponsePump], None] = self._injected  # bound once
         self.on_client_data: Callable[[bytes], None] = self._on_client_data
         self.on_pump_error: Callable[[ProtocolError], None] = self._pump_error
-        #: The event loop (the channel's when it knows it: see chassis_proxy.deadline).
-        self.loop = self.client.loop or asyncio.get_running_loop()
+        #: The event loop (the channel's: see chassis_proxy.deadline).
+        self.loop = self.client.event_loop()
         self.done: asyncio.Future[None] = self.loop.create_future()
 
     # the loop: callbacks for the common cases, a coroutine for the rest ----------------

@@ -115,8 +115,8 @@ class ResultView:
 
     def arguments(self) -> tuple[Any, ...]:
         """What bridge.lua's call_read_query_result takes after the connection's state:
-        this view (for ``py.result_fields``, ``py.result_row`` and ``py.result_rows``), then the values
-        injection.lua's injection and resultset objects return as they are (id, query,
+        this view (for ``py.result_fields``, ``py.result_row`` and ``py.result_rows``),
+        then the values injection.lua's injection and resultset objects return as they are (id, query,
         query_time, response_time, query_status, affected_rows, insert_id, warning_count,
         row_count, bytes, the four flags, buffered, raw, session_variables). Plain values: passing them as
         arguments costs less than building a table for them."""
