@@ -173,7 +173,7 @@ class ResponsePump:
     async def run(self) -> None:
         """Until the response is complete. No time limit: a running query is never cut
         (a server that vanishes closes the channel; TCP keepalive finds a dead host)."""
-        self.future = (self.state.client_ch.loop or asyncio.get_running_loop()).create_future()
+        self.future = self.state.client_ch.event_loop().create_future()
         self.finished = False
         self._attach()
         try:
@@ -383,52 +383,46 @@ class StreamPump:
     def on_recorded(self, data: bytes) -> None:
         """The server's first buffer after :meth:`start_recorded`. The hot path of a scripted
         connection's repeated query (a prepared point select): an answer shaped as its
-        slot's last one, with the sequence ids the client expects, is written and timed
-        here as the relay's server leg does it; anything else goes to :meth:`on_data`."""
+        slot's last one (with nothing recording queries: any answer whole in the buffer),
+        with the sequence ids the client expects, is written and timed here as the relay's
+        server leg does it; anything else goes to :meth:`on_data`."""
         packet = self.recorded
         tracking = self.tracking
         state = self.state
         server = state.server_ch
         n = len(data)
-        if packet is not None and tracking is not None and server is not None and n > 4:
-            slot = tracking.slots.get(packet[4:9] if packet[4] == _EXECUTE else packet)
-            backend = state.backend
-            if (slot is not None and n == slot.size and data[3] == self.client_seq
-                    and data[slot.head_at] == slot.head and data[slot.tail_at] == slot.tail
-                    and backend is not None and slot.stats is backend.stats):
+        slot = None
+        if packet is not None and server is not None and n > 4 and data[3] == self.client_seq:
+            if tracking is not None:
+                slot = tracking.slots.get(packet[4:9] if packet[4] == _EXECUTE else packet)
+                backend = state.backend
+                whole = (slot is not None and n == slot.size and data[slot.head_at] == slot.head
+                         and data[slot.tail_at] == slot.tail and backend is not None
+                         and slot.stats is backend.stats)
+            else:  # nothing records queries: an answer whole in this buffer, as the relay sends it
+                whole = locate(data, self.capabilities) is not None
+            if whole:
                 self.recorded = None
                 state.server_seen = data
                 state.bytes_out += n
                 client = state.client_ch
                 if not client.closed and client.transport is not None:
                     client.transport.write(data)
-                tracking.timed(slot, data)
+                if slot is not None:
+                    assert tracking is not None  # slots are tracking's
+                    tracking.timed(slot, data)
                 server.sink = None
                 client.on_resume = None
                 self.on_done()
                 return
-        elif packet is not None and tracking is None:  # nothing records queries
-            self.recorded = None
-            if n > 4 and data[3] == self.client_seq and locate(data, self.capabilities) is not None:
-                # whole in this buffer, with the sequence ids the client expects: sent as
-                # the relay sends it, without a tracker walking it
-                state.server_seen = data
-                state.bytes_out += n
-                state.client_ch.write(data)
-                if server is not None:
-                    server.sink = None
-                state.client_ch.on_resume = None
-                self.on_done()
-                return
-            if server is not None:
-                server.sink = self.on_data_sink
-            self._rewind(ResponseTracker(packet[4], self.capabilities), self.client_seq)
-            self.on_data(data)
-            return
         # on_data takes this buffer and the rest of the answer, from where start_recorded left
         if server is not None:
             server.sink = self.on_data_sink
-        self._rewind(NO_ANSWER, self.client_seq)
+        if tracking is None and packet is not None:  # no tracking to take it whole: a tracker
+            self.recorded = None
+            self._rewind(ResponseTracker(packet[4], self.capabilities), self.client_seq)
+        else:
+            self._rewind(NO_ANSWER, self.client_seq)
         self.on_data(data)
 
     def start(self, tracker: ResponseTracker, client_seq: int) -> None:
