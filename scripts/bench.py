@@ -20,6 +20,10 @@ per query with digests on, at 32 threads of point selects.
 ``--compare haproxy`` adds HAProxy in TCP mode in front of the same server (as many
 threads as chassis has workers): a C byte relay, the physical reference for the CPU per
 query and per login (``haproxy`` columns; the targets of issue 15 are ratios to it).
+``--compare uvloop`` adds ``scripts/uvloop_relay.py``, a byte relay in Python on uvloop
+that parses nothing (as many workers as chassis): the floor for any Python proxy on
+chassis' event loop. Its ratios to HAProxy show what Python and uvloop cost by
+themselves; what chassis spends beyond it is chassis' own work.
 
 The ``connect`` workload (``scripts/bench-connect.lua``, in the default list) is what
 PHP-style applications do: every event connects, runs ``SELECT 1`` and quits, so its
@@ -325,6 +329,32 @@ def haproxy(db: MariaDB, args: argparse.Namespace, log_dir: Path) -> Iterator[Ta
         lb.stop()
 
 
+@contextlib.contextmanager
+def uvloop_relay(db: MariaDB, args: argparse.Namespace, log_dir: Path) -> Iterator[Target]:
+    """``scripts/uvloop_relay.py`` in front of *db* (``--compare uvloop``): as many worker
+    processes as chassis, stopped (its process group) on exit."""
+    log = log_dir / "uvloop-relay.log"
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "scripts" / "uvloop_relay.py"), f"--listen=127.0.0.1:{port}",
+           f"--backend={db.address}", f"--workers={args.event_threads}"]
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while proc.poll() is None and not _answers(port):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if proc.poll() is not None or not _answers(port):
+            raise BenchError(f"the uvloop relay did not answer on port {port}; its log:\n"
+                             f"{log.read_text(errors='replace')[-2000:]}")
+        print(f"   uvloop: {' '.join(cmd)}", flush=True)
+        yield Target(name="uvloop", port=port, pgid=proc.pid)
+    finally:
+        _stop_group(proc)
+
+
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the chassis' process group (main process and workers), SIGKILL if stuck."""
     with contextlib.suppress(ProcessLookupError):
@@ -539,6 +569,11 @@ def print_haproxy_targets(all_runs: list[Run], targets: list[str]) -> None:
                 continue
             speed, cpu_ratio = found
             unit = "login" if workload == CONNECT_WORKLOAD else "query"
+            if target == "uvloop":  # not held to the targets: it shows where Python's floor is
+                cpu = f"CPU/{unit} {cpu_ratio:.2f}x HAProxy's; " if cpu_ratio is not None else ""
+                print(f"{workload} at {threads} threads, uvloop: {cpu}{unit}s/s {speed:.2f}x"
+                      f" HAProxy's (a Python relay that parses nothing: the floor for chassis)")
+                continue
             verdicts = []
             if cpu_ratio is not None:
                 ok = "meets" if cpu_ratio <= cpu_goal else "misses"
@@ -582,9 +617,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated sysbench tests, and 'connect' for connect-heavy"
                              " clients (scripts/bench-connect.lua)"
                              " [oltp_point_select,oltp_read_only,connect]")
-    parser.add_argument("--compare", action="append", default=[], choices=["haproxy"],
-                        help="also measure HAProxy in TCP mode in front of the same server,"
-                             " in the same rounds (the C relay reference)")
+    parser.add_argument("--compare", action="append", default=[], choices=["haproxy", "uvloop"],
+                        help="also measure HAProxy in TCP mode (haproxy: the C relay reference)"
+                             " or scripts/uvloop_relay.py (uvloop: a Python relay that parses"
+                             " nothing) in front of the same server, in the same rounds"
+                             " (repeatable)")
     parser.add_argument("--lua", type=Path, nargs="?", const=INSPECT_SCRIPT, metavar="FILE",
                         help="also run through a chassis with this --proxy-lua-script"
                              " [without FILE: scripts/bench-inspect.lua, a read_query that"
@@ -677,6 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if args.lua is not None:
                         targets.append(stack.enter_context(
                             chassis(db, args, args.lua, log_dir, args.baseline, "baseline")))
+                if "uvloop" in args.compare:
+                    targets.append(stack.enter_context(uvloop_relay(db, args, log_dir)))
                 if "haproxy" in args.compare:
                     targets.append(stack.enter_context(haproxy(db, args, log_dir)))
         except BenchError as exc:
