@@ -474,12 +474,16 @@ class ScriptedSession:
             answered = True
         if inj.packet[0] == _INIT_DB and is_ok(pump.first or b"") and state.server is not None:
             state.server.default_db = inj.packet[1:].decode("utf-8", "surrogateescape")
-        result = pump.injection_result(inj)
-        self.result_hook = True
-        try:
-            outcome = self.hooks.read_query_result(result)
-        finally:
-            self.result_hook = False
+        hooks = self.hooks
+        if hooks.sees_results():  # else no InjectionResult is built (a query-timing script)
+            result = pump.injection_result(inj)
+            self.result_hook = True
+            try:
+                outcome = hooks.read_query_result(result)
+            finally:
+                self.result_hook = False
+        else:
+            outcome = NO_DECISION
         decision = outcome.decision
         if decision == _SEND_RESULT:
             if stream:

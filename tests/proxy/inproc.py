@@ -67,6 +67,9 @@ class Hooks:
         self._log("read_query_result")
         return NO_DECISION
 
+    def sees_results(self) -> bool:
+        return True
+
     def disconnect_client(self) -> None:
         self._log("disconnect_client")
 

@@ -300,6 +300,9 @@ class LuaConnectionHooks:
         )
         queries.reset()
 
+    def sees_results(self) -> bool:
+        return self._state is not None and not self._absent("read_query_result")
+
     def read_query_result(self, result: InjectionResult) -> Outcome:
         buffered = result.packets is not None
         if self._state is None or self._absent("read_query_result"):
