@@ -165,3 +165,23 @@ def test_the_wrapped_builtins_fail_as_the_builtins_do(env: Env, call: str) -> No
     code = f"return select(2, pcall(loadstring({call!r}, '=probe')))"
     expected = plain.eval(f"(function() {code} end)()")
     assert host.lua.runtime.eval(f"(function() {code} end)()") == expected
+
+
+def test_sees_results_follows_a_read_query_result_defined_later(env: Env) -> None:
+    """The command loop builds an injection's result only when sees_results() says
+    read_query_result may run: it must turn True once a hook defines one."""
+    host = env.host("""
+function read_query(packet)
+  if packet:sub(2) == "define" then
+    function read_query_result(inj) end
+  end
+end""")
+    hooks, other = host.open(env.conn()), host.open(env.conn())
+    assert hooks.sees_results() is False
+    hooks.read_query(b"\x03SELECT 1")
+    assert hooks.sees_results() is False
+    hooks.read_query(b"\x03define")
+    assert hooks.sees_results() is True
+    assert other.sees_results() is False  # its env has none
+    hooks.detach()
+    assert hooks.sees_results() is False  # a detached instance calls nothing

@@ -301,7 +301,9 @@ class LuaConnectionHooks:
         queries.reset()
 
     def sees_results(self) -> bool:
-        return self._state is not None and not self._absent("read_query_result")
+        # not self._absent("read_query_result"), inlined: this runs for every injection
+        return self._state is not None and ("read_query_result" in self._defined
+                                            or "read_query_result" in self._in_G)
 
     def read_query_result(self, result: InjectionResult) -> Outcome:
         buffered = result.packets is not None
