@@ -191,7 +191,9 @@ class ResponsePump:
         self.on_error = on_error
         self.finished = False
         self._attach()
-        self._on_data()  # bytes that arrived before the pump was attached
+        server = self.state.server_ch
+        if server is not None and server.reader.buffered:
+            self._on_data()  # bytes that arrived before the pump was attached (else none to read)
 
     def _attach(self) -> None:
         server = self.state.server_ch
