@@ -23,6 +23,8 @@ from chassis_mysql.wire import Reader, write_lenenc_int, write_lenenc_str
 
 _P41 = int(Capability.PROTOCOL_41)
 _DEFAULT_CAPS = Capability.PROTOCOL_41 | Capability.TRANSACTIONS
+#: The headers OK.parse takes: OK, and the 0xFE-headed OK ending a DEPRECATE_EOF result.
+_OK_HEADERS = frozenset({0x00, 0xFE})
 #: Error code of MariaDB's progress report packets (0xFF 0xFF 0xFF ...): not errors.
 PROGRESS_ERROR_CODE = 0xFFFF
 
@@ -108,6 +110,12 @@ class OK:
     @classmethod
     def parse(cls, payload: bytes, capabilities: int = _DEFAULT_CAPS) -> OK:
         """Parse an OK payload under the negotiated capabilities."""
+        if (len(payload) == 7 and payload[0] in _OK_HEADERS and payload[1] < 0xFB
+                and payload[2] < 0xFB and int(capabilities) & _P41):
+            # The common OK (one-byte counts, no info, no session state) read in place:
+            # what the general path below gives, without a Reader and IntFlag operators.
+            return cls(payload[1], payload[2], ServerStatus(payload[3] | payload[4] << 8),
+                       payload[5] | payload[6] << 8, "", None, payload[0])
         r = Reader(payload)
         header = r.u8()
         if header not in (OK_HEADER, EOF_HEADER):

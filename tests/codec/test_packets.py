@@ -121,6 +121,30 @@ def test_ok_round_trips(
     assert OK.parse(ok.encode(caps), caps) == ok
 
 
+@given(
+    st.integers(0, 260),
+    st.integers(0, 260),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.sampled_from([0x00, 0xFE]),
+    st.sampled_from([P41, TRACK, Capability.TRANSACTIONS]),
+)
+def test_short_ok_round_trips(
+    affected: int, insert_id: int, status: int, warnings: int, header: int, caps: Capability,
+) -> None:  # fmt: skip
+    """The 7-byte OK that OK.parse reads in place (counts below 251, no info), and its
+    neighbours that it must leave to the general path (251 is a 3-byte count; without
+    PROTOCOL_41 the same length holds an info string instead of warnings)."""
+    status &= ~ServerStatus.SESSION_STATE_CHANGED
+    if not caps & Capability.PROTOCOL_41:
+        warnings = 0
+    ok = OK(affected, insert_id, ServerStatus(status), warnings, "", None, header)
+    assert OK.parse(ok.encode(caps), caps) == ok
+    if not caps & Capability.PROTOCOL_41:
+        payload = bytes((header, affected % 251, 0, 2, 0)) + b"hi"  # 7 bytes: info "hi"
+        assert OK.parse(payload, caps).info == "hi"
+
+
 @given(st.integers(0, 0xFFFE), st.text(max_size=80), st.none() | st.text("ABCHY0123", min_size=5, max_size=5))
 def test_err_round_trips(code: int, message: str, state: str | None) -> None:
     if state is None and message.startswith("#"):
