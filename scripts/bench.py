@@ -272,6 +272,23 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _start_answering(cmd: list[str], log: Path, port: int, what: str) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own process group (output to ``log``) and wait until it
+    answers a login on ``port`` or exits; BenchError, the group stopped, if it does
+    neither within READY_TIMEOUT."""
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while proc.poll() is None and not _answers(port):
+        if time.monotonic() > deadline:
+            _stop_group(proc)
+            raise BenchError(f"{what} did not answer on port {port} within {READY_TIMEOUT} s;"
+                             f" its log:\n{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
 @contextlib.contextmanager
 def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
             log_dir: Path, executable: str | None = None, label: str = "proxied",
@@ -286,17 +303,8 @@ def chassis(db: MariaDB, args: argparse.Namespace, lua: Path | None,
                *(args.chassis_arg if executable is None else args.baseline_arg), *extra]
         if lua is not None:
             cmd.append(f"--proxy-lua-script={lua}")
-        with log.open("w") as log_file:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        proc = _start_answering(cmd, log, port, "chassis")
         try:
-            deadline = time.monotonic() + READY_TIMEOUT
-            while proc.poll() is None and not _answers(port):
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"chassis did not answer on port {port} within {READY_TIMEOUT} s;"
-                        f" its log:\n{log.read_text(errors='replace')[-2000:]}")
-                time.sleep(0.05)
             if proc.poll() is None:
                 print(f"   {name}: {' '.join(cmd)}", flush=True)
                 yield Target(name=name, port=port, pgid=proc.pid)
@@ -337,17 +345,10 @@ def uvloop_relay(db: MariaDB, args: argparse.Namespace, log_dir: Path) -> Iterat
     port = free_port()
     cmd = [sys.executable, str(ROOT / "scripts" / "uvloop_relay.py"), f"--listen=127.0.0.1:{port}",
            f"--backend={db.address}", f"--workers={args.event_threads}"]
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_answering(cmd, log, port, "the uvloop relay")
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while proc.poll() is None and not _answers(port):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        if proc.poll() is not None or not _answers(port):
-            raise BenchError(f"the uvloop relay did not answer on port {port}; its log:\n"
+        if proc.poll() is not None:
+            raise BenchError(f"the uvloop relay exited with {proc.returncode}; its log:\n"
                              f"{log.read_text(errors='replace')[-2000:]}")
         print(f"   uvloop: {' '.join(cmd)}", flush=True)
         yield Target(name="uvloop", port=port, pgid=proc.pid)
