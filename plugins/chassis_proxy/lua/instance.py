@@ -301,9 +301,7 @@ class LuaConnectionHooks:
         queries.reset()
 
     def sees_results(self) -> bool:
-        # not self._absent("read_query_result"), inlined: this runs for every injection
-        return self._state is not None and ("read_query_result" in self._defined
-                                            or "read_query_result" in self._in_G)
+        return self._state is not None and not self._absent("read_query_result")
 
     def read_query_result(self, result: InjectionResult) -> Outcome:
         buffered = result.packets is not None
